@@ -1,0 +1,177 @@
+"""Command line: `python -m minirt {demo,generate,kv-size}`.
+
+`demo` is what `./workbench` launches for now: the embedded model generating a few code prompts,
+with what the engine did. `kv-size` answers "how much KV cache does this model need?" offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+GIB = 2**30
+
+
+def _engine_kwargs(args) -> dict:
+    kw = {"block_size": args.block_size, "device": args.device, "trace": bool(args.trace)}
+    if args.kv_cache_mb is not None:
+        kw["kv_cache_bytes"] = int(args.kv_cache_mb * 2**20)
+    return kw
+
+
+def cmd_generate(args) -> int:
+    from minirt import LLM, SamplingParams
+
+    llm = LLM(args.model, **_engine_kwargs(args))
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        max_tokens=args.max_tokens,
+        seed=args.seed,
+        stop=args.stop or [],
+    )
+    outs = llm.generate(args.prompts, params, use_tqdm=False)
+    for out in outs:
+        print(out.prompt + out.text)
+        print(f"--- {len(out.token_ids)} tokens, finish_reason={out.finish_reason}")
+    s = llm.last_stats
+    print(
+        f"{s.num_generated_tokens} tokens in {s.elapsed_s:.2f} s "
+        f"({s.num_generated_tokens / s.elapsed_s:.1f} tok/s), {s.num_steps} steps",
+        file=sys.stderr,
+    )
+    if args.trace:
+        print(f"trace written to {llm.recorder.save(args.trace)}", file=sys.stderr)
+    return 0
+
+
+def cmd_kv_size(args) -> int:
+    from minirt.config import PRESETS, ModelConfig
+    from minirt.kv import kv_cache_bytes_per_token, max_concurrent_sequences
+    from minirt.kv.pool import dtype_bytes
+
+    if args.model in PRESETS:
+        config = PRESETS[args.model]
+    else:
+        from minirt.model.loader import resolve_model_path
+
+        config = ModelConfig.from_pretrained(resolve_model_path(args.model))
+    per_token = kv_cache_bytes_per_token(config, args.dtype)
+    per_seq = per_token * args.seq_len
+    weights = config.num_parameters() * dtype_bytes(args.dtype)
+    mem = args.gpu_mem_gb * 1e9
+    fits = max_concurrent_sequences(config, mem, args.seq_len, args.dtype, weights, args.block_size)
+    c = config
+    print(
+        f"model            {args.model} ({c.num_hidden_layers} layers, {c.num_key_value_heads} "
+        f"KV heads, head_dim {c.head_dim}, {args.dtype})"
+    )
+    print(
+        f"per token        2 x {c.num_hidden_layers} x {c.num_key_value_heads} x {c.head_dim} x "
+        f"{dtype_bytes(args.dtype)} B = {per_token:,} B ({per_token / 1024:.1f} KiB)"
+    )
+    print(f"per sequence     {args.seq_len:,} tokens -> {per_seq / GIB:.3f} GiB")
+    print(
+        f"batch of {args.batch:<7} {per_seq * args.batch / GIB:.2f} GiB "
+        f"({-(-args.seq_len // args.block_size) * args.batch:,} blocks of {args.block_size})"
+    )
+    print(
+        f"weights          {config.num_parameters() / 1e9:.2f} B params -> {weights / GIB:.2f} GiB"
+    )
+    print(
+        f"on {args.gpu_mem_gb:g} GB        at most {fits:,} sequences of {args.seq_len:,} tokens "
+        "beside the weights"
+    )
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from minirt import LLM, SamplingParams
+
+    print("minirt workbench — the embedded byte-level model (CPU is fine, nothing is downloaded)\n")
+    llm = LLM(args.model, trace=True, device=args.device)
+    header = "# utilities for working with files\nimport os\n\n"
+    prompts = [header + "def read_lines(path):", header + "class Config:", "def fib(n):"]
+    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=args.max_tokens))
+    for out in outs:
+        print("=" * 72 + f"\n{out.prompt}\033[1m{out.text}\033[0m\n")
+    s = llm.last_stats
+    print(
+        f"{s.num_generated_tokens} tokens in {s.elapsed_s:.2f} s over {s.num_steps} steps; "
+        f"prefix-cache hit rate {s.prefix_cache_hit_rate:.0%} (the prompts share a header)"
+    )
+    print(f"KV pool: {llm.num_blocks} blocks of {llm.config.block_size} tokens, preallocated\n")
+    print("step  prefill  decode  running  free blocks")
+    for ev in [e for e in llm.recorder.events if e["type"] == "step"][:8]:
+        print(
+            f"{ev['step']:>4}  {ev['num_prefill_tokens']:>7}  {ev['num_decode_tokens']:>6}  "
+            f"{ev['num_running']:>7}  {ev['num_free_blocks']:>11}"
+        )
+    print(
+        '…\nNext: python -m minirt generate "def fib(n):" --max-tokens 64, '
+        "python -m minirt kv-size --help"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minirt",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="generate with the embedded model and show what happened")
+    demo.add_argument("--model", default=None, help="checkpoint folder (default: embedded)")
+    demo.add_argument("--max-tokens", type=int, default=48)
+    demo.add_argument("--device", default="auto")
+    demo.set_defaults(func=cmd_demo)
+
+    gen = sub.add_parser("generate", help="generate a continuation of one or more prompts")
+    gen.add_argument("prompts", nargs="+", help="prompt text(s)")
+    gen.add_argument("--model", default=None, help="checkpoint folder, 'target' or 'draft'")
+    gen.add_argument("--max-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-k", type=int, default=-1)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--stop", action="append", help="stop string (repeatable)")
+    gen.add_argument("--block-size", type=int, default=16)
+    gen.add_argument("--kv-cache-mb", type=float, default=None, help="KV budget in MiB")
+    gen.add_argument("--device", default="auto")
+    gen.add_argument("--trace", default=None, help="write the engine trace to this JSON file")
+    gen.set_defaults(func=cmd_generate)
+
+    kv = sub.add_parser("kv-size", help="KV-cache bytes for a model, sequence length and batch")
+    kv.add_argument(
+        "--model",
+        default="qwen3-0.6b",
+        help="preset (qwen3-0.6b, qwen3-8b, qwen3-30b-a3b, llama-3-8b, llama-3-70b), "
+        "a checkpoint folder, or 'target'/'draft'",
+    )
+    kv.add_argument("--seq-len", type=int, default=4096)
+    kv.add_argument("--batch", type=int, default=1)
+    kv.add_argument(
+        "--dtype",
+        default="bfloat16",
+        help="KV dtype: bfloat16, float16, float32, float8_e4m3fn, int8",
+    )
+    kv.add_argument("--block-size", type=int, default=16)
+    kv.add_argument("--gpu-mem-gb", type=float, default=80.0, help="device memory (H100: 80)")
+    kv.set_defaults(func=cmd_kv_size)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

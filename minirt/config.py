@@ -1,0 +1,191 @@
+"""Configuration as plain dataclasses: what the model is, and how the engine runs it.
+
+`ModelConfig` is read from a Hugging Face `config.json` (Qwen3, Qwen2 and Llama families) or
+built in code from a preset; `EngineConfig` holds the serving knobs (block size, KV budget, token
+budget, chunked prefill, prefix caching). Notebook 00 tours both.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+# model_type -> (q/k RMSNorm per head, bias on q/k/v projections)
+_ARCHITECTURES = {"qwen3": (True, False), "qwen2": (False, True), "llama": (False, False)}
+
+
+@dataclass
+class ModelConfig:
+    """The shapes and constants of a Llama-style decoder (the fields minirt needs)."""
+
+    model_type: str = "qwen3"
+    vocab_size: int = 264
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 64
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = True
+    qk_norm: bool = True
+    attention_bias: bool = False
+    eos_token_id: list[int] = field(default_factory=list)
+    dtype: str = "float32"
+    num_experts: int = 0  # > 0: a mixture of experts, intermediate_size is one expert's
+
+    def num_parameters(self) -> int:
+        """Weights of the decoder (what has to sit beside the KV cache in device memory)."""
+        h, q, kv = self.hidden_size, self.num_attention_heads, self.num_key_value_heads
+        attn = h * q * self.head_dim * 2 + h * kv * self.head_dim * 2
+        mlp = 3 * h * self.intermediate_size * max(1, self.num_experts)
+        router = h * self.num_experts
+        per_layer = attn + mlp + router + 2 * h + (2 * self.head_dim if self.qk_norm else 0)
+        embed = self.vocab_size * h * (1 if self.tie_word_embeddings else 2)
+        return self.num_hidden_layers * per_layer + embed + h
+
+    @classmethod
+    def from_dict(cls, hf: dict) -> ModelConfig:
+        """Map a Hugging Face config dict onto ModelConfig, refusing what minirt can't run."""
+        model_type = hf.get("model_type", "")
+        if model_type not in _ARCHITECTURES:
+            raise ValueError(
+                f"model_type {model_type!r} is not supported; minirt runs "
+                f"{sorted(_ARCHITECTURES)} (Llama-style decoders). Pick such a checkpoint."
+            )
+        # transformers 5 keeps rope settings in "rope_parameters"; older files at the top level.
+        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(
+                f"rope_type {rope_type!r} is not implemented (only plain RoPE); "
+                "use a checkpoint without rope scaling or remove it from config.json"
+            )
+        if hf.get("use_sliding_window"):
+            raise ValueError(
+                "sliding-window attention is not supported; set use_sliding_window=false"
+            )
+        qk_norm, bias = _ARCHITECTURES[model_type]
+        heads = hf["num_attention_heads"]
+        eos = hf.get("eos_token_id")
+        return cls(
+            model_type=model_type,
+            vocab_size=hf["vocab_size"],
+            hidden_size=hf["hidden_size"],
+            intermediate_size=hf["intermediate_size"],
+            num_hidden_layers=hf["num_hidden_layers"],
+            num_attention_heads=heads,
+            num_key_value_heads=hf.get("num_key_value_heads") or heads,
+            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
+            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+            max_position_embeddings=hf.get("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            qk_norm=qk_norm,
+            attention_bias=bool(hf.get("attention_bias", bias)),
+            eos_token_id=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
+            dtype=str(hf.get("dtype") or hf.get("torch_dtype") or "float32"),
+        )
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> ModelConfig:
+        path = Path(folder) / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{folder} has no config.json; pass a Hugging Face checkpoint folder "
+                "(config.json + *.safetensors + tokenizer.json)"
+            )
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _preset(
+    model_type: str,
+    vocab: int,
+    hidden: int,
+    inter: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    theta: float,
+    max_pos: int,
+    tied: bool = False,
+    experts: int = 0,
+):
+    return ModelConfig(
+        model_type,
+        vocab,
+        hidden,
+        inter,
+        layers,
+        heads,
+        kv_heads,
+        head_dim=128,
+        rms_norm_eps=1e-5 if model_type == "llama" else 1e-6,
+        rope_theta=theta,
+        max_position_embeddings=max_pos,
+        tie_word_embeddings=tied,
+        qk_norm=model_type == "qwen3",
+        dtype="bfloat16",
+        num_experts=experts,
+    )
+
+
+# Published shapes of models the notebooks talk about (from their config.json files; built in
+# code, nothing downloaded). For the MoE model intermediate_size is one expert's.
+PRESETS: dict[str, ModelConfig] = {
+    "qwen3-0.6b": _preset("qwen3", 151936, 1024, 3072, 28, 16, 8, 1e6, 40960, tied=True),
+    "qwen3-8b": _preset("qwen3", 151936, 4096, 12288, 36, 32, 8, 1e6, 40960),
+    "qwen3-30b-a3b": _preset("qwen3", 151936, 2048, 768, 48, 32, 4, 1e6, 40960, experts=128),
+    "llama-3-8b": _preset("llama", 128256, 4096, 14336, 32, 32, 8, 5e5, 8192),
+    "llama-3-70b": _preset("llama", 128256, 8192, 28672, 80, 64, 8, 5e5, 8192),
+}
+
+
+@dataclass
+class EngineConfig:
+    """How the engine serves: the knobs the scheduler and the KV pool obey."""
+
+    block_size: int = 16  # tokens per KV block (vLLM's default)
+    kv_cache_bytes: int | None = None  # explicit KV budget; default 256 MiB on CPU
+    gpu_memory_utilization: float = 0.9  # CUDA: share of total memory the process may fill
+    max_num_seqs: int = 256  # running sequences at once
+    max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
+    max_model_len: int | None = None  # default: the model's max_position_embeddings
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    preemption_mode: str = "recompute"
+    device: str = "auto"  # "auto" -> cuda when available, else cpu
+    dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
+    seed: int = 0  # for requests without their own seed
+    trace: bool = False  # record every step (minirt.trace)
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+        if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
+            raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
+            )
+        if self.preemption_mode != "recompute":
+            raise ValueError(
+                f"preemption_mode {self.preemption_mode!r} is not available yet; use 'recompute'"
+            )
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> EngineConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown engine argument(s) {unknown}; valid ones: {sorted(known)}")
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,290 @@
+"""LLM: the public API. Load weights, preallocate the KV pool, then loop schedule -> run -> update.
+
+`LLM(model=None, **engine_kwargs).generate(prompts, SamplingParams)` as in vLLM. Every prompt is
+checked before any is queued, and a failure mid-run frees every block, so the engine stays usable
+after bad input. With `trace=True` each step is recorded (minirt.trace). Notebook 00 (tour).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from minirt.config import EngineConfig, ModelConfig
+from minirt.engine.model_runner import ModelRunner
+from minirt.kv import BlockManager, allocate_kv_pool, num_kv_blocks
+from minirt.kv.pool import kv_budget_bytes
+from minirt.model.loader import load_model, resolve_model_path
+from minirt.model.tokenizer import Tokenizer, load_tokenizer
+from minirt.sampling_params import SamplingParams
+from minirt.sched import Batch, Scheduler, Sequence
+from minirt.trace import Recorder, RequestEvent, ScheduledSeq, StepEvent
+
+
+@dataclass
+class RequestOutput:
+    request_id: int  # the sequence id the engine and its trace use
+    prompt: str | list[int]
+    text: str
+    token_ids: list[int]  # generated tokens only
+    finish_reason: str  # "stop" (EOS or a stop string) | "length"
+    num_cached_tokens: int = 0  # prompt tokens found in the prefix cache
+
+
+@dataclass
+class GenerateStats:
+    num_prompt_tokens: int = 0
+    num_cached_tokens: int = 0
+    num_generated_tokens: int = 0
+    elapsed_s: float = 0.0
+    num_steps: int = 0
+    num_preemptions: int = 0
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.num_cached_tokens / max(1, self.num_prompt_tokens)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
+
+
+def _pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+class LLM:
+    def __init__(self, model: str | Path | None = None, **engine_kwargs):
+        self.config = EngineConfig.from_kwargs(**engine_kwargs)
+        self.model_path = resolve_model_path(model)
+        self.device = _pick_device(self.config.device)
+        self.dtype = _pick_dtype(self.config.dtype, self.device)
+        self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
+        self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
+        mc: ModelConfig = self.model_config
+        self.max_model_len = min(
+            self.config.max_model_len or mc.max_position_embeddings, mc.max_position_embeddings
+        )
+        if not self.config.enable_chunked_prefill and (
+            self.config.max_num_batched_tokens < self.max_model_len
+        ):
+            raise ValueError(
+                f"without chunked prefill a whole prompt must fit one step: "
+                f"max_num_batched_tokens ({self.config.max_num_batched_tokens}) < max_model_len "
+                f"({self.max_model_len}); raise it, lower max_model_len, or enable chunked prefill"
+            )
+        # The pool is allocated once, now, after the weights: a budget that is too small fails
+        # here at start-up, not in the middle of a request.
+        budget = kv_budget_bytes(
+            self.device, self.config.kv_cache_bytes, self.config.gpu_memory_utilization
+        )
+        bs = self.config.block_size
+        self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
+        self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
+        self.block_manager = BlockManager(self.num_blocks, bs, self.config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.config, self.block_manager)
+        self.runner = ModelRunner(self.model, self.kv_pool, self.block_manager, self.config.seed)
+        self.eos_ids = set(mc.eos_token_id)
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.recorder: Recorder | None = None
+        self.last_stats = GenerateStats()
+        self._next_seq_id = 0
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def pool_capacity_tokens(self) -> int:
+        return self.num_blocks * self.config.block_size
+
+    def generate(
+        self,
+        prompts: str | list[str] | list[list[int]],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        use_tqdm: bool = True,
+    ) -> list[RequestOutput]:
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]
+        if not prompts:
+            raise ValueError("generate() got an empty prompt list; pass at least one prompt")
+        params = sampling_params or SamplingParams()
+        params = params if isinstance(params, list) else [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        token_lists = [self._encode_and_check(i, p) for i, p in enumerate(prompts)]
+
+        t0 = time.perf_counter()
+        if self.config.trace:
+            self.recorder = Recorder(meta=self._trace_meta())
+        seqs = []
+        for toks, p in zip(token_lists, params, strict=True):
+            seqs.append(Sequence(self._next_seq_id, toks, p, arrival_s=0.0))
+            self._next_seq_id += 1
+        steps0, preempt0 = self.scheduler.num_steps, self.scheduler.num_preemptions
+        bar = tqdm(total=len(seqs), desc="generate", disable=not use_tqdm, unit="req")
+        try:
+            for seq in seqs:
+                self.scheduler.add(seq)
+            while self.scheduler.has_unfinished():
+                bar.update(len(self.step(t0)))
+        finally:
+            bar.close()
+            for seq in self.scheduler.abort_all():  # only after an error: nothing is leaked
+                self.runner.release(seq.seq_id)
+        elapsed = time.perf_counter() - t0
+        self.last_stats = GenerateStats(
+            num_prompt_tokens=sum(s.num_prompt_tokens for s in seqs),
+            num_cached_tokens=sum(min(s.num_cached_tokens, s.num_prompt_tokens) for s in seqs),
+            num_generated_tokens=sum(len(s.output_token_ids) for s in seqs),
+            elapsed_s=elapsed,
+            num_steps=self.scheduler.num_steps - steps0,
+            num_preemptions=self.scheduler.num_preemptions - preempt0,
+        )
+        if self.recorder is not None:
+            for s in seqs:
+                self.recorder.record(
+                    RequestEvent(
+                        seq_id=s.seq_id,
+                        prompt_len=s.num_prompt_tokens,
+                        arrival_s=s.arrival_s,
+                        first_token_s=s.first_token_s,
+                        finish_s=s.finish_s,
+                        num_output_tokens=len(s.output_token_ids),
+                        finish_reason=s.finish_reason or "abort",
+                    )
+                )
+        return [self._output(p, s) for p, s in zip(prompts, seqs, strict=True)]
+
+    def step(self, t0: float | None = None) -> list[Sequence]:
+        """One engine step: schedule, run the model, update; returns sequences that finished."""
+        t0 = time.perf_counter() if t0 is None else t0
+        t_sched = time.perf_counter()
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            raise RuntimeError(
+                "the scheduler found nothing to run although requests are waiting; this is a bug "
+                f"(free blocks: {self.block_manager.num_free_blocks}/{self.num_blocks})"
+            )
+        t_fwd = time.perf_counter()
+        sampled = self.runner.run(batch)
+        t_done = time.perf_counter()
+        self.scheduler.update(batch, sampled)
+        finished = []
+        for seq in batch.seqs:
+            if seq.seq_id not in sampled:
+                continue
+            if seq.first_token_s is None:
+                seq.first_token_s = t_done - t0
+            reason = self._finish_reason(seq)
+            if reason:
+                seq.finish_s = t_done - t0
+                self.scheduler.finish(seq, reason)
+                self.runner.release(seq.seq_id)
+                finished.append(seq)
+        if self.recorder is not None:
+            self._record_step(batch, finished, t_done - t0, t_fwd - t_sched, t_done - t_fwd)
+        return finished
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _encode_and_check(self, i: int, prompt) -> list[int]:
+        if isinstance(prompt, str):
+            toks = self.tokenizer.encode(prompt)
+        else:
+            toks = [int(t) for t in prompt]
+        if not toks:
+            raise ValueError(f"prompt {i} is empty; give it at least one token")
+        vocab = self.model_config.vocab_size
+        if any(not 0 <= t < vocab for t in toks):
+            raise ValueError(f"prompt {i} has token ids outside [0, {vocab}); check the tokenizer")
+        if len(toks) >= self.max_model_len:
+            raise ValueError(
+                f"prompt {i} has {len(toks):,} tokens but max_model_len is {self.max_model_len:,} "
+                "(room for at least one new token is needed); shorten the prompt or raise "
+                "max_model_len"
+            )
+        if len(toks) >= self.pool_capacity_tokens:
+            raise ValueError(
+                f"prompt {i} has {len(toks):,} tokens but the whole KV pool holds "
+                f"{self.pool_capacity_tokens:,} ({self.num_blocks} blocks of "
+                f"{self.config.block_size}); raise kv_cache_bytes or shorten the prompt"
+            )
+        return toks
+
+    def _finish_reason(self, seq: Sequence) -> str | None:
+        p = seq.sampling_params
+        last = seq.token_ids[-1]
+        if not p.ignore_eos and last in self.eos_ids:
+            return "stop"
+        if p.stop and any(s in self.tokenizer.decode(seq.output_token_ids) for s in p.stop):
+            return "stop"
+        if len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        if seq.num_tokens >= self.pool_capacity_tokens:
+            return "length"  # alone it would fill the whole pool: nothing left to preempt
+        return None
+
+    def _output(self, prompt, seq: Sequence) -> RequestOutput:
+        ids = seq.output_token_ids
+        p = seq.sampling_params
+        if ids and ids[-1] in self.eos_ids and not p.ignore_eos:
+            ids = ids[:-1]  # the EOS token is not part of the text
+        text = self.tokenizer.decode(ids)
+        for s in p.stop:
+            if s in text:
+                text = text[: text.index(s)]
+        return RequestOutput(
+            seq.seq_id,
+            prompt,
+            text,
+            seq.output_token_ids,
+            seq.finish_reason or "abort",
+            min(seq.num_cached_tokens, seq.num_prompt_tokens),
+        )
+
+    def _trace_meta(self) -> dict:
+        return {
+            "model": str(self.model_path),
+            "model_config": self.model_config.to_dict(),
+            "engine_config": self.config.to_dict(),
+            "num_blocks": self.num_blocks,
+            "block_size": self.config.block_size,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def _record_step(self, batch: Batch, finished, now_s, schedule_s, forward_s) -> None:
+        bm = self.block_manager
+        self.recorder.record(
+            StepEvent(
+                step=batch.step,
+                time_s=now_s,
+                scheduled=[
+                    ScheduledSeq(s.seq_id, n, s.num_computed_tokens - n, p)
+                    for s, n, p in zip(
+                        batch.seqs, batch.num_new_tokens, batch.is_prefill, strict=True
+                    )
+                ],
+                num_prefill_tokens=batch.num_prefill_tokens,
+                num_decode_tokens=batch.num_decode_tokens,
+                num_running=len(self.scheduler.running),
+                num_waiting=len(self.scheduler.waiting),
+                preempted=[s.seq_id for s in batch.preempted],
+                finished=[s.seq_id for s in finished],
+                block_tables={k: list(v) for k, v in bm.tables.items()},
+                num_free_blocks=bm.num_free_blocks,
+                num_cached_blocks=bm.num_cached_blocks,
+                prefix_hit_tokens=batch.prefix_hit_tokens,
+                schedule_ms=schedule_s * 1e3,
+                forward_ms=forward_s * 1e3,
+            )
+        )

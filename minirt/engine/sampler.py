@@ -1,0 +1,42 @@
+"""Turn logits into tokens: greedy, or temperature -> top-k -> top-p -> a seeded draw.
+
+A request with a seed draws from its own generator, so its tokens do not depend on which other
+requests share the batch. Requests without one use the engine's generator (EngineConfig.seed).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minirt.sampling_params import SamplingParams
+
+
+def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
+    """Scale by temperature, then mask tokens outside top-k and outside the top-p nucleus."""
+    logits = logits / params.temperature  # [vocab]
+    if params.top_k > 0 and params.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop_sorted = (cum - sorted_logits.softmax(-1)) >= params.top_p
+        logits = logits.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
+    return logits
+
+
+def sample(
+    logits: torch.Tensor,  # [num_rows, vocab] fp32
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+) -> list[int]:
+    out = []
+    greedy = logits.argmax(-1).tolist()
+    for row, p, gen, g in zip(logits, params, generators, greedy, strict=True):
+        if p.greedy:
+            out.append(g)
+            continue
+        probs = filter_logits(row, p).softmax(-1)
+        out.append(int(torch.multinomial(probs, 1, generator=gen)))
+    return out

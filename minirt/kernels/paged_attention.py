@@ -1,0 +1,69 @@
+"""Paged attention, reference version: K/V live in fixed-size blocks found through block tables.
+
+One function serves prefill, chunked prefill and decode: each sequence brings `q_len` new tokens
+whose keys were just stored, and attends causally to its first `context_len` cached tokens.
+Notebook 01 (KV cache) steps through it; the Triton kernels are checked against it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def store_kv_ref(
+    k: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
+    v: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
+    k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    slot_mapping: torch.Tensor,  # [num_tokens] int64: block * block_size + offset
+) -> None:
+    """Write each new token's K and V into its slot of the pool."""
+    k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = k.to(k_cache.dtype)
+    v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = v.to(v_cache.dtype)
+
+
+def paged_attention_ref(
+    q: torch.Tensor,  # [num_tokens, num_heads, head_dim], sequences back to back
+    k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    block_tables: torch.Tensor,  # [num_seqs, max_blocks] int32 (padding entries are ignored)
+    context_lens: torch.Tensor,  # [num_seqs]: cached tokens incl. this step's, per sequence
+    query_start_loc: torch.Tensor,  # [num_seqs + 1]: where each sequence's queries start
+    scale: float,
+) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
+    num_tokens, num_heads, head_dim = q.shape
+    num_seqs = block_tables.shape[0]
+    kv_heads = k_cache.shape[2]
+    q_lens = query_start_loc[1:] - query_start_loc[:-1]
+    max_q, max_ctx = int(q_lens.max()), int(context_lens.max())
+
+    # Gather each sequence's K/V from its blocks: [num_seqs, max_ctx, kv_heads, head_dim].
+    tables = block_tables.clamp(min=0).long()
+    k = k_cache[tables].flatten(1, 2)[:, :max_ctx]
+    v = v_cache[tables].flatten(1, 2)[:, :max_ctx]
+    # Slots past a sequence's context were never written: the pool is torch.empty, so they may
+    # hold NaN, and 0 * NaN = NaN even under a mask. Zero them.
+    k_pos = torch.arange(max_ctx, device=q.device)
+    written = (k_pos[None, :] < context_lens[:, None])[:, :, None, None]
+    k, v = k.where(written, 0), v.where(written, 0)
+
+    # Scatter the queries into a padded [num_seqs, max_q, ...] batch.
+    seq_of_token = torch.repeat_interleave(torch.arange(num_seqs, device=q.device), q_lens)
+    row = torch.arange(num_tokens, device=q.device) - query_start_loc[seq_of_token]
+    qp = q.new_zeros(num_seqs, max_q, num_heads, head_dim)
+    qp[seq_of_token, row] = q
+
+    # Query row r of sequence s sits at absolute position context_len - q_len + r; causal mask.
+    q_pos = (context_lens - q_lens)[:, None] + torch.arange(max_q, device=q.device)[None, :]
+    mask = k_pos[None, None, :] <= q_pos[:, :, None]  # [num_seqs, max_q, max_ctx]
+
+    out = F.scaled_dot_product_attention(
+        qp.transpose(1, 2),  # [num_seqs, num_heads, max_q, head_dim]
+        k.transpose(1, 2).to(q.dtype),
+        v.transpose(1, 2).to(q.dtype),
+        attn_mask=mask[:, None],
+        scale=scale,
+        enable_gqa=num_heads != kv_heads,  # each KV head serves num_heads // kv_heads queries
+    )
+    return out.transpose(1, 2)[seq_of_token, row]

@@ -1,0 +1,222 @@
+"""BlockManager: which physical KV blocks each sequence owns, and which are cached for reuse.
+
+Invariants (checked by `check_invariants`, exercised by tests/kv/test_block_manager_properties.py):
+every block is either referenced by tables (ref_count = number of tables holding it) or on the
+free list with ref_count 0; a free block may still hold a cached hash (vLLM-style prefix caching of
+*full* blocks) until it is reused or evicted. Notebook 01 (KV cache) and lab 1 build this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Sequence
+
+
+def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
+    """Hash of a full block, chained to its parent's: equal hashes mean equal *prefixes*."""
+    h = hashlib.sha256()
+    h.update(b"root" if parent is None else parent.to_bytes(8, "little"))
+    for t in token_ids:
+        h.update(int(t).to_bytes(4, "little"))
+    return int.from_bytes(h.digest()[:8], "little")
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        if num_blocks < 1:
+            raise ValueError("the KV pool needs at least one block")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
+        self.ref_count = [0] * num_blocks
+        self.block_hashes: list[int | None] = [None] * num_blocks
+        # Free blocks in eviction order: the least recently freed is reused first, so cached
+        # blocks freed recently survive longest (LRU).
+        self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        self.cached: dict[int, int] = {}  # hash -> block id
+        self.tables: dict[int, list[int]] = {}  # seq id -> block ids, logical order
+        self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its published blocks
+        self.hit_tokens = 0  # prefix-cache hits since creation (for stats)
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_list)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        return len(self.cached)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def block_table(self, seq_id: int) -> list[int]:
+        return self.tables[seq_id]
+
+    def match_prefix(self, token_ids: Sequence[int]) -> list[int]:
+        """Cached blocks covering the longest full-block prefix of `token_ids`.
+
+        The last token is never matched: its logits are needed, so at least one token is computed.
+        """
+        if not self.enable_prefix_caching:
+            return []
+        blocks, parent = [], None
+        for i in range((len(token_ids) - 1) // self.block_size):
+            parent = block_hash(parent, token_ids[i * self.block_size : (i + 1) * self.block_size])
+            if parent not in self.cached:
+                break
+            blocks.append(self.cached[parent])
+        return blocks
+
+    def can_allocate(self, token_ids: Sequence[int], num_tokens: int) -> bool:
+        """Could a new sequence get blocks for its first `num_tokens` tokens right now?"""
+        hits = self.match_prefix(token_ids)
+        hits = hits[: self.blocks_for(num_tokens)]
+        reused_free = sum(1 for b in hits if self.ref_count[b] == 0)
+        need = self.blocks_for(num_tokens) - len(hits)
+        return need <= self.num_free_blocks - reused_free
+
+    def can_append(self, seq_id: int, num_tokens: int) -> bool:
+        """Could `seq_id` grow to hold `num_tokens` tokens?"""
+        return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks
+
+    # -- changes ---------------------------------------------------------------------------
+    def allocate(self, seq_id: int, token_ids: Sequence[int], num_tokens: int) -> int:
+        """Create `seq_id`'s table: reuse cached prefix blocks, then fresh ones up to num_tokens.
+
+        Returns the number of tokens whose KV is already in the pool (prefix-cache hits).
+        """
+        if seq_id in self.tables:
+            raise ValueError(f"sequence {seq_id} already has blocks; free it first")
+        if not self.can_allocate(token_ids, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks for sequence {seq_id}")
+        hits = self.match_prefix(token_ids)[: self.blocks_for(num_tokens)]
+        for b in hits:
+            self._ref(b)
+        self.tables[seq_id] = list(hits)
+        self.seq_hashes[seq_id] = [self.block_hashes[b] for b in hits]
+        self._grow(seq_id, num_tokens)
+        self.hit_tokens += len(hits) * self.block_size
+        return len(hits) * self.block_size
+
+    def append(self, seq_id: int, num_tokens: int) -> None:
+        """Grow `seq_id`'s table so it holds `num_tokens` tokens."""
+        if not self.can_append(seq_id, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
+        self._grow(seq_id, num_tokens)
+
+    def prepare_write(self, seq_id: int, start: int, end: int) -> list[tuple[int, int]]:
+        """Copy-on-write: before writing tokens [start, end), un-share any block they touch.
+
+        Returns (src, dst) block pairs whose KV the caller must copy. Only forked sequences
+        share a block they still write into; prefix-cache hits are full blocks, never written.
+        """
+        copies = []
+        table = self.tables[seq_id]
+        for i in range(start // self.block_size, self.blocks_for(end)):
+            src = table[i]
+            if self.ref_count[src] > 1:
+                if not self.free_list:
+                    raise RuntimeError("no free block for copy-on-write; preempt a sequence first")
+                dst = self._take_free()
+                self.ref_count[src] -= 1
+                self._ref(dst)
+                table[i] = dst
+                copies.append((src, dst))
+        return copies
+
+    def commit(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
+        """Publish the hashes of blocks that became full of computed KV (prefix caching)."""
+        if not self.enable_prefix_caching:
+            return
+        table, hashes = self.tables[seq_id], self.seq_hashes[seq_id]
+        while len(hashes) < num_computed // self.block_size:
+            i = len(hashes)
+            parent = hashes[-1] if hashes else None
+            h = block_hash(parent, token_ids[i * self.block_size : (i + 1) * self.block_size])
+            hashes.append(h)
+            b = table[i]
+            if h not in self.cached and self.block_hashes[b] is None:
+                self.cached[h] = b
+                self.block_hashes[b] = h
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        """The child shares every block of the parent (parallel sampling, beam search)."""
+        if child_id in self.tables:
+            raise ValueError(f"sequence {child_id} already has blocks")
+        for b in self.tables[parent_id]:
+            self._ref(b)
+        self.tables[child_id] = list(self.tables[parent_id])
+        self.seq_hashes[child_id] = list(self.seq_hashes[parent_id])
+
+    def free(self, seq_id: int) -> None:
+        """Release a sequence's blocks; cached ones stay findable until their block is reused."""
+        for b in reversed(self.tables.pop(seq_id)):
+            self.ref_count[b] -= 1
+            if self.ref_count[b] == 0:
+                self.free_list[b] = None  # most recently freed goes last: evicted last
+        self.seq_hashes.pop(seq_id)
+
+    def evict(self, num_blocks: int | None = None) -> int:
+        """Forget the cached content of up to `num_blocks` free blocks (default all), LRU first."""
+        evicted = 0
+        for b in list(self.free_list):
+            if num_blocks is not None and evicted >= num_blocks:
+                break
+            if self.block_hashes[b] is not None:
+                self._forget(b)
+                evicted += 1
+        return evicted
+
+    # -- internals -------------------------------------------------------------------------
+    def _grow(self, seq_id: int, num_tokens: int) -> None:
+        table = self.tables[seq_id]
+        while len(table) < self.blocks_for(num_tokens):
+            b = self._take_free()
+            self._ref(b)
+            table.append(b)
+
+    def _take_free(self) -> int:
+        b, _ = self.free_list.popitem(last=False)
+        self._forget(b)  # its old content is about to be overwritten
+        return b
+
+    def _ref(self, b: int) -> None:
+        if self.ref_count[b] == 0:
+            self.free_list.pop(b, None)
+        self.ref_count[b] += 1
+
+    def _forget(self, b: int) -> None:
+        h = self.block_hashes[b]
+        if h is not None:
+            del self.cached[h]
+            self.block_hashes[b] = None
+
+    # -- plain data for the dashboard and the tests --------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "num_blocks": self.num_blocks,
+            "block_size": self.block_size,
+            "ref_count": list(self.ref_count),
+            "block_hashes": [None if h is None else f"{h:016x}" for h in self.block_hashes],
+            "free": list(self.free_list),
+            "tables": {str(k): list(v) for k, v in self.tables.items()},
+            "num_cached_blocks": self.num_cached_blocks,
+        }
+
+    def check_invariants(self) -> None:
+        holders = [0] * self.num_blocks
+        for table in self.tables.values():
+            for b in table:
+                holders[b] += 1
+        for b in range(self.num_blocks):
+            assert self.ref_count[b] == holders[b], (
+                f"block {b}: ref {self.ref_count[b]} != {holders[b]}"
+            )
+            assert (b in self.free_list) == (holders[b] == 0), (
+                f"block {b}: free-list membership wrong"
+            )
+        for h, b in self.cached.items():
+            assert self.block_hashes[b] == h, f"cached hash of block {b} is stale"
+        assert sum(h is not None for h in self.block_hashes) == len(self.cached)

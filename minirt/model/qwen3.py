@@ -1,0 +1,73 @@
+"""The decoder: embed -> N x (RMSNorm, attention, RMSNorm, SwiGLU, residuals) -> norm -> logits.
+
+Qwen3 and Llama differ only in flags of ModelConfig (q/k-norm, biases, tied embeddings). The
+model takes a flat batch of new tokens from many sequences; logits are computed only for the
+rows the sampler needs. Compare with transformers' modeling_qwen3.py side by side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from minirt.config import ModelConfig
+from minirt.model.attention import Attention, AttentionMetadata
+from minirt.model.layers import MLP, RMSNorm, RotaryEmbedding
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, rotary)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config.hidden_size, config.intermediate_size)
+
+    def forward(self, positions, x, meta: AttentionMetadata) -> torch.Tensor:
+        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.rotary = RotaryEmbedding(
+            config.head_dim, config.max_position_embeddings, config.rope_theta
+        )
+        self.layers = nn.ModuleList(
+            DecoderLayer(config, self.rotary) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
+        x = self.embed_tokens(input_ids)  # [num_tokens, hidden]
+        for layer in self.layers:
+            x = layer(positions, x, meta)
+        return self.norm(x)
+
+
+class CausalLM(nn.Module):
+    """Decoder + LM head. Parameter names follow Hugging Face checkpoints exactly."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:  # [num_tokens, hidden]
+        return self.model(input_ids, positions, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()  # [rows, vocab]
+
+    def bind_kv_cache(self, kv_pool: torch.Tensor) -> None:
+        """Point every layer at its slice of the pool: kv_pool[0 or 1, layer]."""
+        for i, layer in enumerate(self.model.layers):
+            layer.self_attn.k_cache = kv_pool[0, i]
+            layer.self_attn.v_cache = kv_pool[1, i]

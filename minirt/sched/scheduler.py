@@ -1,0 +1,154 @@
+"""Continuous batching: every step, decide which sequences run and how many tokens each brings.
+
+One `schedule()` call returns one `Batch`. Running sequences go first (a decode is 1 token, an
+unfinished prefill its next chunk) under a token budget; when the pool has no block for them, the
+newest running sequence is preempted by recompute (its blocks freed, its KV recomputed later).
+Waiting sequences are admitted FCFS only while blocks and budget last. Notebook 02 (scheduling).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from minirt.config import EngineConfig
+from minirt.kv import BlockManager
+from minirt.sched.sequence import Sequence, SequenceStatus
+
+
+@dataclass
+class Batch:
+    """One step's decision: sequences, how many new tokens each computes, and why."""
+
+    step: int
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    is_prefill: list[bool] = field(default_factory=list)  # prompt/recompute tokens, not a decode
+    samples: list[bool] = field(default_factory=list)  # reaches its last token: gets a new one
+    preempted: list[Sequence] = field(default_factory=list)
+    prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
+
+    def add(self, seq: Sequence, n: int) -> None:
+        decode = (
+            n == 1 and seq.num_computed_tokens == seq.num_tokens - 1 and bool(seq.output_token_ids)
+        )
+        self.seqs.append(seq)
+        self.num_new_tokens.append(n)
+        self.is_prefill.append(not decode)
+        self.samples.append(seq.num_computed_tokens + n == seq.num_tokens)
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(n for n, p in zip(self.num_new_tokens, self.is_prefill, strict=True) if p)
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return sum(n for n, p in zip(self.num_new_tokens, self.is_prefill, strict=True) if not p)
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager):
+        self.config = config
+        self.bm = block_manager
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self.num_steps = 0
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> Batch:
+        batch = Batch(step=self.num_steps)
+        budget = self.config.max_num_batched_tokens
+        chunked = self.config.enable_chunked_prefill
+
+        # 1. Running sequences, oldest first: each needs its next token(s) and the blocks for them.
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = seq.num_tokens - seq.num_computed_tokens
+            if n > budget:
+                if not chunked:
+                    break
+                n = budget
+            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n):
+                victim = self.running.pop()  # the newest loses its blocks
+                self._preempt(victim)
+                batch.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break
+            self.bm.append(seq.seq_id, seq.num_computed_tokens + n)
+            batch.add(seq, n)
+            budget -= n
+            i += 1
+
+        # 2. Waiting sequences, first come first served, if nobody was just preempted.
+        while (
+            self.waiting
+            and budget > 0
+            and not batch.preempted
+            and len(self.running) < self.config.max_num_seqs
+        ):
+            seq = self.waiting[0]
+            cached = len(self.bm.match_prefix(seq.token_ids)) * self.bm.block_size
+            n = seq.num_tokens - cached
+            if n > budget:
+                if not chunked:
+                    break
+                n = budget
+            if not self.bm.can_allocate(seq.token_ids, cached + n):
+                break
+            seq.num_computed_tokens = seq.num_cached_tokens = self.bm.allocate(
+                seq.seq_id, seq.token_ids, cached + n
+            )
+            batch.prefix_hit_tokens += seq.num_cached_tokens
+            self.waiting.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            batch.add(seq, n)
+            budget -= n
+
+        self.num_steps += 1
+        return batch
+
+    def update(self, batch: Batch, sampled: dict[int, int]) -> None:
+        """After the forward: advance computed counts, publish full blocks, append samples."""
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += n
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
+            if seq.seq_id in sampled:
+                seq.token_ids.append(sampled[seq.seq_id])
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        seq.status = SequenceStatus.FINISHED
+        seq.finish_reason = reason
+        self.bm.free(seq.seq_id)
+        self.running.remove(seq)
+
+    def abort_all(self) -> list[Sequence]:
+        """Drop every unfinished sequence and give back its blocks (after an error)."""
+        dropped = list(self.running) + list(self.waiting)
+        for seq in self.running:
+            self.bm.free(seq.seq_id)
+        self.running.clear()
+        self.waiting.clear()
+        return dropped
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Recompute-style preemption: free the KV now, rebuild it when readmitted."""
+        self.bm.free(seq.seq_id)
+        seq.status = SequenceStatus.WAITING
+        seq.num_computed_tokens = 0
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(seq)

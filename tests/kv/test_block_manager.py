@@ -1,0 +1,141 @@
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from minirt.kv import BlockManager, block_hash
+
+
+def test_hash_chain_depends_on_the_whole_prefix():
+    a = block_hash(None, [1, 2, 3, 4])
+    assert block_hash(a, [5, 6, 7, 8]) != block_hash(block_hash(None, [9, 2, 3, 4]), [5, 6, 7, 8])
+    assert block_hash(None, [1, 2, 3, 4]) == a  # deterministic across calls and processes
+
+
+def test_a_second_sequence_with_the_same_prefix_reuses_the_full_blocks():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    prompt = list(range(10))  # blocks [0..3] [4..7] full, [8, 9] partial
+    assert bm.allocate(1, prompt, 10) == 0
+    bm.commit(1, prompt, 10)
+    assert bm.allocate(2, prompt[:9] + [99], 10) == 8
+    assert bm.block_table(2)[:2] == bm.block_table(1)[:2]
+    assert bm.block_table(2)[2] != bm.block_table(1)[2]
+    assert [bm.ref_count[b] for b in bm.block_table(1)] == [2, 2, 1]
+    bm.check_invariants()
+
+
+def test_the_last_prompt_token_is_never_a_cache_hit():
+    bm = BlockManager(num_blocks=8, block_size=4)
+    prompt = list(range(8))
+    bm.allocate(1, prompt, 8)
+    bm.commit(1, prompt, 8)
+    bm.free(1)
+    # both blocks are cached, but the last token must be computed to get logits
+    assert bm.allocate(2, prompt, 8) == 4
+
+
+def test_freed_blocks_stay_cached_until_reused_and_evict_forgets_them():
+    bm = BlockManager(num_blocks=4, block_size=2)
+    bm.allocate(1, [1, 2, 3, 4, 5], 5)
+    bm.commit(1, [1, 2, 3, 4, 5], 5)
+    bm.free(1)
+    assert bm.num_free_blocks == 4 and bm.num_cached_blocks == 2
+    assert len(bm.match_prefix([1, 2, 3, 4, 9])) == 2
+    assert bm.evict() == 2
+    assert bm.match_prefix([1, 2, 3, 4, 9]) == [] and bm.num_cached_blocks == 0
+    bm.check_invariants()
+
+
+def test_fork_shares_blocks_and_copy_on_write_unshares_the_written_one():
+    bm = BlockManager(num_blocks=6, block_size=4)
+    bm.allocate(1, list(range(6)), 6)
+    bm.fork(1, 2)
+    assert bm.block_table(1) == bm.block_table(2)
+    copies = bm.prepare_write(2, 6, 7)  # the child writes into the shared partial block
+    assert len(copies) == 1 and copies[0][0] == bm.block_table(1)[1]
+    assert bm.block_table(2)[1] == copies[0][1] and bm.block_table(2)[0] == bm.block_table(1)[0]
+    bm.check_invariants()
+
+
+def test_can_allocate_counts_cache_hits_that_sit_on_the_free_list():
+    bm = BlockManager(num_blocks=2, block_size=2)
+    bm.allocate(1, [1, 2, 3], 3)
+    bm.commit(1, [1, 2, 3], 3)
+    bm.free(1)
+    # 2 free blocks, one of which is the cached hit: [1,2] hit + [3, x] needs one more -> fits
+    assert bm.can_allocate([1, 2, 3], 3)
+    assert not bm.can_allocate([1, 2, 3, 4, 5, 6], 6)
+
+
+class BlockManagerMachine(RuleBasedStateMachine):
+    """Random allocate/append/fork/free/evict never leaks, double-frees, or breaks ref counts."""
+
+    def __init__(self):
+        super().__init__()
+        self.bm = BlockManager(num_blocks=12, block_size=4)
+        self.tokens: dict[int, list[int]] = {}
+        self.next_id = 0
+
+    @rule(prompt=st.lists(st.integers(0, 3), min_size=1, max_size=20))
+    def allocate(self, prompt):
+        if self.bm.can_allocate(prompt, len(prompt)):
+            cached = self.bm.allocate(self.next_id, prompt, len(prompt))
+            assert cached % 4 == 0 and cached < len(prompt)
+            self.bm.commit(self.next_id, prompt, len(prompt))
+            self.tokens[self.next_id] = list(prompt)
+            self.next_id += 1
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data(), extra=st.lists(st.integers(0, 3), min_size=1, max_size=6))
+    def append(self, data, extra):
+        sid = data.draw(st.sampled_from(sorted(self.tokens)))
+        toks = self.tokens[sid] + extra
+        if self.bm.can_append(sid, len(toks)):
+            self.bm.append(sid, len(toks))
+            if self.bm.num_free_blocks >= self.bm.blocks_for(len(toks)):  # room for any COW
+                self.bm.prepare_write(sid, len(self.tokens[sid]), len(toks))
+                self.bm.commit(sid, toks, len(toks))
+                self.tokens[sid] = toks
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def fork(self, data):
+        sid = data.draw(st.sampled_from(sorted(self.tokens)))
+        self.bm.fork(sid, self.next_id)
+        self.tokens[self.next_id] = list(self.tokens[sid])
+        self.next_id += 1
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def free(self, data):
+        sid = data.draw(st.sampled_from(sorted(self.tokens)))
+        self.bm.free(sid)
+        del self.tokens[sid]
+
+    @rule(n=st.none() | st.integers(0, 5))
+    def evict(self, n):
+        self.bm.evict(n)
+
+    @invariant()
+    def invariants_hold(self):
+        self.bm.check_invariants()
+        assert len(self.bm.tables) == len(self.tokens)
+        for sid, toks in self.tokens.items():
+            assert len(self.bm.block_table(sid)) >= self.bm.blocks_for(len(toks))
+
+    def teardown(self):
+        for sid in list(self.tokens):
+            self.bm.free(sid)
+        self.bm.check_invariants()
+        assert self.bm.num_free_blocks == self.bm.num_blocks  # nothing leaked
+
+
+TestBlockManagerMachine = BlockManagerMachine.TestCase
+TestBlockManagerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_allocating_twice_for_one_sequence_is_an_error():
+    bm = BlockManager(num_blocks=4, block_size=4)
+    bm.allocate(1, [1], 1)
+    with pytest.raises(ValueError, match="already has blocks"):
+        bm.allocate(1, [1], 1)
