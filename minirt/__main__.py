@@ -1,7 +1,8 @@
-"""Command line: `python -m minirt {demo,generate,kv-size}`.
+"""Command line: `python -m minirt {launch,demo,generate,kv-size}`.
 
-`demo` is what `./workbench` launches for now: the embedded model generating a few code prompts,
-with what the engine did. `kv-size` answers "how much KV cache does this model need?" offline.
+`launch` is what `./workbench` runs: the dashboard and JupyterLab. `demo` shows the embedded model
+generating code and what the engine did; `kv-size` answers "how much KV cache does this model
+need?" offline.
 """
 
 from __future__ import annotations
@@ -115,6 +116,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_launch(args) -> int:
+    from minirt.launch import launch
+
+    return launch(args.dashboard_port, args.lab_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m minirt",
@@ -122,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
+
+    launch = sub.add_parser(
+        "launch", help="start the dashboard and JupyterLab on 127.0.0.1 (Ctrl-C stops both)"
+    )
+    launch.add_argument("--dashboard-port", type=int, default=None, help="default: a free port")
+    launch.add_argument("--lab-port", type=int, default=None, help="default: a free port")
+    launch.set_defaults(func=cmd_launch)
 
     demo = sub.add_parser("demo", help="generate with the embedded model and show what happened")
     demo.add_argument("--model", default=None, help="checkpoint folder (default: embedded)")

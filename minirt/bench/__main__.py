@@ -1,0 +1,81 @@
+"""Command line: `python -m minirt.bench cpu [--out DIR] ...` (more topics join as subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from minirt.bench.results import DEFAULT_OUT, load_results
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 1,32, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m minirt.bench",
+        description="Run a minirt benchmark and write its results as JSON.",
+    )
+    topics = parser.add_subparsers(dest="topic", required=True, metavar="TOPIC")
+    cpu = topics.add_parser(
+        "cpu",
+        help="decode tokens/s at batch 1 vs 32 and the prefix-cache hit rate, on CPU",
+        description="Decode tokens/s at two batch sizes (and their ratio) and the prefix-cache "
+        "hit rate on a shared-prefix workload, with the embedded model on CPU. Writes "
+        "OUT/cpu/engine-<date>.json.",
+    )
+    cpu.add_argument(
+        "--out", default=str(DEFAULT_OUT), help=f"results folder (default: {DEFAULT_OUT})"
+    )
+    cpu.add_argument(
+        "--batch-sizes", type=_int_list, default=(1, 32), help="comma-separated (default: 1,32)"
+    )
+    cpu.add_argument(
+        "--max-tokens", type=int, default=64, help="decode tokens per sequence (default: 64)"
+    )
+    cpu.add_argument(
+        "--prefix-prompts", type=int, default=16, help="prompts sharing the prefix (default: 16)"
+    )
+    cpu.add_argument(
+        "--model", default=None, help="a Hugging Face checkpoint folder (default: embedded)"
+    )
+    cpu.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
+    )
+    cpu.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.topic == "cpu":
+        import torch
+
+        from minirt.bench import cpu
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        cfg = cpu.CpuBenchConfig(
+            batch_sizes=args.batch_sizes,
+            max_tokens=args.max_tokens,
+            prefix_prompts=args.prefix_prompts,
+            model=args.model,
+        )
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        path = cpu.run(cfg, out_dir=args.out, command=command, progress=not args.no_progress)
+        print(cpu.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Launch the workbench: the Streamlit dashboard and JupyterLab, side by side, on this machine.
+
+Both bind to 127.0.0.1 on free ports; the URLs are printed; Ctrl-C (or SIGTERM) stops both.
+Nothing here needs a GPU or the network: the dashboard runs the embedded model.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository (an editable install)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def commands(dash_port: int, lab_port: int, root: Path = ROOT) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "dashboard": [
+            py, "-m", "streamlit", "run", str(root / "viz_app" / "Home.py"),
+            "--server.address", "127.0.0.1", "--server.port", str(dash_port),
+            "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        ],
+        "jupyterlab": [
+            py, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1",
+            "--port", str(lab_port), f"--ServerApp.root_dir={root}",
+            "--IdentityProvider.token=", "--ServerApp.password=",
+        ],
+    }  # fmt: skip
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout_s: float = 90.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.3)
+    return False
+
+
+def stop(procs: dict[str, subprocess.Popen]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def launch(dash_port: int | None = None, lab_port: int | None = None, root: Path = ROOT) -> int:
+    ports = {"dashboard": dash_port or free_port(), "jupyterlab": lab_port or free_port()}
+    cmds = commands(ports["dashboard"], ports["jupyterlab"], root)
+    # Own sessions: a terminal's Ctrl-C reaches only us, and we stop the servers in order
+    # (JupyterLab would otherwise stop to ask "Shutdown this server?").
+    procs = {name: subprocess.Popen(cmd, cwd=root, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+             for name, cmd in cmds.items()}  # fmt: skip
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        for name, proc in procs.items():
+            if not wait_listening(ports[name], proc):
+                print(f"error: {name} did not start (exit code {proc.poll()})", file=sys.stderr)
+                return 1
+        print("\nminirt workbench is running (Ctrl-C stops both):")
+        print(f"  dashboard   http://127.0.0.1:{ports['dashboard']}/")
+        print(f"  notebooks   http://127.0.0.1:{ports['jupyterlab']}/lab/tree/notebooks\n",
+              flush=True)  # fmt: skip
+        while all(p.poll() is None for p in procs.values()):
+            time.sleep(0.5)
+        print("a server stopped; shutting down the other", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…", file=sys.stderr)
+        return 0
+    finally:
+        stop(procs)
