@@ -1,4 +1,4 @@
-"""README command 1 ends in `python -m minirt launch`: both servers come up and Ctrl-C stops both."""
+"""README command 1 runs `python -m minirt launch`: both servers come up, Ctrl-C stops both."""
 
 import os
 import re
