@@ -34,7 +34,7 @@ class ModelRunner:
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = self.bm.block_table(seq.seq_id)
-            for src, dst in self.bm.prepare_write(seq.seq_id, start, end):
+            for src, dst in self.bm.prepare_write(seq.seq_id, start):
                 self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]  # copy-on-write
             input_ids += seq.token_ids[start:end]
             positions += range(start, end)

@@ -106,28 +106,31 @@ class BlockManager:
             raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
         self._grow(seq_id, num_tokens)
 
-    def prepare_write(self, seq_id: int, start: int, end: int) -> list[tuple[int, int]]:
-        """Copy-on-write: before writing tokens [start, end), un-share any block they touch.
+    def prepare_write(self, seq_id: int, start: int) -> list[tuple[int, int]]:
+        """Copy-on-write: before writing from position `start`, un-share a partial block.
 
-        Returns (src, dst) block pairs whose KV the caller must copy. Only forked sequences
-        share a block they still write into; prefix-cache hits are full blocks, never written.
+        Only a block that already holds tokens before `start` and is shared (after `fork`) needs a
+        copy: its other holder will write *different* tokens into the same free slots. Shared
+        blocks entirely at or past `start` are prefix-cache hits on KV this very step computes;
+        they must be written in place. Returns (src, dst) pairs whose KV the caller copies.
         """
-        copies = []
-        table = self.tables[seq_id]
-        for i in range(start // self.block_size, self.blocks_for(end)):
-            src = table[i]
-            if self.ref_count[src] > 1:
-                if not self.free_list:
-                    raise RuntimeError("no free block for copy-on-write; preempt a sequence first")
-                dst = self._take_free()
-                self.ref_count[src] -= 1
-                self._ref(dst)
-                table[i] = dst
-                copies.append((src, dst))
-        return copies
+        i, table = start // self.block_size, self.tables[seq_id]
+        if start % self.block_size == 0 or i >= len(table) or self.ref_count[table[i]] == 1:
+            return []
+        if not self.free_list:
+            raise RuntimeError("no free block for copy-on-write; preempt a sequence first")
+        src, dst = table[i], self._take_free()
+        self.ref_count[src] -= 1
+        self._ref(dst)
+        table[i] = dst
+        return [(src, dst)]
 
     def commit(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
-        """Publish the hashes of blocks that became full of computed KV (prefix caching)."""
+        """Publish the hashes of blocks that are full once `num_computed` tokens have KV.
+
+        The scheduler commits when it schedules the tokens, so a request admitted later in the
+        same step already hits: each layer stores the whole batch's K/V before attending.
+        """
         if not self.enable_prefix_caching:
             return
         table, hashes = self.tables[seq_id], self.seq_hashes[seq_id]
@@ -140,6 +143,16 @@ class BlockManager:
             if h not in self.cached and self.block_hashes[b] is None:
                 self.cached[h] = b
                 self.block_hashes[b] = h
+
+    def uncommit(self, seq_id: int, num_tokens: int) -> None:
+        """Withdraw the hashes this sequence published past `num_tokens` (their KV is not valid:
+        the step that was to compute it failed, or the tokens were rolled back)."""
+        table, hashes = self.tables[seq_id], self.seq_hashes[seq_id]
+        while len(hashes) > num_tokens // self.block_size:
+            i = len(hashes) - 1
+            b = table[i]
+            if self.block_hashes[b] == hashes.pop():
+                self._forget(b)
 
     def fork(self, parent_id: int, child_id: int) -> None:
         """The child shares every block of the parent (parallel sampling, beam search)."""

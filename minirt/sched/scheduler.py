@@ -88,6 +88,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 break
             self.bm.append(seq.seq_id, seq.num_computed_tokens + n)
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.add(seq, n)
             budget -= n
             i += 1
@@ -111,6 +112,7 @@ class Scheduler:
             seq.num_computed_tokens = seq.num_cached_tokens = self.bm.allocate(
                 seq.seq_id, seq.token_ids, cached + n
             )
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.prefix_hit_tokens += seq.num_cached_tokens
             self.waiting.popleft()
             seq.status = SequenceStatus.RUNNING
@@ -122,10 +124,9 @@ class Scheduler:
         return batch
 
     def update(self, batch: Batch, sampled: dict[int, int]) -> None:
-        """After the forward: advance computed counts, publish full blocks, append samples."""
+        """After the forward: advance computed counts and append the sampled tokens."""
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens)
             if seq.seq_id in sampled:
                 seq.token_ids.append(sampled[seq.seq_id])
 
@@ -139,6 +140,8 @@ class Scheduler:
         """Drop every unfinished sequence and give back its blocks (after an error)."""
         dropped = list(self.running) + list(self.waiting)
         for seq in self.running:
+            # Blocks published for a step that never ran hold no valid KV: unpublish them.
+            self.bm.uncommit(seq.seq_id, seq.num_computed_tokens)
             self.bm.free(seq.seq_id)
         self.running.clear()
         self.waiting.clear()

@@ -51,9 +51,19 @@ def test_fork_shares_blocks_and_copy_on_write_unshares_the_written_one():
     bm.allocate(1, list(range(6)), 6)
     bm.fork(1, 2)
     assert bm.block_table(1) == bm.block_table(2)
-    copies = bm.prepare_write(2, 6, 7)  # the child writes into the shared partial block
+    copies = bm.prepare_write(2, 6)  # the child writes into the shared partial block
     assert len(copies) == 1 and copies[0][0] == bm.block_table(1)[1]
     assert bm.block_table(2)[1] == copies[0][1] and bm.block_table(2)[0] == bm.block_table(1)[0]
+    bm.check_invariants()
+
+
+def test_a_prefix_hit_on_blocks_computed_this_step_is_written_in_place_not_copied():
+    bm = BlockManager(num_blocks=6, block_size=4)
+    prompt = list(range(9))
+    bm.allocate(1, prompt, 9)
+    bm.commit(1, prompt, 9)  # published at scheduling time, computed in the same step
+    assert bm.allocate(2, prompt[:8] + [42], 9) == 8  # hits blocks the step is about to fill
+    assert bm.prepare_write(1, 0) == []  # seq 1 must fill the shared blocks itself
     bm.check_invariants()
 
 
@@ -92,8 +102,8 @@ class BlockManagerMachine(RuleBasedStateMachine):
         toks = self.tokens[sid] + extra
         if self.bm.can_append(sid, len(toks)):
             self.bm.append(sid, len(toks))
-            if self.bm.num_free_blocks >= self.bm.blocks_for(len(toks)):  # room for any COW
-                self.bm.prepare_write(sid, len(self.tokens[sid]), len(toks))
+            if self.bm.num_free_blocks >= 1:  # room for a copy-on-write
+                self.bm.prepare_write(sid, len(self.tokens[sid]))
                 self.bm.commit(sid, toks, len(toks))
                 self.tokens[sid] = toks
 
@@ -111,6 +121,12 @@ class BlockManagerMachine(RuleBasedStateMachine):
         sid = data.draw(st.sampled_from(sorted(self.tokens)))
         self.bm.free(sid)
         del self.tokens[sid]
+
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def uncommit(self, data):
+        sid = data.draw(st.sampled_from(sorted(self.tokens)))
+        self.bm.uncommit(sid, data.draw(st.integers(0, len(self.tokens[sid]))))
 
     @rule(n=st.none() | st.integers(0, 5))
     def evict(self, n):
@@ -132,6 +148,16 @@ class BlockManagerMachine(RuleBasedStateMachine):
 
 TestBlockManagerMachine = BlockManagerMachine.TestCase
 TestBlockManagerMachine.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+def test_uncommit_withdraws_only_the_hashes_past_the_valid_tokens():
+    bm = BlockManager(num_blocks=4, block_size=2)
+    bm.allocate(1, [1, 2, 3, 4, 5], 5)
+    bm.commit(1, [1, 2, 3, 4, 5], 5)
+    assert bm.num_cached_blocks == 2
+    bm.uncommit(1, 3)  # the KV of tokens 3.. never got computed
+    assert len(bm.match_prefix([1, 2, 3, 4, 9])) == 1
+    bm.check_invariants()
 
 
 def test_allocating_twice_for_one_sequence_is_an_error():
