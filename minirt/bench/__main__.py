@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's)"
     )
     cpu.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    roof = topics.add_parser(
+        "roofline",
+        help="(CUDA) HBM copy GB/s, bf16 matmul TFLOP/s and eager decode step times",
+    )
+    roof.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     return parser
 
 
@@ -73,6 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "minirt.bench", *argv])
         path = cpu.run(cfg, out_dir=args.out, command=command, progress=not args.no_progress)
         print(cpu.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "roofline":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: the roofline benchmark needs a CUDA GPU", file=sys.stderr)
+            return 2
+        from minirt.bench import roofline
+
+        path = roofline.run(args.out, shlex.join(["python", "-m", "minirt.bench", *argv]))
+        for row in load_results(path)["results"]:
+            print(row)
         print(f"wrote {path}")
     return 0
 

@@ -7,6 +7,8 @@ sequence needs a next token. Notebook 00 (tour) prints these tensors for one ste
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from minirt.engine.sampler import sample
@@ -53,6 +55,8 @@ class ModelRunner:
             query_start_loc=as_tensor(q_starts),
             context_lens=as_tensor(ctx_lens),
             block_tables=as_tensor(tables, torch.int32),
+            max_query_len=max(batch.num_new_tokens),
+            max_context_len=max(ctx_lens),
         )
         return as_tensor(input_ids), as_tensor(positions), meta
 
@@ -61,11 +65,12 @@ class ModelRunner:
         """One forward over the batch; returns {seq_id: next token} for sequences that sample."""
         input_ids, positions, meta = self.prepare(batch)
         hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        last = meta.query_start_loc[1:] - 1  # each sequence's last new token
         rows = [i for i, s in enumerate(batch.samples) if s]
         if not rows:
             return {}
-        logits = self.model.compute_logits(hidden[last[rows]])  # [len(rows), vocab]
+        ends = itertools.accumulate(batch.num_new_tokens)
+        last = [end - 1 for i, end in enumerate(ends) if batch.samples[i]]  # each one's last token
+        logits = self.model.compute_logits(hidden[last])  # [len(rows), vocab]
         seqs = [batch.seqs[i] for i in rows]
         gens = [self._generator(s) for s in seqs]
         tokens = sample(logits, [s.sampling_params for s in seqs], gens)

@@ -31,12 +31,14 @@ def paged_attention_ref(
     context_lens: torch.Tensor,  # [num_seqs]: cached tokens incl. this step's, per sequence
     query_start_loc: torch.Tensor,  # [num_seqs + 1]: where each sequence's queries start
     scale: float,
+    max_query_len: int,  # known on the host: reading them from a device tensor would
+    max_context_len: int,  # stall the CPU until the GPU catches up, in every layer
 ) -> torch.Tensor:  # [num_tokens, num_heads, head_dim]
     num_tokens, num_heads, head_dim = q.shape
     num_seqs = block_tables.shape[0]
     kv_heads = k_cache.shape[2]
     q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    max_q, max_ctx = int(q_lens.max()), int(context_lens.max())
+    max_q, max_ctx = max_query_len, max_context_len
 
     # Gather each sequence's K/V from its blocks: [num_seqs, max_ctx, kv_heads, head_dim].
     tables = block_tables.clamp(min=0).long()
@@ -49,7 +51,8 @@ def paged_attention_ref(
     k, v = k.where(written, 0), v.where(written, 0)
 
     # Scatter the queries into a padded [num_seqs, max_q, ...] batch.
-    seq_of_token = torch.repeat_interleave(torch.arange(num_seqs, device=q.device), q_lens)
+    seqs = torch.arange(num_seqs, device=q.device)
+    seq_of_token = torch.repeat_interleave(seqs, q_lens, output_size=num_tokens)
     row = torch.arange(num_tokens, device=q.device) - query_start_loc[seq_of_token]
     qp = q.new_zeros(num_seqs, max_q, num_heads, head_dim)
     qp[seq_of_token, row] = q

@@ -25,6 +25,8 @@ class AttentionMetadata:
     query_start_loc: torch.Tensor  # [num_seqs + 1] int64: sequence s owns tokens [qsl[s], qsl[s+1])
     context_lens: torch.Tensor  # [num_seqs] int64: tokens in the pool after this step
     block_tables: torch.Tensor  # [num_seqs, max_blocks] int32, padded with -1
+    max_query_len: int  # host-side copies of the maxima, so no layer waits on the device
+    max_context_len: int
 
 
 class Attention(nn.Module):
@@ -72,5 +74,7 @@ class Attention(nn.Module):
             meta.context_lens,
             meta.query_start_loc,
             self.scale,
+            meta.max_query_len,
+            meta.max_context_len,
         )
         return self.o_proj(o.reshape(n, self.num_heads * self.head_dim))

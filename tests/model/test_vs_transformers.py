@@ -23,6 +23,8 @@ def prefill_logits(model, block_size: int, ids: list[int]) -> torch.Tensor:
         query_start_loc=torch.tensor([0, n]),
         context_lens=torch.tensor([n]),
         block_tables=torch.arange(num_blocks, dtype=torch.int32)[None],
+        max_query_len=n,
+        max_context_len=n,
     )
     with torch.no_grad():
         hidden = model(torch.tensor(ids), torch.arange(n), meta)

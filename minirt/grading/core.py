@@ -1,0 +1,159 @@
+"""What a graded task is, how one is run against a learner's code, and the registry of labs.
+
+A lab's grader module (`minirt/grading/labNN.py`) lists `TASKS`; each task draws fresh random
+cases and compares the learner's answer with minirt's own. `run_task` turns whatever happens
+(right, wrong, NotImplementedError, a crash) into a `TaskResult`; it never raises for the learner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import re
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+# notebook name (its stem) -> the module with its TASKS. Adding a lab = one line here.
+LABS: dict[str, str] = {
+    "lab01_kv_blocks": "minirt.grading.lab01",
+}
+
+# Set in the grader's worker processes, so that self-check cells become no-ops there.
+GRADING_ENV = "MINIRT_GRADING"
+
+
+class Mismatch(Exception):
+    """The learner's answer differs from minirt's on one case; the message shows the case."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One graded task: the names the notebook must define and a check run on `num_cases` cases.
+
+    `check(learner, rng, i)` plays case `i` (the first indices may be fixed edge cases) and raises
+    `Mismatch` on a wrong answer; `learner` has the `needs` names as attributes.
+    """
+
+    id: str  # as numbered in the notebook: "1a", "2"
+    title: str
+    points: int
+    needs: tuple[str, ...]
+    check: Callable[[SimpleNamespace, random.Random, int], None]
+    num_cases: int = 50
+
+
+@dataclass
+class TaskResult:
+    """How one task went: `status` is one of STATUSES, `message` says why it did not pass."""
+
+    task_id: str
+    title: str
+    points: int
+    score: int
+    status: str
+    cases_passed: int
+    num_cases: int
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+STATUSES = ("passed", "wrong", "not implemented", "error", "missing", "timeout", "crashed")
+
+
+def load_lab(lab: str) -> ModuleType:
+    """The grader module of `lab` (a registry key); the error lists the labs there are."""
+    if lab not in LABS:
+        raise KeyError(f"no grader for lab {lab!r}; known labs: {', '.join(sorted(LABS))}")
+    return importlib.import_module(LABS[lab])
+
+
+def find_lab(notebook_stem: str) -> str | None:
+    """The registry key for a notebook name; a learner's copy ("lab01_kv_blocks-Copy1") matches
+    by its `labNN` prefix."""
+    if notebook_stem in LABS:
+        return notebook_stem
+    prefix = re.match(r"lab\d+", notebook_stem)
+    matches = [k for k in LABS if prefix and k.startswith(prefix.group(0) + "_")]
+    return matches[0] if len(matches) == 1 else None
+
+
+def task_seed(seed: int, task_id: str) -> random.Random:
+    # One stream per task: a task's cases don't depend on which other tasks ran before it.
+    return random.Random(f"{seed}:{task_id}")
+
+
+def run_task(task: Task, namespace: Mapping[str, Any], seed: int) -> TaskResult:
+    """Play the task's cases against the names in `namespace`; stop at the first failure."""
+
+    def result(status: str, passed: int, message: str = "") -> TaskResult:
+        score = task.points if status == "passed" else 0
+        return TaskResult(
+            task.id, task.title, task.points, score, status, passed, task.num_cases, message
+        )
+
+    missing = [name for name in task.needs if name not in namespace]
+    if missing:
+        return result("missing", 0, f"the notebook defines no {', '.join(missing)}")
+    learner = SimpleNamespace(**{name: namespace[name] for name in task.needs})
+    rng = task_seed(seed, task.id)
+    for i in range(task.num_cases):
+        try:
+            task.check(learner, rng, i)
+        except NotImplementedError as e:
+            hint = f" — hint: {e}" if str(e) else ""
+            return result("not implemented", i, f"not implemented yet{hint}")
+        except Mismatch as e:
+            return result("wrong", i, f"case {i + 1}: {e}{_where(e.__cause__)}")
+        except (Exception, SystemExit) as e:  # the learner's code crashed: that is their task's 0
+            return result("error", i, f"case {i + 1}: {type(e).__name__}: {e}{_where(e)}")
+    return result("passed", task.num_cases)
+
+
+def _where(e: BaseException | None) -> str:
+    """' (cell 9, line 4)': the innermost frame outside the grader, so the learner finds it."""
+    if e is None:
+        return ""
+    frames = traceback.extract_tb(e.__traceback__)
+    cells = [f for f in frames if re.fullmatch(r"<cell \d+>", f.filename)]
+    if cells:  # code the grader took from the notebook
+        return f" ({cells[-1].filename[1:-1]}, line {cells[-1].lineno})"
+    mine = os.path.join("minirt", "grading")
+    frames = [f for f in frames if mine not in f.filename]
+    return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def describe(result: TaskResult) -> str:
+    """One line for a person: ✓/✗, the task, and the case or hint when it failed."""
+    head = f"task {result.task_id} {result.title}"
+    if result.status == "passed":
+        return (
+            f"✓ {head}: {result.num_cases}/{result.num_cases} fresh random cases agree with minirt"
+        )
+    return f"✗ {head}: {result.status} — {result.message}" if result.message else f"✗ {head}"
+
+
+def self_check(lab: str, task_id: str, namespace: Mapping[str, Any], seed: int | None = None):
+    """Run one task's grading cases in the notebook itself and print the verdict.
+
+    Prints instead of raising, so "Run all" in a half-done notebook goes on to the next task.
+    Inside the grader's workers it does nothing: the grader plays its own cases.
+    """
+    if os.environ.get(GRADING_ENV):
+        return
+    tasks = {t.id: t for t in load_lab(lab).TASKS}
+    if task_id not in tasks:
+        raise KeyError(f"lab {lab} has no task {task_id!r}; its tasks: {', '.join(tasks)}")
+    seed = random.SystemRandom().randrange(2**32) if seed is None else seed
+    result = run_task(tasks[task_id], namespace, seed)
+    line = describe(result)
+    if result.status in ("wrong", "error"):
+        line += (
+            f"\n  (replay these cases: self_check({lab!r}, {task_id!r}, globals(), seed={seed}))"
+        )
+    print(line)

@@ -1,0 +1,154 @@
+"""Grade a learner's notebook: each task in its own fresh process, with a time limit.
+
+The worker runs the notebook's code cells (not its self-check cells) top to bottom in a fresh
+namespace, a cell that raises is noted and skipped, then plays one task's cases. A process per task
+means a crash, an endless loop or a stray `sys.exit` in one task costs that task only, and no
+state leaks between tasks; forking is cheap because minirt is already imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from minirt.grading.core import GRADING_ENV, TaskResult, find_lab, load_lab, run_task
+
+SKIP_TAGS = {"self-check", "grader-skip"}  # cells the grader does not run
+
+
+@dataclass
+class GradeReport:
+    """The score table of one notebook: a `TaskResult` per task, and the seed to replay it."""
+
+    lab: str
+    notebook: str
+    seed: int
+    results: list[TaskResult] = field(default_factory=list)
+
+    @property
+    def score(self) -> int:
+        return sum(r.score for r in self.results)
+
+    @property
+    def points(self) -> int:
+        return sum(r.points for r in self.results)
+
+    @property
+    def full_marks(self) -> bool:
+        return self.score == self.points
+
+    def to_dict(self) -> dict:
+        return {
+            "lab": self.lab,
+            "notebook": self.notebook,
+            "seed": self.seed,
+            "score": self.score,
+            "points": self.points,
+            "results": [r.to_dict() for r in self.results],
+        }
+
+    def table(self) -> str:
+        """The score table, then a line per task that lost points saying why."""
+        rows = [("task", "what", "score", "cases", "result")]
+        for r in self.results:
+            cases = f"{r.cases_passed}/{r.num_cases}"
+            rows.append((r.task_id, r.title, f"{r.score}/{r.points}", cases, r.status))
+        rows.append(("total", "", f"{self.score}/{self.points}", "", ""))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+        ]
+        rule = "-" * max(len(line) for line in lines)
+        notes = [f"task {r.task_id}: {r.message}" for r in self.results if r.message]
+        return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1], *notes])
+
+
+def notebook_cells(path: Path) -> list[tuple[int, str]]:
+    """(cell number, Python source) of the code cells the grader runs, IPython magics removed."""
+    nb = nbformat.read(path, as_version=4)
+    cells = []
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code" or SKIP_TAGS & set(cell.metadata.get("tags", [])):
+            continue
+        lines = cell.source.splitlines()
+        if lines and lines[0].startswith("%%"):  # a cell magic (%%time…): run the body as Python
+            lines = lines[1:]
+        # `%matplotlib`, `!pip`: IPython, not Python; the grader does not need them
+        lines = ["pass  # " + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in lines]
+        cells.append((number, "\n".join(lines)))
+    return cells
+
+
+def _worker(conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: int) -> None:
+    """In the child: run the cells into a fresh namespace, then the task; send its result."""
+    os.environ[GRADING_ENV] = "1"
+    os.environ.setdefault("MPLBACKEND", "Agg")  # plots in the notebook must not open windows
+    sys.stdin = open(os.devnull)  # an input() in the notebook must not wait for a person
+    task = next(t for t in load_lab(lab).TASKS if t.id == task_id)
+    namespace: dict = {"__name__": "__main__"}
+    failed_cells = []
+    out = io.StringIO()  # what the notebook prints must not mix into the score table
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        for number, source in cells:
+            try:
+                exec(compile(source, f"<cell {number}>", "exec"), namespace)
+            except (Exception, SystemExit) as e:
+                first = source.strip().splitlines()[0][:40] if source.strip() else ""
+                failed_cells.append(f"cell {number} ({first!r}) raised {type(e).__name__}: {e}")
+        result = run_task(task, namespace, seed)
+    if result.status == "missing" and failed_cells:
+        result.message += "; " + "; ".join(failed_cells)
+    conn.send(result.to_dict())
+    conn.close()
+
+
+def _context():
+    # fork: the child starts with minirt already imported (a spawn would re-import torch, ~3 s a
+    # task). Only on Linux: macOS system libraries are not fork-safe, Windows has no fork.
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResult:
+    ctx = _context()
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, cells, lab, task.id, seed), daemon=True)
+    proc.start()
+    send.close()  # so that recv() sees EOF if the child dies without answering
+    try:
+        if receive.poll(timeout):
+            return TaskResult(**receive.recv())
+        status, message = "timeout", f"no answer within {timeout:g} s (an endless loop?)"
+    except EOFError:
+        proc.join(5)
+        status, message = "crashed", f"the grading process died (exit code {proc.exitcode})"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
+    return TaskResult(task.id, task.title, task.points, 0, status, 0, task.num_cases, message)
+
+
+def grade_notebook(
+    path: str | Path, lab: str | None = None, seed: int | None = None, timeout: float = 30.0
+) -> GradeReport:
+    """Grade the notebook at `path` with its lab's tasks (looked up from its name unless given)."""
+    path = Path(path)
+    lab = lab or find_lab(path.stem)
+    if lab is None:
+        raise KeyError(f"{path.name} is not a known lab; name it after one or pass lab=...")
+    tasks = load_lab(lab).TASKS
+    seed = random.SystemRandom().randrange(2**32) if seed is None else seed
+    cells = notebook_cells(path)
+    report = GradeReport(lab, str(path), seed)
+    for task in tasks:
+        report.results.append(_run_isolated(cells, lab, task, seed, timeout))
+    return report
