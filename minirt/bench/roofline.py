@@ -87,7 +87,7 @@ def decode_steps(batch_sizes=(1, 8, 32, 64, 128, 256), prompt_len=128, new_token
                 "name": "eager_decode", "batch": bs, "prompt_len": prompt_len,
                 "new_tokens": new_tokens, "step_ms": step_ms, "forward_ms": fwd_ms,
                 "tokens_per_s": bs / step_ms * 1e3, "weight_bytes": weight_bytes,
-                "attention": "torch reference (paged gather + SDPA), no CUDA graphs",
+                "attention": "torch reference (paged gather + written-out softmax), no CUDA graphs",
             })  # fmt: skip
     return rows
 

@@ -8,7 +8,6 @@ Notebook 01 (KV cache) steps through it; the Triton kernels are checked against 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def store_kv_ref(
@@ -61,12 +60,14 @@ def paged_attention_ref(
     q_pos = (context_lens - q_lens)[:, None] + torch.arange(max_q, device=q.device)[None, :]
     mask = k_pos[None, None, :] <= q_pos[:, :, None]  # [num_seqs, max_q, max_ctx]
 
-    out = F.scaled_dot_product_attention(
-        qp.transpose(1, 2),  # [num_seqs, num_heads, max_q, head_dim]
-        k.transpose(1, 2).to(q.dtype),
-        v.transpose(1, 2).to(q.dtype),
-        attn_mask=mask[:, None],
-        scale=scale,
-        enable_gqa=num_heads != kv_heads,  # each KV head serves num_heads // kv_heads queries
-    )
-    return out.transpose(1, 2)[seq_of_token, row]
+    # Plain softmax attention, written out (the spec the Triton kernels must match). GQA: each KV
+    # head serves `group` query heads, so fold the query heads as [kv_heads, group].
+    group = num_heads // kv_heads
+    qg = qp.view(num_seqs, max_q, kv_heads, group, head_dim).permute(0, 2, 3, 1, 4)
+    kt = k.permute(0, 2, 3, 1).to(q.dtype)[:, :, None]  # [num_seqs, kv_heads, 1, head_dim, ctx]
+    scores = (qg @ kt).float() * scale  # [num_seqs, kv_heads, group, max_q, max_ctx]
+    scores = scores.masked_fill(~mask[:, None, None], float("-inf"))
+    probs = scores.softmax(-1).to(q.dtype)
+    out = probs @ v.permute(0, 2, 1, 3).to(q.dtype)[:, :, None]  # [.., group, max_q, head_dim]
+    out = out.permute(0, 3, 1, 2, 4).reshape(num_seqs, max_q, num_heads, head_dim)
+    return out[seq_of_token, row]
