@@ -6,6 +6,8 @@ Nothing here needs a GPU or the network: the dashboard runs the embedded model.
 
 from __future__ import annotations
 
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,18 +24,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def commands(dash_port: int, lab_port: int, root: Path = ROOT) -> dict[str, list[str]]:
+def commands(dash_port: int, lab_port: int, token: str, root: Path = ROOT) -> dict[str, list[str]]:
     py = sys.executable
     return {
         "dashboard": [
             py, "-m", "streamlit", "run", str(root / "viz_app" / "Home.py"),
             "--server.address", "127.0.0.1", "--server.port", str(dash_port),
             "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--logger.level", "warning",
         ],
         "jupyterlab": [
             py, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1",
             "--port", str(lab_port), f"--ServerApp.root_dir={root}",
-            "--IdentityProvider.token=", "--ServerApp.password=",
+            f"--IdentityProvider.token={token}", "--ServerApp.log_level=WARN",
+            *(["--allow-root"] if os.geteuid() == 0 else []),  # containers and CI run as root
         ],
     }  # fmt: skip
 
@@ -61,7 +65,8 @@ def stop(procs: dict[str, subprocess.Popen]) -> None:
 
 def launch(dash_port: int | None = None, lab_port: int | None = None, root: Path = ROOT) -> int:
     ports = {"dashboard": dash_port or free_port(), "jupyterlab": lab_port or free_port()}
-    cmds = commands(ports["dashboard"], ports["jupyterlab"], root)
+    token = secrets.token_hex(16)  # JupyterLab runs code: only whoever has the URL gets in
+    cmds = commands(ports["dashboard"], ports["jupyterlab"], token, root)
     # Own sessions: a terminal's Ctrl-C reaches only us, and we stop the servers in order
     # (JupyterLab would otherwise stop to ask "Shutdown this server?").
     procs = {name: subprocess.Popen(cmd, cwd=root, stdin=subprocess.DEVNULL,
@@ -75,7 +80,7 @@ def launch(dash_port: int | None = None, lab_port: int | None = None, root: Path
                 return 1
         print("\nminirt workbench is running (Ctrl-C stops both):")
         print(f"  dashboard   http://127.0.0.1:{ports['dashboard']}/")
-        print(f"  notebooks   http://127.0.0.1:{ports['jupyterlab']}/lab/tree/notebooks\n",
+        print(f"  notebooks   http://127.0.0.1:{ports['jupyterlab']}/lab/tree/notebooks?token={token}\n",
               flush=True)  # fmt: skip
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
