@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -49,6 +51,18 @@ def embedded_llm():
     from minirt import LLM
 
     return LLM(device="cpu")
+
+
+_MPLBACKEND = os.environ.get("MPLBACKEND")
+
+
+def pytest_collection_finish(session):
+    """Importing streamlit (the dashboard tests) sets MPLBACKEND=Agg process-wide; the notebook
+    kernels nbval starts inherit our environment and would then draw no inline figures."""
+    if _MPLBACKEND is None:
+        os.environ.pop("MPLBACKEND", None)
+    else:
+        os.environ["MPLBACKEND"] = _MPLBACKEND
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,8 @@
+"""What-if models and measurement helpers that the notebooks and the dashboard share.
+
+Each module answers one question with plain functions over `minirt` objects or traces:
+`kv_size` (how much KV a model needs), `kv_waste` (paged vs contiguous reservation), `kv_alloc`
+and `kv_layout` (why the pool is preallocated and laid out as it is), `kv_cost` (decode with and
+without a cache), `batching`, `latency`, `roofline`, `results` (committed benchmark JSON), and
+the drawing helpers `plots` and `widgets`. Notebooks 00-03 use them; none changes the engine.
+"""

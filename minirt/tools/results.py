@@ -1,0 +1,90 @@
+"""Find the newest committed benchmark result for a topic, so a notebook shows real numbers.
+
+`latest_results("decode", device="h100")` returns the newest `bench/results/h100/decode-*.json`
+record, validated by `minirt.bench.load_results`, or None when none is committed yet;
+`results_section` turns it into the text a notebook prints (or says plainly that there is none).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from minirt.bench.results import load_results
+from minirt.tools.text import format_table
+
+# The repository's results folder (an editable install); a notebook run from notebooks/ or the
+# repository root finds it through the working directory as well.
+_PACKAGE_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+
+
+def results_root() -> Path:
+    """The first `bench/results` folder found: ./, ../, then beside the package."""
+    for candidate in (Path.cwd() / "bench" / "results", Path.cwd().parent / "bench" / "results"):
+        if candidate.is_dir():
+            return candidate
+    return _PACKAGE_RESULTS
+
+
+def latest_results(
+    topics: str | Sequence[str], device: str = "h100", root: str | os.PathLike[str] | None = None
+) -> dict[str, Any] | None:
+    """The newest result record of any of `topics` on `device`, or None if there is none.
+
+    Files are `<root>/<device>/<topic>-YYYYmmdd-HHMMSS[-n].json`; "newest" is by the record's
+    own `date` (then by file name), so a copied file with a fresh mtime does not win.
+    """
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    folder = Path(root) if root is not None else results_root()
+    folder = folder / device
+    if not folder.is_dir():
+        return None
+    names = re.compile(rf"^({'|'.join(map(re.escape, topics))})-\d{{8}}-\d{{6}}(-\d+)?\.json$")
+    records = []
+    for path in sorted(folder.iterdir()):
+        if names.match(path.name):
+            record = load_results(path)
+            record["path"] = str(path)
+            records.append(record)
+    if not records:
+        return None
+    return max(records, key=lambda r: (str(r.get("date", "")), Path(r["path"]).name))
+
+
+def results_section(
+    topics: str | Sequence[str],
+    device: str = "h100",
+    root: str | os.PathLike[str] | None = None,
+    command: str | None = None,
+) -> str:
+    """What a notebook prints under "real H100 numbers": the newest run, or why there is none."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    record = latest_results(topics, device, root)
+    if record is None:
+        how = command or "python -m minirt.bench"
+        pattern = topics[0] if len(topics) == 1 else "{" + ",".join(topics) + "}"
+        return (
+            f"No {device.upper()} numbers are committed yet (looked for "
+            f"bench/results/{device}/{pattern}-*.json). Once `{how}` has run on "
+            f"an {device.upper()} and its JSON is committed, this cell shows it. Until then only "
+            "the published figures quoted above stand in, and they are not ours."
+        )
+    machine = record.get("machine", {})
+    where = machine.get("gpu") or machine.get("cpu") or record.get("device")
+    head = [
+        f"{record['topic']} on {record['device']} ({where}), {record.get('date', '?')}",
+        f"command: {record.get('command', '?')}",
+        f"file: {Path(record['path']).name}",
+        "",
+    ]
+    rows = record.get("results", [])
+    if not all("name" in r for r in rows):
+        return "\n".join(head) + format_table(rows)
+    # Rows of one run often measure different things ("name"): one table each.
+    tables = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        tables.append(f"[{name}]\n" + format_table([r for r in rows if r["name"] == name]))
+    return "\n".join(head) + "\n\n".join(tables)

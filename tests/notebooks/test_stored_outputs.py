@@ -1,0 +1,69 @@
+"""The notebooks are stored executed, open with their seed questions, and keep the house rules.
+
+nbval re-runs them and compares outputs; this test catches what nbval cannot: a notebook saved
+without outputs, one that does not open with the seed question it answers (in the original
+Chinese), or one missing "what to remember" and exercises.
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+# The seed questions (verbatim from the interview notes) that each notebook opens with.
+SEED_QUESTIONS = {
+    "00_tour.ipynb": ["SGLang 和 VLLM 的哪些地方有差别"],
+    "01_kv_cache.ipynb": [
+        "llm推理为什么需要 kvcache，怎么计算kvcache大小，如何管理kvcache？",
+        "为什么 kv cache 预先分配？",
+        "为什么用 `(2, hf_config.num_hidden_layers, config.num_kvcache_blocks, self.block_size, "
+        "num_kv_heads, head_dim)` 这种方式来进行分配？",
+    ],
+    "02_scheduling.ipynb": ["SGLang 和 VLLM 的调度哪个比较好"],
+    "03_latency_vs_throughput.ipynb": ["怎么理解延迟与吞吐，在具体业务场景下怎么选择"],
+}
+
+
+def _load(name: str) -> nbformat.NotebookNode:
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def test_every_chapter_notebook_is_listed_here():
+    assert sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) == sorted(SEED_QUESTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+def test_every_code_cell_was_executed_and_stored_its_outputs(name):
+    nb = _load(name)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        where = f"{name} cell {i} ({cell.source.splitlines()[0][:50]!r})"
+        assert cell.execution_count is not None, f"{where} was never executed"
+        assert cell.outputs, f"{where} has no stored output; run python -m minirt.notebooks execute"
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{where} stored an error: {errors[0].get('ename')}"
+
+
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+def test_notebook_opens_with_its_seed_questions_in_chinese_and_english(name):
+    first = _load(name).cells[0]
+    assert first.cell_type == "markdown"
+    for question in SEED_QUESTIONS[name]:
+        assert question in first.source, f"{name} does not open with {question!r}"
+    assert first.source.count("*") >= 2 * len(SEED_QUESTIONS[name]), "English rendering missing"
+
+
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+def test_notebook_ends_with_what_to_remember_and_exercises(name):
+    text = "\n".join(c.source for c in _load(name).cells if c.cell_type == "markdown")
+    assert "## What to remember" in text and "## Exercises" in text
+
+
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+def test_code_cells_are_short(name):
+    for cell in _load(name).cells:
+        if cell.cell_type == "code":
+            assert len(cell.source.splitlines()) <= 15, cell.source[:80]

@@ -1,0 +1,22 @@
+"""KV size rows agree with the published per-token figures and the pool's own sizing."""
+
+import pytest
+
+from minirt.config import PRESETS
+from minirt.kv import max_concurrent_sequences
+from minirt.tools.kv_size import kv_size_row, kv_size_rows
+
+
+def test_published_kib_per_token_for_qwen3_and_llama():
+    rows = {r["model"]: r for r in kv_size_rows(("qwen3-0.6b", "llama-3-8b"))}
+    assert rows["qwen3-0.6b"]["kib_per_token"] == 112  # 2 x 28 x 8 x 128 x 2 B
+    assert rows["llama-3-8b"]["kib_per_token"] == 128  # 2 x 32 x 8 x 128 x 2 B
+    assert rows["llama-3-8b"]["gib_per_seq"] == pytest.approx(0.5)  # 4,096 tokens
+
+
+def test_max_seqs_is_the_pools_own_count_and_zero_when_weights_do_not_fit():
+    c = PRESETS["llama-3-8b"]
+    row = kv_size_row("llama-3-8b", c, 4096)
+    weights = c.num_parameters() * 2
+    assert row["max_seqs"] == max_concurrent_sequences(c, 80e9, 4096, "bfloat16", weights, 16)
+    assert kv_size_row("llama-3-70b", PRESETS["llama-3-70b"], 4096)["max_seqs"] == 0

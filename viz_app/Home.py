@@ -1,0 +1,33 @@
+"""minirt workbench dashboard — the home page: what each page shows and which notebook to read.
+
+Run with `streamlit run viz_app/Home.py` (or `./workbench`, which starts it beside JupyterLab).
+The list below comes from `vizlib.registry.PAGES`; add a page there and it appears here.
+"""
+
+import streamlit as st
+
+from vizlib.registry import NOTEBOOKS, PAGES
+
+st.set_page_config(page_title="minirt workbench", page_icon=":material/memory:", layout="wide")
+
+st.title("minirt workbench")
+st.markdown(
+    "Each page shows the **real runtime** at work — `minirt`'s engine, scheduler and block "
+    "manager running the embedded model on this machine, or a trace it recorded — never a "
+    "re-implementation. Read a page beside its notebook (`notebooks/<name>.ipynb`)."
+)
+
+for page in PAGES:
+    with st.container(border=True):
+        st.page_link(page.file, label=f"**{page.title}**", icon=page.icon)
+        st.markdown(page.shows)
+        books = ", ".join(f"`{nb}` — {NOTEBOOKS[nb]}" for nb in page.notebooks)
+        label = "Notebook" if len(page.notebooks) == 1 else "Notebooks"
+        st.caption(f"{label}: {books}  ·  Data: {page.data}")
+
+st.subheader("Notebooks")
+st.markdown("\n".join(f"- `notebooks/{name}.ipynb` — {what}" for name, what in NOTEBOOKS.items()))
+st.caption(
+    "Start with `00_tour`. A trace of your own run: "
+    '`python -m minirt generate "def fib(n):" --trace run.json`, then upload it on a page.'
+)

@@ -1,0 +1,105 @@
+"""Scheduler: what continuous batching decided at every step of a real engine run.
+
+Data: a live run of the embedded model with the knobs in the sidebar (each change re-runs the
+engine), or an uploaded trace. The defaults make chunked prefill and preemption visible on a few
+short prompts: a 32-token budget and a pool of 16 blocks of 8. Notebook 02 (scheduling).
+"""
+
+import streamlit as st
+
+from vizlib import schedule
+from vizlib.registry import page_for
+from vizlib.runs import SCHEDULER_PROMPTS, RunSettings, parse_prompts
+from vizlib.source import choose_trace, engine_setting
+
+PAGE = page_for(__file__)
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.title(PAGE.title)
+st.caption(
+    "Every step the scheduler fills a **token budget**: running sequences first (a decode is one "
+    "token, an unfinished prefill its next chunk), then waiting ones in arrival order. When the "
+    "KV pool has no block left, the newest running sequence is **preempted**: its blocks are "
+    "freed and its KV recomputed later."
+)
+
+
+def live_settings() -> RunSettings:
+    sb = st.sidebar
+    text = sb.text_area(
+        "Prompts (one per line, `\\n` = newline)",
+        "\n".join(SCHEDULER_PROMPTS),
+        height=140,
+        key="sch_prompts",
+    )
+    max_tokens = sb.slider("New tokens per prompt", 1, 64, 24, key="sch_max_tokens")
+    sb.markdown("**Engine knobs**")
+    block_size = sb.select_slider("Block size (tokens)", [4, 8, 16, 32], 8, key="sch_block_size")
+    kv_kib = sb.slider("KV budget (KiB)", 256, 8192, 1024, step=256, key="sch_kv_kib")
+    budget = sb.slider("Token budget per step", 8, 512, 32, step=8, key="sch_budget")
+    chunked = sb.toggle("Chunked prefill", True, key="sch_chunked")
+    max_len = sb.slider("Max model len (tokens per sequence)", 64, 1024, 128, 64, key="sch_len")
+    if not chunked and budget < max_len:
+        sb.caption("Without chunking a whole prompt must fit one step: budget ≥ max model len.")
+    return RunSettings(
+        prompts=parse_prompts(text),
+        max_tokens=max_tokens,
+        block_size=block_size,
+        kv_cache_bytes=kv_kib * 1024,
+        max_num_batched_tokens=budget,
+        enable_chunked_prefill=chunked,
+        max_model_len=max_len,
+    )
+
+
+trace, run = choose_trace("sch", live_settings)
+steps, requests = trace.steps(), trace.requests()
+if not steps:
+    st.warning("This trace has no step events: nothing to draw.")
+    st.stop()
+
+frame = schedule.step_frame(steps)
+total = schedule.totals(steps, requests)
+budget = engine_setting(trace, "max_num_batched_tokens")
+chunked = engine_setting(trace, "enable_chunked_prefill")
+st.markdown(
+    f"Pool: **{trace.meta.get('num_blocks', '?')} blocks** of "
+    f"{trace.meta.get('block_size', '?')} tokens · token budget **{budget}** · chunked prefill "
+    f"**{'on' if chunked else 'off'}**"
+)
+c = st.columns(6)
+c[0].metric("Steps", total["steps"])
+c[1].metric("Prefill tokens", total["prefill_tokens"], help="prompt tokens + recomputed ones")
+c[2].metric("Decode tokens", total["decode_tokens"])
+c[3].metric("Preemptions", total["preemptions"])
+c[4].metric("Requests", total["requests"])
+c[5].metric("Generated tokens", total["generated_tokens"])
+
+st.subheader("Tokens per step")
+st.altair_chart(schedule.token_chart(frame, budget), width="stretch")
+st.caption(
+    "Dashed line: the token budget. A prefill that doesn't fit is split into chunks across steps "
+    "(chunked prefill); decodes of running sequences go first."
+)
+
+st.subheader("Queues")
+st.altair_chart(schedule.queue_chart(frame), width="stretch")
+st.caption("Running and waiting sequences after each step; red bars: sequences preempted in it.")
+
+st.subheader("Each sequence, step by step")
+st.altair_chart(schedule.lane_chart(schedule.lane_frame(steps)), width="stretch")
+st.caption(
+    "Orange: prefill (the number is the chunk's tokens); blue: a decode. A preempted sequence "
+    "leaves a gap, then prefills again: recompute."
+)
+
+with st.expander("Per request"):
+    st.dataframe(schedule.request_frame(steps, requests), hide_index=True, key="sch_requests")
+with st.expander("Per step"):
+    st.dataframe(frame, hide_index=True, key="sch_steps")
+if run is not None:
+    s = run["stats"]
+    st.caption(
+        f"The engine's own count (LLM.last_stats): {s['num_steps']} steps, "
+        f"{s['num_preemptions']} preemptions, {s['num_generated_tokens']} tokens generated in "
+        f"{s['elapsed_s']:.2f} s; prefix-cache hit rate {s['prefix_cache_hit_rate']:.0%}."
+    )

@@ -1,0 +1,82 @@
+"""The dashboard's table of contents: every page, what it shows, and the notebook it goes with.
+
+Home draws its list from `PAGES`, and tests/viz_app/test_registry.py checks that `PAGES` and the
+files in `viz_app/pages/` agree. To add a page: write `pages/NN_<Topic>.py` and add one `Page`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_DIR = Path(__file__).resolve().parent.parent  # viz_app/
+
+
+@dataclass(frozen=True)
+class Page:
+    file: str  # relative to viz_app/, e.g. "pages/01_Block_tables.py"
+    title: str
+    icon: str  # a Material Symbols name: bundled with Streamlit, so it renders offline
+    shows: str  # one or two sentences for Home
+    notebooks: tuple[str, ...]  # notebooks/<name>.ipynb that teach what the page shows
+    data: str  # where the numbers come from
+
+    @property
+    def url_path(self) -> str:
+        """The path Streamlit serves the page at: the file stem without its NN_ prefix."""
+        return Path(self.file).stem.split("_", 1)[1]
+
+
+# The course's notebooks, in reading order (notebooks/<name>.ipynb).
+NOTEBOOKS: dict[str, str] = {
+    "00_tour": "a tour of minirt: generate, look at the trace, find each part in the code",
+    "01_kv_cache": "the KV cache: what it costs, paged blocks, prefix sharing",
+    "02_scheduling": "continuous batching: token budget, chunked prefill, preemption",
+    "03_latency_vs_throughput": "batch size against latency and throughput",
+}
+
+PAGES: tuple[Page, ...] = (
+    Page(
+        file="pages/01_Block_tables.py",
+        title="Block tables",
+        icon=":material/grid_view:",
+        shows="Step through a real engine run: the physical KV blocks coloured by sequence, "
+        "shared prefix blocks with their reference count, the free list, and each sequence's "
+        "logical → physical block table.",
+        notebooks=("01_kv_cache",),
+        data="a live run of the embedded model on your prompts, or an uploaded trace",
+    ),
+    Page(
+        file="pages/02_Scheduler.py",
+        title="Scheduler",
+        icon=":material/view_timeline:",
+        shows="What continuous batching decided at every step: prefill and decode tokens "
+        "against the token budget, running / waiting / preempted sequences. Turn the knobs "
+        "(block size, KV budget, token budget, chunked prefill) and the engine runs again.",
+        notebooks=("02_scheduling", "03_latency_vs_throughput"),
+        data="a live run of the embedded model, or an uploaded trace",
+    ),
+    Page(
+        file="pages/03_KV_calculator.py",
+        title="KV calculator",
+        icon=":material/calculate:",
+        shows="How many bytes of KV cache a model needs per token, per sequence and per batch, "
+        "and how many sequences fit beside the weights on a GPU.",
+        notebooks=("01_kv_cache", "03_latency_vs_throughput"),
+        data="minirt.kv sizing functions and minirt.config.PRESETS (no engine run)",
+    ),
+)
+
+
+def page_files() -> list[str]:
+    """The page scripts present on disk, relative to viz_app/ (what Streamlit will serve)."""
+    return sorted(f"pages/{p.name}" for p in (APP_DIR / "pages").glob("*.py"))
+
+
+def page_for(script: str) -> Page:
+    """The registry entry of a page script (pages call `page_for(__file__)` for title and icon)."""
+    file = f"pages/{Path(script).name}"
+    for page in PAGES:
+        if page.file == file:
+            return page
+    raise KeyError(f"{file} is not in vizlib.registry.PAGES; add a Page entry for it")
