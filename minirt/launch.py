@@ -73,6 +73,8 @@ def launch(dash_port: int | None = None, lab_port: int | None = None, root: Path
                                     start_new_session=True)
              for name, cmd in cmds.items()}  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # A shell starts background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for name, proc in procs.items():
             if not wait_listening(ports[name], proc):
