@@ -65,6 +65,16 @@ PAGES: tuple[Page, ...] = (
         notebooks=("01_kv_cache", "03_latency_vs_throughput"),
         data="minirt.kv sizing functions and minirt.config.PRESETS (no engine run)",
     ),
+    Page(
+        file="pages/04_Roofline_and_batching.py",
+        title="Roofline & batching",
+        icon=":material/speed:",
+        shows="Measured decode step time against batch size beside the roofline model "
+        "(bytes / bandwidth vs FLOPs / peak) and its memory- to compute-bound crossover, and "
+        "the latency–throughput curve, for each committed benchmark run and system.",
+        notebooks=("03_latency_vs_throughput",),
+        data="committed results in bench/results/ (or an uploaded one) and minirt.tools.roofline",
+    ),
 )
 
 
