@@ -164,6 +164,9 @@ class EngineConfig:
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
     seed: int = 0  # for requests without their own seed
     trace: bool = False  # record every step (minirt.trace)
+    kernel_backend: str = "auto"  # "auto" -> triton on CUDA, torch on CPU (minirt.kernels.backend)
+    enforce_eager: bool = False  # CUDA: True launches every kernel from Python (no CUDA graphs)
+    cuda_graph_sizes: list[int] | None = None  # batch sizes to capture; default: vLLM's ladder
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -174,6 +177,14 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
+        if self.kernel_backend not in ("auto", "torch", "triton"):
+            raise ValueError(
+                f"kernel_backend must be 'auto', 'torch' or 'triton', got {self.kernel_backend!r}"
+            )
+        if self.cuda_graph_sizes is not None and (
+            not self.cuda_graph_sizes or min(self.cuda_graph_sizes) < 1
+        ):
+            raise ValueError(f"cuda_graph_sizes must be positive ints, got {self.cuda_graph_sizes}")
         if self.preemption_mode != "recompute":
             raise ValueError(
                 f"preemption_mode {self.preemption_mode!r} is not available yet; use 'recompute'"

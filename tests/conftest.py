@@ -7,7 +7,12 @@ import os
 import pytest
 import torch
 
-from minirt.model.tokenizer import save_byte_tokenizer
+# Without a GPU, Triton kernels run in Triton's interpreter (numpy on the CPU). It must be chosen
+# before triton is first imported (minirt imports it): @triton.jit reads it when it decorates.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from minirt.model.tokenizer import save_byte_tokenizer  # noqa: E402
 
 
 def make_hf_checkpoint(folder, arch: str = "qwen3", tied: bool = True, seed: int = 0, **overrides):

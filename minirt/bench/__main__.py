@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="(CUDA) HBM copy GB/s, bf16 matmul TFLOP/s and eager decode step times",
     )
     roof.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    gpu = topics.add_parser(
+        "gpu",
+        help="(CUDA) minirt vs transformers: decode, offline throughput, kernels, roofline",
+        description="Decode tokens/s at batch 1-256 (minirt with and without CUDA graphs, "
+        "transformers eager and compiled), offline throughput on 256 random requests, the "
+        "attention kernels against the copy bandwidth and SDPA flash, and a roofline table, on "
+        "a Qwen3-0.6B-shaped model with random weights. Writes OUT/<gpu>/gpu-<date>.json.",
+    )
+    gpu.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    kern = topics.add_parser(
+        "kernels",
+        help="(CUDA) the attention kernels alone: decode GB/s vs copy, prefill vs SDPA flash",
+        description="The part (c) of the gpu benchmark on its own, with every launch "
+        "configuration tried. --once runs one launch per kernel and writes nothing (a target "
+        "for Nsight Compute: ncu --kernel-name regex:decode python -m minirt.bench kernels "
+        "--once decode).",
+    )
+    kern.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    kern.add_argument("--once", choices=["decode", "prefill", "both"], default=None)
+    ncu = topics.add_parser(
+        "ncu",
+        help="(CUDA + Nsight Compute) ncu metrics of one decode and one prefill attention launch",
+    )
+    ncu.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     return parser
 
 
@@ -79,17 +103,42 @@ def main(argv: list[str] | None = None) -> int:
         path = cpu.run(cfg, out_dir=args.out, command=command, progress=not args.no_progress)
         print(cpu.summary(load_results(path)["results"]))
         print(f"wrote {path}")
-    elif args.topic == "roofline":
+    elif args.topic == "ncu":
+        import torch
+
+        from minirt.bench import gpu, ncu
+        from minirt.bench.results import write_results
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        rows = ncu.measure()
+        config = {"gpu": torch.cuda.get_device_name(), "ncu": ncu.ncu_version(),
+                  "shapes": "decode: 64 x 4096 tokens; prefill: 4 x 4096 causal; bf16"}  # fmt: skip
+        path = write_results("ncu", gpu._device(), rows, args.out, command, config=config)
+        print(f"wrote {path} ({len(rows)} metrics)")
+    elif args.topic in ("roofline", "gpu", "kernels"):
         import torch
 
         if not torch.cuda.is_available():
-            print("error: the roofline benchmark needs a CUDA GPU", file=sys.stderr)
+            print(f"error: the {args.topic} benchmark needs a CUDA GPU", file=sys.stderr)
             return 2
-        from minirt.bench import roofline
+        from minirt.bench import gpu, roofline
 
-        path = roofline.run(args.out, shlex.join(["python", "-m", "minirt.bench", *argv]))
-        for row in load_results(path)["results"]:
-            print(row)
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        if args.topic == "kernels" and args.once:
+            from minirt.bench import kernels
+
+            kernels.run_once(args.once)
+            return 0
+        if args.topic == "roofline":
+            path = roofline.run(args.out, command)
+            for row in load_results(path)["results"]:
+                print(row)
+        elif args.topic == "kernels":
+            path = gpu.run_kernels(args.out, command)
+            print(gpu.summary(load_results(path)["results"]))
+        else:
+            path = gpu.run(args.out, command)
+            print(gpu.summary(load_results(path)["results"]))
         print(f"wrote {path}")
     return 0
 

@@ -15,7 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from minirt.config import EngineConfig, ModelConfig
+from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
 from minirt.engine.model_runner import ModelRunner
+from minirt.kernels.backend import get_backend
 from minirt.kv import BlockManager, allocate_kv_pool, num_kv_blocks
 from minirt.kv.pool import kv_budget_bytes
 from minirt.model.loader import load_model, resolve_model_path
@@ -71,6 +73,8 @@ class LLM:
         self.device = _pick_device(self.config.device)
         self.dtype = _pick_dtype(self.config.dtype, self.device)
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
+        self.kernels = get_backend(self.config.kernel_backend, self.device)
+        self.model.use_kernels(self.kernels)
         self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
         mc: ModelConfig = self.model_config
         self.max_model_len = min(
@@ -95,6 +99,19 @@ class LLM:
         self.block_manager = BlockManager(self.num_blocks, bs, self.config.enable_prefix_caching)
         self.scheduler = Scheduler(self.config, self.block_manager)
         self.runner = ModelRunner(self.model, self.kv_pool, self.block_manager, self.config.seed)
+        # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
+        # the references index with data-dependent masks, so with them the engine stays eager.
+        if (
+            self.device.type == "cuda"
+            and self.kernels.name == "triton"
+            and not self.config.enforce_eager
+        ):
+            sizes = self.config.cuda_graph_sizes or default_graph_sizes(self.config.max_num_seqs)
+            graphs = DecodeGraphs(
+                self.model, sizes, -(-self.max_model_len // bs), self.max_model_len, self.device
+            )
+            graphs.capture()
+            self.runner.graphs = graphs
         self.eos_ids = set(mc.eos_token_id)
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)
@@ -194,6 +211,31 @@ class LLM:
         if self.recorder is not None:
             self._record_step(batch, finished, t_done - t0, t_fwd - t_sched, t_done - t_fwd)
         return finished
+
+    @torch.inference_mode()
+    def score(self, prompt: str | list[int]) -> torch.Tensor:
+        """Logits after every prefix of `prompt`: [num_tokens, vocab] fp32, on the CPU.
+
+        The tokens go through the paged pool as one prompt, in chunks of max_num_batched_tokens,
+        in fresh blocks (no prefix-cache reads or writes) that are freed afterwards. Perplexity
+        and the comparisons with transformers use it.
+        """
+        if self.scheduler.has_unfinished():
+            raise RuntimeError("score() needs an idle engine; call it outside generate()")
+        toks = self._encode_and_check(0, prompt)
+        seq = Sequence(self._next_seq_id, toks, SamplingParams(max_tokens=1), arrival_s=0.0)
+        self._next_seq_id += 1
+        self.block_manager.allocate(seq.seq_id, [], len(toks))  # no tokens given: no cache hits
+        chunks = []
+        try:
+            for start in range(0, len(toks), self.config.max_num_batched_tokens):
+                batch = Batch(step=-1)
+                batch.add(seq, min(self.config.max_num_batched_tokens, len(toks) - start))
+                chunks.append(self.runner.logits(batch).cpu())
+                seq.num_computed_tokens += batch.num_new_tokens[0]
+        finally:
+            self.block_manager.free(seq.seq_id)
+        return torch.cat(chunks)
 
     # -- helpers ---------------------------------------------------------------------------
     def _encode_and_check(self, i: int, prompt) -> list[int]:

@@ -2,7 +2,8 @@
 
 It builds the flat input of a ragged batch — token ids, positions, the slot of each new token in
 the pool (`slot_mapping`), block tables and context lengths — then keeps only the rows whose
-sequence needs a next token. Notebook 00 (tour) prints these tensors for one step.
+sequence needs a next token. On CUDA a pure-decode step replays a captured graph
+(minirt.engine.cuda_graph). Notebook 00 (tour) prints these tensors for one step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import itertools
 
 import torch
 
+from minirt.engine.cuda_graph import DecodeGraphs
 from minirt.engine.sampler import sample
 from minirt.kv import BlockManager
 from minirt.model.attention import AttentionMetadata
@@ -20,9 +22,15 @@ from minirt.sched import Batch
 
 class ModelRunner:
     def __init__(
-        self, model: CausalLM, kv_pool: torch.Tensor, block_manager: BlockManager, seed: int
+        self,
+        model: CausalLM,
+        kv_pool: torch.Tensor,
+        block_manager: BlockManager,
+        seed: int,
+        graphs: DecodeGraphs | None = None,
     ):
         self.model = model
+        self.graphs = graphs
         self.kv_pool = kv_pool  # [2, layers, num_blocks, block_size, kv_heads, head_dim]
         self.bm = block_manager
         self.device = kv_pool.device
@@ -30,47 +38,67 @@ class ModelRunner:
         self.seq_generators: dict[int, torch.Generator] = {}
         model.bind_kv_cache(kv_pool)
 
-    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    def host_inputs(self, batch: Batch) -> dict[str, list]:
+        """The step's inputs as Python lists, built on the CPU from the block tables."""
         bs = self.bm.block_size
-        input_ids, positions, slots, q_starts, ctx_lens, tables = [], [], [], [0], [], []
+        ids, positions, slots, q_starts, ctx_lens, tables = [], [], [], [0], [], []
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
             table = self.bm.block_table(seq.seq_id)
             for src, dst in self.bm.prepare_write(seq.seq_id, start):
                 self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]  # copy-on-write
-            input_ids += seq.token_ids[start:end]
+            ids += seq.token_ids[start:end]
             positions += range(start, end)
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
             q_starts.append(q_starts[-1] + n)
             ctx_lens.append(end)
             tables.append(table)
-        width = max(len(t) for t in tables)
-        tables = [t + [-1] * (width - len(t)) for t in tables]
+        return {"input_ids": ids, "positions": positions, "slot_mapping": slots,
+                "query_start_loc": q_starts, "context_lens": ctx_lens,
+                "block_tables": tables}  # fmt: skip
 
-        def as_tensor(x, dtype=torch.int64):
-            return torch.tensor(x, dtype=dtype, device=self.device)
-
+    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+        """Device tensors for an eager forward. Each host-to-device copy costs ~20 µs of CPU
+        time, so the integer inputs travel packed in one tensor and are split on the device."""
+        h = self.host_inputs(batch)
+        n, s = len(h["input_ids"]), len(batch.seqs)
+        width = max(len(t) for t in h["block_tables"])
+        tables = [t + [-1] * (width - len(t)) for t in h["block_tables"]]
+        flat = [*h["input_ids"], *h["positions"], *h["slot_mapping"], *h["query_start_loc"],
+                *h["context_lens"], *itertools.chain.from_iterable(tables)]  # fmt: skip
+        packed = torch.tensor(flat, dtype=torch.int64).to(self.device, non_blocking=True)
+        ids, pos, slots, starts, ctx, tab = packed.split([n, n, n, s + 1, s, s * width])
         meta = AttentionMetadata(
-            slot_mapping=as_tensor(slots),
-            query_start_loc=as_tensor(q_starts),
-            context_lens=as_tensor(ctx_lens),
-            block_tables=as_tensor(tables, torch.int32),
+            slot_mapping=slots,
+            query_start_loc=starts,
+            context_lens=ctx,
+            block_tables=tab.view(s, width),
             max_query_len=max(batch.num_new_tokens),
-            max_context_len=max(ctx_lens),
+            max_context_len=max(h["context_lens"]),
         )
-        return as_tensor(input_ids), as_tensor(positions), meta
+        return ids, pos, meta
+
+    @torch.inference_mode()
+    def logits(self, batch: Batch, rows: list[int] | None = None) -> torch.Tensor:
+        """Logits [len(rows), vocab] fp32 at token rows `rows` of the batch (default: all)."""
+        decode = max(batch.num_new_tokens) == 1  # one new token per sequence
+        if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
+            out = self.graphs.run(self.host_inputs(batch))  # a decode step: replay its graph
+            return out if rows is None or rows == list(range(len(out))) else out[rows]
+        input_ids, positions, meta = self.prepare(batch)
+        hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
+        return self.model.compute_logits(hidden if rows is None else hidden[rows])
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> dict[int, int]:
         """One forward over the batch; returns {seq_id: next token} for sequences that sample."""
-        input_ids, positions, meta = self.prepare(batch)
-        hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
         rows = [i for i, s in enumerate(batch.samples) if s]
         if not rows:
+            self.logits(batch, [])  # still run it: the KV of a non-final prefill chunk
             return {}
         ends = itertools.accumulate(batch.num_new_tokens)
         last = [end - 1 for i, end in enumerate(ends) if batch.samples[i]]  # each one's last token
-        logits = self.model.compute_logits(hidden[last])  # [len(rows), vocab]
+        logits = self.logits(batch, last)  # [len(rows), vocab]
         seqs = [batch.seqs[i] for i in rows]
         gens = [self._generator(s) for s in seqs]
         tokens = sample(logits, [s.sampling_params for s in seqs], gens)

@@ -31,8 +31,10 @@ def sample(
     params: list[SamplingParams],
     generators: list[torch.Generator],
 ) -> list[int]:
-    out = []
     greedy = logits.argmax(-1).tolist()
+    if all(p.greedy for p in params):  # the common case: no per-row work on the CPU at all
+        return greedy
+    out = []
     for row, p, gen, g in zip(logits, params, generators, greedy, strict=True):
         if p.greedy:
             out.append(g)

@@ -10,18 +10,6 @@ from __future__ import annotations
 import torch
 
 
-def store_kv_ref(
-    k: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
-    v: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
-    k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
-    v_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
-    slot_mapping: torch.Tensor,  # [num_tokens] int64: block * block_size + offset
-) -> None:
-    """Write each new token's K and V into its slot of the pool."""
-    k_cache.view(-1, *k_cache.shape[2:])[slot_mapping] = k.to(k_cache.dtype)
-    v_cache.view(-1, *v_cache.shape[2:])[slot_mapping] = v.to(v_cache.dtype)
-
-
 def paged_attention_ref(
     q: torch.Tensor,  # [num_tokens, num_heads, head_dim], sequences back to back
     k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
@@ -37,7 +25,10 @@ def paged_attention_ref(
     num_seqs = block_tables.shape[0]
     kv_heads = k_cache.shape[2]
     q_lens = query_start_loc[1:] - query_start_loc[:-1]
-    max_q, max_ctx = max_query_len, max_context_len
+    # max_context_len may be an upper bound (a CUDA graph passes max_model_len): clip it to what
+    # the block tables can hold.
+    max_q = max_query_len
+    max_ctx = min(max_context_len, block_tables.shape[1] * k_cache.shape[1])
 
     # Gather each sequence's K/V from its blocks: [num_seqs, max_ctx, kv_heads, head_dim].
     tables = block_tables.clamp(min=0).long()

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from minirt.config import ModelConfig
-from minirt.kernels import paged_attention_ref, store_kv_ref
-from minirt.model.layers import RMSNorm, RotaryEmbedding
+from minirt.kernels.backend import TORCH, KernelBackend
+from minirt.model.layers import PackedLinear, RMSNorm, RotaryEmbedding
 
 
 @dataclass
@@ -26,10 +26,17 @@ class AttentionMetadata:
     context_lens: torch.Tensor  # [num_seqs] int64: tokens in the pool after this step
     block_tables: torch.Tensor  # [num_seqs, max_blocks] int32, padded with -1
     max_query_len: int  # host-side copies of the maxima, so no layer waits on the device
-    max_context_len: int
+    max_context_len: int  # (an upper bound: a CUDA graph is captured with max_model_len)
+
+    @property
+    def is_decode(self) -> bool:
+        """Every sequence brings one new token: the decode kernel (and a CUDA graph) applies."""
+        return self.max_query_len == 1
 
 
 class Attention(nn.Module):
+    kernels: KernelBackend = TORCH  # CausalLM.use_kernels sets it per model
+
     def __init__(self, config: ModelConfig, rotary: RotaryEmbedding):
         super().__init__()
         c = config
@@ -38,10 +45,10 @@ class Attention(nn.Module):
             c.num_key_value_heads,
             c.head_dim,
         )
-        bias = c.attention_bias
-        self.q_proj = nn.Linear(c.hidden_size, self.num_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(c.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(c.hidden_size, self.num_kv_heads * self.head_dim, bias=bias)
+        self.q_size = self.num_heads * self.head_dim
+        self.kv_size = self.num_kv_heads * self.head_dim
+        parts = {"q_proj": self.q_size, "k_proj": self.kv_size, "v_proj": self.kv_size}
+        self.qkv_proj = PackedLinear(c.hidden_size, parts, bias=c.attention_bias)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, c.hidden_size, bias=False)
         if c.qk_norm:  # Qwen3 normalises each head's q and k before RoPE
             self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
@@ -58,23 +65,26 @@ class Attention(nn.Module):
         self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         n = x.shape[0]  # x: [num_tokens, hidden]
-        q = self.q_proj(x).view(n, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(n, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(n, self.num_kv_heads, self.head_dim)
-        if self.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
-        rotary = self.rotary[0]
-        q, k = rotary(positions, q), rotary(positions, k)
-        store_kv_ref(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        o = paged_attention_ref(
-            q,
-            self.k_cache,
-            self.v_cache,
-            meta.block_tables,
-            meta.context_lens,
-            meta.query_start_loc,
-            self.scale,
-            meta.max_query_len,
-            meta.max_context_len,
-        )
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(n, self.num_heads, self.head_dim)  # views into the packed output
+        k = k.view(n, self.num_kv_heads, self.head_dim)
+        v = v.view(n, self.num_kv_heads, self.head_dim)
+        ops, rotary = self.kernels, self.rotary[0]
+        if self.qk_norm:  # Qwen3: per-head RMSNorm of q and k, then RoPE, as one fused kernel
+            q, k = ops.qk_norm_rope(positions, q, k, self.q_norm.weight, self.k_norm.weight,
+                                    self.q_norm.eps, rotary.cos, rotary.sin)  # fmt: skip
+        else:
+            q, k = rotary(positions, q, k)
+        ops.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)  # first: then the
+        # new tokens' keys are read through the block table like every cached one
+        if meta.is_decode:  # one query per sequence: split-K over the context (flash-decoding)
+            o = ops.decode_attention(
+                q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens,
+                self.scale, meta.max_context_len,
+            )  # fmt: skip
+        else:  # prefill, chunked prefill, or a mix with decodes: tiles of queries
+            o = ops.prefill_attention(
+                q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens,
+                meta.query_start_loc, self.scale, meta.max_query_len, meta.max_context_len,
+            )  # fmt: skip
         return self.o_proj(o.reshape(n, self.num_heads * self.head_dim))

@@ -1,29 +1,31 @@
 """The small layers of a Llama-style decoder: RMSNorm, rotary embeddings, the SwiGLU MLP.
 
 Each matches Hugging Face `transformers` numerically in fp32 (tests/model/test_vs_transformers.py);
-parameter names match the checkpoint's so loading is a plain name-for-name copy.
+parameter names match the checkpoint's so loading is a plain name-for-name copy. The arithmetic
+lives in minirt.kernels (a reference and a fused Triton twin each); `kernels` says which runs.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from minirt.kernels.backend import TORCH, KernelBackend
 
 
 class RMSNorm(nn.Module):
     """x / rms(x) * weight, computed in fp32 whatever the activation dtype."""
+
+    kernels: KernelBackend = TORCH  # CausalLM.use_kernels sets it per model
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        """norm(x); with `residual`, the fused (norm(x + residual), x + residual) of one pass."""
+        return self.kernels.rms_norm(x, self.weight, self.eps, residual)
 
 
 class RotaryEmbedding(nn.Module):
@@ -37,23 +39,44 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # x: [num_tokens, heads, head_dim]; positions: [num_tokens]
-        cos = self.cos[positions][:, None, :]
-        sin = self.sin[positions][:, None, :]
-        x1, x2 = x.float().chunk(2, dim=-1)
-        out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
-        return out.to(x.dtype)
+    kernels: KernelBackend = TORCH
+
+    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor):
+        # q: [num_tokens, heads, head_dim], k: [num_tokens, kv_heads, head_dim]
+        return self.kernels.rope(positions, q, k, self.cos, self.sin)
+
+
+class PackedLinear(nn.Linear):
+    """Projections of the same input stacked into one Linear: one GEMM instead of several.
+
+    Checkpoints store q/k/v (and gate/up) as separate matrices; vLLM packs them because at small
+    batch a decode step is a chain of tiny GEMMs, each paying a launch and a ramp-up, and fewer,
+    bigger ones read the weights closer to HBM speed. `part(name)` is the rows `name` fills
+    (the loader copies each checkpoint tensor there).
+    """
+
+    def __init__(self, in_features: int, parts: dict[str, int], bias: bool = False):
+        super().__init__(in_features, sum(parts.values()), bias=bias)
+        self.parts = parts
+
+    def part(self, name: str) -> slice:
+        names = list(self.parts)
+        start = sum(self.parts[n] for n in names[: names.index(name)])
+        return slice(start, start + self.parts[name])
 
 
 class MLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+    """SwiGLU: down(silu(gate(x)) * up(x)), gate and up as one packed GEMM."""
+
+    kernels: KernelBackend = TORCH
 
     def __init__(self, hidden: int, intermediate: int):
         super().__init__()
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.gate_up_proj = PackedLinear(
+            hidden, {"gate_proj": intermediate, "up_proj": intermediate}
+        )
         self.down_proj = nn.Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
+        return self.down_proj(self.kernels.silu_mul(gate, up))

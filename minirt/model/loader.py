@@ -14,6 +14,7 @@ import torch
 from safetensors import safe_open
 
 from minirt.config import ModelConfig
+from minirt.model.layers import PackedLinear
 from minirt.model.qwen3 import CausalLM
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
@@ -68,6 +69,34 @@ def safetensors_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no *.safetensors weights; is it a checkpoint folder?")
 
 
+def _checkpoint_names(model: CausalLM, config: ModelConfig) -> set[str]:
+    """The tensor names a checkpoint must hold: ours, with each packed Linear split back into
+    the projections it packs (qkv_proj.weight -> q_proj.weight, k_proj.weight, v_proj.weight)."""
+    names = set()
+    for name, _ in model.named_parameters():
+        module_name, param = name.rsplit(".", 1)
+        module = model.get_submodule(module_name)
+        if isinstance(module, PackedLinear):
+            prefix = module_name.rsplit(".", 1)[0]
+            names |= {f"{prefix}.{part}.{param}" for part in module.parts}
+        else:
+            names.add(name)
+    if config.tie_word_embeddings:
+        names.discard("lm_head.weight")
+    return names
+
+
+def _destination(model: CausalLM, params: dict, name: str) -> torch.Tensor:
+    """Where checkpoint tensor `name` goes: a parameter, or its rows of a packed one."""
+    if name in params:
+        return params[name]
+    prefix, part, param = name.rsplit(".", 2)  # e.g. model.layers.0.self_attn, q_proj, weight
+    for module in model.get_submodule(prefix).children():
+        if isinstance(module, PackedLinear) and part in module.parts:
+            return getattr(module, param)[module.part(part)]
+    raise KeyError(name)
+
+
 def load_model(
     folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[CausalLM, ModelConfig]:
@@ -80,28 +109,28 @@ def load_model(
     model.to(dtype)
     model.model.rotary.float()  # RoPE angles stay fp32 whatever the weights' dtype
     params = dict(model.named_parameters())
+    expected = _checkpoint_names(model, config)
     loaded = set()
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
-                if name not in params:
+                if name not in expected:
                     if name == "lm_head.weight" and config.tie_word_embeddings:
                         continue  # tied: it is embed_tokens.weight
                     raise ValueError(
                         f"{file.name}: unexpected tensor {name!r} for {config.model_type}"
                     )
+                dest = _destination(model, params, name)
                 tensor = f.get_tensor(name)
-                if tensor.shape != params[name].shape:
+                if tensor.shape != dest.shape:
                     raise ValueError(
                         f"{name}: checkpoint shape {tuple(tensor.shape)} != model "
-                        f"{tuple(params[name].shape)}; does config.json match the weights?"
+                        f"{tuple(dest.shape)}; does config.json match the weights?"
                     )
                 with torch.no_grad():
-                    params[name].copy_(tensor)
+                    dest.copy_(tensor)
                 loaded.add(name)
-    missing = sorted(
-        set(params) - loaded - ({"lm_head.weight"} if config.tie_word_embeddings else set())
-    )
+    missing = sorted(expected - loaded)
     if missing:
         raise ValueError(
             f"checkpoint {folder} lacks tensors: {missing[:5]}{'…' if len(missing) > 5 else ''}"

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from minirt.config import ModelConfig
+from minirt.kernels.backend import KernelBackend
 from minirt.model.attention import Attention, AttentionMetadata
 from minirt.model.layers import MLP, RMSNorm, RotaryEmbedding
 
@@ -23,9 +24,15 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config.hidden_size, config.intermediate_size)
 
-    def forward(self, positions, x, meta: AttentionMetadata) -> torch.Tensor:
-        x = x + self.self_attn(positions, self.input_layernorm(x), meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, positions, x, residual, meta: AttentionMetadata):
+        # The residual stream is carried beside x so each "add, then norm" is one fused kernel.
+        if residual is None:
+            x, residual = self.input_layernorm(x), x
+        else:
+            x, residual = self.input_layernorm(x, residual)
+        x = self.self_attn(positions, x, meta)
+        x, residual = self.post_attention_layernorm(x, residual)
+        return self.mlp(x), residual
 
 
 class DecoderModel(nn.Module):
@@ -41,10 +48,10 @@ class DecoderModel(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids, positions, meta: AttentionMetadata) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)  # [num_tokens, hidden]
+        x, residual = self.embed_tokens(input_ids), None  # [num_tokens, hidden]
         for layer in self.layers:
-            x = layer(positions, x, meta)
-        return self.norm(x)
+            x, residual = layer(positions, x, residual, meta)
+        return self.norm(x, residual)[0]
 
 
 class CausalLM(nn.Module):
@@ -65,6 +72,12 @@ class CausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()  # [rows, vocab]
+
+    def use_kernels(self, backend: KernelBackend) -> None:
+        """Run every layer on `backend`'s kernels (minirt.kernels.backend)."""
+        for module in self.modules():
+            if hasattr(module, "kernels"):
+                module.kernels = backend
 
     def bind_kv_cache(self, kv_pool: torch.Tensor) -> None:
         """Point every layer at its slice of the pool: kv_pool[0 or 1, layer]."""

@@ -23,6 +23,8 @@ SEED_QUESTIONS = {
     ],
     "02_scheduling.ipynb": ["SGLang 和 VLLM 的调度哪个比较好"],
     "03_latency_vs_throughput.ipynb": ["怎么理解延迟与吞吐，在具体业务场景下怎么选择"],
+    "04_flash_attention_and_hopper.ipynb": ["flash attention 的理解，hopper 架构新特性？"],
+    "05_profiling.ipynb": ["怎么定位性能热点，对于cuda kernel有哪些优化手段"],
 }
 
 

@@ -210,7 +210,7 @@ def test_the_gpu_fixture_draws_one_curve_per_system(open_page):
         assert colors == ["system", "system"]
     assert set(model_data(at)["system"]) == {rp.MODEL}
     # the systems selector narrows the curves
-    at.multiselect(key="rf_systems_gpu").set_value(["minirt-graphs", "hf-eager"]).run()
+    at.multiselect(key="rf_systems_gpu-fixture.json").set_value(["minirt-graphs", "hf-eager"]).run()
     assert set(measured_data(at)["system"]) == {"minirt-graphs", "hf-eager"}
     # the set's offline-throughput rows, in their own table
     (offline,) = [d.value for d in at.dataframe if "output_tokens_per_s" in d.value]

@@ -73,7 +73,8 @@ if measured.empty:
 
 systems = sorted(measured["system"].unique())
 if topic == "gpu" or len(systems) > 1:
-    shown = sb.multiselect("Systems", systems, default=systems, key=f"rf_systems_{topic}")
+    # one selector per set: a set's own systems are its default, not the last set's choice
+    shown = sb.multiselect("Systems", systems, default=systems, key=f"rf_systems_{name}")
     measured = measured[measured["system"].isin(shown)]
     if measured.empty:
         st.info("Pick at least one system in the sidebar.")

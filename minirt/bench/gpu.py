@@ -1,0 +1,268 @@
+"""`python -m minirt.bench gpu` (CUDA): minirt against Hugging Face transformers and the roofline.
+
+One run measures every side on the same GPU, on a Qwen3-0.6B-shaped model (random bf16 weights
+written as a Hugging Face checkpoint; nothing downloaded):
+(a) decode tokens/s at batch 1..256: minirt with CUDA graphs, minirt eager, transformers
+    `generate` (sdpa), transformers with a static cache + torch.compile;
+(b) offline throughput on 256 requests of random lengths: minirt vs transformers padded batches;
+(c) the attention kernels against the copy bandwidth and SDPA's flash backend;
+(d) a roofline table: decode step time vs (weight + KV bytes) / measured bandwidth;
+plus a torch.profiler kernel table of one decode step, eager and graphed (notebook 05).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from minirt.bench.roofline import ceilings, qwen3_06b_checkpoint
+
+BATCHES = (1, 8, 32, 64, 128, 256)
+PROMPT_LEN, NEW_TOKENS = 128, 256
+# Eager systems step at 15-110 ms (host-bound): their per-step rate is measured over 64 new
+# tokens instead, so the whole run stays within its 8 minutes. The (T(N) - T(1)) method makes
+# the rate independent of N except for the slightly shorter contexts.
+SLOW_NEW_TOKENS = 64
+
+
+def _wall(fn: Callable[[], Any]) -> float:
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def decode_rate(generate: Callable[[int], Any], batch: int, new_tokens: int) -> dict[str, float]:
+    """Decode tokens/s the same way for every system: (T(N) - T(1)) covers N - 1 decode steps
+    of the whole batch, so the prompt's prefill and the first token cancel out."""
+    generate(2)  # warm-up (compilation, graphs' first replay, allocator)
+    t1 = _wall(lambda: generate(1))
+    tn = _wall(lambda: generate(new_tokens))
+    step_s = (tn - t1) / (new_tokens - 1)
+    return {"step_ms": step_s * 1e3, "tokens_per_s": batch / step_s, "total_s": tn}
+
+
+def minirt_decode(llm, batch: int, graphs: bool) -> dict[str, Any]:
+    from minirt import SamplingParams
+
+    saved = llm.runner.graphs
+    llm.runner.graphs = saved if graphs else None
+    prompts = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+
+    def generate(n: int):
+        p = SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
+        llm.generate(prompts.tolist(), p, use_tqdm=False)
+        llm.block_manager.evict()  # every run starts cold: no prefix-cache hits across runs
+
+    try:
+        new = NEW_TOKENS if graphs else SLOW_NEW_TOKENS
+        row = decode_rate(generate, batch, new)
+    finally:
+        llm.runner.graphs = saved
+    system = "minirt-graphs" if graphs else "minirt-eager"
+    return {"name": "decode", "system": system, "batch": batch, "prompt_len": PROMPT_LEN,
+            "new_tokens": new, **row}  # fmt: skip
+
+
+def hf_decode(model, batch: int, static: bool) -> dict[str, Any]:
+    ids = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+    ids = ids.cuda()
+    extra = {"cache_implementation": "static"} if static else {}
+
+    def generate(n: int):
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                       min_new_tokens=n, do_sample=False, pad_token_id=0, **extra)  # fmt: skip
+
+    new = NEW_TOKENS if static else SLOW_NEW_TOKENS
+    row = decode_rate(generate, batch, new)
+    system = "hf-compile" if static else "hf-eager"
+    return {"name": "decode", "system": system, "batch": batch, "prompt_len": PROMPT_LEN,
+            "new_tokens": new, **row}  # fmt: skip
+
+
+def offline_workload(n: int = 256, lo: int = 100, hi: int = 1024, seed: int = 0):
+    rng = random.Random(seed)
+    return [([rng.randrange(256) for _ in range(rng.randint(lo, hi))], rng.randint(lo, hi))
+            for _ in range(n)]  # fmt: skip
+
+
+def minirt_offline(llm, work) -> dict[str, Any]:
+    from minirt import SamplingParams
+
+    prompts = [p for p, _ in work]
+    params = [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for _, m in work]
+    secs = _wall(lambda: llm.generate(prompts, params, use_tqdm=False))
+    out = sum(m for _, m in work)
+    return {"name": "offline", "system": "minirt-graphs", "requests": len(work),
+            "input_tokens": sum(map(len, prompts)), "output_tokens": out, "seconds": secs,
+            "output_tokens_per_s": out / secs,
+            "num_preemptions": llm.last_stats.num_preemptions}  # fmt: skip
+
+
+def hf_offline(model, work, batch: int = 64) -> dict[str, Any]:
+    """Padded batches (left padding), each run until its longest request is done."""
+    secs = 0.0
+    for i in tqdm(range(0, len(work), batch), desc="hf offline", leave=False):
+        chunk = work[i : i + batch]
+        width = max(len(p) for p, _ in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, (p, _) in enumerate(chunk):
+            ids[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        new = max(m for _, m in chunk)
+        kw = dict(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=new,
+                  min_new_tokens=new, do_sample=False, pad_token_id=0)  # fmt: skip
+        secs += _wall(lambda kw=kw: model.generate(**kw))
+    out = sum(m for _, m in work)
+    return {"name": "offline", "system": f"hf-eager (padded batches of {batch})",
+            "requests": len(work), "input_tokens": sum(len(p) for p, _ in work),
+            "output_tokens": out, "seconds": secs, "output_tokens_per_s": out / secs}  # fmt: skip
+
+
+def roofline_rows(decode_rows, weight_bytes: int, kv_per_token: int, copy_gbps: float):
+    rows = []
+    mean_ctx = PROMPT_LEN + NEW_TOKENS / 2
+    for r in decode_rows:
+        if r["system"] != "minirt-graphs":
+            continue
+        kv = r["batch"] * mean_ctx * kv_per_token
+        floor_ms = (weight_bytes + kv) / (copy_gbps * 1e6)
+        rows.append({"name": "roofline", "batch": r["batch"], "step_ms": r["step_ms"],
+                     "weight_bytes": weight_bytes, "kv_bytes": kv, "floor_ms": floor_ms,
+                     "fraction_of_floor": floor_ms / r["step_ms"]})  # fmt: skip
+    return rows
+
+
+def profile_step(llm, batch: int, graphs: bool, top: int = 12) -> dict[str, Any]:
+    """torch.profiler over a few decode steps: which kernels run, how many launches, how long."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from minirt import SamplingParams
+
+    saved = llm.runner.graphs
+    llm.runner.graphs = saved if graphs else None
+    prompts = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(2))
+    p = SamplingParams(temperature=0, max_tokens=9, ignore_eos=True)
+    llm.generate(prompts.tolist(), p, use_tqdm=False)  # warm-up
+    llm.block_manager.evict()
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            llm.generate(prompts.tolist(), p, use_tqdm=False)
+    finally:
+        llm.runner.graphs = saved
+        llm.block_manager.evict()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    kernels.sort(key=lambda e: -e.device_time_total)
+    return {"name": "profile", "mode": "graphs" if graphs else "eager", "batch": batch,
+            "steps": 9, "num_kernel_launches": sum(e.count for e in kernels),
+            "kernel_time_ms": sum(e.device_time_total for e in kernels) / 1e3,
+            "kernels": [{"name": e.key[:120], "count": e.count,
+                         "cuda_us": e.device_time_total} for e in kernels[:top]]}  # fmt: skip
+
+
+def measure(
+    hf_compile_batches=(1, 64), progress: bool = True, compile_deadline_s: float = 360
+) -> list[dict[str, Any]]:
+    from transformers import AutoModelForCausalLM
+
+    from minirt import LLM
+    from minirt.bench import kernels
+    from minirt.kv import kv_cache_bytes_per_token
+
+    started = time.perf_counter()
+    rows = ceilings()
+    copy_gbps = rows[0]["gb_per_s"]
+    rows += kernels.measure(copy_gbps)
+    with tempfile.TemporaryDirectory() as folder:
+        qwen3_06b_checkpoint(folder)
+        llm = LLM(folder, device="cuda", gpu_memory_utilization=0.6, max_num_batched_tokens=8192)
+        decode = []
+        for bs in tqdm(BATCHES, desc="minirt decode", disable=not progress):
+            decode += [minirt_decode(llm, bs, graphs=True), minirt_decode(llm, bs, graphs=False)]
+        rows += [profile_step(llm, 1, graphs=False), profile_step(llm, 1, graphs=True)]
+        work = offline_workload()
+        rows.append(minirt_offline(llm, work))
+        weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
+        kv_tok = kv_cache_bytes_per_token(llm.model_config, torch.bfloat16)
+        del llm
+        torch.cuda.empty_cache()
+
+        hf = (
+            AutoModelForCausalLM.from_pretrained(
+                folder, dtype=torch.bfloat16, attn_implementation="sdpa"
+            )
+            .cuda()
+            .eval()
+        )
+        for bs in tqdm(BATCHES, desc="hf decode", disable=not progress):
+            decode.append(hf_decode(hf, bs, static=False))
+        rows.append(hf_offline(hf, work))
+        for bs in hf_compile_batches:  # last: compiling takes minutes, and may not work at all
+            if time.perf_counter() - started > compile_deadline_s:
+                decode.append({"name": "decode", "system": "hf-compile", "batch": bs,
+                               "error": "skipped: the run's 8-minute budget"})  # fmt: skip
+                continue
+            try:
+                decode.append(hf_decode(hf, bs, static=True))
+            except Exception as e:  # torch.compile is not guaranteed on every version pair
+                decode.append({"name": "decode", "system": "hf-compile", "batch": bs,
+                               "error": f"{type(e).__name__}: {str(e)[:300]}"})  # fmt: skip
+    rows += decode
+    rows += roofline_rows(decode, weight_bytes, kv_tok, copy_gbps)
+    return rows
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    by = {(r.get("system"), r.get("batch")): r for r in rows if r["name"] == "decode"}
+    for bs in BATCHES:
+        cells = [f"batch {bs:>3}"]
+        for system in ("minirt-graphs", "minirt-eager", "hf-eager", "hf-compile"):
+            r = by.get((system, bs))
+            if r and "tokens_per_s" in r:
+                cells.append(f"{system} {r['tokens_per_s']:9.0f} tok/s")
+        lines.append("  ".join(cells))
+    for r in rows:
+        if r["name"] == "offline":
+            lines.append(f"offline {r['system']}: {r['output_tokens_per_s']:.0f} output tok/s "
+                         f"({r['seconds']:.1f} s)")  # fmt: skip
+        elif r["name"] in ("decode_attention_kernel", "prefill_attention_kernel", "roofline"):
+            lines.append(str({k: (round(v, 3) if isinstance(v, float) else v)
+                              for k, v in r.items()}))  # fmt: skip
+    return "\n".join(lines)
+
+
+def _device() -> str:
+    name = torch.cuda.get_device_name()
+    return "h100" if "H100" in name else "h200" if "H200" in name else "cuda"
+
+
+def run_kernels(out_dir, command: str) -> Any:
+    from minirt.bench import kernels
+    from minirt.bench.results import write_results
+
+    rows = ceilings()
+    rows += kernels.measure(rows[0]["gb_per_s"])
+    config = {"gpu": torch.cuda.get_device_name(), "dtype": "bfloat16", "heads": kernels.HEADS,
+              "kv_heads": kernels.KV_HEADS, "head_dim": kernels.HEAD_DIM,
+              "block_size": kernels.BLOCK_SIZE}  # fmt: skip
+    return write_results("kernels", _device(), rows, out_dir, command, config=config)
+
+
+def run(out_dir, command: str) -> Any:
+    from minirt.bench.results import write_results
+
+    name = torch.cuda.get_device_name()
+    device = _device()
+    results = measure()
+    config = {"gpu": name, "model": "qwen3-0.6b shape, random bf16", "prompt_len": PROMPT_LEN,
+              "new_tokens": NEW_TOKENS, "batches": list(BATCHES)}  # fmt: skip
+    return write_results("gpu", device, results, out_dir, command, config=config)

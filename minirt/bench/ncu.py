@@ -1,0 +1,56 @@
+"""Nsight Compute numbers for one launch of each attention kernel, kept as JSON (CUDA + ncu).
+
+`python -m minirt.bench ncu` runs `ncu` on `python -m minirt.bench kernels --once decode` (and
+prefill) with the SpeedOfLight, Occupancy, LaunchStats and MemoryWorkloadAnalysis sections, and
+keeps every metric as a row, so notebook 05 can show why a kernel runs at the speed it does
+(DRAM throughput, achieved occupancy and what limits it, registers per thread) on any machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from typing import Any
+
+KERNELS = {"decode": "_decode_split_kernel", "prefill": "_prefill_kernel"}
+SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis")
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return text
+
+
+def parse_csv(text: str, kernel: str) -> list[dict[str, Any]]:
+    """Rows of `ncu --csv --page details` output (ncu's own ==PROF== lines are skipped)."""
+    lines = [line for line in text.splitlines() if line.startswith('"')]
+    if not lines:
+        raise ValueError("no CSV rows in the ncu output; did ncu profile any kernel?")
+    rows = []
+    for r in csv.DictReader(io.StringIO("\n".join(lines))):
+        if not r.get("Metric Name"):
+            continue  # a rule's advice, not a metric
+        rows.append({"name": "ncu_metric", "kernel": kernel, "section": r["Section Name"],
+                     "metric": r["Metric Name"], "unit": r["Metric Unit"],
+                     "value": _number(r["Metric Value"])})  # fmt: skip
+    return rows
+
+
+def measure(which=("decode", "prefill")) -> list[dict[str, Any]]:
+    rows = []
+    for k in which:
+        cmd = ["ncu", "--target-processes", "all", "-k", f"regex:{KERNELS[k]}", "-c", "1",
+               *[a for s in SECTIONS for a in ("--section", s)], "--csv", "--page", "details",
+               sys.executable, "-m", "minirt.bench", "kernels", "--once", k]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        rows += parse_csv(out, KERNELS[k])
+    return rows
+
+
+def ncu_version() -> str:
+    out = subprocess.run(["ncu", "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]

@@ -1,0 +1,77 @@
+"""Which kernels the model calls: the PyTorch references or their Triton twins.
+
+A `KernelBackend` is a plain bundle of functions with the references' signatures; the engine
+picks one when it starts (`get_backend`) and hands it to the model (`CausalLM.use_kernels`).
+CUDA -> Triton; CPU -> the references, or Triton under TRITON_INTERPRET=1 to step through a
+kernel with print(). Notebook 04 (FlashAttention) and 05 (profiling) compare the two.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from minirt.kernels import (
+    activation,
+    decode_attention,
+    prefill_attention,
+    qk_norm_rope,
+    rms_norm,
+    rotary,
+)
+from minirt.kernels import store_kv as store_kv_mod
+
+
+@dataclass(frozen=True)
+class KernelBackend:
+    name: str  # "torch" | "triton"
+    store_kv: Callable
+    decode_attention: Callable
+    prefill_attention: Callable
+    rms_norm: Callable
+    silu_mul: Callable
+    rope: Callable
+    qk_norm_rope: Callable
+
+
+TORCH = KernelBackend(
+    name="torch",
+    store_kv=store_kv_mod.store_kv_ref,
+    decode_attention=decode_attention.decode_attention_ref,
+    prefill_attention=prefill_attention.prefill_attention_ref,
+    rms_norm=rms_norm.rms_norm_ref,
+    silu_mul=activation.silu_mul_ref,
+    rope=rotary.rope_ref,
+    qk_norm_rope=qk_norm_rope.qk_norm_rope_ref,
+)
+
+TRITON = KernelBackend(
+    name="triton",
+    store_kv=store_kv_mod.store_kv,
+    decode_attention=decode_attention.decode_attention,
+    prefill_attention=prefill_attention.prefill_attention,
+    rms_norm=rms_norm.rms_norm,
+    silu_mul=activation.silu_mul,
+    rope=rotary.rope,
+    qk_norm_rope=qk_norm_rope.qk_norm_rope,
+)
+
+BACKENDS = {"torch": TORCH, "triton": TRITON}
+
+
+def get_backend(name: str, device: torch.device | str) -> KernelBackend:
+    """ "auto" -> Triton on CUDA, the references on CPU; or ask for "torch"/"triton" by name."""
+    device = torch.device(device)
+    if name == "auto":
+        name = "triton" if device.type == "cuda" else "torch"
+    if name not in BACKENDS:
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of auto, torch, triton")
+    if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            "Triton kernels need a CUDA device; on the CPU set TRITON_INTERPRET=1 before "
+            "starting Python (Triton's interpreter, slow but exact) or use kernel_backend='torch'"
+        )
+    return BACKENDS[name]

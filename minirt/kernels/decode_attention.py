@@ -1,0 +1,172 @@
+"""decode_attention: one new query per sequence against its paged KV, split along the context.
+
+Decode is memory-bound: every step reads each sequence's whole KV once. With few sequences, one
+program per (sequence, KV head) leaves most SMs idle, so the context is cut into fixed-size
+partitions read in parallel (split-K, "flash-decoding"); each writes a partial output and its
+log-sum-exp, and a small second kernel merges them. The query heads that share a KV head (GQA)
+are one program's rows, so each K/V tile is loaded once for the whole group. Notebook 04.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from minirt.kernels.paged_attention import paged_attention_ref
+
+PARTITION = 256  # tokens per split: a short context uses few splits, whatever the bound says
+SMALL_BATCH_PARTITION = 64  # few (sequence, KV head) pairs: cut finer, or most SMs sit idle
+MAX_SPLITS = 64  # caps the partials' memory for long bounds (the partition grows instead)
+
+
+def decode_attention_ref(
+    q: torch.Tensor,  # [num_seqs, num_heads, head_dim]: one query per sequence
+    k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    v_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
+    block_tables: torch.Tensor,  # [num_seqs, max_blocks] int32
+    context_lens: torch.Tensor,  # [num_seqs]: tokens incl. this step's; 0 = padding row
+    scale: float,
+    max_context_len: int,  # an upper bound (a CUDA graph passes max_model_len)
+    num_splits: int | None = None,  # the kernel's choice; the result does not depend on it
+) -> torch.Tensor:  # [num_seqs, num_heads, head_dim]
+    num_seqs = q.shape[0]
+    starts = torch.arange(num_seqs + 1, device=q.device)
+    out = paged_attention_ref(
+        q, k_cache, v_cache, block_tables, context_lens.clamp(min=1), starts, scale, 1,
+        max_context_len,
+    )  # fmt: skip
+    return out.where(context_lens[:, None, None] > 0, 0)  # a padding row attends to nothing
+
+
+def split_plan(
+    max_context_len: int, num_splits: int | None = None, num_programs: int = 1024
+) -> tuple[int, int]:
+    """(partition, num_splits) covering `max_context_len` tokens; `num_programs` is the number
+    of (sequence, KV head) pairs, which already spread across the SMs when there are many."""
+    if num_splits is None:
+        partition = PARTITION if num_programs > 128 else SMALL_BATCH_PARTITION
+        while triton.cdiv(max_context_len, partition) > MAX_SPLITS:
+            partition *= 2
+    else:
+        partition = max(16, triton.next_power_of_2(triton.cdiv(max_context_len, num_splits)))
+    return partition, max(1, triton.cdiv(max_context_len, partition))
+
+
+@triton.jit
+def _decode_split_kernel(
+    q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
+    part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]
+    qk_scale, table_stride,
+    NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, PARTITION: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    ctx = tl.load(context_lens_ptr + seq)
+    start = split * PARTITION
+    if start < ctx:  # splits past this sequence's context have nothing to read
+        end = tl.minimum(start + PARTITION, ctx)
+        g = tl.arange(0, BLOCK_G)  # the query heads sharing this KV head (padded to >= 16 rows)
+        d = tl.arange(0, BLOCK_D)
+        heads = kv_head * GROUP + g
+        q_mask = (g < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
+        q = tl.load(q_ptr + (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :],
+                    mask=q_mask, other=0.0)  # fmt: skip
+        m = tl.full([BLOCK_G], float("-inf"), tl.float32)  # running max of the scores (log2 units)
+        l = tl.zeros([BLOCK_G], tl.float32)  # running sum of exp2(score - m)
+        acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
+        table = block_tables_ptr + seq.to(tl.int64) * table_stride
+        for n0 in range(start, end, BLOCK_N):
+            n = n0 + tl.arange(0, BLOCK_N)
+            valid = n < end
+            # token n lives in block table[n // BLOCK_SIZE] at offset n % BLOCK_SIZE
+            block = tl.load(table + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+            row = (block * BLOCK_SIZE + n % BLOCK_SIZE) * KV_HEADS + kv_head
+            kv_offs = row[:, None] * HEAD_DIM + d[None, :]  # [BLOCK_N, BLOCK_D]
+            kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
+            k = tl.load(k_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_G, BLOCK_N]
+            s = tl.where(valid[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            alpha = tl.exp2(m - m_new)  # rescales what was summed under the old max
+            p = tl.exp2(s - m_new[:, None])
+            l = l * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+            m = m_new
+        part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
+        tl.store(part_out_ptr + part[:, None] * HEAD_DIM + d[None, :], acc / l[:, None],
+                 mask=q_mask)  # fmt: skip
+        tl.store(part_lse_ptr + part, m + tl.log2(l), mask=g < GROUP)
+
+
+@triton.jit
+def _decode_combine_kernel(
+    part_out_ptr, part_lse_ptr, context_lens_ptr, out_ptr,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PARTITION: tl.constexpr,
+    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    seq, head = tl.program_id(0), tl.program_id(1)
+    used = tl.cdiv(tl.load(context_lens_ptr + seq), PARTITION)  # splits that wrote something
+    s = tl.arange(0, BLOCK_S)
+    d = tl.arange(0, BLOCK_D)
+    part = (seq * NUM_HEADS + head) * NUM_SPLITS + s
+    lse = tl.load(part_lse_ptr + part, mask=s < used, other=float("-inf"))
+    top = tl.where(used > 0, tl.max(lse, axis=0), 0.0)
+    w = tl.where(s < used, tl.exp2(lse - top), 0.0)  # each split's share of the softmax mass
+    o = tl.load(part_out_ptr + part[:, None] * HEAD_DIM + d[None, :],
+                mask=(s < used)[:, None] & (d < HEAD_DIM)[None, :], other=0.0)  # fmt: skip
+    out = tl.sum(w[:, None] * o, axis=0) / tl.maximum(tl.sum(w, axis=0), 1e-30)  # 0 if no context
+    tl.store(out_ptr + (seq * NUM_HEADS + head) * HEAD_DIM + d,
+             out.to(out_ptr.dtype.element_ty), mask=d < HEAD_DIM)  # fmt: skip
+
+
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    max_context_len: int,
+    num_splits: int | None = None,
+    block_n: int | None = None,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> torch.Tensor:
+    """Triton twin of `decode_attention_ref`; `block_n`, `num_warps`, `num_stages` tune it.
+
+    Launch shapes depend only on host integers (never on `context_lens`' values), so a CUDA
+    graph captured once replays for any contexts up to `max_context_len`.
+    """
+    num_seqs, num_heads, head_dim = q.shape
+    block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
+    group = num_heads // kv_heads
+    partition, splits = split_plan(max_context_len, num_splits, num_seqs * kv_heads)
+    block_n = block_n or min(32, partition)  # measured best at batch 1, equal at batch 64
+    q = q.contiguous()
+    assert k_cache.is_contiguous() and v_cache.is_contiguous()
+    part_out = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32,
+                           device=q.device)  # fmt: skip
+    part_lse = torch.empty(num_seqs, num_heads, splits, dtype=torch.float32, device=q.device)
+    out = torch.empty_like(q)
+    if num_seqs == 0:
+        return out
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    precision = "ieee" if q.dtype == torch.float32 else "tf32"  # fp32 stays exact; 16-bit: MMA
+    _decode_split_kernel[(num_seqs, kv_heads, splits)](
+        q, k_cache, v_cache, block_tables, context_lens, part_out, part_lse,
+        scale * 1.4426950408889634, block_tables.stride(0),  # log2(e): exp2 is the cheap one
+        NUM_HEADS=num_heads, KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim,
+        BLOCK_SIZE=block_size, PARTITION=partition, NUM_SPLITS=splits,
+        BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, BLOCK_D=block_d,
+        PRECISION=precision, num_warps=num_warps, num_stages=num_stages,
+    )  # fmt: skip
+    _decode_combine_kernel[(num_seqs, num_heads)](
+        part_out, part_lse, context_lens, out,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, PARTITION=partition, NUM_SPLITS=splits,
+        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d,
+    )  # fmt: skip
+    return out

@@ -1,0 +1,99 @@
+"""qk_norm_rope: Qwen3's per-head RMSNorm of q and k, then RoPE, in one pass.
+
+Unfused that is three kernels per layer (norm q, norm k, rotate both), each reading and writing
+q or k. At batch 1 a decode step is launch-bound, so three launches cost more than the bytes;
+fused, each token's q and k are read once, normalised, rotated and written once.
+Notebook 05 (profiling) counts the launches it saves.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from minirt.kernels.rms_norm import rms_norm_ref
+from minirt.kernels.rotary import rope_ref
+
+
+def qk_norm_rope_ref(
+    positions: torch.Tensor,  # [num_tokens] int64
+    q: torch.Tensor,  # [num_tokens, heads, head_dim]
+    k: torch.Tensor,  # [num_tokens, kv_heads, head_dim]
+    q_weight: torch.Tensor,  # [head_dim]
+    k_weight: torch.Tensor,  # [head_dim]
+    eps: float,
+    cos: torch.Tensor,  # [max_positions, head_dim // 2] fp32
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k = rms_norm_ref(q, q_weight, eps), rms_norm_ref(k, k_weight, eps)
+    return rope_ref(positions, q, k, cos, sin)
+
+
+@triton.jit
+def _norm_rotate(x_ptr, x_stride, out_ptr, w_ptr, token, c, s, eps,
+                 HEADS: tl.constexpr, HALF: tl.constexpr,
+                 BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
+    heads = tl.arange(0, BLOCK_H)[:, None]
+    cols = tl.arange(0, BLOCK_D)[None, :]
+    mask = (heads < HEADS) & (cols < HALF)
+    src = token * x_stride + heads * (2 * HALF) + cols  # first halves; second: HALF further
+    x1 = tl.load(x_ptr + src, mask=mask, other=0.0)
+    x2 = tl.load(x_ptr + src + HALF, mask=mask, other=0.0)
+    f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
+    ms = (tl.sum(f1 * f1, axis=1) + tl.sum(f2 * f2, axis=1)) / (2 * HALF)  # per head
+    rstd = (1.0 / tl.sqrt(ms + eps))[:, None]
+    w1 = tl.load(w_ptr + cols, mask=cols < HALF)
+    w2 = tl.load(w_ptr + HALF + cols, mask=cols < HALF)
+    n1 = ((f1 * rstd).to(x1.dtype) * w1).to(x1.dtype).to(tl.float32)  # round as the reference
+    n2 = ((f2 * rstd).to(x1.dtype) * w2).to(x1.dtype).to(tl.float32)
+    dst = token * HEADS * 2 * HALF + heads * (2 * HALF) + cols
+    tl.store(out_ptr + dst, (n1 * c - n2 * s).to(x1.dtype), mask=mask)
+    tl.store(out_ptr + dst + HALF, (n2 * c + n1 * s).to(x1.dtype), mask=mask)
+
+
+@triton.jit
+def _qk_norm_rope_kernel(
+    pos_ptr, q_ptr, k_ptr, q_out_ptr, k_out_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr,
+    q_stride, k_stride, eps,
+    Q_HEADS: tl.constexpr, K_HEADS: tl.constexpr, HALF: tl.constexpr,
+    BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    token = tl.program_id(0).to(tl.int64)  # one program per token: all its q and k heads
+    pos = tl.load(pos_ptr + token).to(tl.int64)
+    cols = tl.arange(0, BLOCK_D)[None, :]
+    c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
+    s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
+    _norm_rotate(q_ptr, q_stride, q_out_ptr, qw_ptr, token, c, s, eps,
+                 Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
+    _norm_rotate(k_ptr, k_stride, k_out_ptr, kw_ptr, token, c, s, eps,
+                 K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
+
+
+def qk_norm_rope(
+    positions: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    q_weight: torch.Tensor,
+    k_weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton twin of `qk_norm_rope_ref`. q and k may be views of a packed qkv output (tokens
+    strided, each token's heads contiguous); the results are new contiguous tensors."""
+    num_tokens, q_heads, head_dim = q.shape
+    k_heads, half = k.shape[1], head_dim // 2
+    if q[0].stride() != (head_dim, 1) or k[0].stride() != (head_dim, 1):
+        q, k = q.contiguous(), k.contiguous()
+    q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
+    if num_tokens:
+        _qk_norm_rope_kernel[(num_tokens,)](
+            positions, q, k, q_out, k_out, q_weight, k_weight, cos.contiguous(), sin.contiguous(),
+            q.stride(0), k.stride(0), eps,
+            Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half,
+            BLOCK_QH=triton.next_power_of_2(q_heads), BLOCK_KH=triton.next_power_of_2(k_heads),
+            BLOCK_D=triton.next_power_of_2(half),
+        )  # fmt: skip
+    return q_out, k_out

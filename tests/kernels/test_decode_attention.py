@@ -1,0 +1,75 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minirt.kernels.decode_attention import decode_attention, decode_attention_ref, split_plan
+from tests.kernels.conftest import TOLERANCE, make_paged, rel_error
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    ctx_lens=st.lists(st.integers(1, 70), min_size=1, max_size=4),
+    group=st.sampled_from([1, 2, 4]),
+    block_size=st.sampled_from([16, 32]),
+    num_splits=st.sampled_from([None, 1, 3]),
+)
+def test_decode_attention_matches_the_reference(ctx_lens, group, block_size, num_splits):
+    p = make_paged([1] * len(ctx_lens), ctx_lens, heads=2 * group, kv_heads=2,
+                   block_size=block_size)  # fmt: skip
+    ref = decode_attention_ref(*p.decode_args())
+    out = decode_attention(*p.decode_args(), num_splits=num_splits)
+    assert rel_error(out, ref) < TOLERANCE[torch.float32]
+
+
+def test_split_k_gives_the_same_answer_however_the_context_is_cut():
+    p = make_paged([1, 1], [90, 33], heads=4, kv_heads=1)
+    outs = [decode_attention(*p.decode_args(), num_splits=n) for n in (1, 2, 4, 6)]
+    for out in outs[1:]:
+        assert rel_error(out, outs[0]) < 1e-6
+
+
+def test_a_bound_above_the_context_changes_nothing_and_padding_rows_give_zeros():
+    # What a CUDA graph does: max_model_len as the bound, padding rows with context length 0.
+    p = make_paged([1, 1, 1], [40, 17, 1], heads=4, kv_heads=2)
+    exact = decode_attention(*p.decode_args())
+    p.context_lens[2] = 0
+    bounded = decode_attention(*p.decode_args(bound=4096))
+    torch.testing.assert_close(bounded[:2], exact[:2])
+    assert torch.equal(bounded[2], torch.zeros_like(bounded[2]))
+    assert torch.equal(decode_attention_ref(*p.decode_args(bound=4096))[2], bounded[2])
+
+
+def test_split_plan_keeps_partitions_fixed_for_short_bounds_and_caps_the_splits():
+    assert split_plan(4096) == (256, 16)
+    assert split_plan(100) == (256, 1)
+    assert split_plan(4096, num_programs=8) == (64, 64)  # batch 1: finer, to fill the SMs
+    partition, splits = split_plan(40960)
+    assert splits <= 64 and partition * splits >= 40960
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_attention_on_cuda(dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randint(1, 3000, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g)
+    p = make_paged([1] * len(ctx), ctx.tolist(), heads=16, kv_heads=8, head_dim=128,
+                   block_size=16, dtype=dtype, device="cuda", seed=seed)  # fmt: skip
+    ref = decode_attention_ref(*p.decode_args())
+    assert rel_error(decode_attention(*p.decode_args()), ref) < TOLERANCE[dtype]
+
+
+@pytest.mark.gpu
+def test_decode_attention_replays_from_a_cuda_graph_for_new_contexts():
+    p = make_paged([1] * 8, [300] * 8, heads=16, kv_heads=8, head_dim=128,
+                   dtype=torch.bfloat16, device="cuda")  # fmt: skip
+    args = p.decode_args(bound=2048)
+    decode_attention(*args)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = decode_attention(*args)
+    for lens in ([300, 1, 0, 299, 150, 2, 77, 256], [5] * 8):
+        p.context_lens.copy_(torch.tensor(lens, dtype=torch.int32))
+        graph.replay()
+        assert rel_error(out, decode_attention_ref(*args)) < TOLERANCE[torch.bfloat16]
