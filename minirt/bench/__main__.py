@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         "a Qwen3-0.6B-shaped model with random weights. Writes OUT/<gpu>/gpu-<date>.json.",
     )
     gpu.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    gpu.add_argument(
+        "--hf-compile-only",
+        action="store_true",
+        help="only transformers static cache + torch.compile decode (OUT/<gpu>/hf-compile-*.json)",
+    )
     kern = topics.add_parser(
         "kernels",
         help="(CUDA) the attention kernels alone: decode GB/s vs copy, prefill vs SDPA flash",
@@ -136,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.topic == "kernels":
             path = gpu.run_kernels(args.out, command)
             print(gpu.summary(load_results(path)["results"]))
+        elif args.hf_compile_only:
+            path = gpu.run_hf_compile(args.out, command)
+            for row in load_results(path)["results"]:
+                print(row)
         else:
             path = gpu.run(args.out, command)
             print(gpu.summary(load_results(path)["results"]))

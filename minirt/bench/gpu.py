@@ -257,6 +257,30 @@ def run_kernels(out_dir, command: str) -> Any:
     return write_results("kernels", _device(), rows, out_dir, command, config=config)
 
 
+def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
+    """transformers with a static cache + torch.compile alone (topic "hf-compile"): compiling
+    takes minutes, more than `gpu`'s 8-minute budget leaves once the padded baseline has run."""
+    from transformers import AutoModelForCausalLM
+
+    from minirt.bench.results import write_results
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        qwen3_06b_checkpoint(folder)
+        hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16,
+                                                  attn_implementation="sdpa")  # fmt: skip
+        hf = hf.cuda().eval()
+        for bs in batches:
+            try:
+                rows.append(hf_decode(hf, bs, static=True))
+            except Exception as e:  # torch.compile is not guaranteed on every version pair
+                rows.append({"name": "decode", "system": "hf-compile", "batch": bs,
+                             "error": f"{type(e).__name__}: {str(e)[:300]}"})  # fmt: skip
+    config = {"gpu": torch.cuda.get_device_name(), "model": "qwen3-0.6b shape, random bf16",
+              "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}  # fmt: skip
+    return write_results("hf-compile", _device(), rows, out_dir, command, config=config)
+
+
 def run(out_dir, command: str) -> Any:
     from minirt.bench.results import write_results
 

@@ -3,6 +3,8 @@
 Each module answers one question with plain functions over `minirt` objects or traces:
 `kv_size` (how much KV a model needs), `kv_waste` (paged vs contiguous reservation), `kv_alloc`
 and `kv_layout` (why the pool is preallocated and laid out as it is), `kv_cost` (decode with and
-without a cache), `batching`, `latency`, `roofline`, `results` (committed benchmark JSON), and
-the drawing helpers `plots` and `widgets`. Notebooks 00-03 use them; none changes the engine.
+without a cache), `batching`, `latency`, `roofline`, `flash` (tiling and the online softmax,
+HBM traffic), `profiling` (where a decode step's time goes), `results` (committed benchmark
+JSON), and the drawing helpers `plots` and `widgets`. Notebooks 00-05 use them; none changes
+the engine.
 """
