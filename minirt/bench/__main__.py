@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     kern.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     kern.add_argument("--once", choices=["decode", "prefill", "both"], default=None)
+    plot = topics.add_parser("plot", help="draw a gpu result JSON as a PNG beside it")
+    plot.add_argument("file", help="a bench/results/<device>/gpu-*.json file")
     ncu = topics.add_parser(
         "ncu",
         help="(CUDA + Nsight Compute) ncu metrics of one decode and one prefill attention launch",
@@ -108,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         path = cpu.run(cfg, out_dir=args.out, command=command, progress=not args.no_progress)
         print(cpu.summary(load_results(path)["results"]))
         print(f"wrote {path}")
+    elif args.topic == "plot":
+        from minirt.bench.plots import write_plot
+
+        print(f"wrote {write_plot(args.file)}")
     elif args.topic == "ncu":
         import torch
 
