@@ -1,0 +1,89 @@
+"""KV swap: a preempted sequence's blocks go to pinned host memory on a copy stream, and back.
+
+The host pool is block-major, `(num_host_blocks, 2, layers, block_size, kv_heads, head_dim)`, so
+one block of every layer is one contiguous run: one DMA per block, no strided copy. On CUDA the
+copies run on their own stream, ordered after the compute that wrote the KV (`wait_stream`), and
+each swap returns a CUDA event; the compute stream must `wait(event)` before it reads swapped-in
+blocks. Invariant: a block comes back bitwise identical. On a CPU the same calls copy at once.
+Notebook 06 (pinned memory and streams) measures it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class SwapSpace:
+    def __init__(self, kv_pool: torch.Tensor, num_host_blocks: int):
+        # kv_pool: [2, layers, num_blocks, block_size, kv_heads, head_dim] on the device
+        if num_host_blocks < 1:
+            raise ValueError(f"num_host_blocks must be >= 1, got {num_host_blocks}")
+        self.pool = kv_pool
+        self.cuda = kv_pool.is_cuda
+        two, layers, _, *block = kv_pool.shape
+        # Pinned (page-locked) memory: the GPU's copy engine can DMA it directly, asynchronously.
+        self.host = torch.empty((num_host_blocks, two, layers, *block), dtype=kv_pool.dtype,
+                                pin_memory=self.cuda)  # fmt: skip
+        self.free = list(range(num_host_blocks))
+        self.stream = torch.cuda.Stream(kv_pool.device) if self.cuda else None
+
+    def _index(self, blocks: list[int]) -> torch.Tensor:
+        """Block ids on the device without stalling: a copy from pageable memory may wait for
+        the whole GPU (every stream), a pinned non_blocking one does not."""
+        index = torch.tensor(blocks, dtype=torch.int64)
+        if not self.cuda:
+            return index
+        return index.pin_memory().to(self.pool.device, non_blocking=True)
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free)
+
+    def swap_out(self, blocks: list[int]) -> tuple[list[int], torch.cuda.Event | None]:
+        """Copy device `blocks` to free host blocks; returns (host blocks, event when done)."""
+        if len(blocks) > len(self.free):
+            raise RuntimeError(
+                f"swap space full: {len(blocks)} blocks to swap out, {len(self.free)} free host "
+                "blocks; raise swap_space (host memory) or use preemption_mode='recompute'"
+            )
+        host, self.free = self.free[: len(blocks)], self.free[len(blocks) :]
+        index = self._index(blocks)
+        if not self.cuda:
+            self.host[host] = self.pool.index_select(2, index).movedim(2, 0)
+            return host, None
+        self.stream.wait_stream(torch.cuda.current_stream())  # the KV was written by compute
+        with torch.cuda.stream(self.stream):
+            staged = self.pool.index_select(2, index).movedim(2, 0).contiguous()  # gather on GPU
+            for i, h in enumerate(host):
+                self.host[h].copy_(staged[i], non_blocking=True)  # one DMA per block
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        return host, event
+
+    def swap_in(self, host: list[int], blocks: list[int]) -> torch.cuda.Event | None:
+        """Copy host blocks back into device `blocks` and free them; returns the done event."""
+        if len(host) != len(blocks):
+            raise ValueError(f"{len(host)} host blocks for {len(blocks)} device blocks")
+        index = self._index(blocks)
+        if not self.cuda:
+            self.pool.index_copy_(2, index, self.host[host].movedim(0, 2))
+            self.free += host
+            return None
+        self.stream.wait_stream(torch.cuda.current_stream())  # the target blocks are free now
+        with torch.cuda.stream(self.stream):
+            staged = torch.empty((len(host), *self.host.shape[1:]), dtype=self.pool.dtype,
+                                 device=self.pool.device)  # fmt: skip
+            for i, h in enumerate(host):
+                staged[i].copy_(self.host[h], non_blocking=True)
+            self.pool.index_copy_(2, index, staged.movedim(0, 2))
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        # Later swap-outs into these host blocks run on the same stream, after this copy: safe.
+        self.free += host
+        return event
+
+    @staticmethod
+    def wait(event: torch.cuda.Event | None) -> None:
+        """Make the compute stream wait for a swap (no CPU stall); a no-op on the CPU."""
+        if event is not None:
+            torch.cuda.current_stream().wait_event(event)
