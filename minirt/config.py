@@ -159,7 +159,8 @@ class EngineConfig:
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
-    preemption_mode: str = "recompute"
+    preemption_mode: str = "recompute"  # or "swap": KV to pinned host memory and back
+    swap_space_bytes: int = 256 * 2**20  # host memory for swapped-out KV (preemption_mode="swap")
     device: str = "auto"  # "auto" -> cuda when available, else cpu
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
     seed: int = 0  # for requests without their own seed
@@ -185,10 +186,12 @@ class EngineConfig:
             not self.cuda_graph_sizes or min(self.cuda_graph_sizes) < 1
         ):
             raise ValueError(f"cuda_graph_sizes must be positive ints, got {self.cuda_graph_sizes}")
-        if self.preemption_mode != "recompute":
+        if self.preemption_mode not in ("recompute", "swap"):
             raise ValueError(
-                f"preemption_mode {self.preemption_mode!r} is not available yet; use 'recompute'"
+                f"preemption_mode must be 'recompute' or 'swap', got {self.preemption_mode!r}"
             )
+        if self.swap_space_bytes < 0:
+            raise ValueError(f"swap_space_bytes must be >= 0, got {self.swap_space_bytes}")
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EngineConfig:

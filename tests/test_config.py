@@ -85,3 +85,17 @@ def test_unknown_engine_argument_lists_the_valid_ones():
 def test_invalid_sampling_params_raise_and_name_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SamplingParams(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"preemption_mode": "evict"}, "'recompute' or 'swap'"),
+        ({"swap_space_bytes": -1}, "swap_space_bytes"),
+        ({"kernel_backend": "cuda-c"}, "kernel_backend"),
+        ({"cuda_graph_sizes": [0, 8]}, "cuda_graph_sizes"),
+    ],
+)
+def test_invalid_engine_settings_raise_and_name_the_setting(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EngineConfig.from_kwargs(**kwargs)

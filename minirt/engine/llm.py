@@ -18,8 +18,9 @@ from minirt.config import EngineConfig, ModelConfig
 from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
 from minirt.engine.model_runner import ModelRunner
 from minirt.kernels.backend import get_backend
-from minirt.kv import BlockManager, allocate_kv_pool, num_kv_blocks
+from minirt.kv import BlockManager, allocate_kv_pool, kv_cache_bytes_per_token, num_kv_blocks
 from minirt.kv.pool import kv_budget_bytes
+from minirt.kv.swap import SwapSpace
 from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
 from minirt.sampling_params import SamplingParams
@@ -97,8 +98,18 @@ class LLM:
         self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
         self.block_manager = BlockManager(self.num_blocks, bs, self.config.enable_prefix_caching)
-        self.scheduler = Scheduler(self.config, self.block_manager)
-        self.runner = ModelRunner(self.model, self.kv_pool, self.block_manager, self.config.seed)
+        swap = None
+        if self.config.preemption_mode == "swap":  # host blocks of the same shape as the pool's
+            host_blocks = self.config.swap_space_bytes // (
+                bs * kv_cache_bytes_per_token(mc, self.dtype)
+            )
+            swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
+        self.scheduler = Scheduler(
+            self.config, self.block_manager, swap.host.shape[0] if swap is not None else 0
+        )
+        self.runner = ModelRunner(
+            self.model, self.kv_pool, self.block_manager, self.config.seed, swap=swap
+        )
         # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
         # the references index with data-dependent masks, so with them the engine stays eager.
         if (

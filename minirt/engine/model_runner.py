@@ -15,6 +15,7 @@ import torch
 from minirt.engine.cuda_graph import DecodeGraphs
 from minirt.engine.sampler import sample
 from minirt.kv import BlockManager
+from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
 from minirt.model.qwen3 import CausalLM
 from minirt.sched import Batch
@@ -28,9 +29,12 @@ class ModelRunner:
         block_manager: BlockManager,
         seed: int,
         graphs: DecodeGraphs | None = None,
+        swap: SwapSpace | None = None,
     ):
         self.model = model
         self.graphs = graphs
+        self.swap = swap  # preemption_mode="swap": where swapped-out KV waits (minirt.kv.swap)
+        self.swapped_host: dict[int, list[int]] = {}  # seq_id -> its host blocks
         self.kv_pool = kv_pool  # [2, layers, num_blocks, block_size, kv_heads, head_dim]
         self.bm = block_manager
         self.device = kv_pool.device
@@ -89,9 +93,20 @@ class ModelRunner:
         hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
         return self.model.compute_logits(hidden if rows is None else hidden[rows])
 
+    def do_swaps(self, batch: Batch) -> None:
+        """The batch's KV copies, before its forward: out first (their blocks may be the very
+        ones a swap-in or this step's new tokens reuse), then in; compute waits for both."""
+        for seq_id, blocks in batch.swap_out:
+            self.swapped_host[seq_id], done = self.swap.swap_out(blocks)
+            self.swap.wait(done)
+        for seq_id, blocks in batch.swap_in:
+            self.swap.wait(self.swap.swap_in(self.swapped_host.pop(seq_id), blocks))
+
     @torch.inference_mode()
     def run(self, batch: Batch) -> dict[int, int]:
         """One forward over the batch; returns {seq_id: next token} for sequences that sample."""
+        if batch.swap_out or batch.swap_in:
+            self.do_swaps(batch)
         rows = [i for i, s in enumerate(batch.samples) if s]
         if not rows:
             self.logits(batch, [])  # still run it: the KV of a non-final prefill chunk
@@ -114,3 +129,5 @@ class ModelRunner:
 
     def release(self, seq_id: int) -> None:
         self.seq_generators.pop(seq_id, None)
+        if seq_id in self.swapped_host:  # aborted while swapped out: its host blocks return
+            self.swap.free += self.swapped_host.pop(seq_id)

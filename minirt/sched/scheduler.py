@@ -2,8 +2,10 @@
 
 One `schedule()` call returns one `Batch`. Running sequences go first (a decode is 1 token, an
 unfinished prefill its next chunk) under a token budget; when the pool has no block for them, the
-newest running sequence is preempted by recompute (its blocks freed, its KV recomputed later).
-Waiting sequences are admitted FCFS only while blocks and budget last. Notebook 02 (scheduling).
+newest running sequence is preempted: by recompute (its blocks freed, its KV recomputed later) or,
+with preemption_mode="swap", by swapping its KV to host memory (the batch tells the runner which
+blocks to copy out, and later into which fresh blocks to copy back). Swapped sequences resume
+before waiting ones are admitted FCFS, while blocks and budget last. Notebook 02 (scheduling).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ class Batch:
     is_prefill: list[bool] = field(default_factory=list)  # prompt/recompute tokens, not a decode
     samples: list[bool] = field(default_factory=list)  # reaches its last token: gets a new one
     preempted: list[Sequence] = field(default_factory=list)
+    # (seq_id, device blocks) to copy out before this step's forward, and (seq_id, fresh device
+    # blocks) to copy a swapped sequence's KV back into; the runner does both, in that order.
+    swap_out: list[tuple[int, list[int]]] = field(default_factory=list)
+    swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
 
     def add(self, seq: Sequence, n: int) -> None:
@@ -50,11 +56,14 @@ class Batch:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager):
+    def __init__(self, config: EngineConfig, block_manager: BlockManager, num_host_blocks: int = 0):
         self.config = config
         self.bm = block_manager
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.swapped: deque[Sequence] = deque()
+        self.free_host_blocks = num_host_blocks  # the runner's SwapSpace holds the bytes
+        self.num_swap_outs = 0
         self.num_steps = 0
         self.num_preemptions = 0
 
@@ -63,7 +72,7 @@ class Scheduler:
         self.waiting.append(seq)
 
     def has_unfinished(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swapped)
 
     def schedule(self) -> Batch:
         batch = Batch(step=self.num_steps)
@@ -81,7 +90,7 @@ class Scheduler:
                 n = budget
             while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n):
                 victim = self.running.pop()  # the newest loses its blocks
-                self._preempt(victim)
+                self._preempt(victim, batch)
                 batch.preempted.append(victim)
                 if victim is seq:
                     break
@@ -93,11 +102,31 @@ class Scheduler:
             budget -= n
             i += 1
 
-        # 2. Waiting sequences, first come first served, if nobody was just preempted.
+        # 2. Swapped-out sequences come back first (oldest first) into fresh blocks, if nobody
+        # was just preempted; their KV is copied in before the forward.
+        while self.swapped and budget > 0 and not batch.preempted:
+            seq = self.swapped[0]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            kept = self.bm.blocks_for(seq.num_computed_tokens)  # blocks whose KV was swapped out
+            if self.bm.blocks_for(seq.num_computed_tokens + n) > self.bm.num_free_blocks:
+                break
+            self.bm.allocate(seq.seq_id, [], seq.num_computed_tokens + n)  # fresh: no cache hits
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
+            batch.swap_in.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
+            self.free_host_blocks += kept
+            self.swapped.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            batch.add(seq, n)
+            budget -= n
+
+        # 3. Waiting sequences, first come first served, if nobody was just preempted or is
+        # still swapped out.
         while (
             self.waiting
             and budget > 0
             and not batch.preempted
+            and not self.swapped
             and len(self.running) < self.config.max_num_seqs
         ):
             seq = self.waiting[0]
@@ -138,20 +167,33 @@ class Scheduler:
 
     def abort_all(self) -> list[Sequence]:
         """Drop every unfinished sequence and give back its blocks (after an error)."""
-        dropped = list(self.running) + list(self.waiting)
+        dropped = list(self.running) + list(self.waiting) + list(self.swapped)
+        for seq in self.swapped:
+            self.free_host_blocks += self.bm.blocks_for(seq.num_computed_tokens)
         for seq in self.running:
             # Blocks published for a step that never ran hold no valid KV: unpublish them.
             self.bm.uncommit(seq.seq_id, seq.num_computed_tokens)
             self.bm.free(seq.seq_id)
         self.running.clear()
         self.waiting.clear()
+        self.swapped.clear()  # their host blocks: ModelRunner.release gives them back
         return dropped
 
-    def _preempt(self, seq: Sequence) -> None:
-        """Recompute-style preemption: free the KV now, rebuild it when readmitted."""
+    def _preempt(self, seq: Sequence, batch: Batch) -> None:
+        """Free the sequence's blocks. Swap mode (if the host has room): its KV is copied out
+        first and it keeps its progress; otherwise recompute: its KV is rebuilt when readmitted."""
+        seq.num_preemptions += 1
+        self.num_preemptions += 1
+        kept = self.bm.blocks_for(seq.num_computed_tokens)
+        if self.config.preemption_mode == "swap" and kept <= self.free_host_blocks:
+            batch.swap_out.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
+            self.free_host_blocks -= kept
+            self.num_swap_outs += 1
+            self.bm.free(seq.seq_id)  # reusable this step: the forward waits for the copy-out
+            seq.status = SequenceStatus.SWAPPED
+            self.swapped.append(seq)
+            return
         self.bm.free(seq.seq_id)
         seq.status = SequenceStatus.WAITING
         seq.num_computed_tokens = 0
-        seq.num_preemptions += 1
-        self.num_preemptions += 1
         self.waiting.appendleft(seq)

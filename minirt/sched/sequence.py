@@ -15,6 +15,7 @@ from minirt.sampling_params import SamplingParams
 class SequenceStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
+    SWAPPED = "swapped"  # preempted with its KV in host memory (preemption_mode="swap")
     FINISHED = "finished"
 
 

@@ -3,13 +3,23 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from minirt import LLM, SamplingParams
 from minirt.model.loader import resolve_model_path
 
+_NAIVE: dict[tuple, list[int]] = {}  # the reference is slow; both preemption modes share it
+
 
 def naive_greedy(hf, prompt: list[int], n: int) -> list[int]:
+    key = (tuple(prompt), n)
+    if key not in _NAIVE:
+        _NAIVE[key] = _naive_greedy(hf, prompt, n)
+    return _NAIVE[key]
+
+
+def _naive_greedy(hf, prompt: list[int], n: int) -> list[int]:
     ids = list(prompt)
     with torch.no_grad():
         for _ in range(n):
@@ -18,7 +28,10 @@ def naive_greedy(hf, prompt: list[int], n: int) -> list[int]:
     return ids[len(prompt) :]
 
 
-def test_greedy_equals_a_no_cache_loop_under_chunked_prefill_and_preemption():
+@pytest.mark.parametrize("mode", ["recompute", "swap"])
+def test_greedy_equals_a_no_cache_loop_under_chunked_prefill_and_preemption(mode):
+    """Swap mode: a preempted sequence's KV goes to host memory and comes back into other
+    blocks; any corruption on the way would change its next tokens."""
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(resolve_model_path(None), dtype=torch.float32)
@@ -30,6 +43,7 @@ def test_greedy_equals_a_no_cache_loop_under_chunked_prefill_and_preemption():
         kv_cache_bytes=24 * 16 * 8192,
         max_num_batched_tokens=64,
         trace=True,
+        preemption_mode=mode,
     )
     text = Path(json.__file__).read_text()  # any Python has it
     g = torch.Generator().manual_seed(0)
@@ -57,3 +71,7 @@ def test_greedy_equals_a_no_cache_loop_under_chunked_prefill_and_preemption():
     for p, out in zip(prompts, outs, strict=True):
         assert out.token_ids == naive_greedy(hf, p, 24)
     assert llm.block_manager.num_free_blocks == llm.num_blocks
+    if mode == "swap":
+        assert llm.scheduler.num_swap_outs > 0, "preemption was meant to swap"
+        assert llm.runner.swap.num_free_blocks == llm.runner.swap.host.shape[0]
+        assert llm.scheduler.free_host_blocks == llm.runner.swap.host.shape[0]
