@@ -33,7 +33,12 @@ class SwapSpace:
         index = torch.tensor(blocks, dtype=torch.int64)
         if not self.cuda:
             return index
-        return index.pin_memory().to(self.pool.device, non_blocking=True)
+        index = index.pin_memory().to(self.pool.device, non_blocking=True)
+        # Made on the compute stream, read on the copy stream: without this, the allocator may
+        # give its memory to the compute stream's next tensor while the copy stream still waits
+        # to read it (found on the H100: blocks restored into the wrong places).
+        index.record_stream(self.stream)
+        return index
 
     @property
     def num_free_blocks(self) -> int:

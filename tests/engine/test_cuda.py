@@ -115,3 +115,20 @@ def test_triton_and_torch_backends_agree_on_cuda_with_prefix_caching_and_chunked
     b = ref.generate(prompts, params, use_tqdm=False)
     assert [o.token_ids for o in a] == [o.token_ids for o in b]
     assert sum(o.num_cached_tokens for o in a) > 0
+
+
+def test_swap_preemption_on_cuda_gives_the_tokens_of_recompute_preemption():
+    """A pool too small for the batch: victims' KV goes to pinned memory on the copy stream and
+    back into other blocks; the forward (graphed or eager) waits on the copy events."""
+    prompts = code_snippets(16)
+    params = SamplingParams(temperature=0, max_tokens=40, ignore_eos=True)
+    kw = dict(device="cuda", dtype="float32", block_size=16, kv_cache_bytes=24 * 16 * 8192,
+              max_num_batched_tokens=64)  # fmt: skip
+    swap = LLM(preemption_mode="swap", **kw)
+    recompute = LLM(preemption_mode="recompute", **kw)
+    a = [o.token_ids for o in swap.generate(prompts, params, use_tqdm=False)]
+    b = [o.token_ids for o in recompute.generate(prompts, params, use_tqdm=False)]
+    assert swap.scheduler.num_swap_outs > 0
+    assert a == b
+    assert swap.runner.swap.num_free_blocks == swap.runner.swap.host.shape[0]
+    assert swap.block_manager.num_free_blocks == swap.num_blocks

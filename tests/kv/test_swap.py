@@ -62,10 +62,9 @@ def test_on_cuda_compute_that_waits_on_the_event_sees_the_swapped_in_kv():
     with torch.cuda.stream(swap.stream):
         torch.cuda._sleep(200_000_000)  # a deliberately slow copy: ~0.1 s of spinning first
     event = swap.swap_in(host, [3, 9])
+    early = pool.index_select(2, idx)  # compute that forgot to wait: still the zeros
     swap.wait(event)  # the compute stream waits on the GPU; the CPU does not
     late = pool.index_select(2, idx)  # ordered after the slow copy
     torch.cuda.synchronize()
     assert torch.equal(late, want)
-    # NOTE (next session, issue 6): reading *without* the wait did not show the stale zeros on
-    # the H100 — something on this path synchronises the device (suspect: the pinned index's
-    # first cudaHostAlloc). minirt.transfer must demonstrate the race without such a hidden sync.
+    assert torch.equal(early, torch.zeros_like(early))  # the race the event prevents
