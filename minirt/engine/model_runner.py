@@ -130,4 +130,4 @@ class ModelRunner:
     def release(self, seq_id: int) -> None:
         self.seq_generators.pop(seq_id, None)
         if seq_id in self.swapped_host:  # aborted while swapped out: its host blocks return
-            self.swap.free += self.swapped_host.pop(seq_id)
+            self.swap.release(self.swapped_host.pop(seq_id))

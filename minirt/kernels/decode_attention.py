@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minirt.kernels.paged_attention import paged_attention_ref
+from minirt.kernels.paged_attention import paged_attention_ref, paged_kv_offsets
 
 PARTITION = 256  # tokens per split: a short context uses few splits, whatever the bound says
 SMALL_BATCH_PARTITION = 64  # few (sequence, KV head) pairs: cut finer, or most SMs sit idle
@@ -81,11 +81,9 @@ def _decode_split_kernel(
         for n0 in range(start, end, BLOCK_N):
             n = n0 + tl.arange(0, BLOCK_N)
             valid = n < end
-            # token n lives in block table[n // BLOCK_SIZE] at offset n % BLOCK_SIZE
-            block = tl.load(table + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
-            row = (block * BLOCK_SIZE + n % BLOCK_SIZE) * KV_HEADS + kv_head
-            kv_offs = row[:, None] * HEAD_DIM + d[None, :]  # [BLOCK_N, BLOCK_D]
-            kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
+            kv_offs, kv_mask = paged_kv_offsets(
+                table, n, valid, kv_head, d, BLOCK_SIZE, KV_HEADS, HEAD_DIM
+            )  # [BLOCK_N, BLOCK_D]
             k = tl.load(k_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_G, BLOCK_N]
             s = tl.where(valid[None, :], s, float("-inf"))

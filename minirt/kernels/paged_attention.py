@@ -2,12 +2,27 @@
 
 One function serves prefill, chunked prefill and decode: each sequence brings `q_len` new tokens
 whose keys were just stored, and attends causally to its first `context_len` cached tokens.
-Notebook 01 (KV cache) steps through it; the Triton kernels are checked against it.
+Notebook 01 (KV cache) steps through it; the Triton kernels are checked against it, and share
+`paged_kv_offsets`, how a kernel finds a tile of tokens' K/V through the block table.
 """
 
 from __future__ import annotations
 
 import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def paged_kv_offsets(
+    table, n, valid, kv_head, d,
+    BLOCK_SIZE: tl.constexpr, KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr,
+):  # fmt: skip
+    """Element offsets [len(n), len(d)] of tokens `n`'s K (or V) rows for `kv_head` in one layer's
+    cache, and their mask: token n lives in block table[n // BLOCK_SIZE], slot n % BLOCK_SIZE."""
+    block = tl.load(table + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
+    row = (block * BLOCK_SIZE + n % BLOCK_SIZE) * KV_HEADS + kv_head
+    return row[:, None] * HEAD_DIM + d[None, :], valid[:, None] & (d < HEAD_DIM)[None, :]
 
 
 def paged_attention_ref(

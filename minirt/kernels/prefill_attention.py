@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minirt.kernels.paged_attention import paged_attention_ref
+from minirt.kernels.paged_attention import paged_attention_ref, paged_kv_offsets
 
 
 def prefill_attention_ref(
@@ -45,10 +45,7 @@ def _attend_tile(
     n = n0 + tl.arange(0, BLOCK_N)
     d = tl.arange(0, BLOCK_D)
     valid = n < ctx
-    block = tl.load(table + n // BLOCK_SIZE, mask=valid, other=0).to(tl.int64)
-    row = (block * BLOCK_SIZE + n % BLOCK_SIZE) * KV_HEADS + kv_head
-    kv_offs = row[:, None] * HEAD_DIM + d[None, :]
-    kv_mask = valid[:, None] & (d < HEAD_DIM)[None, :]
+    kv_offs, kv_mask = paged_kv_offsets(table, n, valid, kv_head, d, BLOCK_SIZE, KV_HEADS, HEAD_DIM)
     k = tl.load(k_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
     if MASKED:  # near the diagonal: key n is visible to the query at q_pos iff n <= q_pos

@@ -72,7 +72,7 @@ class SwapSpace:
         index = self._index(blocks)
         if not self.cuda:
             self.pool.index_copy_(2, index, self.host[host].movedim(0, 2))
-            self.free += host
+            self.release(host)
             return None
         self.stream.wait_stream(torch.cuda.current_stream())  # the target blocks are free now
         with torch.cuda.stream(self.stream):
@@ -84,8 +84,12 @@ class SwapSpace:
             event = torch.cuda.Event()
             event.record(self.stream)
         # Later swap-outs into these host blocks run on the same stream, after this copy: safe.
-        self.free += host
+        self.release(host)
         return event
+
+    def release(self, host: list[int]) -> None:
+        """Give host blocks back (swapped in, or their sequence was aborted while out)."""
+        self.free += host
 
     @staticmethod
     def wait(event: torch.cuda.Event | None) -> None:
