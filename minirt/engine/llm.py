@@ -339,5 +339,9 @@ class LLM:
                 prefix_hit_tokens=batch.prefix_hit_tokens,
                 schedule_ms=schedule_s * 1e3,
                 forward_ms=forward_s * 1e3,
+                swapped_out=[seq_id for seq_id, _ in batch.swap_out],
+                swapped_in=[seq_id for seq_id, _ in batch.swap_in],
+                num_swapped=len(self.scheduler.swapped),
+                swap_blocks=sum(len(b) for _, b in batch.swap_out + batch.swap_in),
             )
         )

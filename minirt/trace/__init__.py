@@ -4,12 +4,13 @@ The engine writes events to a `Recorder`; `load_trace` reads a saved trace back 
 The block-table and scheduler pages of the dashboard, and the notebooks, draw from these files.
 """
 
-from minirt.trace.events import RequestEvent, ScheduledSeq, StepEvent
+from minirt.trace.events import IntervalEvent, RequestEvent, ScheduledSeq, StepEvent
 from minirt.trace.recorder import Recorder, Trace, TraceError, load_trace
 from minirt.trace.schema import FORMAT, VERSION
 
 __all__ = [
     "FORMAT",
+    "IntervalEvent",
     "VERSION",
     "Recorder",
     "RequestEvent",

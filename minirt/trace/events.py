@@ -7,7 +7,7 @@ Each event is a dataclass whose `to_dict()` is JSON-serialisable and carries a `
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -42,6 +42,11 @@ class StepEvent:
     prefix_hit_tokens: int  # prompt tokens found in the prefix cache this step
     schedule_ms: float
     forward_ms: float
+    # preemption_mode="swap" (optional in the schema: traces from before swap still load)
+    swapped_out: list[int] = field(default_factory=list)  # seq ids whose KV went to the host
+    swapped_in: list[int] = field(default_factory=list)  # seq ids whose KV came back
+    num_swapped: int = 0  # sequences waiting in host memory after this step
+    swap_blocks: int = 0  # blocks copied either way this step
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.TYPE, **asdict(self)}
@@ -73,6 +78,32 @@ class RequestEvent:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RequestEvent:
+        return cls(**_known_fields(cls, d))
+
+
+@dataclass
+class IntervalEvent:
+    """One bar of a stream timeline: what a stream (or the host thread) did from start to end.
+
+    `minirt.transfer` records these with CUDA events on an H100; `minirt.tools.streams` predicts
+    them; the dashboard's Streams page draws either. Times are ms from the start of the run.
+    """
+
+    TYPE: ClassVar[str] = "interval"
+
+    lane: str  # a stream ("compute", "copy"), or "cpu" for the host thread
+    name: str
+    kind: str  # "h2d", "d2h", "d2d", "kernel", "host" (CPU work), "blocked" (CPU held by a call)
+    start_ms: float
+    end_ms: float
+    nbytes: int = 0
+    run: str = ""  # which program or experiment this bar belongs to
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> IntervalEvent:
         return cls(**_known_fields(cls, d))
 
 

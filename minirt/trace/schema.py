@@ -18,9 +18,14 @@ _INT_LIST = {"type": "array", "items": _INT}
 _OPT_NUM = {"type": ["number", "null"]}
 
 
-def _event(properties: dict[str, Any]) -> dict[str, Any]:
-    """An object schema where every listed property is required (extra properties are allowed)."""
-    return {"type": "object", "properties": properties, "required": sorted(properties)}
+def _event(properties: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object schema: every listed property is required, `optional` ones are checked when
+    present (fields added after version 1 are optional, so older traces still load)."""
+    return {
+        "type": "object",
+        "properties": {**properties, **(optional or {})},
+        "required": sorted(properties),
+    }
 
 
 SCHEDULED_SEQ = _event(
@@ -56,7 +61,13 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "prefix_hit_tokens": _INT,
             "schedule_ms": _NUM,
             "forward_ms": _NUM,
-        }
+        },
+        optional={  # preemption_mode="swap": who went to host memory this step, who came back
+            "swapped_out": _INT_LIST,
+            "swapped_in": _INT_LIST,
+            "num_swapped": _INT,
+            "swap_blocks": _INT,
+        },
     ),
     "request": _event(
         {
@@ -69,6 +80,19 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "num_output_tokens": _INT,
             "finish_reason": {"type": ["string", "null"]},
         }
+    ),
+    # One thing a stream, a copy engine or the host thread did, from start to end: the timeline
+    # that minirt.transfer records with CUDA events and minirt.tools.streams simulates.
+    "interval": _event(
+        {
+            "type": {"const": "interval"},
+            "lane": {"type": "string"},  # a stream ("compute", "copy"), or "cpu"
+            "name": {"type": "string"},
+            "kind": {"enum": ["h2d", "d2h", "d2d", "kernel", "host", "blocked"]},
+            "start_ms": _NUM,
+            "end_ms": _NUM,
+        },
+        optional={"nbytes": _INT, "run": {"type": "string"}},
     ),
 }
 

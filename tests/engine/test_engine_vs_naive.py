@@ -8,6 +8,7 @@ import torch
 
 from minirt import LLM, SamplingParams
 from minirt.model.loader import resolve_model_path
+from minirt.trace import load_trace
 
 _NAIVE: dict[tuple, list[int]] = {}  # the reference is slow; both preemption modes share it
 
@@ -75,3 +76,10 @@ def test_greedy_equals_a_no_cache_loop_under_chunked_prefill_and_preemption(mode
         assert llm.scheduler.num_swap_outs > 0, "preemption was meant to swap"
         assert llm.runner.swap.num_free_blocks == llm.runner.swap.host.shape[0]
         assert llm.scheduler.free_host_blocks == llm.runner.swap.host.shape[0]
+        # The trace tells the same story: every swap-out comes back in, and the counts add up.
+        outs_ = [i for e in steps for i in e["swapped_out"]]
+        ins_ = [i for e in steps for i in e["swapped_in"]]
+        assert len(outs_) == llm.scheduler.num_swap_outs and sorted(outs_) == sorted(ins_)
+        assert all(e["swap_blocks"] > 0 for e in steps if e["swapped_out"] or e["swapped_in"])
+        assert max(e["num_swapped"] for e in steps) > 0 and steps[-1]["num_swapped"] == 0
+        load_trace(llm.recorder.to_dict())  # and it validates against the schema
