@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="(CUDA + Nsight Compute) ncu metrics of one decode and one prefill attention launch",
     )
     ncu.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    transfers = topics.add_parser(
+        "transfers",
+        help="(CUDA) pinned vs pageable copies, non_blocking, two streams, stale reads, KV swap",
+        description="Every minirt.transfer experiment (copy bandwidth 4 KiB-1 GiB both ways, "
+        "pinned and pageable; CPU hold time of non_blocking; copy-compute overlap on one and two "
+        "streams; the stale-read and stream-order bugs and their fixes) and KV swap throughput. "
+        "Writes OUT/<gpu>/transfers-<date>.json and the timelines as transfers-trace-<date>.json.",
+    )
+    transfers.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    transfers.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -126,6 +136,22 @@ def main(argv: list[str] | None = None) -> int:
                   "shapes": "decode: 64 x 4096 tokens; prefill: 4 x 4096 causal; bf16"}  # fmt: skip
         path = write_results("ncu", gpu._device(), rows, args.out, command, config=config)
         print(f"wrote {path} ({len(rows)} metrics)")
+    elif args.topic == "transfers":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                "error: the transfers benchmark needs a CUDA GPU; without one, "
+                "minirt.tools.streams simulates the same experiments",
+                file=sys.stderr,
+            )
+            return 2
+        from minirt.bench import transfers
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        path = transfers.run(args.out, command, progress=not args.no_progress)
+        print(transfers.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
     elif args.topic in ("roofline", "gpu", "kernels"):
         import torch
 

@@ -68,3 +68,10 @@ def test_on_cuda_compute_that_waits_on_the_event_sees_the_swapped_in_kv():
     torch.cuda.synchronize()
     assert torch.equal(late, want)
     assert torch.equal(early, torch.zeros_like(early))  # the race the event prevents
+
+
+def test_host_blocks_are_copied_in_runs_of_consecutive_blocks():
+    from minirt.kv.swap import _runs
+
+    assert _runs([4, 5, 6, 9, 10, 2]) == [(0, 4, 3), (3, 9, 2), (5, 2, 1)]
+    assert _runs([]) == []
