@@ -22,6 +22,7 @@ def knobs(at) -> dict:
         "max_num_batched_tokens": at.slider(key="sch_budget").value,
         "enable_chunked_prefill": at.toggle(key="sch_chunked").value,
         "max_model_len": at.slider(key="sch_len").value,
+        "preemption_mode": at.radio(key="sch_preemption").value,
     }
 
 
@@ -72,6 +73,19 @@ def test_a_bigger_kv_budget_and_token_budget_rerun_the_engine_without_preemption
     assert llm.last_stats.num_preemptions == 0
     assert_totals_match(at, metric, llm, steps)
     assert "budget **256**" in at.markdown[0].value
+
+
+def test_preemption_by_swap_shows_the_swaps_the_engine_made(scheduler, metric):
+    at = scheduler
+    assert metric(at, "Swapped out") == "0"  # recompute by default
+    at.radio(key="sch_preemption").set_value("swap").run()
+    assert not at.exception and not at.error
+    llm, steps = engine_run(knobs(at))
+    assert_totals_match(at, metric, llm, steps)
+    swap_outs = sum(len(e["swapped_out"]) for e in steps)
+    assert swap_outs == llm.scheduler.num_swap_outs > 0
+    assert metric(at, "Swapped out") == str(swap_outs)
+    assert at.dataframe[1].value["swapped"].tolist() == [e["num_swapped"] for e in steps]
 
 
 def test_turning_chunked_prefill_off_with_a_small_budget_shows_the_engines_message(scheduler):

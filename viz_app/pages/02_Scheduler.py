@@ -38,6 +38,14 @@ def live_settings() -> RunSettings:
     budget = sb.slider("Token budget per step", 8, 512, 32, step=8, key="sch_budget")
     chunked = sb.toggle("Chunked prefill", True, key="sch_chunked")
     max_len = sb.slider("Max model len (tokens per sequence)", 64, 1024, 128, 64, key="sch_len")
+    mode = sb.radio(
+        "Preemption",
+        ["recompute", "swap"],
+        horizontal=True,
+        key="sch_preemption",
+        help="recompute: a victim's KV is dropped and rebuilt later; swap: it is copied to "
+        "(pinned) host memory and back into fresh blocks (chapter 06).",
+    )
     if not chunked and budget < max_len:
         sb.caption("Without chunking a whole prompt must fit one step: budget ≥ max model len.")
     return RunSettings(
@@ -48,6 +56,7 @@ def live_settings() -> RunSettings:
         max_num_batched_tokens=budget,
         enable_chunked_prefill=chunked,
         max_model_len=max_len,
+        extra={"preemption_mode": mode} if mode == "swap" else {},
     )
 
 
@@ -66,13 +75,19 @@ st.markdown(
     f"{trace.meta.get('block_size', '?')} tokens · token budget **{budget}** · chunked prefill "
     f"**{'on' if chunked else 'off'}**"
 )
-c = st.columns(6)
+c = st.columns(7)
 c[0].metric("Steps", total["steps"])
 c[1].metric("Prefill tokens", total["prefill_tokens"], help="prompt tokens + recomputed ones")
 c[2].metric("Decode tokens", total["decode_tokens"])
 c[3].metric("Preemptions", total["preemptions"])
-c[4].metric("Requests", total["requests"])
-c[5].metric("Generated tokens", total["generated_tokens"])
+c[4].metric(
+    "Swapped out",
+    total["swap_outs"],
+    help=f"preemptions by swap (their KV went to host memory): {total['swap_blocks']} blocks "
+    "copied either way",
+)
+c[5].metric("Requests", total["requests"])
+c[6].metric("Generated tokens", total["generated_tokens"])
 
 st.subheader("Tokens per step")
 st.altair_chart(schedule.token_chart(frame, budget), width="stretch")

@@ -28,12 +28,15 @@ def step_frame(steps: list[dict[str, Any]]) -> pd.DataFrame:
                 "preempted": len(e["preempted"]),
                 "finished": len(e["finished"]),
                 "free_blocks": e["num_free_blocks"],
+                # preemption_mode="swap" (absent from older traces)
+                "swapped": e.get("num_swapped", 0),
+                "swap_blocks": e.get("swap_blocks", 0),
             }
             for e in steps
         ],
         columns=[
             "step", "prefill", "decode", "running", "waiting", "preempted", "finished",
-            "free_blocks",
+            "free_blocks", "swapped", "swap_blocks",
         ],
     )  # fmt: skip
 
@@ -45,6 +48,8 @@ def totals(steps: list[dict[str, Any]], requests: list[dict[str, Any]]) -> dict[
         "prefill_tokens": sum(e["num_prefill_tokens"] for e in steps),
         "decode_tokens": sum(e["num_decode_tokens"] for e in steps),
         "preemptions": sum(len(e["preempted"]) for e in steps),
+        "swap_outs": sum(len(e.get("swapped_out", [])) for e in steps),
+        "swap_blocks": sum(e.get("swap_blocks", 0) for e in steps),
         "requests": len(requests),
         "generated_tokens": sum(r["num_output_tokens"] for r in requests),
     }
@@ -109,8 +114,10 @@ def token_chart(frame: pd.DataFrame, token_budget: int | None) -> alt.LayerChart
 
 
 def queue_chart(frame: pd.DataFrame) -> alt.LayerChart:
-    """Running and waiting sequences after each step (lines), preemptions in it (red bars)."""
-    long = frame.melt(id_vars="step", value_vars=["running", "waiting"], var_name="queue")
+    """Running, waiting (and, with swap, swapped-out) sequences after each step (lines),
+    preemptions in it (red bars)."""
+    queues = ["running", "waiting"] + (["swapped"] if frame["swapped"].any() else [])
+    long = frame.melt(id_vars="step", value_vars=queues, var_name="queue")
     lines = (
         alt.Chart(long)
         .mark_line(interpolate="step-after", point=True)
@@ -120,8 +127,8 @@ def queue_chart(frame: pd.DataFrame) -> alt.LayerChart:
             color=alt.Color(
                 "queue:N",
                 scale=alt.Scale(
-                    domain=["running", "waiting", "preempted"],
-                    range=["#54a24b", "#bab0ac", "#e45756"],
+                    domain=["running", "waiting", "swapped", "preempted"],
+                    range=["#54a24b", "#bab0ac", "#b279a2", "#e45756"],
                 ),
                 title=None,
             ),
