@@ -154,6 +154,27 @@ class BlockManager:
             if self.block_hashes[b] == hashes.pop():
                 self._forget(b)
 
+    def truncate(self, seq_id: int, num_tokens: int) -> list[int]:
+        """Roll `seq_id` back to its first `num_tokens` tokens (speculative decoding rejected the
+        rest): withdraw the hashes of blocks no longer full of valid KV, and drop the blocks
+        past the new end. Slots past `num_tokens` in the last kept block are simply dead (the
+        next write overwrites them). Returns the block ids that went back to the free list.
+        A metadata update only: no KV is copied or cleared."""
+        table = self.tables[seq_id]
+        if num_tokens > len(table) * self.block_size:
+            raise ValueError(f"cannot truncate sequence {seq_id} to {num_tokens} tokens: it "
+                             f"holds only {len(table) * self.block_size} slots")  # fmt: skip
+        self.uncommit(seq_id, num_tokens)
+        freed = []
+        while len(table) > self.blocks_for(num_tokens):
+            b = table.pop()
+            self.ref_count[b] -= 1
+            if self.ref_count[b] == 0:
+                self.free_list[b] = None
+                self.free_list.move_to_end(b, last=False)  # nothing cached in it: reuse first
+                freed.append(b)
+        return freed
+
     def fork(self, parent_id: int, child_id: int) -> None:
         """The child shares every block of the parent (parallel sampling, beam search)."""
         if child_id in self.tables:

@@ -128,6 +128,20 @@ class BlockManagerMachine(RuleBasedStateMachine):
         sid = data.draw(st.sampled_from(sorted(self.tokens)))
         self.bm.uncommit(sid, data.draw(st.integers(0, len(self.tokens[sid]))))
 
+    @precondition(lambda self: self.tokens)
+    @rule(data=st.data())
+    def rollback(self, data):
+        """Speculative decoding rejected the tail: keep the first n tokens."""
+        sid = data.draw(st.sampled_from(sorted(self.tokens)))
+        n = data.draw(st.integers(1, len(self.tokens[sid])))
+        table_before = list(self.bm.block_table(sid))
+        freed = self.bm.truncate(sid, n)
+        self.tokens[sid] = self.tokens[sid][:n]
+        assert self.bm.block_table(sid) == table_before[: self.bm.blocks_for(n)]
+        assert len(self.bm.seq_hashes[sid]) <= n // 4  # no hash over rolled-back tokens
+        assert all(b in self.bm.free_list for b in freed)
+        assert set(freed) <= set(table_before[self.bm.blocks_for(n) :])
+
     @rule(n=st.none() | st.integers(0, 5))
     def evict(self, n):
         self.bm.evict(n)
@@ -165,3 +179,28 @@ def test_allocating_twice_for_one_sequence_is_an_error():
     bm.allocate(1, [1], 1)
     with pytest.raises(ValueError, match="already has blocks"):
         bm.allocate(1, [1], 1)
+
+
+def test_the_seeds_rollback_five_drafted_the_third_rejected():
+    """10 tokens in the cache (block size 4), 5 drafted tokens verified in one step: the table
+    grows to 15 slots; the 3rd draft is rejected, so 2 are kept (12 tokens): the 4th block,
+    holding only rejected slots, goes back to the free list, and no hash covers a rejected
+    token. The KV itself is not touched: rollback is bookkeeping."""
+    bm = BlockManager(num_blocks=8, block_size=4)
+    prompt = list(range(10))
+    bm.allocate(1, prompt, 10)
+    bm.commit(1, prompt, 10)
+    drafted = prompt + [10, 11, 12, 13, 14]
+    bm.append(1, 15)
+    bm.commit(1, drafted, 15)  # published when scheduled, like any step
+    before = list(bm.block_table(1))
+    assert len(before) == 4 and bm.num_cached_blocks == 3
+    freed = bm.truncate(1, 12)  # 10 + 2 accepted
+    assert freed == [before[3]] and bm.block_table(1) == before[:3]
+    assert bm.num_cached_blocks == 3  # blocks 0-2 hold tokens 0-11: all valid
+    bm.truncate(1, 11)  # one more back: block 2 is no longer full of valid tokens
+    assert bm.num_cached_blocks == 2
+    assert len(bm.match_prefix(drafted)) == 2
+    bm.check_invariants()
+    with pytest.raises(ValueError, match="holds only"):
+        bm.truncate(1, 99)
