@@ -25,6 +25,10 @@ SEED_QUESTIONS = {
     "03_latency_vs_throughput.ipynb": ["怎么理解延迟与吞吐，在具体业务场景下怎么选择"],
     "04_flash_attention_and_hopper.ipynb": ["flash attention 的理解，hopper 架构新特性？"],
     "05_profiling.ipynb": ["怎么定位性能热点，对于cuda kernel有哪些优化手段"],
+    "06_pinned_memory_and_streams.ipynb": [
+        "Pytorch Pin Memory 原理",
+        "pytorch 的 Pin Memory 和 异步传输？",
+    ],
 }
 
 

@@ -33,6 +33,7 @@ NOTEBOOKS: dict[str, str] = {
     "01_kv_cache": "the KV cache: what it costs, paged blocks, prefix sharing",
     "02_scheduling": "continuous batching: token budget, chunked prefill, preemption",
     "03_latency_vs_throughput": "batch size against latency and throughput",
+    "06_pinned_memory_and_streams": "pinned vs pageable memory, non_blocking copies, streams",
 }
 
 PAGES: tuple[Page, ...] = (
@@ -74,6 +75,18 @@ PAGES: tuple[Page, ...] = (
         "the latency–throughput curve, for each committed benchmark run and system.",
         notebooks=("03_latency_vs_throughput",),
         data="committed results in bench/results/ (or an uploaded one) and minirt.tools.roofline",
+    ),
+    Page(
+        file="pages/05_Streams.py",
+        title="Streams",
+        icon=":material/timeline:",
+        shows="Copies, kernels and the host thread on a timeline, one row per CUDA stream and "
+        "one for the CPU: a committed H100 run beside the simulator's prediction of the same "
+        "program, or the simulator live — pinned or pageable, non_blocking, one stream or two, "
+        "with or without an event — and the data races it finds.",
+        notebooks=("06_pinned_memory_and_streams",),
+        data="committed bench/results/*/transfers-*.json and their traces (or an uploaded "
+        "trace) and minirt.tools.streams",
     ),
 )
 
