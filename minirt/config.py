@@ -147,6 +147,9 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+MAX_SPECULATIVE_TOKENS = 16  # beyond this a verify is a prefill: speculation cannot pay
+
+
 @dataclass
 class EngineConfig:
     """How the engine serves: the knobs the scheduler and the KV pool obey."""
@@ -168,6 +171,10 @@ class EngineConfig:
     kernel_backend: str = "auto"  # "auto" -> triton on CUDA, torch on CPU (minirt.kernels.backend)
     enforce_eager: bool = False  # CUDA: True launches every kernel from Python (no CUDA graphs)
     cuda_graph_sizes: list[int] | None = None  # batch sizes to capture; default: vLLM's ladder
+    # Speculative decoding (minirt.spec): a draft model ("draft" = the embedded one, or a folder)
+    # proposes num_speculative_tokens tokens per step and the target verifies them in one forward.
+    speculative_model: str | None = None
+    num_speculative_tokens: int = 0  # k; 0 = off
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -192,6 +199,19 @@ class EngineConfig:
             )
         if self.swap_space_bytes < 0:
             raise ValueError(f"swap_space_bytes must be >= 0, got {self.swap_space_bytes}")
+        k = self.num_speculative_tokens
+        if not 0 <= k <= MAX_SPECULATIVE_TOKENS:
+            raise ValueError(
+                f"num_speculative_tokens must be in [0, {MAX_SPECULATIVE_TOKENS}] (0 = off), "
+                f"got {k}"
+            )
+        if (k > 0) != (self.speculative_model is not None):
+            raise ValueError(
+                "speculative decoding needs both a draft model and k: set speculative_model "
+                "('draft' for the embedded draft, or a model folder) and num_speculative_tokens "
+                f">= 1 (got speculative_model={self.speculative_model!r}, "
+                f"num_speculative_tokens={k})"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EngineConfig:

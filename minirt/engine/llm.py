@@ -25,6 +25,7 @@ from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Scheduler, Sequence
+from minirt.spec.decoder import SpecRunner
 from minirt.trace import Recorder, RequestEvent, ScheduledSeq, StepEvent
 
 
@@ -46,13 +47,21 @@ class GenerateStats:
     elapsed_s: float = 0.0
     num_steps: int = 0
     num_preemptions: int = 0
+    num_draft_tokens: int = 0  # speculative decoding: guesses proposed ...
+    num_accepted_tokens: int = 0  # ... and accepted by the target
 
     @property
     def prefix_cache_hit_rate(self) -> float:
         return self.num_cached_tokens / max(1, self.num_prompt_tokens)
 
+    @property
+    def acceptance_rate(self) -> float:
+        """alpha, estimated: the share of draft tokens the target accepted (0 without any)."""
+        return self.num_accepted_tokens / max(1, self.num_draft_tokens)
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
+        return {**asdict(self), "prefix_cache_hit_rate": self.prefix_cache_hit_rate,
+                "acceptance_rate": self.acceptance_rate}  # fmt: skip
 
 
 def _pick_device(name: str) -> torch.device:
@@ -91,10 +100,15 @@ class LLM:
             )
         # The pool is allocated once, now, after the weights: a budget that is too small fails
         # here at start-up, not in the middle of a request.
+        self.draft_model, self.draft_config = self._load_draft()
         budget = kv_budget_bytes(
             self.device, self.config.kv_cache_bytes, self.config.gpu_memory_utilization
         )
         bs = self.config.block_size
+        if self.draft_config is not None:  # both pools get the same number of blocks
+            per_token = kv_cache_bytes_per_token(mc, self.dtype)
+            both = per_token + kv_cache_bytes_per_token(self.draft_config, self.dtype)
+            budget = budget * per_token // both
         self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
         self.block_manager = BlockManager(self.num_blocks, bs, self.config.enable_prefix_caching)
@@ -105,11 +119,21 @@ class LLM:
             )
             swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
         self.scheduler = Scheduler(
-            self.config, self.block_manager, swap.host.shape[0] if swap is not None else 0
+            self.config,
+            self.block_manager,
+            swap.host.shape[0] if swap is not None else 0,
+            self.max_model_len,
         )
         self.runner = ModelRunner(
             self.model, self.kv_pool, self.block_manager, self.config.seed, swap=swap
         )
+        self.spec: SpecRunner | None = None
+        if self.draft_model is not None:  # its own pool, the target's block tables
+            draft_pool = allocate_kv_pool(
+                self.draft_config, self.num_blocks, bs, self.dtype, self.device
+            )
+            draft = ModelRunner(self.draft_model, draft_pool, self.block_manager, self.config.seed)
+            self.spec = SpecRunner(self.runner, draft)
         # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
         # the references index with data-dependent masks, so with them the engine stays eager.
         if (
@@ -159,6 +183,7 @@ class LLM:
             seqs.append(Sequence(self._next_seq_id, toks, p, arrival_s=0.0))
             self._next_seq_id += 1
         steps0, preempt0 = self.scheduler.num_steps, self.scheduler.num_preemptions
+        drafted0, accepted0 = self._spec_counts()
         bar = tqdm(total=len(seqs), desc="generate", disable=not use_tqdm, unit="req")
         try:
             for seq in seqs:
@@ -177,6 +202,8 @@ class LLM:
             elapsed_s=elapsed,
             num_steps=self.scheduler.num_steps - steps0,
             num_preemptions=self.scheduler.num_preemptions - preempt0,
+            num_draft_tokens=self._spec_counts()[0] - drafted0,
+            num_accepted_tokens=self._spec_counts()[1] - accepted0,
         )
         if self.recorder is not None:
             for s in seqs:
@@ -204,8 +231,11 @@ class LLM:
                 f"(free blocks: {self.block_manager.num_free_blocks}/{self.num_blocks})"
             )
         t_fwd = time.perf_counter()
-        sampled = self.runner.run(batch)
+        sampled = (self.spec or self.runner).run(batch)
         t_done = time.perf_counter()
+        for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
+            if seq.seq_id in sampled:
+                sampled[seq.seq_id] = self._until_finished(seq, sampled[seq.seq_id])
         self.scheduler.update(batch, sampled)
         finished = []
         for seq in batch.seqs:
@@ -213,7 +243,7 @@ class LLM:
                 continue
             if seq.first_token_s is None:
                 seq.first_token_s = t_done - t0
-            reason = self._finish_reason(seq)
+            reason = self._finish_reason(seq.token_ids, seq.num_prompt_tokens, seq.sampling_params)
             if reason:
                 seq.finish_s = t_done - t0
                 self.scheduler.finish(seq, reason)
@@ -273,18 +303,44 @@ class LLM:
             )
         return toks
 
-    def _finish_reason(self, seq: Sequence) -> str | None:
-        p = seq.sampling_params
-        last = seq.token_ids[-1]
-        if not p.ignore_eos and last in self.eos_ids:
+    def _finish_reason(self, token_ids: list[int], num_prompt: int, p: SamplingParams):
+        """Why a sequence with these tokens stops now, or None if it goes on."""
+        if not p.ignore_eos and token_ids[-1] in self.eos_ids:
             return "stop"
-        if p.stop and any(s in self.tokenizer.decode(seq.output_token_ids) for s in p.stop):
+        if p.stop and any(s in self.tokenizer.decode(token_ids[num_prompt:]) for s in p.stop):
             return "stop"
-        if len(seq.output_token_ids) >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+        if len(token_ids) - num_prompt >= p.max_tokens or len(token_ids) >= self.max_model_len:
             return "length"
-        if seq.num_tokens >= self.pool_capacity_tokens:
+        if len(token_ids) >= self.pool_capacity_tokens:
             return "length"  # alone it would fill the whole pool: nothing left to preempt
         return None
+
+    def _until_finished(self, seq: Sequence, tokens: list[int]) -> list[int]:
+        """The new tokens up to and including the first that ends the sequence (an EOS among
+        accepted guesses, max_tokens): what the plain engine, one token a step, would emit."""
+        for i in range(len(tokens) - 1):
+            if self._finish_reason(seq.token_ids + tokens[: i + 1], seq.num_prompt_tokens,
+                                   seq.sampling_params):  # fmt: skip
+                return tokens[: i + 1]
+        return tokens
+
+    def _spec_counts(self) -> tuple[int, int]:
+        return (self.spec.num_proposed, self.spec.num_accepted) if self.spec else (0, 0)
+
+    def _load_draft(self):
+        """The speculative decoding draft (EngineConfig.speculative_model), or (None, None)."""
+        if self.config.speculative_model is None:
+            return None, None
+        path = resolve_model_path(self.config.speculative_model)
+        draft, config = load_model(path, self.dtype, self.device)
+        if config.vocab_size != self.model_config.vocab_size:
+            raise ValueError(
+                f"the draft {path} has a vocabulary of {config.vocab_size} tokens but the target "
+                f"has {self.model_config.vocab_size}: a draft must share the target's tokenizer "
+                "(for the embedded target, speculative_model='draft')"
+            )
+        draft.use_kernels(self.kernels)
+        return draft, config
 
     def _output(self, prompt, seq: Sequence) -> RequestOutput:
         ids = seq.output_token_ids
@@ -343,5 +399,6 @@ class LLM:
                 swapped_in=[seq_id for seq_id, _ in batch.swap_in],
                 num_swapped=len(self.scheduler.swapped),
                 swap_blocks=sum(len(b) for _, b in batch.swap_out + batch.swap_in),
+                spec=[s.to_dict() for s in self.spec.last_steps] if self.spec else [],
             )
         )

@@ -103,8 +103,8 @@ class ModelRunner:
             self.swap.wait(self.swap.swap_in(self.swapped_host.pop(seq_id), blocks))
 
     @torch.inference_mode()
-    def run(self, batch: Batch) -> dict[int, int]:
-        """One forward over the batch; returns {seq_id: next token} for sequences that sample."""
+    def run(self, batch: Batch) -> dict[int, list[int]]:
+        """One forward over the batch; returns {seq_id: [next token]} for those that sample."""
         if batch.swap_out or batch.swap_in:
             self.do_swaps(batch)
         rows = [i for i, s in enumerate(batch.samples) if s]
@@ -117,7 +117,7 @@ class ModelRunner:
         seqs = [batch.seqs[i] for i in rows]
         gens = [self._generator(s) for s in seqs]
         tokens = sample(logits, [s.sampling_params for s in seqs], gens)
-        return {s.seq_id: t for s, t in zip(seqs, tokens, strict=True)}
+        return {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
 
     def _generator(self, seq) -> torch.Generator:
         seed = seq.sampling_params.seed

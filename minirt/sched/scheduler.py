@@ -27,6 +27,9 @@ class Batch:
     num_new_tokens: list[int] = field(default_factory=list)
     is_prefill: list[bool] = field(default_factory=list)  # prompt/recompute tokens, not a decode
     samples: list[bool] = field(default_factory=list)  # reaches its last token: gets a new one
+    # Speculative decoding: slots reserved past a decode's token for the draft's guesses (vLLM's
+    # lookahead slots); 0 for every sequence without speculation.
+    lookahead: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     # (seq_id, device blocks) to copy out before this step's forward, and (seq_id, fresh device
     # blocks) to copy a swapped sequence's KV back into; the runner does both, in that order.
@@ -34,14 +37,12 @@ class Batch:
     swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
 
-    def add(self, seq: Sequence, n: int) -> None:
-        decode = (
-            n == 1 and seq.num_computed_tokens == seq.num_tokens - 1 and bool(seq.output_token_ids)
-        )
+    def add(self, seq: Sequence, n: int, lookahead: int = 0) -> None:
         self.seqs.append(seq)
         self.num_new_tokens.append(n)
-        self.is_prefill.append(not decode)
+        self.is_prefill.append(not is_decode(seq, n))
         self.samples.append(seq.num_computed_tokens + n == seq.num_tokens)
+        self.lookahead.append(lookahead)
 
     @property
     def num_prefill_tokens(self) -> int:
@@ -55,10 +56,22 @@ class Batch:
         return len(self.seqs)
 
 
+def is_decode(seq: Sequence, n: int) -> bool:
+    """One new token, the last sampled one: a decode (not a prompt or recompute chunk)."""
+    return n == 1 and seq.num_computed_tokens == seq.num_tokens - 1 and bool(seq.output_token_ids)
+
+
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager, num_host_blocks: int = 0):
+    def __init__(
+        self,
+        config: EngineConfig,
+        block_manager: BlockManager,
+        num_host_blocks: int = 0,
+        max_model_len: int | None = None,
+    ):
         self.config = config
         self.bm = block_manager
+        self.max_model_len = max_model_len or config.max_model_len  # caps speculation's lookahead
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
@@ -88,7 +101,8 @@ class Scheduler:
                 if not chunked:
                     break
                 n = budget
-            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n):
+            k = self._lookahead(seq, n, budget)
+            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
                 victim = self.running.pop()  # the newest loses its blocks
                 self._preempt(victim, batch)
                 batch.preempted.append(victim)
@@ -96,10 +110,10 @@ class Scheduler:
                     break
             if seq.status is not SequenceStatus.RUNNING:
                 break
-            self.bm.append(seq.seq_id, seq.num_computed_tokens + n)
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
-            batch.add(seq, n)
-            budget -= n
+            self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
+            batch.add(seq, n, k)
+            budget -= n + k
             i += 1
 
         # 2. Swapped-out sequences come back first (oldest first) into fresh blocks, if nobody
@@ -113,6 +127,7 @@ class Scheduler:
             self.bm.allocate(seq.seq_id, [], seq.num_computed_tokens + n)  # fresh: no cache hits
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.swap_in.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
+            seq.num_draft_computed_tokens = 0  # the draft's KV stayed behind: it recomputes it
             self.free_host_blocks += kept
             self.swapped.popleft()
             seq.status = SequenceStatus.RUNNING
@@ -141,6 +156,7 @@ class Scheduler:
             seq.num_computed_tokens = seq.num_cached_tokens = self.bm.allocate(
                 seq.seq_id, seq.token_ids, cached + n
             )
+            seq.num_draft_computed_tokens = seq.num_computed_tokens  # cached for the draft too
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.prefix_hit_tokens += seq.num_cached_tokens
             self.waiting.popleft()
@@ -152,12 +168,14 @@ class Scheduler:
         self.num_steps += 1
         return batch
 
-    def update(self, batch: Batch, sampled: dict[int, int]) -> None:
-        """After the forward: advance computed counts and append the sampled tokens."""
+    def update(self, batch: Batch, sampled: dict[int, list[int]]) -> None:
+        """After the forward: advance computed counts and append the new tokens. A sequence
+        gets one token, or with speculation its accepted draft tokens and one more: those
+        accepted have KV now too (the verify computed it)."""
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
-            seq.num_computed_tokens += n
-            if seq.seq_id in sampled:
-                seq.token_ids.append(sampled[seq.seq_id])
+            tokens = sampled.get(seq.seq_id, [])
+            seq.num_computed_tokens += n + max(0, len(tokens) - 1)
+            seq.token_ids += tokens
 
     def finish(self, seq: Sequence, reason: str) -> None:
         seq.status = SequenceStatus.FINISHED
@@ -195,5 +213,17 @@ class Scheduler:
             return
         self.bm.free(seq.seq_id)
         seq.status = SequenceStatus.WAITING
-        seq.num_computed_tokens = 0
+        seq.num_computed_tokens = seq.num_draft_computed_tokens = 0
         self.waiting.appendleft(seq)
+
+    def _lookahead(self, seq: Sequence, n: int, budget: int) -> int:
+        """Draft tokens to guess for `seq` this step (speculative decoding): k for a decode, fewer
+        near its end (max_tokens, max_model_len, the whole pool) or the token budget's, else 0."""
+        k = self.config.num_speculative_tokens
+        if not k or not is_decode(seq, n):
+            return 0
+        left = seq.sampling_params.max_tokens - len(seq.output_token_ids)
+        if self.max_model_len:
+            left = min(left, self.max_model_len - seq.num_tokens)
+        pool = self.bm.num_blocks * self.bm.block_size - seq.num_tokens
+        return max(0, min(k, left - 1, pool, budget - n))

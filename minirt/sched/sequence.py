@@ -28,6 +28,7 @@ class Sequence:
     token_ids: list[int] = field(default_factory=list)  # prompt + generated
     num_computed_tokens: int = 0  # tokens whose K/V are in the pool
     num_cached_tokens: int = 0  # of those, found in the prefix cache at the last admission
+    num_draft_computed_tokens: int = 0  # speculative decoding: tokens with KV in the draft's pool
     status: SequenceStatus = SequenceStatus.WAITING
     finish_reason: str | None = None  # "stop" | "length"
     num_preemptions: int = 0

@@ -47,6 +47,9 @@ class StepEvent:
     swapped_in: list[int] = field(default_factory=list)  # seq ids whose KV came back
     num_swapped: int = 0  # sequences waiting in host memory after this step
     swap_blocks: int = 0  # blocks copied either way this step
+    # speculative decoding, per speculating sequence: seq_id, proposed (the draft's guesses),
+    # num_accepted, emitted, table_before (with the lookahead slots), freed_blocks (by the rollback)
+    spec: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.TYPE, **asdict(self)}

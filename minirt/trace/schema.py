@@ -37,6 +37,17 @@ SCHEDULED_SEQ = _event(
     }
 )
 
+SPEC_STEP = _event(
+    {
+        "seq_id": _INT,
+        "proposed": _INT_LIST,
+        "num_accepted": _INT,
+        "emitted": _INT_LIST,
+        "table_before": _INT_LIST,
+        "freed_blocks": _INT_LIST,
+    }
+)
+
 EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
     "step": _event(
         {
@@ -67,6 +78,8 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "swapped_in": _INT_LIST,
             "num_swapped": _INT,
             "swap_blocks": _INT,
+            # speculative decoding: what each speculating sequence proposed, kept and freed
+            "spec": {"type": "array", "items": SPEC_STEP},
         },
     ),
     "request": _event(

@@ -1,0 +1,208 @@
+"""Speculative decoding in the engine: the draft guesses, the target verifies, the KV rolls back.
+
+One step of `SpecRunner.run(batch)`, for a batch the scheduler built with lookahead slots
+(`Batch.lookahead[i] = k_i` for a decode that speculates, 0 otherwise):
+
+1. **Draft, catch-up + first guess** (one forward): the draft computes every token whose KV it
+   lacks — the prompt chunks the target computes this step, and a decode's last token (plus the
+   one before it after a step that accepted every guess: the target emitted that token's
+   successor, so the draft never ran on it). Each speculating sequence's last row gives q_1, and
+   the draft samples its first guess d_1.
+2. **Draft, more guesses** (k - 1 forwards of one token each): d_2 .. d_k, with q_2 .. q_k.
+3. **Target, verify** (one forward): the scheduled prompt chunks as usual, and for a decode its
+   last token x_0 followed by d_1 .. d_k — k + 1 positions, logits at all of them (p_1 .. p_k+1).
+4. **Accept** (`minirt.spec.rejection`): rejection sampling keeps the target's distribution
+   exactly; greedy requests accept while the draft agrees with the target's argmax. A sequence
+   gets its accepted guesses and one token more: 1 .. k + 1 tokens.
+5. **Roll back**: the target wrote KV for x_0, d_1 .. d_k, but only x_0 .. d_a (a accepted) is
+   valid. `BlockManager.truncate` moves the sequence's end back: blocks that hold only rejected
+   slots go back to the free list, the slots past the end in its last block are dead (the next
+   write overwrites them), nothing is copied. The hashes of blocks now full of *valid* KV, for both
+   models, are published for the prefix cache; nothing past the accepted tokens ever is.
+
+The draft has its own KV pool, with the same number of blocks and the same block size as the
+target's, and reads the target's block tables: one `BlockManager` serves both, so a prefix-cache
+hit is valid for both models as long as the draft computes every token the target does (step 1).
+`Sequence.num_draft_computed_tokens` counts the draft's progress (it may trail the target's by
+one token, or by all of them after a swap-in: the draft's KV is not swapped, it is recomputed).
+
+Eager only for now: the verify is a multi-token forward, and the draft has no CUDA graphs.
+Notebook 07 (speculative decoding) walks through one step; tests/spec check it token for token
+against the plain engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+from minirt.engine.model_runner import ModelRunner
+from minirt.engine.sampler import filter_logits, sample
+from minirt.sampling_params import SamplingParams
+from minirt.sched import Batch, Sequence
+from minirt.spec.rejection import greedy_verify, rejection_sample
+
+
+@dataclass
+class _Rows:
+    """What one forward computes for a sequence: `token_ids` from `num_computed_tokens` on.
+
+    ModelRunner builds its inputs from these three fields, so the draft can run ahead of the
+    target (its own count) and the target can run on tokens not yet in the sequence (guesses).
+    """
+
+    seq_id: int
+    token_ids: list[int]
+    num_computed_tokens: int
+
+
+@dataclass
+class SpecStep:
+    """One sequence's speculation in one step (what the trace records)."""
+
+    seq_id: int
+    proposed: list[int]  # d_1 .. d_k
+    num_accepted: int  # a: d_1 .. d_a were kept
+    emitted: list[int]  # d_1 .. d_a and the target's own next token
+    table_before: list[int]  # the block table with the k lookahead slots, before the rollback
+    freed_blocks: list[int] = field(default_factory=list)  # blocks the rollback freed
+
+    def to_dict(self) -> dict:
+        return {
+            "seq_id": self.seq_id,
+            "proposed": self.proposed,
+            "num_accepted": self.num_accepted,
+            "emitted": self.emitted,
+            "table_before": self.table_before,
+            "freed_blocks": self.freed_blocks,
+        }
+
+
+class SpecRunner:
+    """Runs a batch with speculation: a draft `ModelRunner` on its own pool, and the target's."""
+
+    def __init__(self, target: ModelRunner, draft: ModelRunner):
+        if draft.bm is not target.bm:
+            raise ValueError("the draft must read the target's block tables (one BlockManager)")
+        self.target, self.draft, self.bm = target, draft, target.bm
+        self.last_steps: list[SpecStep] = []  # the last batch's speculation, for the trace
+        self.num_proposed = 0  # draft tokens proposed, over the engine's life
+        self.num_accepted = 0  # of those, accepted
+
+    @torch.inference_mode()
+    def run(self, batch: Batch) -> dict[int, list[int]]:
+        """One step; returns {seq_id: new tokens} for the sequences that get any."""
+        if batch.swap_out or batch.swap_in:
+            self.target.do_swaps(batch)
+        self.last_steps = []
+        spec = [i for i, k in enumerate(batch.lookahead) if k > 0]
+        guesses, q = self._propose(batch, spec)
+
+        # 3. The target: the batch as scheduled, each speculating decode widened by its guesses.
+        rows = [
+            _Rows(s.seq_id, s.token_ids + guesses.get(i, []), s.num_computed_tokens)
+            for i, s in enumerate(batch.seqs)
+        ]
+        widths = [n + len(guesses.get(i, [])) for i, n in enumerate(batch.num_new_tokens)]
+        ends = list(itertools.accumulate(widths))
+        plain = [i for i, s in enumerate(batch.samples) if s and i not in guesses]
+        wanted = [ends[i] - 1 for i in plain]  # a plain row: its last token's logits
+        for i in spec:  # a speculating row: the logits after x_0 and after every guess
+            wanted += range(ends[i] - widths[i], ends[i])
+        logits = self.target.logits(_batch(batch.step, rows, widths), wanted)
+        self._advance_draft(batch)
+
+        out: dict[int, list[int]] = {}
+        if plain:  # 4a. sequences without guesses sample as the plain engine does
+            seqs = [batch.seqs[i] for i in plain]
+            gens = [self.target._generator(s) for s in seqs]
+            params = [s.sampling_params for s in seqs]
+            tokens = sample(logits[: len(plain)], params, gens)
+            out = {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
+        start = len(plain)
+        for i in spec:  # 4b. accept or reject the guesses, 5. roll the KV back
+            seq, k = batch.seqs[i], len(guesses[i])
+            p_logits, start = logits[start : start + k + 1], start + k + 1
+            verdict = self._verify(seq, guesses[i], q[i], p_logits)
+            out[seq.seq_id] = verdict.tokens[0]
+            self._roll_back(seq, guesses[i], verdict.num_accepted[0], out[seq.seq_id])
+        return out
+
+    # -- 1 and 2: the draft's guesses ----------------------------------------------------------
+    def _propose(self, batch: Batch, spec: list[int]):
+        """Catch the draft up on every sequence of the batch, then let it guess k_i tokens for
+        each speculating one. Returns {batch index: guesses} and {batch index: [k, vocab] q}."""
+        # Pass 1: every token the draft lacks, up to what the target will have computed (for a
+        # speculating decode: up to and including x_0, whose logits give the first guess).
+        rows, widths, wanted = [], [], []
+        for i, seq in enumerate(batch.seqs):
+            end = seq.num_computed_tokens + batch.num_new_tokens[i]
+            start = seq.num_draft_computed_tokens
+            rows.append(_Rows(seq.seq_id, seq.token_ids, start))
+            widths.append(end - start)
+            if i in spec:
+                wanted.append(sum(widths) - 1)
+        logits = self.draft.logits(_batch(batch.step, rows, widths), wanted)
+        guesses: dict[int, list[int]] = {i: [] for i in spec}
+        q: dict[int, list[torch.Tensor]] = {i: [] for i in spec}
+        live = spec  # the sequences whose rows `logits` holds, in order
+        while live:
+            for row, i in zip(logits, live, strict=True):
+                token, probs = self._draw(batch.seqs[i], row)
+                guesses[i].append(token)
+                q[i].append(probs)
+            # Pass 2..k: the newest guess d_m (at position x_0 + m) in, q_{m+1} out.
+            live = [i for i in live if len(guesses[i]) < batch.lookahead[i]]
+            rows = [
+                _Rows(s.seq_id, s.token_ids + guesses[i], s.num_tokens - 1 + len(guesses[i]))
+                for i, s in ((i, batch.seqs[i]) for i in live)
+            ]
+            if rows:
+                logits = self.draft.logits(_batch(batch.step, rows, [1] * len(rows)))
+        return guesses, {i: torch.stack(v) for i, v in q.items()}
+
+    def _draw(self, seq: Sequence, logits: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+        """The draft's guess from its logits: argmax for greedy requests, else a draw from the
+        same temperature / top-k / top-p filter the target's tokens go through."""
+        p = seq.sampling_params
+        if p.greedy:
+            return int(logits.argmax()), logits
+        probs = filter_logits(logits, p).softmax(-1)
+        return int(torch.multinomial(probs, 1, generator=self.target._generator(seq))), probs
+
+    def _advance_draft(self, batch: Batch) -> None:
+        for seq, n, k in zip(batch.seqs, batch.num_new_tokens, batch.lookahead, strict=True):
+            # The draft computed up to the target's new count, and its guesses but the last.
+            seq.num_draft_computed_tokens = seq.num_computed_tokens + n + max(0, k - 1)
+
+    # -- 4 and 5: accept, then roll back ---------------------------------------------------------
+    def _verify(self, seq: Sequence, guesses: list[int], q: torch.Tensor, p_logits: torch.Tensor):
+        drafts = torch.tensor([guesses], device=p_logits.device)
+        params: SamplingParams = seq.sampling_params
+        if params.greedy:
+            return greedy_verify(drafts, p_logits.unsqueeze(0))
+        p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits])
+        gen = self.target._generator(seq)
+        return rejection_sample(drafts, q.unsqueeze(0), p.unsqueeze(0), generator=gen)
+
+    def _roll_back(self, seq: Sequence, guesses: list[int], a: int, emitted: list[int]) -> None:
+        """Keep the KV of x_0 and the a accepted guesses; free what only rejected ones used."""
+        table_before = list(self.bm.block_table(seq.seq_id))
+        valid = seq.num_computed_tokens + 1 + a  # the target's KV: x_0, d_1 .. d_a
+        freed = self.bm.truncate(seq.seq_id, valid)
+        # The draft computed x_0 .. d_{k-1}: valid up to d_a, or d_{k-1} if all were accepted.
+        seq.num_draft_computed_tokens = min(seq.num_draft_computed_tokens, valid)
+        # Publish blocks that are full of valid KV for *both* models (the prefix cache).
+        self.bm.commit(seq.seq_id, seq.token_ids + emitted, seq.num_draft_computed_tokens)
+        self.num_proposed += len(guesses)
+        self.num_accepted += a
+        self.last_steps.append(SpecStep(seq.seq_id, guesses, a, emitted, table_before, freed))
+
+
+def _batch(step: int, rows: list[_Rows], widths: list[int]) -> Batch:
+    """A Batch for one forward over `rows` (ModelRunner.logits reads seqs and num_new_tokens)."""
+    b = Batch(step=step)
+    b.seqs, b.num_new_tokens = rows, widths
+    return b
