@@ -155,7 +155,9 @@ class _Buffers:
                     size[buf] = max(size.get(buf, 1), op.nbytes if op.kind != "kernel" else 1)
         self.dev = {b: torch.zeros(n, dtype=torch.uint8, device=device) for b, n in size.items()}
         self.host: dict[int, torch.Tensor] = {}  # op index -> its host tensor
-        self.host_of: dict[str, torch.Tensor] = {}  # "x@host" -> the tensor a d2h wrote last
+        # "x@host" -> the tensor of the latest d2h into it; _issue moves it along in issue order,
+        # so the CPU reads what program order says (a decode loop copies its tokens every step)
+        self.host_of: dict[str, torch.Tensor] = {}
         for i, op in enumerate(program.ops):
             if op.kind in ("h2d", "d2h"):
                 t = torch.empty(op.nbytes, dtype=torch.uint8, pin_memory=op.pinned)
@@ -286,6 +288,7 @@ def _issue(i: int, op: Op, buffers: _Buffers, a: torch.Tensor) -> None:
     if op.kind == "d2h":
         src = buffers.dev[op.reads[0]]
         buffers.host[i].copy_(src[src.numel() - op.nbytes :], non_blocking=op.non_blocking)
+        buffers.host_of[op.writes[0]] = buffers.host[i]
         return
     # A kernel: look at what it reads, work, then leave its stamp on what it writes.
     buffers.observed[i] = [buffers.dev[b][-1:].clone() for b in op.reads]

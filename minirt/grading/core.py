@@ -20,6 +20,7 @@ from typing import Any
 # notebook name (its stem) -> the module with its TASKS. Adding a lab = one line here.
 LABS: dict[str, str] = {
     "lab01_kv_blocks": "minirt.grading.lab01",
+    "lab02_swap_prefetch": "minirt.grading.lab02",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.

@@ -1,6 +1,7 @@
 """The autograder: full marks for the solutions, 0 (and no crash) for the untouched student
 notebooks, and a broken task costs that task only."""
 
+import inspect
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from minirt.grading import LABS, grade_notebook, self_check
+from minirt.grading import LABS, grade_notebook, lab02, self_check
 from minirt.grading.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,6 +67,67 @@ def test_a_planted_bug_loses_its_own_task_only(task, tmp_path):
     report = grade_notebook(path, seed=0)
     wrong = {r.task_id: r.status for r in report.results if r.score == 0}
     assert wrong == {task: "wrong"}
+
+
+LAB02_BUGS = {  # a planted bug -> (the one task that catches it, edits, what its message says)
+    "pinned copy without the ramp": (
+        "1a",
+        [("ramp = min(nbytes, hw.ramp_bytes)", "ramp = 0")],
+        ["pinned=True", "Hardware.copy_ms says"],
+    ),
+    "pageable copy without the pipeline's fill": (
+        "1b",
+        [(" + chunk / (fast * 1e6)", "")],
+        ["pinned=False", "Hardware.copy_ms says"],
+    ),
+    "compute stream does not wait for the swap-in": (
+        "2",
+        [('        if s == need_at:\n            p.wait("kv prefetched", stream=COMPUTE)\n', "")],
+        ["races with the copy", "p.wait('kv prefetched', stream='compute')"],
+    ),
+    "swap-in on the compute stream": (
+        "2",
+        [
+            (
+                'p.h2d("prefetch kv", kv_bytes, stream="copy"',
+                'p.h2d("prefetch kv", kv_bytes, stream=COMPUTE',
+            )
+        ],
+        ["is on the compute stream", "stream='copy'"],
+    ),
+    "swap-out does not wait for the last step that wrote the KV": (
+        "3",
+        [('            p.wait("kv written", stream="copy")\n', "")],
+        ["the copy races with the step", "p.wait('kv written', stream='copy')"],
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", LAB02_BUGS)
+def test_a_planted_lab02_bug_loses_its_own_task_and_says_why(bug, tmp_path):
+    task, edits, says = LAB02_BUGS[bug]
+    report = grade_notebook(planted(tmp_path, "lab02_swap_prefetch", *edits), seed=0)
+    wrong = {r.task_id: r for r in report.results if r.score == 0}
+    assert {t: r.status for t, r in wrong.items()} == {task: "wrong"}
+    assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
+
+
+def test_lab02_notebook_builds_its_steps_with_the_graders_decode_step():
+    nb = nbformat.read(ROOT / "labs" / "lab02_swap_prefetch.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert inspect.getsource(lab02.decode_step).strip() in code
+    assert f"TOKEN_BYTES = {lab02.TOKEN_BYTES}" in code and f"HOST_MS = {lab02.HOST_MS}" in code
+
+
+@pytest.mark.gpu
+def test_lab02_reference_schedules_read_no_stale_data_on_a_gpu():
+    """The grader also runs the learner's programs with run_cuda: a right schedule must pass."""
+    from minirt.transfer import run_cuda
+
+    swap_in = lab02.reference_swap_in(8, 6, 16 << 20, 0.4, lab02.Hardware())
+    swap_out_in = lab02.reference_swap_out_in(10, 3, 8, 16 << 20, 0.4)
+    assert run_cuda(swap_in, reps=2).stale == []
+    assert run_cuda(swap_out_in, reps=2).stale == []
 
 
 def test_a_hanging_task_and_a_broken_cell_cost_only_their_own_tasks(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from minirt import transfer as tr
-from minirt.tools.streams import Hardware, simulate
+from minirt.tools.streams import Hardware, Program, simulate
 from minirt.trace import Recorder, load_trace
 
 
@@ -27,6 +27,21 @@ def test_a_kernel_on_another_stream_needs_the_copys_event(mode, racy):
     result = tr.run_cuda(program, reps=3)
     assert bool(result.stale) is racy, result.stale
     assert bool(simulate(program, Hardware()).races) is racy
+
+
+@pytest.mark.gpu
+def test_the_cpu_reads_are_checked_against_the_latest_d2h_into_their_buffer():
+    """A decode loop copies its sampled tokens into the same host buffer every step: each read is
+    checked against that step's copy, not against the program's last one."""
+    p = Program("tokens every step")
+    for s in range(3):
+        p.kernel(f"step {s}", ms=0.1, writes=("tokens",))
+        p.d2h(f"tokens {s}", 1024, buffer="tokens")
+        p.record(f"tokens {s}")
+        p.synchronize(f"tokens {s}")
+        p.host(f"schedule {s + 1}", ms=0.01, reads=("tokens@host",))
+    assert not simulate(p, Hardware()).races
+    assert tr.run_cuda(p, reps=2).stale == []
 
 
 @pytest.mark.gpu
