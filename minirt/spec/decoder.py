@@ -121,13 +121,27 @@ class SpecRunner:
             params = [s.sampling_params for s in seqs]
             tokens = sample(logits[: len(plain)], params, gens)
             out = {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
-        start = len(plain)
-        for i in spec:  # 4b. accept or reject the guesses, 5. roll the KV back
-            seq, k = batch.seqs[i], len(guesses[i])
-            p_logits, start = logits[start : start + k + 1], start + k + 1
-            verdict = self._verify(seq, guesses[i], q[i], p_logits)
-            out[seq.seq_id] = verdict.tokens[0]
-            self._roll_back(seq, guesses[i], verdict.num_accepted[0], out[seq.seq_id])
+        # 4b. Accept or reject the guesses: greedy requests with as many guesses together, in
+        # one call (one device sync, not one per sequence); sampled ones each with its generator.
+        first, start = {}, len(plain)
+        for i in spec:
+            first[i], start = start, start + len(guesses[i]) + 1
+        groups: dict[object, list[int]] = {}
+        for i in spec:
+            greedy = batch.seqs[i].sampling_params.greedy
+            groups.setdefault(len(guesses[i]) if greedy else ("sampled", i), []).append(i)
+        verdicts = {}
+        for group in groups.values():
+            k = len(guesses[group[0]])
+            p_logits = torch.stack([logits[first[i] : first[i] + k + 1] for i in group])
+            drafts = torch.tensor([guesses[i] for i in group], device=logits.device)
+            v = self._verify(batch.seqs[group[0]], drafts, q.get(group[0]), p_logits)
+            verdicts.update({i: (a, t) for i, a, t in zip(group, v.num_accepted, v.tokens,
+                                                          strict=True)})  # fmt: skip
+        for i in spec:  # 5. roll the KV back
+            seq, (a, tokens) = batch.seqs[i], verdicts[i]
+            out[seq.seq_id] = tokens
+            self._roll_back(seq, guesses[i], a, tokens)
         return out
 
     # -- 1 and 2: the draft's guesses ----------------------------------------------------------
@@ -136,23 +150,24 @@ class SpecRunner:
         each speculating one. Returns {batch index: guesses} and {batch index: [k, vocab] q}."""
         # Pass 1: every token the draft lacks, up to what the target will have computed (for a
         # speculating decode: up to and including x_0, whose logits give the first guess).
-        rows, widths, wanted = [], [], []
+        rows, widths, wanted, speculating = [], [], [], set(spec)
         for i, seq in enumerate(batch.seqs):
             end = seq.num_computed_tokens + batch.num_new_tokens[i]
             start = seq.num_draft_computed_tokens
             rows.append(_Rows(seq.seq_id, seq.token_ids, start))
             widths.append(end - start)
-            if i in spec:
+            if i in speculating:
                 wanted.append(sum(widths) - 1)
         logits = self.draft.logits(_batch(batch.step, rows, widths), wanted)
         guesses: dict[int, list[int]] = {i: [] for i in spec}
-        q: dict[int, list[torch.Tensor]] = {i: [] for i in spec}
+        q: dict[int, list[torch.Tensor]] = {}  # sampled requests only: greedy needs no q
         live = spec  # the sequences whose rows `logits` holds, in order
         while live:
-            for row, i in zip(logits, live, strict=True):
-                token, probs = self._draw(batch.seqs[i], row)
+            tokens, probs = self._draw([batch.seqs[i] for i in live], logits)
+            for i, token, prob in zip(live, tokens, probs, strict=True):
                 guesses[i].append(token)
-                q[i].append(probs)
+                if prob is not None:
+                    q.setdefault(i, []).append(prob)
             # Pass 2..k: the newest guess d_m (at position x_0 + m) in, q_{m+1} out.
             live = [i for i in live if len(guesses[i]) < batch.lookahead[i]]
             rows = [
@@ -161,16 +176,19 @@ class SpecRunner:
             ]
             if rows:
                 logits = self.draft.logits(_batch(batch.step, rows, [1] * len(rows)))
-        return guesses, {i: torch.stack(v) for i, v in q.items()}
+        return guesses, {i: torch.stack(v) for i, v in q.items()}  # q: [k, vocab] each
 
-    def _draw(self, seq: Sequence, logits: torch.Tensor) -> tuple[int, torch.Tensor | None]:
-        """The draft's guess from its logits: argmax for greedy requests, else a draw from the
-        same temperature / top-k / top-p filter the target's tokens go through."""
-        p = seq.sampling_params
-        if p.greedy:
-            return int(logits.argmax()), logits
-        probs = filter_logits(logits, p).softmax(-1)
-        return int(torch.multinomial(probs, 1, generator=self.target._generator(seq))), probs
+    def _draw(self, seqs: list[Sequence], logits: torch.Tensor):
+        """The draft's guesses from its logits, one row per sequence: the argmax for greedy
+        requests (all rows at once), else a draw from the same temperature / top-k / top-p
+        filter the target's tokens go through, with the distribution q it was drawn from."""
+        tokens, probs = logits.argmax(-1).tolist(), [None] * len(seqs)
+        for j, seq in enumerate(seqs):
+            if not seq.sampling_params.greedy:
+                probs[j] = filter_logits(logits[j], seq.sampling_params).softmax(-1)
+                gen = self.target._generator(seq)
+                tokens[j] = int(torch.multinomial(probs[j], 1, generator=gen))
+        return tokens, probs
 
     def _advance_draft(self, batch: Batch) -> None:
         for seq, n, k in zip(batch.seqs, batch.num_new_tokens, batch.lookahead, strict=True):
@@ -178,12 +196,13 @@ class SpecRunner:
             seq.num_draft_computed_tokens = seq.num_computed_tokens + n + max(0, k - 1)
 
     # -- 4 and 5: accept, then roll back ---------------------------------------------------------
-    def _verify(self, seq: Sequence, guesses: list[int], q: torch.Tensor, p_logits: torch.Tensor):
-        drafts = torch.tensor([guesses], device=p_logits.device)
+    def _verify(self, seq: Sequence, drafts: torch.Tensor, q, p_logits: torch.Tensor):
+        """Greedy: drafts [b, k] against the target's logits [b, k + 1, V]. Sampled (b = 1, the
+        sequence `seq`): rejection sampling with its q [k, V] and its own generator."""
         params: SamplingParams = seq.sampling_params
         if params.greedy:
-            return greedy_verify(drafts, p_logits.unsqueeze(0))
-        p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits])
+            return greedy_verify(drafts, p_logits)
+        p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])
         gen = self.target._generator(seq)
         return rejection_sample(drafts, q.unsqueeze(0), p.unsqueeze(0), generator=gen)
 
