@@ -97,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     transfers.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     transfers.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    spec = topics.add_parser(
+        "spec",
+        help="(CUDA) speculative decoding: verify cost curves, tokens/s with and without",
+        description="The cost of one forward over batch x tokens (1-256 x 1-9) for the "
+        "Qwen3-0.6B-shaped target and the embedded pair, and end-to-end greedy tokens/s of the "
+        "embedded pair with k = 0, 2, 4, 6 draft tokens. Writes OUT/<gpu>/spec-<date>.json.",
+    )
+    spec.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    spec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -151,6 +160,22 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "minirt.bench", *argv])
         path = transfers.run(args.out, command, progress=not args.no_progress)
         print(transfers.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "spec":
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                "error: the spec benchmark needs a CUDA GPU; without one, minirt.tools.spec "
+                "models the same curves from the roofline",
+                file=sys.stderr,
+            )
+            return 2
+        from minirt.bench import spec
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        path = spec.run(args.out, command, progress=not args.no_progress)
+        print(spec.summary(load_results(path)["results"]))
         print(f"wrote {path}")
     elif args.topic in ("roofline", "gpu", "kernels"):
         import torch

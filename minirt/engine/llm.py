@@ -141,12 +141,15 @@ class LLM:
             and self.kernels.name == "triton"
             and not self.config.enforce_eager
         ):
-            sizes = self.config.cuda_graph_sizes or default_graph_sizes(self.config.max_num_seqs)
-            graphs = DecodeGraphs(
-                self.model, sizes, -(-self.max_model_len // bs), self.max_model_len, self.device
-            )
-            graphs.capture()
-            self.runner.graphs = graphs
+            # With speculation a verify is k + 1 one-token rows per sequence (batch expansion),
+            # and so is a draft pass: both models replay decode graphs up to that many rows.
+            rows = self.config.max_num_seqs * (1 + self.config.num_speculative_tokens)
+            sizes = self.config.cuda_graph_sizes or default_graph_sizes(rows)
+            blocks = -(-self.max_model_len // bs)
+            for runner in (self.runner, self.spec.draft) if self.spec else (self.runner,):
+                graphs = DecodeGraphs(runner.model, sizes, blocks, self.max_model_len, self.device)
+                graphs.capture()
+                runner.graphs = graphs
         self.eos_ids = set(mc.eos_token_id)
         if self.tokenizer.eos_token_id is not None:
             self.eos_ids.add(self.tokenizer.eos_token_id)

@@ -100,17 +100,21 @@ class SpecRunner:
         spec = [i for i, k in enumerate(batch.lookahead) if k > 0]
         guesses, q = self._propose(batch, spec)
 
-        # 3. The target: the batch as scheduled, each speculating decode widened by its guesses.
-        rows = [
-            _Rows(s.seq_id, s.token_ids + guesses.get(i, []), s.num_computed_tokens)
-            for i, s in enumerate(batch.seqs)
-        ]
-        widths = [n + len(guesses.get(i, [])) for i, n in enumerate(batch.num_new_tokens)]
+        # 3. The target: the batch as scheduled, each speculating decode widened by its guesses
+        # into k + 1 rows of one token each (batch expansion: see _expand).
+        rows, widths, last = [], [], []
+        for i, s in enumerate(batch.seqs):
+            g = guesses.get(i, [])
+            n = batch.num_new_tokens[i] + len(g)
+            r, w = _expand(s.seq_id, s.token_ids + g, s.num_computed_tokens, n, i in guesses)
+            rows += r
+            widths += w
+            last.append(len(rows))
         ends = list(itertools.accumulate(widths))
         plain = [i for i, s in enumerate(batch.samples) if s and i not in guesses]
-        wanted = [ends[i] - 1 for i in plain]  # a plain row: its last token's logits
+        wanted = [ends[last[i] - 1] - 1 for i in plain]  # a plain row: its last token's logits
         for i in spec:  # a speculating row: the logits after x_0 and after every guess
-            wanted += range(ends[i] - widths[i], ends[i])
+            wanted += [ends[j] - 1 for j in range(last[i] - len(guesses[i]) - 1, last[i])]
         logits = self.target.logits(_batch(batch.step, rows, widths), wanted)
         self._advance_draft(batch)
 
@@ -154,8 +158,9 @@ class SpecRunner:
         for i, seq in enumerate(batch.seqs):
             end = seq.num_computed_tokens + batch.num_new_tokens[i]
             start = seq.num_draft_computed_tokens
-            rows.append(_Rows(seq.seq_id, seq.token_ids, start))
-            widths.append(end - start)
+            r, w = _expand(seq.seq_id, seq.token_ids, start, end - start, i in speculating)
+            rows += r
+            widths += w
             if i in speculating:
                 wanted.append(sum(widths) - 1)
         logits = self.draft.logits(_batch(batch.step, rows, widths), wanted)
@@ -218,6 +223,20 @@ class SpecRunner:
         self.num_proposed += len(guesses)
         self.num_accepted += a
         self.last_steps.append(SpecStep(seq.seq_id, guesses, a, emitted, table_before, freed))
+
+
+def _expand(seq_id: int, token_ids: list[int], start: int, n: int, expand: bool):
+    """Rows for a forward over tokens start .. start + n - 1 of a sequence: one row of n tokens,
+    or (expand) n rows of one token each, row j seeing the context up to its own token.
+
+    Batch expansion (vLLM's first speculative decoding scorer did the same): a verify of k + 1
+    tokens becomes k + 1 one-token queries, each with its context length, all reading the same
+    block table. The attention is the same (causal, row by row), but the batch is decode-shaped:
+    it runs on the decode kernel, which splits the context across the GPU instead of leaving most
+    of a prefill kernel's query tile empty, and replays a captured CUDA graph like any decode."""
+    if not expand:
+        return [_Rows(seq_id, token_ids, start)], [n]
+    return [_Rows(seq_id, token_ids, start + j) for j in range(n)], [1] * n
 
 
 def _batch(step: int, rows: list[_Rows], widths: list[int]) -> Batch:

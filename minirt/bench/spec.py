@@ -1,0 +1,191 @@
+"""`python -m minirt.bench spec` (CUDA): what a verify costs, and what speculation buys end to end.
+
+Two experiments, one JSON file (`<out>/<gpu>/spec-<date>.json`):
+- `cost_curve`: the time of one forward over `batch` sequences x `tokens` new tokens each
+  (logits at every row, as a verify needs them) after `context_len` tokens of context — eager
+  (`ms`, host launches included) and replayed from a CUDA graph (`gpu_ms`, the GPU alone; and
+  `gpu_ms_expanded`, the same tokens as batch x tokens one-token rows, as the engine verifies)
+  — for the Qwen3-0.6B-shaped target (random bf16 weights: time does not depend on their
+  values) and for the embedded target and draft. `minirt.tools.spec.CostCurve.from_rows` reads
+  these rows.
+- `end_to_end`: generated tokens/s of the embedded pair, greedy, for each batch size, without
+  speculation (k = 0; eager, and with CUDA graphs) and with k draft tokens, beside the acceptance
+  rate and tokens per step the engine counted.
+Targets (issue 7): >= 1.8x tokens/s at batch 1 over the same engine without speculation; the
+batch where speculation stops paying, predicted by the cost model within one power of two.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from minirt.sched import Batch
+from minirt.spec.decoder import _batch, _expand, _Rows
+
+BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKENS = tuple(range(1, 10))
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _wall_ms(fn, reps: int) -> float:
+    """Median wall time of fn() to the end of its GPU work: small models are bound by the host's
+    launches, which CUDA events between two launches would not see."""
+    fn()
+    _sync()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        _sync()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def cost_curve(llm, model: str, batches=BATCHES, tokens=TOKENS, context_len: int = 256,
+               reps: int = 10, progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """One eager forward per (batch, tokens) over sequences with `context_len` cached tokens."""
+    runner, bm = llm.runner, llm.block_manager
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    cases = [(b, t) for b in batches for t in tokens]
+    for b, t in tqdm(cases, desc=f"cost curve {model}", disable=not progress):
+        seqs = []
+        for i in range(b):
+            ids = torch.randint(0, 256, (context_len + t,), generator=g).tolist()
+            bm.allocate(-1 - i, [], context_len + t)  # no cache hits, no hashes
+            seqs.append(_Rows(-1 - i, ids, context_len))
+        batch: Batch = _batch(0, seqs, [t] * b)
+        expanded = [_expand(s.seq_id, s.token_ids, context_len, t, True) for s in seqs]
+        wide = _batch(0, [r for rs, _ in expanded for r in rs], [1] * (b * t))
+        try:
+            ms = _wall_ms(lambda batch=batch: runner.logits(batch), reps)
+            gpu = torch.cuda.is_available()
+            gpu_ms = _graph_ms(runner, batch, reps) if gpu else None
+            gpu_ms_expanded = _graph_ms(runner, wide, reps) if gpu else None
+        finally:
+            for s in seqs:
+                bm.free(s.seq_id)
+        rows.append({"experiment": "cost_curve", "model": model, "batch": b, "tokens": t,
+                     "context_len": context_len, "ms": ms, "gpu_ms": gpu_ms,
+                     "gpu_ms_expanded": gpu_ms_expanded})  # fmt: skip
+    return rows
+
+
+@torch.inference_mode()
+def _graph_ms(runner, batch: Batch, reps: int) -> float:
+    """The same forward's GPU time alone: captured once in a CUDA graph, replayed `reps` times
+    between two CUDA events (no Python, no launch gaps: what the memory and the SMs cost)."""
+    ids, pos, meta = runner.prepare(batch)
+    model = runner.model
+    model.compute_logits(model(ids, pos, meta))  # warm up: compile, pick cuBLAS kernels
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model.compute_logits(model(ids, pos, meta))
+    graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(reps):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    del graph
+    return start.elapsed_time(end) / reps
+
+
+def prompts(n: int, length: int = 64) -> list[str]:
+    """n snippets of Python source that ships with every Python (the embedded models were
+    trained on code and prose; random bytes would be unfair to any draft)."""
+    text = Path(json.__file__).read_text() + Path(tempfile.__file__).read_text()
+    step = max(1, (len(text) - length) // n)
+    return [text[i * step : i * step + length] for i in range(n)]
+
+
+def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str = "cuda",
+               progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    from minirt import LLM, SamplingParams
+
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    systems = [(0, False), (max(ks), False)]  # (k, CUDA graphs)
+    if device == "cuda":
+        systems += [(0, True)] + [(k, True) for k in ks]
+    rows = []
+    for k, graphs in tqdm(systems, desc="end to end", disable=not progress):
+        spec = dict(speculative_model="draft", num_speculative_tokens=k) if k else {}
+        llm = LLM(device=device, kv_cache_bytes=2**30, enforce_eager=not graphs,
+                  max_num_seqs=max(batches), **spec)  # fmt: skip
+        llm.generate(prompts(4), SamplingParams(max_tokens=16), use_tqdm=False)  # warm-up
+        for b in batches:
+            stats = []
+            for _ in range(2):  # the faster of two: the first may meet a compile or a GC pause
+                _sync()
+                llm.generate(prompts(b), params, use_tqdm=False)
+                stats.append(llm.last_stats)
+            s = min(stats, key=lambda x: x.elapsed_s)
+            rows.append({
+                "experiment": "end_to_end", "pair": "embedded", "batch": b, "k": k,
+                "cuda_graphs": graphs, "tokens_per_s": s.num_generated_tokens / s.elapsed_s,
+                "acceptance_rate": s.acceptance_rate if k else None,
+                "tokens_per_step": s.num_generated_tokens / b / max(1, s.num_steps - 1),
+                "num_steps": s.num_steps, "elapsed_s": s.elapsed_s,
+                "generated_tokens": s.num_generated_tokens,
+            })  # fmt: skip
+        del llm
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
+def run(out_dir, command: str, progress: bool = True) -> Path:
+    from minirt import LLM
+    from minirt.bench.gpu import _device
+    from minirt.bench.results import write_results
+    from minirt.bench.roofline import qwen3_06b_checkpoint
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        qwen3_06b_checkpoint(folder)
+        llm = LLM(folder, device="cuda", enforce_eager=True, gpu_memory_utilization=0.5)
+        rows += cost_curve(llm, "qwen3-0.6b", progress=progress)
+        del llm
+        torch.cuda.empty_cache()
+    for name in ("target", "draft"):
+        llm = LLM(name, device="cuda", enforce_eager=True, kv_cache_bytes=2**30)
+        rows += cost_curve(llm, f"embedded-{name}", progress=progress)
+        del llm
+    rows += end_to_end(progress=progress)
+    config = {
+        "gpu": torch.cuda.get_device_name(),
+        "cost_curve": "one forward, logits at every row, bf16, Triton kernels, context 256 "
+        "tokens per sequence; ms: eager, wall time to the end of the GPU work (what the engine "
+        "pays today); gpu_ms: the same forward replayed from a CUDA graph (the GPU alone)",
+        "end_to_end": "embedded target + draft, greedy, 64-character prompts of Python source, "
+        "128 new tokens each, ignore_eos; tokens_per_step excludes the prefill step",
+    }
+    return write_results("spec", _device(), rows, out_dir, command, config=config)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """End-to-end tokens/s by batch: each system, and speculation's speedup over k = 0 (with
+    CUDA graphs or without, as the row)."""
+    e2e = [r for r in rows if r["experiment"] == "end_to_end"]
+    base = {(r["batch"], r["cuda_graphs"]): r["tokens_per_s"] for r in e2e if r["k"] == 0}
+    lines = [f"{'batch':>5} {'k':>2} {'graphs':>6} {'tok/s':>9} {'vs k=0':>8} {'alpha':>6}"]
+    for r in e2e:
+        alpha = f"{r['acceptance_rate']:.2f}" if r["acceptance_rate"] is not None else "-"
+        x = r["tokens_per_s"] / base[r["batch"], r["cuda_graphs"]]
+        lines.append(f"{r['batch']:>5} {r['k']:>2} {r['cuda_graphs']!s:>6} "
+                     f"{r['tokens_per_s']:>9.0f} {x:>7.2f}x {alpha:>6}")  # fmt: skip
+    return "\n".join(lines)
