@@ -234,6 +234,7 @@ class LLM:
                 f"(free blocks: {self.block_manager.num_free_blocks}/{self.num_blocks})"
             )
         t_fwd = time.perf_counter()
+        computed = [s.num_computed_tokens for s in batch.seqs]  # before this step (the trace)
         sampled = (self.spec or self.runner).run(batch)
         t_done = time.perf_counter()
         for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
@@ -253,7 +254,8 @@ class LLM:
                 self.runner.release(seq.seq_id)
                 finished.append(seq)
         if self.recorder is not None:
-            self._record_step(batch, finished, t_done - t0, t_fwd - t_sched, t_done - t_fwd)
+            self._record_step(batch, computed, finished, t_done - t0, t_fwd - t_sched,
+                              t_done - t_fwd)  # fmt: skip
         return finished
 
     @torch.inference_mode()
@@ -374,16 +376,16 @@ class LLM:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
-    def _record_step(self, batch: Batch, finished, now_s, schedule_s, forward_s) -> None:
+    def _record_step(self, batch: Batch, computed, finished, now_s, schedule_s, forward_s):
         bm = self.block_manager
         self.recorder.record(
             StepEvent(
                 step=batch.step,
                 time_s=now_s,
                 scheduled=[
-                    ScheduledSeq(s.seq_id, n, s.num_computed_tokens - n, p)
-                    for s, n, p in zip(
-                        batch.seqs, batch.num_new_tokens, batch.is_prefill, strict=True
+                    ScheduledSeq(s.seq_id, n, c, p)
+                    for s, n, c, p in zip(
+                        batch.seqs, batch.num_new_tokens, computed, batch.is_prefill, strict=True
                     )
                 ],
                 num_prefill_tokens=batch.num_prefill_tokens,

@@ -99,6 +99,11 @@ def test_every_step_keeps_the_books_and_the_trace_records_each_rollback(monkeypa
     events = load_trace(json.loads(json.dumps(llm.recorder.to_dict()))).events  # as from a file
     specs = [s for e in events if e["type"] == "step" for s in e["spec"]]
     assert len(specs) == len(seen)
+    for e in (e for e in events if e["type"] == "step"):
+        computed = {s["seq_id"]: s["num_computed_tokens"] for s in e["scheduled"]}
+        for s in e["spec"]:  # recorded before the step: x_0's position; k lookahead slots after
+            slots = computed[s["seq_id"]] + 1 + len(s["proposed"])
+            assert len(s["table_before"]) == llm.block_manager.blocks_for(slots)
     for s in specs:
         assert 1 <= len(s["proposed"]) <= 5  # fewer near max_tokens
         assert s["emitted"][:-1] == s["proposed"][: s["num_accepted"]]
