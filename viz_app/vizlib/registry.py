@@ -34,6 +34,7 @@ NOTEBOOKS: dict[str, str] = {
     "02_scheduling": "continuous batching: token budget, chunked prefill, preemption",
     "03_latency_vs_throughput": "batch size against latency and throughput",
     "06_pinned_memory_and_streams": "pinned vs pageable memory, non_blocking copies, streams",
+    "07_speculative_decoding": "speculative decoding: draft, verify, rollback",
 }
 
 PAGES: tuple[Page, ...] = (
@@ -87,6 +88,19 @@ PAGES: tuple[Page, ...] = (
         notebooks=("06_pinned_memory_and_streams",),
         data="committed bench/results/*/transfers-*.json and their traces (or an uploaded "
         "trace) and minirt.tools.streams",
+    ),
+    Page(
+        file="pages/06_Speculative_decoding.py",
+        title="Speculative decoding",
+        icon=":material/fast_forward:",
+        shows="A draft guesses k tokens, the target verifies them in one forward, the KV rolls "
+        "back past the first rejection: accepted and rejected guesses per step, and any "
+        "step's block table before and after its rollback. Beside it the cost model: speedup "
+        "against batch size for each k, the best k and the batch where speculation stops "
+        "paying.",
+        notebooks=("07_speculative_decoding",),
+        data="a live run of the embedded target with the embedded draft (or an uploaded trace), "
+        "and minirt.tools.spec over committed bench/results/*/spec-*.json or the roofline model",
     ),
 )
 
