@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spec.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     spec.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    spec.add_argument(
+        "--pair", nargs=2, metavar=("TARGET", "DRAFT"),
+        help="instead: a trained target and draft folder (python -m minirt.model.train target "
+        "--size gpu-target, draft --size gpu-draft): their curves and tokens/s as pair 'gpu'",
+    )  # fmt: skip
     return parser
 
 
@@ -174,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         from minirt.bench import spec
 
         command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        path = spec.run(args.out, command, progress=not args.no_progress)
+        if args.pair:
+            path = spec.run_pair(*args.pair, args.out, command, progress=not args.no_progress)
+        else:
+            path = spec.run(args.out, command, progress=not args.no_progress)
         print(spec.summary(load_results(path)["results"]))
         print(f"wrote {path}")
     elif args.topic in ("roofline", "gpu", "kernels"):

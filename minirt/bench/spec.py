@@ -114,7 +114,8 @@ def prompts(n: int, length: int = 64) -> list[str]:
 
 
 def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str = "cuda",
-               progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+               progress: bool = True, pair: tuple[str, str] = ("target", "draft"),
+               name: str = "embedded") -> list[dict[str, Any]]:  # fmt: skip
     from minirt import LLM, SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
@@ -123,9 +124,9 @@ def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str
         systems += [(0, True)] + [(k, True) for k in ks]
     rows = []
     for k, graphs in tqdm(systems, desc="end to end", disable=not progress):
-        spec = dict(speculative_model="draft", num_speculative_tokens=k) if k else {}
-        llm = LLM(device=device, kv_cache_bytes=2**30, enforce_eager=not graphs,
-                  max_num_seqs=max(batches), **spec)  # fmt: skip
+        spec = dict(speculative_model=pair[1], num_speculative_tokens=k) if k else {}
+        llm = LLM(pair[0], device=device, kv_cache_bytes=2**30 if device != "cuda" else 8 * 2**30,
+                  enforce_eager=not graphs, max_num_seqs=max(batches), **spec)  # fmt: skip
         llm.generate(prompts(4), SamplingParams(max_tokens=16), use_tqdm=False)  # warm-up
         for b in batches:
             stats = []
@@ -135,7 +136,7 @@ def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str
                 stats.append(llm.last_stats)
             s = min(stats, key=lambda x: x.elapsed_s)
             rows.append({
-                "experiment": "end_to_end", "pair": "embedded", "batch": b, "k": k,
+                "experiment": "end_to_end", "pair": name, "batch": b, "k": k,
                 "cuda_graphs": graphs, "tokens_per_s": s.num_generated_tokens / s.elapsed_s,
                 "acceptance_rate": s.acceptance_rate if k else None,
                 "tokens_per_step": s.num_generated_tokens / b / max(1, s.num_steps - 1),
@@ -146,6 +147,30 @@ def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str
         if device == "cuda":
             torch.cuda.empty_cache()
     return rows
+
+
+def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = True) -> Path:
+    """A trained pair of model folders (`python -m minirt.model.train target --size gpu-target`
+    and `draft --size gpu-draft`): their cost curves and end-to-end tokens/s, as pair "gpu"."""
+    from minirt import LLM
+    from minirt.bench.gpu import _device
+    from minirt.bench.results import write_results
+
+    rows, cards = [], {}
+    for role, folder in (("target", target), ("draft", draft)):
+        llm = LLM(folder, device="cuda", enforce_eager=True, kv_cache_bytes=8 * 2**30)
+        rows += cost_curve(llm, f"gpu-{role}", reps=5, progress=progress)
+        del llm
+        torch.cuda.empty_cache()
+        info = json.loads((Path(folder) / "training.json").read_text())
+        cards[role] = {k: info.get(k) for k in ("size", "params", "command", "steps", "seconds",
+                                                "last_loss", "evals", "device")}  # fmt: skip
+        cards[role]["steps"] = info["args"]["steps"]
+    rows += end_to_end(ks=(2, 4), pair=(target, draft), name="gpu", progress=progress)
+    config = {"gpu": torch.cuda.get_device_name(), "pair": cards,
+              "end_to_end": "gpu pair, greedy, 64-character prompts of Python source, 128 new "
+              "tokens each, ignore_eos"}  # fmt: skip
+    return write_results("spec", _device(), rows, out_dir, command, config=config)
 
 
 def run(out_dir, command: str, progress: bool = True) -> Path:

@@ -38,6 +38,13 @@ SIZES = {
                   num_key_value_heads=1, head_dim=64, intermediate_size=384),
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, head_dim=16, intermediate_size=64),
+    # A GPU-scale pair for `python -m minirt.bench spec --pair` (not shipped: ~0.9 GB of bf16):
+    # Qwen3-0.6B's body (28 layers of 1024), big enough that a decode step on an H100 reads
+    # weights for longer than Python takes to launch it, and a draft ~1/100 of its size.
+    "gpu-target": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, intermediate_size=3072),
+    "gpu-draft": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=64, intermediate_size=768),
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 from numbers import Integral, Real
@@ -190,28 +190,62 @@ class CostCurve:
         return cls(tuple(batches), tuple(tokens), grid, name or f"roofline {hw.name}")
 
 
-def step_time_ms(target: CostCurve, draft: CostCurve, batch: int, k: int) -> float:
+HostMs = float | Callable[[float], float]  # the host's time per forward, or one per batch size
+
+
+def _host(host_ms: HostMs, batch: float) -> float:
+    return float(host_ms(batch) if callable(host_ms) else host_ms)
+
+
+def step_time_ms(
+    target: CostCurve, draft: CostCurve, batch: int, k: int, host_ms: HostMs = 0.0
+) -> float:
     """One speculative step: k draft forwards of 1 token per sequence, then one target verify of
     k + 1 tokens per sequence (the k guesses and the token before them).
 
-    Left out: after an all-accepted step the draft's first forward feeds 2 tokens (it lacks the
-    last guess's KV), and the accept/reject sampling itself; fold them into the curves if they
-    matter. k = 0 is a plain decode step.
+    `host_ms`: what the host adds to every forward (Python, launches, sampling) when the curves
+    time the GPU alone; a number, or a function of the batch (`host_overhead`). Left out: after an
+    all-accepted step the draft's first forward feeds 2 tokens (it lacks the last guess's KV).
+    k = 0 is a plain decode step.
     """
     _check_k(k)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    drafting = k * draft.ms(batch, 1) if k else 0.0  # k = 0 needs no draft curve at this batch
-    return drafting + target.ms(batch, k + 1)
+    h = _host(host_ms, batch)
+    drafting = k * (draft.ms(batch, 1) + h) if k else 0.0  # k = 0 needs no draft curve
+    return drafting + target.ms(batch, k + 1) + h
 
 
-def speedup(alpha: float, k: int, batch: int, target: CostCurve, draft: CostCurve) -> float:
+def speedup(
+    alpha: float, k: int, batch: int, target: CostCurve, draft: CostCurve, host_ms: HostMs = 0.0
+) -> float:
     """Tokens/s with speculation over tokens/s of plain decoding with the target (k = 0 → 1).
 
     Every sequence of the batch gains E tokens per step on average; the batch cancels out, but
-    the times depend on it: E x target(batch, 1) / step_time.
+    the times depend on it: E x (target(batch, 1) + host) / step_time.
     """
-    return expected_tokens(alpha, k) * target.ms(batch, 1) / step_time_ms(target, draft, batch, k)
+    plain = target.ms(batch, 1) + _host(host_ms, batch)
+    return expected_tokens(alpha, k) * plain / step_time_ms(target, draft, batch, k, host_ms)
+
+
+def host_overhead(target: CostCurve, plain_ms: Mapping[int, float]) -> Callable[[float], float]:
+    """The host's time per forward, from measured plain decode steps: step_ms(batch) (wall time,
+    e.g. batch / tokens_per_s of a run without speculation) minus the GPU time target(batch, 1).
+    Interpolated linearly in log2(batch), held flat outside the measured batches."""
+    batches = sorted(plain_ms)
+    if not batches:
+        raise ValueError("plain_ms is empty: give {batch: ms per decode step} for some batches")
+    h = [max(0.0, plain_ms[b] - target.ms(b, 1)) for b in batches]
+
+    def host_ms(batch: float) -> float:
+        if batch <= batches[0] or len(batches) == 1:
+            return h[0]
+        if batch >= batches[-1]:
+            return h[-1]
+        i, t = _bracket([math.log2(b) for b in batches], math.log2(batch))
+        return h[i] + t * (h[i + 1] - h[i])
+
+    return host_ms
 
 
 def speedup_constant_cost(alpha: float, k: int, c: float) -> float:
@@ -242,11 +276,12 @@ def break_even_batch(
     target: CostCurve,
     draft: CostCurve,
     batches: Iterable[int] | None = None,
+    host_ms: HostMs = 0.0,
 ) -> int | None:
     """The smallest batch (of `batches`, default the target's grid) at which speculating with k
     drafts is slower than not speculating (speedup < 1); None if it never is."""
     for b in sorted(target.batches if batches is None else batches):
-        if speedup(alpha, k, b, target, draft) < 1:
+        if speedup(alpha, k, b, target, draft, host_ms) < 1:
             return b
     return None
 
