@@ -26,9 +26,9 @@ hit is valid for both models as long as the draft computes every token the targe
 `Sequence.num_draft_computed_tokens` counts the draft's progress (it may trail the target's by
 one token, or by all of them after a swap-in: the draft's KV is not swapped, it is recomputed).
 
-Eager only for now: the verify is a multi-token forward, and the draft has no CUDA graphs.
-Notebook 07 (speculative decoding) walks through one step; tests/spec check it token for token
-against the plain engine.
+On CUDA both models replay decode graphs (the engine captures them up to max_num_seqs x (k + 1)
+rows); a batch with prompt chunks runs eager. Notebook 07 (speculative decoding) walks through
+one step; tests/spec check it token for token against the plain engine.
 """
 
 from __future__ import annotations

@@ -71,6 +71,21 @@ def acceptance_rate(num_accepted: Iterable[int], k: int) -> float:
     return accepted / (accepted + rejections)
 
 
+def alpha_from_acceptance_rate(rate: float, k: int) -> float:
+    """The per-guess α behind an engine's acceptance rate (accepted / proposed, what
+    `GenerateStats.acceptance_rate` and vLLM report): not the same number. A step proposes k
+    guesses but examines them only up to the first rejection, so accepted / proposed counts the
+    unexamined ones as failures. Mean accepted per step is k x rate = E(α, k) - 1: solve for α."""
+    _check_k(k)
+    if k == 0 or not 0.0 <= rate <= 1.0:
+        raise ValueError(f"need k >= 1 and 0 <= rate <= 1 (accepted / proposed); got {k}, {rate}")
+    lo, hi = 0.0, 1.0  # E(α, k) grows with α: bisect
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected_tokens(mid, k) < 1 + k * rate else (lo, mid)
+    return (lo + hi) / 2
+
+
 def _bracket(grid: Sequence[float], x: float) -> tuple[int, float]:
     """Index i and weight w with x = (1 - w) grid[i] + w grid[i + 1] (grid sorted, x inside)."""
     if len(grid) == 1:

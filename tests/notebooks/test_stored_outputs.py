@@ -29,6 +29,12 @@ SEED_QUESTIONS = {
         "Pytorch Pin Memory 原理",
         "pytorch 的 Pin Memory 和 异步传输？",
     ],
+    "07_speculative_decoding.ipynb": [
+        "Speculative Decoding 引入了一个 Draft Model (小模型) 和 Target Model (大模型)。请分析在 "
+        "Batch Size = 1 和 Batch Size = 128 两种极端情况下，投机采样的收益有何不同？为什么？",
+        "假设 Draft Model 预测了 5 个 Token，经过大模型验证后，第 3 个 Token 被拒绝了（Rejected）。"
+        "此时 KV Cache 应该如何回滚（Rollback）？这在底层内存管理上有什么开销？",
+    ],
 }
 
 

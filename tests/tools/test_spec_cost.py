@@ -2,11 +2,12 @@
 
 import json
 import math
+import random
 from itertools import pairwise
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minirt.config import PRESETS
@@ -15,6 +16,7 @@ from minirt.tools.spec import (
     DEFAULT_BATCHES,
     CostCurve,
     acceptance_rate,
+    alpha_from_acceptance_rate,
     best_k,
     break_even_batch,
     expected_tokens,
@@ -202,3 +204,25 @@ def test_best_k_shrinks_as_the_batch_grows_and_predict_rows_say_so():
 def test_bad_inputs_raise_value_errors_that_say_what_to_do(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@settings(max_examples=50, deadline=None)
+@given(alpha=st.floats(0.0, 1.0), k=st.integers(1, 8))
+def test_alpha_from_acceptance_rate_inverts_the_mean_accepted_per_step(alpha, k):
+    rate = (expected_tokens(alpha, k) - 1) / k  # accepted / proposed, in expectation
+    assert rate <= alpha + 1e-12  # counting unexamined guesses as failures understates alpha
+    assert alpha_from_acceptance_rate(rate, k) == pytest.approx(alpha, abs=1e-9)
+
+
+def test_alpha_from_acceptance_rate_matches_the_mle_on_simulated_steps():
+    rng = random.Random(1)
+    alpha, k, steps = 0.8, 4, []
+    for _ in range(20000):
+        n = 0
+        while n < k and rng.random() < alpha:
+            n += 1
+        steps.append(n)
+    rate = sum(steps) / (k * len(steps))
+    assert alpha_from_acceptance_rate(rate, k) == pytest.approx(acceptance_rate(steps, k), abs=0.01)
+    with pytest.raises(ValueError, match="accepted / proposed"):
+        alpha_from_acceptance_rate(1.5, 4)
