@@ -4,7 +4,7 @@ the `Tokenizer` wrapper on both the byte tokenizer and an ordinary BPE tokenizer
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -41,6 +41,7 @@ def test_specials_sit_after_the_bytes_and_vocab_is_264():
 
 @given(st.text())
 def test_encoding_text_gives_its_utf8_bytes_and_decoding_gives_it_back(text):
+    assume(not any(token in text for token in SPECIAL_TOKENS))  # those are specials: below
     ids = BYTE_TOK.encode(text)
     assert ids == list(text.encode("utf-8"))
     assert BYTE_TOK.decode(ids) == text
@@ -102,3 +103,10 @@ def test_wrapper_also_serves_a_bpe_tokenizer_with_merges(tmp_path):
     assert len(ids) < len(text.encode())  # merges were used
     assert tok.decode(ids) == text
     assert tok.eos_token_id == bpe.token_to_id("<|im_end|>")
+
+
+def test_a_special_tokens_text_in_a_prompt_is_that_special_token():
+    """As with any Hugging Face tokenizer (and vLLM's prompts): "<|pad|>" in the text is the
+    special token, not its seven bytes. Hypothesis found this; it is the intended behaviour."""
+    assert BYTE_TOK.encode("a<|pad|>b") == [97, PAD_ID, 98]
+    assert BYTE_TOK.encode("<|endoftext|>") == [EOS_ID]
