@@ -87,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="(CUDA + Nsight Compute) ncu metrics of one decode and one prefill attention launch",
     )
     ncu.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    bank = topics.add_parser(
+        "bank",
+        help="(CUDA + CuPy + Nsight Compute) shared-memory bank conflicts of each access pattern",
+        description="One tiny kernel per pattern of minirt.tools.bank.PATTERNS (one warp, one "
+        "shared-memory instruction), all profiled by one ncu process; ncu's wavefronts and bank "
+        "conflicts beside the simulator's. Writes OUT/<gpu>/bank-<date>.json.",
+    )
+    bank.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     transfers = topics.add_parser(
         "transfers",
         help="(CUDA) pinned vs pageable copies, non_blocking, two streams, stale reads, KV swap",
@@ -150,6 +158,29 @@ def main(argv: list[str] | None = None) -> int:
                   "shapes": "decode: 64 x 4096 tokens; prefill: 4 x 4096 causal; bf16"}  # fmt: skip
         path = write_results("ncu", gpu._device(), rows, args.out, command, config=config)
         print(f"wrote {path} ({len(rows)} metrics)")
+    elif args.topic == "bank":
+        import importlib.util
+        import shutil
+
+        import torch
+
+        missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                         ("Nsight Compute's `ncu` on PATH", shutil.which("ncu")),
+                                         ("CuPy", importlib.util.find_spec("cupy")))
+                   if not ok]  # fmt: skip
+        if missing:
+            print(
+                f"error: the bank benchmark needs {', '.join(missing)}; without them, "
+                "minirt.tools.bank.simulate gives the counts from the rules",
+                file=sys.stderr,
+            )
+            return 2
+        from minirt.bench import bank
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        path = bank.run(args.out, command)
+        print(bank.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
     elif args.topic == "transfers":
         import torch
 
