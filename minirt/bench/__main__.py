@@ -95,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
         "conflicts beside the simulator's. Writes OUT/<gpu>/bank-<date>.json.",
     )
     bank.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    gemm = topics.add_parser(
+        "smem-gemm",
+        help="(CUDA + CuPy; ncu, compute-sanitizer) fp32 GEMM from naive to register-blocked",
+        description="Each step of minirt.bench.smem_gemm (naive, shared-memory tiles, the "
+        "transposed tile with and without bank conflicts, swizzled, register-blocked, templated) "
+        "timed against cuBLAS SGEMM at SIZE^3 and checked against it; bank conflicts per kernel "
+        "under one ncu process and racecheck of the tiled kernel with and without its second "
+        "barrier, where those tools exist. Writes OUT/<gpu>/smem-gemm-<date>.json.",
+    )
+    gemm.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    gemm.add_argument("--size", type=int, default=4096, help="M = N = K (default: 4096)")
     transfers = topics.add_parser(
         "transfers",
         help="(CUDA) pinned vs pageable copies, non_blocking, two streams, stale reads, KV swap",
@@ -180,6 +191,27 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "minirt.bench", *argv])
         path = bank.run(args.out, command)
         print(bank.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "smem-gemm":
+        import importlib.util
+
+        import torch
+
+        missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
+                                         ("CuPy", importlib.util.find_spec("cupy")))
+                   if not ok]  # fmt: skip
+        if missing:
+            print(f"error: the smem-gemm benchmark needs {' and '.join(missing)}; the kernels "
+                  "are CUDA C compiled by CuPy (NVRTC) at run time", file=sys.stderr)  # fmt: skip
+            return 2
+        from minirt.bench import smem_gemm
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        path = smem_gemm.run(args.out, command, size=args.size)
+        record = load_results(path)
+        print(smem_gemm.summary(record["results"]))
+        for note in record["config"]["notes"]:
+            print(f"note: {note}")
         print(f"wrote {path}")
     elif args.topic == "transfers":
         import torch

@@ -1,0 +1,444 @@
+"""Shared-memory SGEMM, step by step: from one thread per output to a register-blocked kernel.
+
+Each step of `SOURCE` is one CUDA kernel for row-major fp32 C = A @ B, with a comment on what
+changed and why. `run` times every step against cuBLAS (torch.matmul, TF32 off) and checks it,
+counts its shared-memory bank conflicts under one ncu process and runs compute-sanitizer's
+racecheck on the tiled kernel with and without its second barrier (`python -m minirt.bench
+smem-gemm`). Sizes are multiples of the largest tile (128).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from minirt.bench.ncu import _number
+
+# every kernel: C [M, N] = A [M, K] @ B [K, N], all row-major fp32
+ARGS = ("const float *__restrict__ A, const float *__restrict__ B, float *__restrict__ C, "
+        "int M, int N, int K")  # fmt: skip
+
+# Steps 1-5: a 32 x 32 block of threads computes a 32 x 32 tile of C; threadIdx.x runs along a
+# row of C so that a warp reads 32 neighbouring floats of B (one coalesced request).
+SIMPLE = f"""
+// step 1, naive: one thread per C element; every A and B value comes from global memory
+// (K loads of each per output: the caches, not the kernel, keep this from being far slower).
+extern "C" __global__ void naive({ARGS}) {{
+    const int row = blockIdx.y * 32 + threadIdx.y, col = blockIdx.x * 32 + threadIdx.x;
+    float acc = 0.f;
+    for (int k = 0; k < K; ++k) acc += A[(long long)row * K + k] * B[(long long)k * N + col];
+    C[(long long)row * N + col] = acc;
+}}
+
+// step 2, tiled: the block loads a 32 x 32 tile of A and of B into shared memory once and
+// every thread reads it 32 times. The first barrier: the tile is whole before anyone reads it.
+// The second: nobody overwrites it with the next tile while others still read it.
+extern "C" __global__ void tiled({ARGS}) {{
+    __shared__ float As[32][32], Bs[32][32];
+    const int ty = threadIdx.y, tx = threadIdx.x;
+    const int row = blockIdx.y * 32 + ty, col = blockIdx.x * 32 + tx;
+    float acc = 0.f;
+    for (int k0 = 0; k0 < K; k0 += 32) {{
+        As[ty][tx] = A[(long long)row * K + k0 + tx];
+        Bs[ty][tx] = B[(long long)(k0 + ty) * N + col];
+        __syncthreads();
+        for (int k = 0; k < 32; ++k) acc += As[ty][k] * Bs[k][tx];  // As: broadcast in a warp
+        __syncthreads();
+    }}
+    C[(long long)row * N + col] = acc;
+}}
+
+// step 3, tiled_nosync: step 2 without the second barrier. A fast warp may store the next
+// tile while a slow one still reads this one: a race (write after read). The result may even
+// come out right; compute-sanitizer --tool racecheck reports the hazard either way.
+extern "C" __global__ void tiled_nosync({ARGS}) {{
+    __shared__ float As[32][32], Bs[32][32];
+    const int ty = threadIdx.y, tx = threadIdx.x;
+    const int row = blockIdx.y * 32 + ty, col = blockIdx.x * 32 + tx;
+    float acc = 0.f;
+    for (int k0 = 0; k0 < K; k0 += 32) {{
+        As[ty][tx] = A[(long long)row * K + k0 + tx];
+        Bs[ty][tx] = B[(long long)(k0 + ty) * N + col];
+        __syncthreads();
+        for (int k = 0; k < 32; ++k) acc += As[ty][k] * Bs[k][tx];
+        // the missing __syncthreads()
+    }}
+    C[(long long)row * N + col] = acc;
+}}
+
+// step 4, tiled_transposed_*: B's tile stored transposed, Bt[col][k], so that each thread's
+// column of B is a row of shared memory. A warp (fixed ty, tx = 0..31) then stores to and reads
+// from Bt[tx][.]: 32 rows at the same column. With rows of 32 floats that column is the same
+// bank for all 32 threads (a 32-way conflict on every load and store); a row of 33 floats
+// shifts each row by one bank, and the 32 accesses fall into 32 banks.
+#define TILED_TRANSPOSED(NAME, WIDTH)                                               \\
+extern "C" __global__ void NAME({ARGS}) {{                                           \\
+    __shared__ float As[32][32], Bt[32][WIDTH];                                     \\
+    const int ty = threadIdx.y, tx = threadIdx.x;                                   \\
+    const int row = blockIdx.y * 32 + ty, col = blockIdx.x * 32 + tx;               \\
+    float acc = 0.f;                                                                \\
+    for (int k0 = 0; k0 < K; k0 += 32) {{                                            \\
+        As[ty][tx] = A[(long long)row * K + k0 + tx];                                  \\
+        Bt[tx][ty] = B[(long long)(k0 + ty) * N + col];                                \\
+        __syncthreads();                                                            \\
+        for (int k = 0; k < 32; ++k) acc += As[ty][k] * Bt[tx][k];                  \\
+        __syncthreads();                                                            \\
+    }}                                                                               \\
+    C[(long long)row * N + col] = acc;                                                 \\
+}}
+TILED_TRANSPOSED(tiled_transposed_conflict, 32)
+TILED_TRANSPOSED(tiled_transposed_pad, 33)
+
+// step 5, swizzled: the same transposed tile, [32][32] with no padding, but element (r, c)
+// lives at column c ^ r. Row r = tx, so the 32 threads of a warp land on 32 different banks,
+// and no shared memory is spent on padding (what tensor-core kernels and TMA do).
+extern "C" __global__ void swizzled({ARGS}) {{
+    __shared__ float As[32][32], Bt[32][32];
+    const int ty = threadIdx.y, tx = threadIdx.x;
+    const int row = blockIdx.y * 32 + ty, col = blockIdx.x * 32 + tx;
+    float acc = 0.f;
+    for (int k0 = 0; k0 < K; k0 += 32) {{
+        As[ty][tx] = A[(long long)row * K + k0 + tx];
+        Bt[tx][ty ^ tx] = B[(long long)(k0 + ty) * N + col];
+        __syncthreads();
+        for (int k = 0; k < 32; ++k) acc += As[ty][k] * Bt[tx][k ^ tx];
+        __syncthreads();
+    }}
+    C[(long long)row * N + col] = acc;
+}}
+"""
+
+# Steps 6-7 share one body. A block of (BM/TM) x (BN/TN) threads computes a BM x BN tile of C;
+# each thread a TM x TN piece of it, kept in registers. Per step along K it reads TM values of A
+# and TN of B from shared memory and does TM * TN multiply-adds: 8 x 8 gives 64 FMAs per 16
+# shared loads, where steps 2-5 did 1 per 2. A is stored transposed (As[k][m]) so that a
+# thread's TM values of A are neighbours and load as float4; global loads are float4 too.
+REGBLOCK_BODY = """
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    static_assert(BK % 4 == 0 && BN % 4 == 0 && TN % 4 == 0, "float4 loads and stores");
+    static_assert(THREADS % (BK / 4) == 0 && THREADS % (BN / 4) == 0, "whole rows per pass");
+    __shared__ __align__(16) float As[BK * BM];  // [BK][BM]: the A tile, transposed
+    __shared__ __align__(16) float Bs[BK * BN];  // [BK][BN]
+    const int row0 = blockIdx.y * BM, col0 = blockIdx.x * BN;
+    const int tRow = threadIdx.x / (BN / TN) * TM, tCol = threadIdx.x % (BN / TN) * TN;
+    const int aRow = threadIdx.x / (BK / 4), aCol = threadIdx.x % (BK / 4) * 4;
+    const int bRow = threadIdx.x / (BN / 4), bCol = threadIdx.x % (BN / 4) * 4;
+    float acc[TM][TN] = {};
+    float a[TM], b[TN];
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int r = aRow; r < BM; r += THREADS / (BK / 4)) {
+            const float4 v =
+                *reinterpret_cast<const float4 *>(&A[(long long)(row0 + r) * K + k0 + aCol]);
+            As[(aCol + 0) * BM + r] = v.x;
+            As[(aCol + 1) * BM + r] = v.y;
+            As[(aCol + 2) * BM + r] = v.z;
+            As[(aCol + 3) * BM + r] = v.w;
+        }
+        for (int r = bRow; r < BK; r += THREADS / (BN / 4))
+            *reinterpret_cast<float4 *>(&Bs[r * BN + bCol]) =
+                *reinterpret_cast<const float4 *>(&B[(long long)(k0 + r) * N + col0 + bCol]);
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+#pragma unroll
+            for (int i = 0; i < TM; ++i) a[i] = As[k * BM + tRow + i];
+#pragma unroll
+            for (int j = 0; j < TN; ++j) b[j] = Bs[k * BN + tCol + j];
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; j += 4)
+            *reinterpret_cast<float4 *>(&C[(long long)(row0 + tRow + i) * N + col0 + tCol + j]) =
+                make_float4(acc[i][j], acc[i][j + 1], acc[i][j + 2], acc[i][j + 3]);
+"""
+
+REGBLOCK = f"""
+// step 6, regblock: register blocking, 128 x 128 tiles of C, K in steps of 8, 8 x 8 per thread.
+extern "C" __global__ void __launch_bounds__(256) regblock({ARGS}) {{
+    constexpr int BM = 128, BN = 128, BK = 8, TM = 8, TN = 8;
+{REGBLOCK_BODY}}}
+
+// step 7, templated: the same body with the tile shape as template parameters, so one source
+// gives every shape (instantiated by name: RawModule's name_expressions).
+template <int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__((BM / TM) * (BN / TN)) templated({ARGS}) {{
+{REGBLOCK_BODY}}}
+"""
+
+SOURCE = SIMPLE + REGBLOCK
+SHAPES = ((128, 128, 8, 8, 8), (128, 128, 16, 8, 8), (64, 64, 8, 4, 4), (128, 64, 16, 8, 4))
+TILE = 128  # sizes must be multiples of the largest tile
+REL_ERR_BOUND = 1e-4  # max |C - ref| / max |ref|; fp32 summation-order differences are ~1e-6
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One step: its row name, the symbol RawModule knows it by and its launch shape."""
+
+    name: str
+    symbol: str
+    bm: int = 32  # the C tile of one block
+    bn: int = 32
+    block: tuple[int, int] = (32, 32)
+
+
+def _templated(bm: int, bn: int, bk: int, tm: int, tn: int) -> Kernel:
+    return Kernel(f"templated_{bm}x{bn}x{bk}_{tm}x{tn}", f"templated<{bm}, {bn}, {bk}, {tm}, {tn}>",
+                  bm, bn, ((bm // tm) * (bn // tn), 1))  # fmt: skip
+
+
+KERNELS = [Kernel(n, n) for n in ("naive", "tiled", "tiled_nosync", "tiled_transposed_conflict",
+                                  "tiled_transposed_pad", "swizzled")]  # fmt: skip
+KERNELS += [
+    Kernel("regblock", "regblock", 128, 128, (256, 1)),
+    *(_templated(*shape) for shape in SHAPES),
+]
+BY_NAME = {k.name: k for k in KERNELS}
+
+
+def nvcc_source() -> str:
+    """SOURCE with the template instantiated explicitly (nvcc has no name_expressions)."""
+    explicit = "".join(f"template __global__ void {k.symbol}({ARGS});\n" for k in KERNELS
+                       if "<" in k.symbol)  # fmt: skip
+    return SOURCE + explicit
+
+
+def load_module():
+    """Compile every step in one CuPy RawModule (NVRTC) for this GPU."""
+    import cupy as cp
+
+    major, minor = cp.cuda.Device().compute_capability
+    templates = [k.symbol for k in KERNELS if "<" in k.symbol]
+    return cp.RawModule(
+        code=SOURCE, options=(f"-arch=sm_{major}{minor}",), name_expressions=templates
+    )
+
+
+def launch(module, kernel: Kernel, a, b, c) -> None:
+    """C = A @ B with one step's kernel; a [M, K], b [K, N], c [M, N], CuPy fp32 arrays."""
+    import numpy as np
+
+    (m, k), n = a.shape, b.shape[1]
+    if m % TILE or n % TILE or k % TILE:
+        raise ValueError(f"sizes {m}x{n}x{k} must be multiples of {TILE} (the largest tile)")
+    grid = (n // kernel.bn, m // kernel.bm)
+    module.get_function(kernel.symbol)(grid, kernel.block, (a, b, c, np.int32(m), np.int32(n),
+                                                           np.int32(k)))  # fmt: skip
+
+
+def _inputs(size: int):
+    """Random fp32 A and B copied from the host: no kernel runs, so ncu's IDs are ours alone."""
+    import cupy as cp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = (cp.asarray(rng.standard_normal((size, size), dtype=np.float32)) for _ in range(2))
+    return a, b, cp.empty((size, size), dtype=cp.float32)
+
+
+def launch_each_once(names: list[str], size: int) -> None:
+    """ncu's and compute-sanitizer's target: each named kernel once, in order."""
+    import cupy as cp
+
+    module, (a, b, c) = load_module(), _inputs(size)
+    for name in names:
+        launch(module, BY_NAME[name], a, b, c)
+    cp.cuda.Device().synchronize()
+
+
+def time_all(size: int, reps: int = 5, warmup: int = 2) -> list[dict[str, Any]]:
+    """Each step and cuBLAS at size^3: median ms of `reps` after `warmup`, GFLOP/s, error."""
+    import cupy as cp
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = False  # cuBLAS SGEMM in true fp32, as the kernels
+    module, (a, b, c) = load_module(), _inputs(size)
+    ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")  # no copies
+    ref = torch.matmul(ta, tb)
+    flops = 2 * size**3
+
+    def median_ms(fn) -> float:
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return sorted(times)[len(times) // 2]
+
+    # CuPy launches on its current stream, torch's events record on torch's: both must be the
+    # legacy default stream, or the events would time nothing.
+    if cp.cuda.get_current_stream().ptr != 0 or torch.cuda.current_stream().cuda_stream != 0:
+        raise RuntimeError("time_all needs CuPy and torch on the default stream; unset theirs")
+    cublas_ms = median_ms(lambda: torch.matmul(ta, tb))
+    rows = [{"kernel": "cublas", "ms": cublas_ms, "gflops": flops / cublas_ms / 1e6,
+             "fraction_of_cublas": 1.0, "max_rel_err": 0.0}]  # fmt: skip
+    for kernel in KERNELS:
+        c.fill(float("nan"))  # a kernel that skips an element cannot pass on stale results
+        ms = median_ms(lambda k=kernel: launch(module, k, a, b, c))
+        err = float((torch.as_tensor(c, device="cuda") - ref).abs().max() / ref.abs().max())
+        err = err if err == err else None  # NaN: some element was never written
+        rows.append({"kernel": kernel.name, "ms": ms, "gflops": flops / ms / 1e6,
+                     "fraction_of_cublas": cublas_ms / ms, "max_rel_err": err})  # fmt: skip
+    return rows
+
+
+METRICS = [f"l1tex__data_{kind}_mem_shared_op_{op}.sum" for op in ("ld", "st")
+           for kind in ("bank_conflicts_pipe_lsu", "pipe_lsu_wavefronts")]  # fmt: skip
+_COLUMNS = {"ld_conflicts": METRICS[0], "ld_wavefronts": METRICS[1],
+            "st_conflicts": METRICS[2], "st_wavefronts": METRICS[3]}  # fmt: skip
+
+
+def _tool(name: str) -> str | None:
+    """A CUDA tool on PATH, or in the toolkit's bin folder where PATH lacks it."""
+    found = shutil.which(name)
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    return found or (str(Path(home, "bin", name)) if Path(home, "bin", name).exists() else None)
+
+
+def _env() -> dict[str, str]:
+    """This process's environment with the repository on PYTHONPATH (for `-m` targets)."""
+    root = str(Path(__file__).resolve().parents[2])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+
+
+def parse_csv(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """`ncu --csv` output -> [(kernel name, {metric: value})] in launch order (ncu's ID)."""
+    lines = [line for line in text.splitlines() if line.startswith('"')]
+    if not lines:
+        raise ValueError("no CSV rows in the ncu output; did ncu profile any kernel?")
+    found: dict[int, tuple[str, dict[str, Any]]] = {}
+    for r in csv.DictReader(io.StringIO("\n".join(lines))):
+        if r.get("Metric Name"):
+            # "templated<128, 128, 8, 8, 8>" or "void templated<...>(const float *, ...)"
+            name = r["Kernel Name"].split("(")[0].removeprefix("void ").strip()
+            entry = found.setdefault(int(r["ID"]), (name, {}))
+            entry[1][r["Metric Name"]] = _number(r["Metric Value"])
+    return [found[i] for i in sorted(found)]
+
+
+def _base(name: str) -> str:
+    return name.split("<")[0].strip()
+
+
+def measure_conflicts(size: int = 1024) -> dict[str, dict[str, Any]]:
+    """Every step launched once at size^3 under one ncu process: {kernel: {column: count}}."""
+    names = [k.name for k in KERNELS]
+    cmd = [_tool("ncu") or "ncu", "--target-processes", "all", "--metrics", ",".join(METRICS),
+           "--csv", "--print-units", "base", sys.executable, "-m", "minirt.bench.smem_gemm",
+           "ncu", str(size), *names]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"ncu failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                           f"{done.stderr[-3000:]}")  # fmt: skip
+    profiled = parse_csv(done.stdout)
+    if [_base(n) for n, _ in profiled] != [_base(BY_NAME[n].symbol) for n in names]:
+        raise RuntimeError(f"ncu profiled {[n for n, _ in profiled]}, expected {names} in order")
+    return {name: {col: _count(m.get(metric)) for col, metric in _COLUMNS.items()}
+            for name, (_, m) in zip(names, profiled, strict=True)}  # fmt: skip
+
+
+def _count(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+_SUMMARY = re.compile(r"RACECHECK SUMMARY: (\d+) hazards? displayed.*")
+
+
+def parse_racecheck(text: str) -> tuple[int, str]:
+    """compute-sanitizer racecheck output -> (hazards displayed, the summary line)."""
+    match = _SUMMARY.search(text)
+    if match is None:
+        raise ValueError("no 'RACECHECK SUMMARY' line in the output; did the sanitizer run?")
+    return int(match.group(1)), match.group(0).strip()
+
+
+def racecheck(name: str, size: int = 256) -> tuple[int, str]:
+    """compute-sanitizer --tool racecheck over one launch of `name`: (hazards, summary line)."""
+    sanitizer = _tool("compute-sanitizer") or "compute-sanitizer"
+    target = ["-m", "minirt.bench.smem_gemm", "racecheck", str(size), name]
+    cmd = [sanitizer, "--tool", "racecheck", sys.executable, *target]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    output = done.stdout + done.stderr  # it exits non-zero when it finds hazards: no check
+    try:
+        return parse_racecheck(output)
+    except ValueError as e:
+        raise ValueError(f"{e}\nthe sanitizer's output ended with:\n{output[-2000:]}") from None
+
+
+def rows(timed: list[dict[str, Any]], conflicts: dict[str, dict[str, Any]],
+         hazards: dict[str, int]) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per kernel: time, error, bank conflicts (None: not measured), racecheck hazards."""
+    return [{"name": "smem-gemm", **r,
+             **{col: conflicts.get(r["kernel"], {}).get(col) for col in _COLUMNS},
+             "racecheck_hazards": hazards.get(r["kernel"])} for r in timed]  # fmt: skip
+
+
+def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
+        race_size: int = 256) -> Path:  # fmt: skip
+    """Time every step at size^3; ncu and racecheck where the tools exist (else a note)."""
+    import torch
+
+    from minirt.bench.gpu import _device
+    from minirt.bench.results import write_results
+
+    timed = time_all(size)
+    notes, conflicts, hazards, race_text = [], {}, {}, {}
+    if _tool("ncu"):
+        try:
+            conflicts = measure_conflicts(ncu_size)
+        except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+            notes.append(f"bank conflicts not measured: {e}")
+    else:
+        notes.append("bank conflicts not measured: Nsight Compute's `ncu` is not installed")
+    if _tool("compute-sanitizer"):
+        for name in ("tiled_nosync", "tiled"):
+            try:
+                hazards[name], race_text[name] = racecheck(name, race_size)
+            except (ValueError, subprocess.TimeoutExpired) as e:
+                notes.append(f"racecheck of {name} failed: {e}")
+    else:
+        notes.append("racecheck not run: compute-sanitizer is not installed")
+    major, minor = torch.cuda.get_device_capability()
+    config = {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
+              "size": size, "ncu_size": ncu_size, "racecheck_size": race_size, "dtype": "fp32",
+              "cublas": "torch.matmul, allow_tf32=False", "rel_err_bound": REL_ERR_BOUND,
+              "racecheck": race_text, "notes": notes}  # fmt: skip
+    return write_results("smem-gemm", _device(), rows(timed, conflicts, hazards), out_dir,
+                         command, config=config)  # fmt: skip
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    lines = [f"{'kernel':28s} {'GFLOP/s':>9s} {'x cuBLAS':>8s} {'rel err':>8s} "
+             f"{'ld/st conflicts':>20s} {'races':>5s}"]  # fmt: skip
+    for r in results:
+        err = "-" if r["max_rel_err"] is None else f"{r['max_rel_err']:.1e}"
+        conf = f"{r['ld_conflicts']!s}/{r['st_conflicts']!s}"
+        lines.append(f"{r['kernel']:28s} {r['gflops']:9.0f} {r['fraction_of_cublas']:8.2f} "
+                     f"{err:>8s} {conf:>20s} {r['racecheck_hazards']!s:>5}")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the process ncu or compute-sanitizer watches: `ncu|racecheck SIZE K..`
+    launch_each_once(sys.argv[3:], int(sys.argv[2]))
