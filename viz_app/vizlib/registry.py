@@ -35,6 +35,7 @@ NOTEBOOKS: dict[str, str] = {
     "03_latency_vs_throughput": "batch size against latency and throughput",
     "06_pinned_memory_and_streams": "pinned vs pageable memory, non_blocking copies, streams",
     "07_speculative_decoding": "speculative decoding: draft, verify, rollback",
+    "09_bank_conflicts_and_smem_gemm": "bank conflicts, swizzles and the shared-memory GEMM",
 }
 
 PAGES: tuple[Page, ...] = (
@@ -101,6 +102,18 @@ PAGES: tuple[Page, ...] = (
         notebooks=("07_speculative_decoding",),
         data="a live run of the embedded target with the embedded draft (or an uploaded trace), "
         "and minirt.tools.spec over committed bench/results/*/spec-*.json or the roofline model",
+    ),
+    Page(
+        file="pages/07_Bank_conflicts.py",
+        title="Bank conflicts",
+        icon=":material/view_module:",
+        shows="Which of the 32 shared-memory banks each thread of a warp hits, and what it "
+        "costs in wavefronts: a row, column, transposed or broadcast access of a tile, with "
+        "padding or a CuTe swizzle, beside Nsight Compute's count for the measured patterns; "
+        "and the SGEMM series from naive to register-blocked against cuBLAS.",
+        notebooks=("09_bank_conflicts_and_smem_gemm",),
+        data="minirt.tools.bank.simulate, committed bench/results/*/bank-*.json (Nsight "
+        "Compute) and smem-gemm-*.json",
     ),
 )
 
