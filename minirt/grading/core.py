@@ -22,6 +22,7 @@ LABS: dict[str, str] = {
     "lab01_kv_blocks": "minirt.grading.lab01",
     "lab02_swap_prefetch": "minirt.grading.lab02",
     "lab03_speculative": "minirt.grading.lab03",
+    "lab05_bank_conflicts": "minirt.grading.lab05",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.

@@ -193,6 +193,59 @@ def test_a_planted_lab03_bug_loses_its_own_task_and_says_why(bug, tmp_path):
     assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
 
 
+LAB05_BUGS = {  # a planted bug -> (the one task that catches it, edits, what its message says)
+    "bank computed on bytes, not words": (
+        "1",
+        [("return address // 4 % 32", "return address % 32")],
+        ["it is bank", "the byte address mod 32"],
+    ),
+    "a broadcast counted as a conflict": (
+        "1",
+        [
+            (
+                "words_in_bank.setdefault(bank_of(a), set()).add(a // 4)",
+                "words_in_bank.setdefault(bank_of(a), []).append(a // 4)",
+            )
+        ],
+        ["simulate says", "(a broadcast)"],
+    ),
+    "16-byte loads without phases": (
+        "2",
+        [
+            (
+                "threads_per_phase = 128 // access_bytes",
+                "threads_per_phase = 32 if access_bytes == 16 else 128 // access_bytes",
+            )
+        ],
+        ["quarter-warps (8 threads)", "You looked at the whole warp at once"],
+    ),
+    "a swizzle that is not a bijection": (
+        "3",
+        [("(col ^ (row % 32))", "(col | (row % 32))")],
+        ["one overwrites the other", "must be a bijection"],
+    ),
+    "padding instead of a swizzle": (
+        "3",
+        [
+            (
+                "return (row * tile_cols + (col ^ (row % 32))) * 4",
+                "return (row * (tile_cols + 1) + col) * 4",
+            )
+        ],
+        ["outside row 1's own 128 bytes", "that is padding", "permute the columns"],
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", LAB05_BUGS)
+def test_a_planted_lab05_bug_loses_its_own_task_and_says_why(bug, tmp_path):
+    task, edits, says = LAB05_BUGS[bug]
+    report = grade_notebook(planted(tmp_path, "lab05_bank_conflicts", *edits), seed=0)
+    wrong = {r.task_id: r for r in report.results if r.score == 0}
+    assert {t: r.status for t, r in wrong.items()} == {task: "wrong"}
+    assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
+
+
 def _accept_every_guess(draft_tokens, q, p, u, draw):
     return len(draft_tokens), list(draft_tokens) + [draw(p[len(draft_tokens)])]
 

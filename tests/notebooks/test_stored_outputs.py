@@ -35,6 +35,11 @@ SEED_QUESTIONS = {
         "假设 Draft Model 预测了 5 个 Token，经过大模型验证后，第 3 个 Token 被拒绝了（Rejected）。"
         "此时 KV Cache 应该如何回滚（Rollback）？这在底层内存管理上有什么开销？",
     ],
+    "09_bank_conflicts_and_smem_gemm.ipynb": [
+        "什么是bank conflict，为什么会产生 bank conflict，有哪些解决方法？cutlass 中如何做的？",
+        "为什么 gemm 解决 bank conflict 使用转置存储？不使用有什么影响？",
+        "为什么 shared memory 可以优化 gemm，什么情况下需要使用__syncthreads进行同步?",
+    ],
 }
 
 
