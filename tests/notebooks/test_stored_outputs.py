@@ -40,6 +40,7 @@ SEED_QUESTIONS = {
         "为什么 gemm 解决 bank conflict 使用转置存储？不使用有什么影响？",
         "为什么 shared memory 可以优化 gemm，什么情况下需要使用__syncthreads进行同步?",
     ],
+    "10_cpp_templates.ipynb": ["对c++ template的理解"],
 }
 
 

@@ -1,0 +1,1 @@
+"""Weight (and activation) quantization: formats, QuantLinear, whole-model conversion."""

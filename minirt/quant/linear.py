@@ -1,0 +1,289 @@
+"""QuantLinear: a decoder projection whose weights live in a low-precision format (formats.py).
+
+`quantize_model` swaps every Linear/PackedLinear inside the decoder layers (never the embedding
+or the LM head) for a QuantLinear; its forward is the reference: dequantize the weight, round the
+activations through their format where the method quantizes them, matmul in fp32, cast back.
+Packed layouts keep working because the output rows stay in the same order (`parts` is kept).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from minirt.quant import formats as F
+
+
+@dataclass(frozen=True)
+class QuantMethod:
+    """What a method name means: how weights are stored and whether activations are rounded."""
+
+    name: str
+    weights: str  # "int4" | "fp8" | "int8"
+    group_size: int = 0  # int4 only
+    symmetric: bool = True  # int4 only: False adds a zero point per group
+    activations: str = "none"  # "none" | "fp8-dynamic" | "fp8-static" | "int8-dynamic"
+    smooth_alpha: float | None = None  # int8 only: SmoothQuant migration strength
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.activations == "fp8-static" or self.smooth_alpha is not None
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        QuantMethod("w4a16-g128", "int4", group_size=128),
+        QuantMethod("w4a16-g32", "int4", group_size=32),
+        QuantMethod("w4a16-g128-asym", "int4", group_size=128, symmetric=False),
+        QuantMethod("fp8-dynamic", "fp8", activations="fp8-dynamic"),
+        QuantMethod("fp8-static", "fp8", activations="fp8-static"),
+        QuantMethod("int8", "int8", activations="int8-dynamic"),
+        QuantMethod("int8-smooth", "int8", activations="int8-dynamic", smooth_alpha=0.5),
+    )
+}
+
+
+def get_method(name: str) -> QuantMethod:
+    if name not in METHODS:
+        raise ValueError(f"unknown quantization method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+class QuantLinear(nn.Module):
+    """y = x @ W^T (+ b) with W stored quantized. Tensors are buffers: .to() and state_dict work.
+
+    Buffers by format: int4 -> qweight [out, in//8] int32, scales [out, in//g], zeros (asym);
+    fp8 / int8 -> qweight [out, in], scales [out]. Optional: input_scale [] (fp8-static),
+    smooth [in] (int8-smooth; a real deployment folds 1/s into the previous RMSNorm instead).
+    """
+
+    def __init__(self, method: str, in_features: int, out_features: int, tensors: dict, parts=None):
+        super().__init__()
+        self.method = get_method(method)
+        self.in_features, self.out_features = in_features, out_features
+        self.parts = parts  # a PackedLinear's {name: rows}, kept so .part() still answers
+        for name, t in tensors.items():
+            self.register_buffer(name, t)
+        if "bias" not in tensors:
+            self.bias = None
+
+    @classmethod
+    def from_linear(
+        cls, linear: nn.Linear, method: str, act_amax: torch.Tensor | None = None
+    ) -> QuantLinear:
+        """Quantize `linear`; `act_amax` [in] (largest |x| per input channel) from calibration."""
+        m = get_method(method)
+        if m.needs_calibration and act_amax is None:
+            raise ValueError(f"method {method!r} needs calibration data (activation ranges)")
+        w, t = linear.weight.detach(), {}
+        if m.weights == "int4":
+            q = F.quantize_int4(w, m.group_size, m.symmetric)
+            t = {"qweight": q.packed, "scales": q.scales}
+            if q.zeros is not None:
+                t["zeros"] = q.zeros
+        elif m.weights == "fp8":
+            q = F.quantize_fp8(w)
+            t = {"qweight": q.data, "scales": q.scales}
+        else:
+            smooth = None
+            if m.smooth_alpha is not None:
+                smooth = F.smoothquant_factors(act_amax.to(w.device), w, m.smooth_alpha)
+                t["smooth"] = smooth
+            q = F.quantize_int8(w, smooth)
+            t |= {"qweight": q.data, "scales": q.scales}
+        if m.activations == "fp8-static":
+            t["input_scale"] = (act_amax.float().amax() / F.FP8_MAX).clamp(min=1e-12).to(w.device)
+        if linear.bias is not None:
+            t["bias"] = linear.bias.detach().clone()
+        parts = dict(linear.parts) if hasattr(linear, "parts") else None
+        return cls(method, linear.in_features, linear.out_features, t, parts)
+
+    def part(self, name: str) -> slice:  # same rows as PackedLinear.part
+        names = list(self.parts)
+        start = sum(self.parts[n] for n in names[: names.index(name)])
+        return slice(start, start + self.parts[name])
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
+        m, shape = self.method, (self.out_features, self.in_features)
+        if m.weights == "int4":
+            zeros = getattr(self, "zeros", None)
+            return F.dequantize_int4(
+                F.Int4Weight(self.qweight, self.scales, zeros, shape, m.group_size)
+            )
+        if m.weights == "fp8":
+            return F.dequantize_fp8(F.Fp8Weight(self.qweight, self.scales))
+        return F.dequantize_int8(F.Int8Weight(self.qweight, self.scales))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, m = x.shape[:-1], self.method
+        x32 = x.reshape(-1, self.in_features).float()  # [tokens, in]
+        if m.activations == "int8-dynamic":
+            if m.smooth_alpha is not None:
+                x32 = x32 / self.smooth
+            # The W8A8 GEMM: integer codes times integer codes, both scales factor out.
+            xq, xs = F.quantize_int8_rows(x32)
+            y = (xq.float() @ self.qweight.float().T) * xs[:, None] * self.scales[None, :]
+        else:
+            if m.activations == "fp8-dynamic":
+                x32 = F.fake_quant_fp8(x32)
+            elif m.activations == "fp8-static":
+                x32 = F.fake_quant_fp8(x32, self.input_scale)
+            y = x32 @ self.dequantized_weight().T  # [tokens, out]
+        if self.bias is not None:
+            y = y + self.bias.float()
+        return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, method={self.method.name!r}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self.method), "in_features": self.in_features,
+                "out_features": self.out_features, "parts": self.parts}  # fmt: skip
+
+
+# -- whole models ---------------------------------------------------------------------------------
+
+
+def _causal_lm(llm_or_model) -> nn.Module:
+    return llm_or_model if isinstance(llm_or_model, nn.Module) else llm_or_model.model
+
+
+def target_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The decoder layers' projections: qkv/o, gate_up/down. Not embed_tokens, not lm_head."""
+    return {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and ".layers." in f".{name}"
+    }
+
+
+@torch.no_grad()
+def collect_act_amax(
+    model: nn.Module, linears: dict[str, nn.Linear], run: Callable[[], object]
+) -> dict[str, torch.Tensor]:
+    """Largest |x| per input channel of each linear over whatever forward passes `run` makes."""
+    amax: dict[str, torch.Tensor] = {}
+
+    def hook_for(name):
+        def hook(module, args):
+            x = args[0].detach().float().reshape(-1, module.in_features).abs().amax(0)
+            amax[name] = x if name not in amax else torch.maximum(amax[name], x)
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in linears.items()]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    missing = sorted(set(linears) - set(amax))
+    if missing:
+        raise ValueError(f"calibration never ran through {missing[:3]}; is it empty?")
+    return amax
+
+
+def quantize_model(
+    llm_or_model, method: str, calibration: Iterable[str | list[int]] | Callable | None = None
+) -> nn.Module:
+    """Replace the decoder's projections with QuantLinear(`method`) in place; return the model.
+
+    calibration: prompts (texts or token lists) that `llm.score` runs when given an LLM, or a
+    callable that runs forward passes itself; needed by "fp8-static" and "int8-smooth".
+    """
+    m = get_method(method)
+    model = _causal_lm(llm_or_model)
+    linears = target_linears(model)
+    if not linears:
+        raise ValueError("found no decoder Linear layers to quantize; already quantized?")
+    amax: dict[str, torch.Tensor] = {}
+    if m.needs_calibration:
+        if calibration is None:
+            raise ValueError(
+                f"method {method!r} needs calibration: pass calibration=[some texts] with an LLM "
+                "(a few hundred tokens of typical input is enough)"
+            )
+        if callable(calibration):
+            run = calibration
+        elif isinstance(llm_or_model, nn.Module):
+            raise ValueError("calibration prompts need an LLM (to score them); pass a callable")
+        else:
+            prompts = list(calibration)
+            run = lambda: [llm_or_model.score(p) for p in prompts]  # noqa: E731
+        amax = collect_act_amax(model, linears, run)
+    for name, linear in linears.items():
+        parent_name, _, child = name.rpartition(".")
+        q = QuantLinear.from_linear(linear, method, amax.get(name))
+        setattr(model.get_submodule(parent_name), child, q)
+    return model
+
+
+# -- checkpoints: safetensors, never pickle -------------------------------------------------
+
+QUANT_FILE = "model.quant.safetensors"
+
+
+def save_quantized(llm_or_model, folder) -> Path:
+    """Write every tensor of the model to folder/model.quant.safetensors; the metadata's
+    "quantization" entry is a JSON {layer name: method and shapes} that load_quantized reads."""
+    model = _causal_lm(llm_or_model)
+    layers = {n: m.to_dict() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    if not layers:
+        raise ValueError("the model has no QuantLinear layers; call quantize_model first")
+    tensors, seen = {}, set()
+    for name, t in model.state_dict().items():
+        if t.data_ptr() in seen:  # tied lm_head: the embedding already holds it
+            continue
+        seen.add(t.data_ptr())
+        tensors[name] = t.detach().contiguous().cpu()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "minirt-quant", "version": "1", "quantization": json.dumps(layers)}
+    save_file(tensors, str(folder / QUANT_FILE), metadata=meta)
+    return folder / QUANT_FILE
+
+
+@torch.no_grad()
+def load_quantized(llm_or_model, folder) -> nn.Module:
+    """Fill a full-precision model of the same config (e.g. `LLM(...).model`) from a folder that
+    save_quantized wrote: its decoder projections become the saved QuantLinears, bit for bit."""
+    model = _causal_lm(llm_or_model)
+    path = Path(folder) / QUANT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; write it with save_quantized(model, folder)")
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        if meta.get("format") != "minirt-quant":
+            raise ValueError(f"{path} was not written by save_quantized (no minirt-quant metadata)")
+        saved = {k: f.get_tensor(k) for k in f.keys()}
+    device = next(model.parameters()).device
+    for name, info in json.loads(meta["quantization"]).items():
+        prefix = name + "."
+        own = {k[len(prefix) :]: v.to(device) for k, v in saved.items() if k.startswith(prefix)}
+        parent_name, _, child = name.rpartition(".")
+        q = QuantLinear(info["name"], info["in_features"], info["out_features"], own, info["parts"])
+        setattr(model.get_submodule(parent_name), child, q)
+    state = model.state_dict()
+    unknown = sorted(set(saved) - set(state))
+    if unknown:
+        raise ValueError(f"{path} holds tensors this model lacks: {unknown[:3]}; same config?")
+    loaded_ptrs = set()
+    for name, t in saved.items():
+        dest = state[name]
+        if dest.shape != t.shape:
+            raise ValueError(f"{name}: saved shape {tuple(t.shape)} != model {tuple(dest.shape)}")
+        dest.copy_(t)
+        loaded_ptrs.add(dest.data_ptr())
+    missing = [n for n, t in state.items() if t.data_ptr() not in loaded_ptrs]
+    if missing:
+        raise ValueError(f"{path} lacks tensors: {missing[:3]}")
+    return model
