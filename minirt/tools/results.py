@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,43 @@ def results_root() -> Path:
         if candidate.is_dir():
             return candidate
     return _PACKAGE_RESULTS
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """One committed result file, known from its name: `<device>/<topic>-<stamp>[-n].json`."""
+
+    path: Path
+    device: str
+    topic: str
+    stamp: str  # YYYYmmdd-HHMMSS (UTC, as write_results names files)
+    n: int = 0  # a second run in the same second gets -1, -2, …
+
+    @property
+    def date(self) -> str:
+        d, t = self.stamp.split("-")
+        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}"
+
+
+def find_results(
+    topics: str | Sequence[str], root: str | os.PathLike[str] | None = None
+) -> list[ResultFile]:
+    """Every `<root>/<device>/<topic>-YYYYmmdd-HHMMSS[-n].json` of `topics`, newest first (by the
+    stamp in the name; `root` defaults to `results_root()`). Found by name only, so one
+    malformed file can't hide the others; the dashboard pages list runs with it."""
+    topics = [topics] if isinstance(topics, str) else list(topics)
+    names = re.compile(
+        rf"^({'|'.join(map(re.escape, topics))})-(\d{{8}})-(\d{{6}})(?:-(\d+))?\.json$"
+    )
+    folder = Path(root) if root is not None else results_root()
+    found = []
+    if folder.is_dir():
+        for device in sorted(p for p in folder.iterdir() if p.is_dir()):
+            for path in sorted(device.glob("*.json")):
+                if m := names.match(path.name):
+                    topic, day, time, n = m.groups()
+                    found.append(ResultFile(path, device.name, topic, f"{day}-{time}", int(n or 0)))
+    return sorted(found, key=lambda f: (f.stamp, f.n, f.device, f.topic), reverse=True)
 
 
 def latest_results(

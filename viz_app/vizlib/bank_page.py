@@ -9,7 +9,6 @@ kernels). Everything here is data shaping and drawing. Notebook 09 (bank conflic
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import pandas as pd
 
 from minirt.bench.results import load_results
 from minirt.tools import bank
-from minirt.tools.results import results_root
+from minirt.tools.results import find_results, results_root
 
 ACCESSES = ("row", "column", "transposed", "broadcast", "pattern")
 WIDTH_NAMES = {4: "4 B (fp32 / 32-bit)", 8: "8 B (fp64 / float2)", 16: "16 B (float4 / 128-bit)"}
@@ -166,16 +165,8 @@ def metric_values(result: bank.BankAccess) -> dict[str, str]:
 def latest(topic: str, root: str | Path | None = None) -> Path | None:
     """The newest `<root>/<device>/<topic>-YYYYmmdd-HHMMSS[-n].json` over every device (by the
     stamp in the name), or None when there is none; `root` defaults to bench/results."""
-    folder = Path(root) if root is not None else results_root()
-    pattern = re.compile(rf"^{re.escape(topic)}-(\d{{8}})-(\d{{6}})(?:-(\d+))?\.json$")
-    found = []
-    if folder.is_dir():
-        for path in folder.glob(f"*/{topic}-*.json"):
-            m = pattern.match(path.name)
-            if m:
-                day, time, n = m.groups()
-                found.append(((day, time, int(n or 0)), path))
-    return max(found)[1] if found else None
+    found = find_results(topic, root if root is not None else results_root())
+    return found[0].path if found else None
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import math
 import re
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pandas as pd
 
 from minirt.bench.results import load_results
 from minirt.config import PRESETS, ModelConfig
-from minirt.tools.results import results_root
+from minirt.tools.results import ResultFile, find_results
 from minirt.tools.roofline import H100_SXM, Hardware, crossover_batch, decode_step
 
 TOPICS = ("roofline", "gpu", "engine")
@@ -38,27 +37,15 @@ MODEL = "roofline model"
 EMBEDDED = "minirt embedded target"
 DEFAULT_CONTEXT = 128  # tokens, when a set records neither prompt length nor new tokens
 MAX_MODEL_BATCH = 1 << 16
-_FILE = re.compile(rf"^({'|'.join(TOPICS)})-(\d{{8}})-(\d{{6}})(?:-(\d+))?\.json$")
+_FILE = re.compile(rf"^({'|'.join(TOPICS)})-(\d{{8}})-(\d{{6}})(?:-(\d+))?\.json$")  # a file's name
 
 
 class ResultError(ValueError):
     """A result file this page can't draw: the message says what is wrong with it."""
 
 
-@dataclass(frozen=True)
-class ResultSet:
-    """One committed result file, known from its name: `<device>/<topic>-<date>[-n].json`."""
-
-    path: Path
-    device: str
-    topic: str
-    stamp: str  # YYYYmmdd-HHMMSS (UTC, as write_results names files)
-    n: int = 0  # a second run in the same second gets -1, -2, …
-
-    @property
-    def date(self) -> str:
-        d, t = self.stamp.split("-")
-        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}"
+class ResultSet(ResultFile):
+    """One committed roofline, gpu or engine result (`minirt.tools.results.ResultFile`)."""
 
     @property
     def label(self) -> str:
@@ -72,16 +59,7 @@ def discover(root: str | Path | None = None) -> list[ResultSet]:
     `root` defaults to the repository's `bench/results` (`minirt.tools.results.results_root`).
     Files are found by name only, so one malformed file can't hide the others.
     """
-    folder = Path(root) if root is not None else results_root()
-    found = []
-    if folder.is_dir():
-        for device in sorted(p for p in folder.iterdir() if p.is_dir()):
-            for path in sorted(device.glob("*.json")):
-                m = _FILE.match(path.name)
-                if m:
-                    topic, day, time, n = m.groups()
-                    found.append(ResultSet(path, device.name, topic, f"{day}-{time}", int(n or 0)))
-    return sorted(found, key=lambda s: (s.stamp, s.n, s.device, s.topic), reverse=True)
+    return [ResultSet(f.path, f.device, f.topic, f.stamp, f.n) for f in find_results(TOPICS, root)]
 
 
 def load_set(path: str | Path, name: str | None = None) -> dict[str, Any]:

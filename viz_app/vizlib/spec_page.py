@@ -17,7 +17,6 @@ Notebook 07 (speculative decoding).
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from minirt.bench.results import load_results
 from minirt.config import PRESETS, ModelConfig
 from minirt.kv import kv_cache_bytes_per_token
 from minirt.model.loader import resolve_model_path
-from minirt.tools.results import results_root
+from minirt.tools.results import ResultFile, find_results, results_root
 from minirt.tools.spec import CostCurve, break_even_batch, predict, speedup
 from vizlib.runs import DTYPE, RunSettings, embedded_model_config
 
@@ -401,7 +400,6 @@ TIMES = {
     "gpu_ms_expanded": "CUDA graph, k + 1 one-token rows as the engine verifies (gpu_ms_expanded)",
 }
 MODES = {"ms": "eager", "gpu_ms": "CUDA graphs", "gpu_ms_expanded": "CUDA graphs"}
-_FILE = re.compile(r"^spec-(\d{8})-(\d{6})(?:-(\d+))?\.json$")
 
 
 class SpecError(ValueError):
@@ -423,34 +421,20 @@ def roofline_pair(
     )
 
 
-@dataclass(frozen=True)
-class SpecResult:
-    """One committed `<device>/spec-<date>.json`."""
-
-    path: Path
-    device: str
-    stamp: str  # YYYYmmdd-HHMMSS
-    n: int = 0
+class SpecResult(ResultFile):
+    """One committed `<device>/spec-<date>.json` (`minirt.tools.results.ResultFile`)."""
 
     @property
     def label(self) -> str:
-        d, t = self.stamp.split("-")
         extra = f" (#{self.n + 1})" if self.n else ""
-        return f"{self.device} / {d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}{extra}"
+        return f"{self.device} / {self.date}{extra}"
 
 
 def discover(root: str | Path | None = None) -> list[SpecResult]:
     """Every `<root>/<device>/spec-<date>.json`, newest first (`root`: the repository's
     bench/results). Found by name only; `load_spec` reads one."""
-    folder = Path(root) if root is not None else results_root()
-    found = []
-    if folder.is_dir():
-        for device in sorted(p for p in folder.iterdir() if p.is_dir()):
-            for path in sorted(device.glob("spec-*.json")):
-                if m := _FILE.match(path.name):
-                    day, time, n = m.groups()
-                    found.append(SpecResult(path, device.name, f"{day}-{time}", int(n or 0)))
-    return sorted(found, key=lambda s: (s.stamp, s.n, s.device), reverse=True)
+    found = find_results("spec", root if root is not None else results_root())
+    return [SpecResult(f.path, f.device, f.topic, f.stamp, f.n) for f in found]
 
 
 @dataclass

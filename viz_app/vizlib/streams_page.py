@@ -18,7 +18,6 @@ Notebook 06 (pinned memory and streams).
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ import altair as alt
 import pandas as pd
 
 from minirt.bench.results import load_results
-from minirt.tools.results import results_root
+from minirt.tools.results import ResultFile, find_results
 from minirt.tools.streams import (
     COMPUTE,
     CPU,
@@ -54,7 +53,6 @@ EXPERIMENTS = {
     "matmul": "matmul — the compute rate (calibration)",
 }
 DEFAULT_PROGRAM = "overlap two streams"  # what the page opens on
-_FILE = re.compile(r"^transfers-(\d{8})-(\d{6})(?:-(\d+))?\.json$")
 
 
 class StreamsError(ValueError):
@@ -113,27 +111,20 @@ class TransferSet:
 
     @property
     def label(self) -> str:
-        d, t = self.stamp.split("-")
         extra = f" (#{self.n + 1})" if self.n else ""
-        return f"{self.device} / {d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}{extra}"
+        date = ResultFile(self.path, self.device, "transfers", self.stamp).date
+        return f"{self.device} / {date}{extra}"
 
 
 def discover(root: str | Path | None = None) -> list[TransferSet]:
     """Every `<root>/<device>/transfers-<date>.json` with its `transfers-trace-<date>.json`,
     newest first (`root` defaults to the repository's bench/results). Found by name only."""
-    folder = Path(root) if root is not None else results_root()
     found = []
-    if folder.is_dir():
-        for device in sorted(p for p in folder.iterdir() if p.is_dir()):
-            for path in sorted(device.glob("transfers-*.json")):
-                m = _FILE.match(path.name)
-                trace = path.with_name(path.name.replace("transfers-", "transfers-trace-", 1))
-                if m and trace.is_file():
-                    day, time, n = m.groups()
-                    found.append(
-                        TransferSet(path, trace, device.name, f"{day}-{time}", int(n or 0))
-                    )
-    return sorted(found, key=lambda s: (s.stamp, s.n, s.device), reverse=True)
+    for f in find_results("transfers", root):
+        trace = f.path.with_name(f.path.name.replace("transfers-", "transfers-trace-", 1))
+        if trace.is_file():
+            found.append(TransferSet(f.path, trace, f.device, f.stamp, f.n))
+    return found
 
 
 @dataclass
