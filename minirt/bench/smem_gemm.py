@@ -429,6 +429,41 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
                          command, config=config)  # fmt: skip
 
 
+# The ld/st bank conflicts each kernel's addresses imply, in Nsight Compute's units at
+# NCU_REF^3; every count grows as size^3 (blocks as size^2, steps along K as size). Each is
+# minirt.tools.bank.simulate over the kernel's shared-memory instructions, re-derived in
+# tests/bench/test_smem_gemm.py; tiled_transposed_conflict's assumes its B reads compile to
+# LDS.128, as its wavefront count says (notebook 09, section 3).
+NCU_REF = 1024
+ADDRESS_CONFLICTS = {
+    "naive": (0, 0), "tiled": (0, 0), "tiled_nosync": (0, 0),
+    "tiled_transposed_conflict": (234_881_024, 32_505_856), "tiled_transposed_pad": (0, 0),
+    "swizzled": (0, 0), "regblock": (4_194_304, 262_144),
+    "templated_128x128x8_8x8": (4_194_304, 262_144),
+    "templated_128x128x16_8x8": (4_194_304, 786_432),
+    "templated_64x64x8_4x4": (0, 524_288), "templated_128x64x16_8x4": (0, 1_572_864),
+}  # fmt: skip
+
+
+def residue(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """What ncu counts beyond the conflicts the addresses imply: per kernel and op, the extra
+    conflicts and their share (%) of that op's wavefronts. Kernels without ncu counts are left
+    out. The residue is what whole-kernel counters add to the per-instruction picture
+    (notebook 09, section 5)."""
+    scale = (record["config"]["ncu_size"] / NCU_REF) ** 3
+    rows = []
+    for r in record["results"]:
+        if r["kernel"] not in ADDRESS_CONFLICTS or r["ld_conflicts"] is None:
+            continue
+        row: dict[str, Any] = {"kernel": r["kernel"]}
+        for op, expected in zip(("ld", "st"), ADDRESS_CONFLICTS[r["kernel"]], strict=True):
+            extra = r[f"{op}_conflicts"] - round(expected * scale)
+            row[f"{op}_residue"] = extra
+            row[f"{op}_pct"] = 100 * extra / r[f"{op}_wavefronts"] if r[f"{op}_wavefronts"] else 0.0
+        rows.append(row)
+    return rows
+
+
 def summary(results: list[dict[str, Any]]) -> str:
     lines = [f"{'kernel':28s} {'GFLOP/s':>9s} {'x cuBLAS':>8s} {'rel err':>8s} "
              f"{'ld/st conflicts':>20s} {'races':>5s}"]  # fmt: skip

@@ -3,12 +3,17 @@
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from minirt.bench import bank
 from minirt.bench.__main__ import main
+from minirt.bench.results import load_results
 from minirt.tools.bank import PATTERNS
+
+RESULTS = sorted(Path(__file__).resolve().parents[2].glob("bench/results/*/bank-*.json"))
+NEWEST = {p.parent.name: p for p in RESULTS}  # names sort by date: each device's newest run
 
 _ACCESS = re.compile(r"(ld\.shared\.\S+|st\.shared\.\S+|ldmatrix\.\S+)")
 
@@ -99,3 +104,17 @@ def test_the_bank_topic_exits_2_with_a_clear_message_without_ncu(monkeypatch, ca
     monkeypatch.setattr("shutil.which", lambda name: None)
     assert main(["bank", "--out", str(tmp_path)]) == 2
     assert "ncu" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(len(NEWEST) < 2, reason="needs bank-*.json from two devices")
+def test_every_gpu_counts_the_same_wavefronts_and_conflicts_for_every_pattern():
+    # One instruction of one warp, nothing else in flight: the counts are the addresses' alone,
+    # so two GPUs of the same SM (H100, H200: compute capability 9.0) must agree exactly.
+    counts = {}
+    for device, path in NEWEST.items():
+        rows = load_results(path)["results"]
+        counts[device] = {r["pattern"]: (r["wavefronts"], r["conflicts"]) for r in rows}
+    first, *others = counts.values()
+    assert len(first) == len(PATTERNS)
+    for other in others:
+        assert other == first, {k: (first.get(k), v) for k, v in other.items() if first.get(k) != v}

@@ -14,6 +14,7 @@ from minirt.bench.results import load_results
 from minirt.tools.bank import simulate
 
 RESULTS = sorted(Path(__file__).resolve().parents[2].glob("bench/results/*/smem-gemm-*.json"))
+NEWEST = {p.parent.name: p for p in RESULTS}  # names sort by date: each device's newest run
 
 
 def entries(ptx):
@@ -64,6 +65,79 @@ def test_the_transposed_tile_conflicts_32_ways_and_padding_or_swizzling_removes_
     swizzled = [4 * (tx * 32 + (k ^ tx)) for tx in range(32)]
     assert simulate(plain, 4, "ld").wavefronts == 32
     assert simulate(padded, 4, "ld").wavefronts == simulate(swizzled, 4, "ld").wavefronts == 1
+
+
+def conflicts(words, width=4, op="ld"):
+    """Bank conflicts of one warp instruction; `words` are 4-byte offsets, None = inactive."""
+    return simulate([None if w is None else 4 * w for w in words], width, op).conflicts
+
+
+def simple_conflicts(name):
+    """(ld, st) conflicts of one 32 x 32 block over one tile of K (steps 2-5): warp ty stores
+    As[ty][tx] and its B element, then for each k reads As[ty][k] and the B tile's element."""
+    width = 33 if name == "tiled_transposed_pad" else 32
+    b_store = {"tiled": lambda ty, tx: ty * 32 + tx, "swizzled": lambda ty, tx: tx * 32 + (ty ^ tx)}
+    b_store = b_store.get(name.replace("_nosync", ""), lambda ty, tx: tx * width + ty)
+    ld = st = 0
+    for ty in range(32):
+        st += conflicts([ty * 32 + tx for tx in range(32)], 4, "st")
+        st += conflicts([b_store(ty, tx) for tx in range(32)], 4, "st")
+        ld += 32 * conflicts([ty * 32] * 32)  # As[ty][k]: one word for the warp, any k
+        for k in range(32):
+            if name == "tiled_transposed_conflict":  # Bt[tx][k..k+3], one LDS.128 per 4 k
+                ld += conflicts([tx * 32 + k for tx in range(32)], 16) if k % 4 == 0 else 0
+            elif name == "swizzled":
+                ld += conflicts([tx * 32 + (k ^ tx) for tx in range(32)])
+            else:  # Bs[k][tx] row-major, or Bt[tx][k] in rows of 33
+                ld += conflicts([k * 32 + tx if width == 32 else tx * 33 + k for tx in range(32)])
+    return ld, st
+
+
+def regblock_conflicts(bm, bn, bk, tm, tn):
+    """(ld, st) conflicts of one block of steps 6-7: per k (inner loop) and per tile of K."""
+    threads, ld, st = (bm // tm) * (bn // tn), 0, 0
+    a_step, b_step = threads // (bk // 4), threads // (bn // 4)  # rows stored per pass
+    for w in range(0, threads, 32):
+        t = range(w, w + 32)
+        for v in range(0, tm, 4):  # a[TM] = As[k][tRow..], float4 reads (any k: BM % 32 == 0)
+            ld += conflicts([x // (bn // tn) * tm + v for x in t], 16)
+        for v in range(0, tn, 4):  # b[TN] = Bs[k][tCol..]
+            ld += conflicts([x % (bn // tn) * tn + v for x in t], 16)
+        for r0 in range(0, bm, a_step):  # As[(aCol + i) * BM + r] = v.x .. v.w
+            for i in range(4):
+                rows = [x // (bk // 4) + r0 for x in t]
+                st += conflicts([(x % (bk // 4) * 4 + i) * bm + r if r < bm else None
+                                 for x, r in zip(t, rows, strict=True)], 4, "st")  # fmt: skip
+        for r0 in range(0, bk, b_step):  # Bs[r * BN + bCol] as one float4
+            rows = [x // (bn // 4) + r0 for x in t]
+            st += conflicts([r * bn + x % (bn // 4) * 4 if r < bk else None
+                             for x, r in zip(t, rows, strict=True)], 16, "st")  # fmt: skip
+    return ld * bk, st  # per tile of K: BK steps of the inner loop, one pass of stores
+
+
+def test_address_conflicts_are_what_the_simulator_derives_from_each_instruction():
+    n, shapes = smem_gemm.NCU_REF, {"regblock": (128, 128, 8, 8, 8)}
+    shapes |= {smem_gemm._templated(*s).name: s for s in smem_gemm.SHAPES}
+    for kernel in smem_gemm.KERNELS:
+        if kernel.name == "naive":  # no shared memory
+            derived = (0, 0)
+        elif kernel.name in shapes:
+            bm, bn, bk, *_ = shape = shapes[kernel.name]
+            derived = tuple(
+                c * (n // bm) * (n // bn) * (n // bk) for c in regblock_conflicts(*shape)
+            )
+        else:
+            derived = tuple(c * (n // 32) ** 3 for c in simple_conflicts(kernel.name))
+        assert smem_gemm.ADDRESS_CONFLICTS[kernel.name] == derived, kernel.name
+
+
+def test_residue_is_what_ncu_counts_beyond_the_addresses_scaled_to_its_size():
+    rows = [{"kernel": "tiled_transposed_conflict", "ld_conflicts": 234_881_024 // 8 + 5,
+             "ld_wavefronts": 1000, "st_conflicts": 32_505_856 // 8, "st_wavefronts": 0},
+            {"kernel": "cublas", "ld_conflicts": None}]  # fmt: skip
+    (row,) = smem_gemm.residue({"config": {"ncu_size": 512}, "results": rows})
+    assert row == {"kernel": "tiled_transposed_conflict", "ld_residue": 5, "ld_pct": 0.5,
+                   "st_residue": 0, "st_pct": 0.0}  # fmt: skip
 
 
 def test_sizes_that_are_not_multiples_of_the_largest_tile_are_refused():
@@ -146,13 +220,44 @@ def test_committed_results_show_the_lessons_of_the_series(path):
             assert r["max_rel_err"] is not None and r["max_rel_err"] < bound, name
     hand_written = [r["fraction_of_cublas"] for name, r in rows.items() if name != "cublas"]
     assert max(hand_written) >= 0.5
-    # The swizzled tile reads exactly its ideal wavefronts. The padded one reads a residue that
-    # its addresses do not explain (0.07 % of its load wavefronts on the H200, as in `tiled`):
-    # whole-kernel counters see more than one instruction's pattern. Against that, the
-    # transposed tile without padding is a 32-way conflict on every load.
+    # The swizzled tile reads exactly its ideal wavefronts; the transposed tile without padding
+    # is a 32-way conflict on every load, against a padded one that is conflict-free by its
+    # addresses.
     assert rows["swizzled"]["ld_conflicts"] == 0
     pad, bad = rows["tiled_transposed_pad"], rows["tiled_transposed_conflict"]
-    assert pad["ld_conflicts"] < 0.001 * pad["ld_wavefronts"]
     assert bad["ld_conflicts"] > 1000 * max(1, pad["ld_conflicts"])
+    # Residue: what ncu counts beyond smem_gemm.ADDRESS_CONFLICTS (notebook 09, section 5).
+    # Never negative: fewer than the addresses force would mean our model of an instruction is
+    # wrong. On loads it stays under 0.1 % of the wavefronts: 0.057-0.068 % in tiled, nosync
+    # and padded, on the H100 and the H200 alike (~30k at 1024^3); 0.005-0.007 % in 64x64;
+    # none in swizzled and the 128-wide tiles. On stores it is far larger: 12-20 % of the
+    # store wavefronts of tiled, padded and swizzled. Its count differs between the two GPUs by
+    # a few per cent where every address-decided count is identical (the test below), so it
+    # depends on timing, not on addresses. HYPOTHESIS, not established: shared accesses that
+    # lose a cycle of the SM's L1/shared-memory data banks to other traffic, global loads
+    # returning into L1 most likely; it fits that only kernels with 32-64 resident warps
+    # (many loads in flight) show a load residue. Test: ncu at other sizes, or a variant
+    # without global loads.
+    for r in smem_gemm.residue(record):
+        assert r["ld_residue"] >= 0 and r["st_residue"] >= 0, r
+        assert r["ld_pct"] < 0.1, r
     assert rows["tiled_nosync"]["racecheck_hazards"] > 0
     assert rows["tiled"]["racecheck_hazards"] == 0
+
+
+@pytest.mark.skipif(len(NEWEST) < 2, reason="needs smem-gemm-*.json from two devices")
+def test_counts_the_addresses_decide_are_identical_on_every_gpu():
+    # Same kernels, same addresses: ncu's ideal wavefronts (wavefronts - conflicts) of every
+    # kernel, and the load conflicts of those without a residue, agree to the last digit on
+    # every GPU; only the residue (timing) may differ.
+    exact = ["tiled_transposed_conflict", "swizzled", "regblock", "templated_128x64x16_8x4"]
+    seen = {}
+    for device, path in NEWEST.items():
+        rows = [r for r in load_results(path)["results"] if r["ld_conflicts"] is not None]
+        seen[device] = {r["kernel"]: (r["ld_wavefronts"] - r["ld_conflicts"],
+                                      r["st_wavefronts"] - r["st_conflicts"],
+                                      r["ld_conflicts"] if r["kernel"] in exact else None)
+                        for r in rows}  # fmt: skip
+    first, *others = seen.values()
+    assert len(first) == len(smem_gemm.KERNELS)
+    assert all(other == first for other in others), seen

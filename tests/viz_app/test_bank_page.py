@@ -11,11 +11,20 @@ import pytest
 
 from minirt.bench.results import load_results
 from minirt.tools import bank
+from minirt.tools.results import find_results
 from vizlib import bank_page as bp
 
 PAGE = "pages/07_Bank_conflicts.py"
-BANK = bp.latest("bank")
-GEMM = bp.latest("smem-gemm")
+RUNS = find_results(("bank", "smem-gemm"))  # newest first
+GPUS = list(dict.fromkeys(f.device for f in RUNS))
+GPU = "h100" if "h100" in GPUS else (GPUS[0] if GPUS else None)  # what the page opens on
+
+
+def newest(topic, gpu=GPU):
+    return next((f.path for f in RUNS if f.topic == topic and f.device == gpu), None)
+
+
+BANK, GEMM = newest("bank"), newest("smem-gemm")
 
 
 def chart_frames(at, i: int) -> list[pd.DataFrame]:
@@ -88,6 +97,22 @@ def test_sgemm_chart_lists_every_kernel_of_the_committed_json(open_page):
     assert list(frame["kernel"]) == kernels
     table = at.dataframe[-1].value  # the SGEMM table comes last
     assert list(table["kernel"]) == kernels and "racecheck_hazards" in table.columns
+
+
+def test_the_page_opens_on_the_h100_runs_and_offers_every_gpu(open_page):
+    if not GPUS:
+        pytest.skip("no bank-*.json or smem-gemm-*.json is committed")
+    at = open_page(PAGE)
+    picker = at.selectbox(key="bank_gpu")
+    assert picker.value == GPU and list(picker.options) == GPUS
+    if GEMM is not None:
+        assert f"bench/results/{GPU}/{GEMM.name}" in at.markdown[-1].value
+    for gpu in GPUS:  # each GPU's own newest SGEMM run, or a caption saying there is none
+        picker.set_value(gpu).run()
+        assert not at.exception, [e.value for e in at.exception]
+        path = newest("smem-gemm", gpu)
+        shown = at.markdown[-1].value if path else captions(at)
+        assert (path.name if path else f"bench/results/{gpu}/") in shown
 
 
 def test_missing_results_give_captions_not_a_crash(open_page, metric, monkeypatch, tmp_path):

@@ -1,14 +1,17 @@
 """Bank conflicts: which of the 32 shared-memory banks each thread of a warp hits, and the cost.
 
 Data: `minirt.tools.bank.simulate` on the access the sidebar builds (tile, padding, swizzle, or a
-named `PATTERNS` entry), beside the Nsight Compute value of the newest committed
-`bench/results/*/bank-*.json` when the access is a measured pattern; and the SGEMM series of the
-newest `smem-gemm-*.json`. Notebook 09 (bank conflicts, swizzles and the shared-memory GEMM).
+named `PATTERNS` entry), beside the Nsight Compute value of the committed
+`bench/results/<gpu>/bank-*.json` when the access is a measured pattern; and the SGEMM series of
+`smem-gemm-*.json`. The sidebar picks the GPU (the H100, the course's reference, when it has runs;
+else the newest) and each section shows that GPU's newest run. Notebook 09 (bank conflicts,
+swizzles and the shared-memory GEMM).
 """
 
 import streamlit as st
 
 from minirt.tools import bank
+from minirt.tools.results import find_results
 from vizlib import bank_page as bp
 from vizlib.registry import page_for
 
@@ -29,8 +32,8 @@ def load(path: str) -> dict:
 
 
 def newest(topic: str) -> tuple[str | None, dict | None, str | None]:
-    """(name, record, error) of the newest committed result of a topic."""
-    path = bp.latest(topic)
+    """(name, record, error) of the chosen GPU's newest committed result of a topic."""
+    path = next((f.path for f in runs if f.topic == topic and f.device == gpu), None)
     if path is None:
         return None, None, None
     name = f"bench/results/{path.parent.name}/{path.name}"
@@ -41,6 +44,17 @@ def newest(topic: str) -> tuple[str | None, dict | None, str | None]:
 
 
 sb = st.sidebar
+runs = find_results(("bank", "smem-gemm"), bp.results_root())  # newest first
+gpus = list(dict.fromkeys(f.device for f in runs))
+gpu = None  # no run committed: the simulator alone
+if gpus:
+    gpu = sb.selectbox(
+        "Measured on",
+        gpus,
+        index=gpus.index("h100") if "h100" in gpus else 0,  # the course's GPU, else the newest
+        key="bank_gpu",
+        help="bench/results/<gpu>/: that GPU's newest bank-*.json and smem-gemm-*.json",
+    )
 access = sb.selectbox("Access", bp.ACCESSES, index=1, key="bank_access")
 if access == "pattern":
     pattern = sb.selectbox(
@@ -114,8 +128,8 @@ elif bank_error:
     source = f"Can't read {bank_name}: {bank_error}"
 elif bank_record is None:
     source = (
-        "No bank-*.json is committed under bench/results/: run `python -m minirt.bench bank` "
-        "on a GPU for the Nsight Compute values."
+        f"No bank-*.json is committed under bench/results/{gpu or '<gpu>'}/: run `python -m "
+        "minirt.bench bank` on a GPU for the Nsight Compute values."
     )
 else:
     source = (
@@ -140,8 +154,8 @@ if gemm_record is None:
     st.caption(
         f"Can't read {gemm_name}: {gemm_error}"
         if gemm_error
-        else "No smem-gemm-*.json is committed under bench/results/: run `python -m minirt.bench "
-        "smem-gemm` on a GPU to fill this section."
+        else f"No smem-gemm-*.json is committed under bench/results/{gpu or '<gpu>'}/: run "
+        "`python -m minirt.bench smem-gemm` on a GPU to fill this section."
     )
 else:
     config = gemm_record.get("config") or {}
