@@ -161,7 +161,13 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = True
+    enable_prefix_caching: bool = True  # False = prefix_cache=None (the older switch)
+    # Prefix caching: "hash" = vLLM's hash-chained full blocks (BlockManager), "radix" =
+    # SGLang's token-level radix tree (RadixCache), None = off. Notebook 11 compares them.
+    prefix_cache: str | None = "hash"
+    schedule_policy: str = "fcfs"  # order of waiting requests: "fcfs" | "lpm" | "dfs-weight"
+    batch_priority: str = "decode-first"  # or "prefill-first": a step of prefills when any fit
+    overlap_schedule: bool = False  # schedule step n+1 while step n runs (tokens resolved late)
     preemption_mode: str = "recompute"  # or "swap": KV to pinned host memory and back
     swap_space_bytes: int = 256 * 2**20  # host memory for swapped-out KV (preemption_mode="swap")
     device: str = "auto"  # "auto" -> cuda when available, else cpu
@@ -175,8 +181,21 @@ class EngineConfig:
     # proposes num_speculative_tokens tokens per step and the target verifies them in one forward.
     speculative_model: str | None = None
     num_speculative_tokens: int = 0  # k; 0 = off
+    # Weight quantization (minirt.quant): a method name such as "w4a16-g128", "fp8-dynamic" or
+    # "int8"; the decoder's projections are quantized at load, before the graphs are captured.
+    quantization: str | None = None
 
     def __post_init__(self) -> None:
+        if self.quantization is not None:
+            from minirt.quant.linear import get_method  # raises, listing the methods
+
+            if get_method(self.quantization).needs_calibration:
+                raise ValueError(
+                    f"quantization={self.quantization!r} needs calibration data; build LLM() "
+                    "unquantized and call minirt.quant.quantize_model(llm, method, "
+                    "calibration=[texts]), or pick a method without it (w4a16-*, fp8-dynamic, int8)"
+                )
+        self._check_scheduling()
         if self.block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
         if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
@@ -213,6 +232,36 @@ class EngineConfig:
                 f"num_speculative_tokens={k})"
             )
 
+    def _check_scheduling(self) -> None:
+        if not self.enable_prefix_caching and self.prefix_cache == "radix":
+            raise ValueError("enable_prefix_caching=False contradicts prefix_cache='radix'")
+        if not self.enable_prefix_caching:
+            self.prefix_cache = None
+        self.enable_prefix_caching = self.prefix_cache is not None
+        for name, value, valid in (
+            ("prefix_cache", self.prefix_cache, ("hash", "radix", None)),
+            ("schedule_policy", self.schedule_policy, ("fcfs", "lpm", "dfs-weight")),
+            ("batch_priority", self.batch_priority, ("decode-first", "prefill-first")),
+        ):
+            if value not in valid:
+                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        if self.schedule_policy != "fcfs" and self.prefix_cache is None:
+            raise ValueError(f"schedule_policy={self.schedule_policy!r} orders requests by their "
+                             "cached prefix; turn a prefix_cache on or use 'fcfs'")  # fmt: skip
+        if self.schedule_policy == "dfs-weight" and self.prefix_cache != "radix":
+            raise ValueError("schedule_policy='dfs-weight' walks the radix tree; set "
+                             "prefix_cache='radix'")  # fmt: skip
+        if self.overlap_schedule and self.num_speculative_tokens:
+            raise ValueError("overlap_schedule does not combine with speculative decoding yet; "
+                             "turn one of them off")  # fmt: skip
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> EngineConfig:
+        """The defaults of a serving system (SCHEDULING_PRESETS), then `overrides`."""
+        if name not in SCHEDULING_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; pick one of {sorted(SCHEDULING_PRESETS)}")
+        return cls.from_kwargs(**{**SCHEDULING_PRESETS[name], **overrides})
+
     @classmethod
     def from_kwargs(cls, **kwargs) -> EngineConfig:
         known = {f.name for f in fields(cls)}
@@ -223,3 +272,16 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# How vLLM and SGLang schedule by default (notebook 11): vLLM hashes full blocks, admits first come
+# first served and mixes decodes with chunked prefills (decodes first); SGLang keeps a token-level
+# radix tree, admits the longest cached prefix first, runs prefill batches first and overlaps the
+# CPU's scheduling with the GPU's step.
+SCHEDULING_PRESETS: dict[str, dict] = {
+    "vllm": {"prefix_cache": "hash", "schedule_policy": "fcfs", "batch_priority": "decode-first",
+             "enable_chunked_prefill": True, "overlap_schedule": False},
+    "sglang": {"prefix_cache": "radix", "schedule_policy": "lpm",
+               "batch_priority": "prefill-first", "enable_chunked_prefill": True,
+               "overlap_schedule": True},
+}  # fmt: skip

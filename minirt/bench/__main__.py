@@ -130,6 +130,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: a trained target and draft folder (python -m minirt.model.train target "
         "--size gpu-target, draft --size gpu-draft): their curves and tokens/s as pair 'gpu'",
     )  # fmt: skip
+    spec.add_argument("--decode-only", action="store_true",
+                      help="with --pair: only the full-batch decode workload")  # fmt: skip
+    quant = topics.add_parser(
+        "quant",
+        help="(CUDA) quantized GEMMs (W4A16, FP8, INT8) vs cuBLAS, and decode tokens/s",
+        description="GEMM time of the Qwen3-0.6B and Llama-3-8B linear shapes at M = 1..4096: "
+        "cuBLAS bf16, torch._scaled_mm fp8, torch._int_mm, and minirt's Triton W4A16 / FP8 / "
+        "INT8 kernels; decode tokens/s with each method. Writes OUT/<gpu>/quant-<date>.json.",
+    )
+    quant.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    quant.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    quant.add_argument("--methods", nargs="+", help="only these GEMMs beside bf16 (no decode)")
+    moe = topics.add_parser(
+        "moe",
+        help="MoE all-to-all vs message size (gloo on CPU; NCCL) and grouped expert GEMMs (CUDA)",
+        description="Without a GPU (or with --cpu): gloo all_to_all_single between 2 and 4 local "
+        "processes against message size, and the phases of the expert-parallel MoE block; "
+        "writes OUT/cpu/moe-<date>.json. With CUDA: Qwen3-30B-A3B expert GEMMs (Triton grouped "
+        "GEMM, per-expert loop, torch._grouped_mm, reference) for 16-4096 tokens, and NCCL "
+        "all-to-all when there are >= 2 GPUs; writes OUT/<gpu>/moe-<date>.json.",
+    )
+    moe.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    moe.add_argument("--cpu", action="store_true", help="the CPU part even when CUDA is present")
+    moe.add_argument(
+        "--worlds", type=_int_list, default=(2, 4), help="process counts (default: 2,4)"
+    )
+    moe.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    sched = topics.add_parser(
+        "sched",
+        help="vLLM-like vs SGLang-like scheduling (prefix caches, policies, overlap) by workload",
+        description="Each preset (FCFS without a cache, vllm, sglang, and free combinations) on "
+        "few-shot, multi-turn, branching and no-sharing workloads: throughput, TTFT/TPOT p50/p99, "
+        "hit rate vs the offline optimum, CPU/device time split. CPU: the embedded model, "
+        "OUT/cpu/sched-<date>.json; CUDA: Qwen3-0.6B shape, OUT/<gpu>/sched-<date>.json.",
+    )
+    sched.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    sched.add_argument("--cpu", action="store_true", help="the CPU run even when CUDA is present")
+    sched.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
@@ -243,10 +281,50 @@ def main(argv: list[str] | None = None) -> int:
 
         command = shlex.join(["python", "-m", "minirt.bench", *argv])
         if args.pair:
-            path = spec.run_pair(*args.pair, args.out, command, progress=not args.no_progress)
+            path = spec.run_pair(*args.pair, args.out, command, progress=not args.no_progress,
+                                 decode_only=args.decode_only)  # fmt: skip
         else:
             path = spec.run(args.out, command, progress=not args.no_progress)
         print(spec.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "quant":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("error: the quant benchmark needs a CUDA GPU (8-bit tensor cores); on a CPU "
+                  "the kernels run in Triton's interpreter: pytest tests/kernels",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        from minirt.bench import quant
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        methods = set(args.methods) if args.methods else None
+        path = quant.run(args.out, command, progress=not args.no_progress, methods=methods)
+        print(quant.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "sched":
+        import torch
+
+        from minirt.bench import sched
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        if args.cpu or not torch.cuda.is_available():
+            path = sched.run_cpu(args.out, command, progress=not args.no_progress)
+        else:
+            path = sched.run_cuda(args.out, command, progress=not args.no_progress)
+        print(sched.summary(load_results(path)["results"]))
+        print(f"wrote {path}")
+    elif args.topic == "moe":
+        import torch
+
+        from minirt.bench import moe
+
+        command = shlex.join(["python", "-m", "minirt.bench", *argv])
+        if args.cpu or not torch.cuda.is_available():
+            path = moe.run_cpu(args.out, command, worlds=args.worlds)
+        else:
+            path = moe.run_cuda(args.out, command, progress=not args.no_progress)
+        print(moe.summary(load_results(path)["results"]))
         print(f"wrote {path}")
     elif args.topic in ("roofline", "gpu", "kernels"):
         import torch

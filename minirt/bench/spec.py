@@ -17,6 +17,7 @@ batch where speculation stops paying, predicted by the cost model within one pow
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -31,6 +32,8 @@ from minirt.sched import Batch
 from minirt.spec.decoder import _batch, _expand, _Rows
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+WORKLOADS = ("closed", "steady", "decode")
+PAIR_BATCHES = (*BATCHES, 512)  # the trained pair still gains at 256 when the batch stays full
 TOKENS = tuple(range(1, 10))
 
 
@@ -115,29 +118,54 @@ def prompts(n: int, length: int = 64) -> list[str]:
 
 def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str = "cuda",
                progress: bool = True, pair: tuple[str, str] = ("target", "draft"),
-               name: str = "embedded") -> list[dict[str, Any]]:  # fmt: skip
+               name: str = "embedded", steady_load: int = 4,
+               kv_cache_bytes: int = 8 * 2**30,
+               workloads=None) -> list[dict[str, Any]]:  # fmt: skip
+    """Generated tokens/s of each system at each batch size, on two workloads:
+    - "closed": `batch` requests at once; the batch ends with its slowest sequence. Speculation
+      makes sequences finish at different steps, so the last steps run a thinning batch.
+    - "steady" (CUDA-graph systems only): `steady_load` x `batch` requests through `batch` slots
+      (max_num_seqs = batch), so a finished sequence's slot is refilled at once and the batch
+      stays full until the queue drains: what a server at that concurrency sees.
+    """
     from minirt import LLM, SamplingParams
 
     params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    systems = [(0, False), (max(ks), False)]  # (k, CUDA graphs)
+    workloads = WORKLOADS if workloads is None else workloads
+    systems = [(0, False), (max(ks), False)] if "closed" in workloads else []  # (k, graphs)
     if device == "cuda":
         systems += [(0, True)] + [(k, True) for k in ks]
     rows = []
     for k, graphs in tqdm(systems, desc="end to end", disable=not progress):
         spec = dict(speculative_model=pair[1], num_speculative_tokens=k) if k else {}
-        llm = LLM(pair[0], device=device, kv_cache_bytes=2**30 if device != "cuda" else 8 * 2**30,
-                  enforce_eager=not graphs, max_num_seqs=max(batches), **spec)  # fmt: skip
+        kv = kv_cache_bytes if device == "cuda" else 2**30
+        llm = LLM(pair[0], device=device, kv_cache_bytes=kv, enforce_eager=not graphs,
+                  max_num_seqs=max(batches), **spec)  # fmt: skip
         llm.generate(prompts(4), SamplingParams(max_tokens=16), use_tqdm=False)  # warm-up
-        for b in batches:
+        runs = [("closed", 1, 2)] if "closed" in workloads else []
+        runs += [("steady", steady_load, 1)] if graphs and "steady" in workloads else []
+        if (
+            graphs and "decode" in workloads
+        ):  # the steps where the whole batch decodes: what the cost model predicts
+            for b in batches:
+                row = full_batch_decode(
+                    llm, prompts(b), dataclasses.replace(params, max_tokens=256)
+                )
+                rows.append({"experiment": "end_to_end", "pair": name, "workload": "decode",
+                             "batch": b, "requests": b, "k": k, "cuda_graphs": graphs,
+                             **row})  # fmt: skip
+        for (workload, load, reps), b in ((w, b) for w in runs for b in batches):
+            llm.config.max_num_seqs = b  # b slots (the scheduler reads it every step)
             stats = []
-            for _ in range(2):  # the faster of two: the first may meet a compile or a GC pause
+            for _ in range(reps):  # the faster of two: the first may meet a compile or GC pause
                 _sync()
-                llm.generate(prompts(b), params, use_tqdm=False)
+                llm.generate(prompts(b * load), params, use_tqdm=False)
                 stats.append(llm.last_stats)
             s = min(stats, key=lambda x: x.elapsed_s)
             rows.append({
-                "experiment": "end_to_end", "pair": name, "batch": b, "k": k,
-                "cuda_graphs": graphs, "tokens_per_s": s.num_generated_tokens / s.elapsed_s,
+                "experiment": "end_to_end", "pair": name, "workload": workload, "batch": b,
+                "requests": b * load, "k": k, "cuda_graphs": graphs,
+                "tokens_per_s": s.num_generated_tokens / s.elapsed_s,
                 "acceptance_rate": s.acceptance_rate if k else None,
                 "tokens_per_step": s.num_generated_tokens / b / max(1, s.num_steps - 1),
                 "num_steps": s.num_steps, "elapsed_s": s.elapsed_s,
@@ -149,7 +177,39 @@ def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str
     return rows
 
 
-def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = True) -> Path:
+def full_batch_decode(llm, texts: list[str], params) -> dict[str, Any]:
+    """Tokens/s over the steps in which every one of the len(texts) sequences decodes: all
+    prompts are in, none has finished, no prompt chunk shares the step. Prefill steps, the tail
+    of a batch thinning out and admissions are left out. Drives the engine step by step."""
+    from minirt.sched import Sequence
+
+    seqs = [Sequence(-1 - i, llm.tokenizer.encode(t), params) for i, t in enumerate(texts)]
+    for seq in seqs:
+        llm.scheduler.add(seq)
+    tokens = steps = 0
+    seconds, drafted0, accepted0 = 0.0, *llm._spec_counts()
+    t = time.perf_counter()
+    while llm.scheduler.has_unfinished():
+        before = [len(s.output_token_ids) for s in seqs]
+        full = min(before) > 0 and all(s.finish_reason is None for s in seqs)
+        finished = llm.step()
+        now = time.perf_counter()  # step() ends by reading the sampled tokens: GPU work is done
+        if full and not finished:
+            tokens += sum(len(s.output_token_ids) for s in seqs) - sum(before)
+            steps, seconds = steps + 1, seconds + now - t
+        t = now
+    drafted, accepted = llm._spec_counts()
+    drafted, accepted = drafted - drafted0, accepted - accepted0
+    if not steps:  # never the whole batch decoding at once (e.g. the pool or budget split it)
+        return {"tokens_per_s": None, "tokens_per_step": None, "acceptance_rate": None,
+                "num_steps": 0, "elapsed_s": 0.0, "generated_tokens": 0}  # fmt: skip
+    return {"tokens_per_s": tokens / seconds, "tokens_per_step": tokens / len(seqs) / steps,
+            "acceptance_rate": accepted / drafted if drafted else None, "num_steps": steps,
+            "elapsed_s": seconds, "generated_tokens": tokens}  # fmt: skip
+
+
+def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = True,
+             decode_only: bool = False) -> Path:  # fmt: skip
     """A trained pair of model folders (`python -m minirt.model.train target --size gpu-target`
     and `draft --size gpu-draft`): their cost curves and end-to-end tokens/s, as pair "gpu"."""
     from minirt import LLM
@@ -158,18 +218,22 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
 
     rows, cards = [], {}
     for role, folder in (("target", target), ("draft", draft)):
-        llm = LLM(folder, device="cuda", enforce_eager=True, kv_cache_bytes=8 * 2**30)
-        rows += cost_curve(llm, f"gpu-{role}", reps=5, progress=progress)
-        del llm
-        torch.cuda.empty_cache()
+        if not decode_only:
+            llm = LLM(folder, device="cuda", enforce_eager=True, kv_cache_bytes=24 * 2**30)
+            rows += cost_curve(llm, f"gpu-{role}", PAIR_BATCHES, reps=5, progress=progress)
+            del llm
+            torch.cuda.empty_cache()
         info = json.loads((Path(folder) / "training.json").read_text())
         cards[role] = {k: info.get(k) for k in ("size", "params", "command", "steps", "seconds",
                                                 "last_loss", "evals", "device")}  # fmt: skip
         cards[role]["steps"] = info["args"]["steps"]
-    rows += end_to_end(ks=(2, 4), pair=(target, draft), name="gpu", progress=progress)
+    rows += end_to_end(PAIR_BATCHES, ks=(2, 4), pair=(target, draft), name="gpu",
+                       progress=progress, kv_cache_bytes=24 * 2**30,
+                       workloads=("decode",) if decode_only else WORKLOADS)  # fmt: skip
     config = {"gpu": torch.cuda.get_device_name(), "pair": cards,
               "end_to_end": "gpu pair, greedy, 64-character prompts of Python source, 128 new "
-              "tokens each, ignore_eos"}  # fmt: skip
+              "tokens each, ignore_eos; closed: batch requests at once; steady: 4 x batch "
+              "requests through batch slots"}  # fmt: skip
     return write_results("spec", _device(), rows, out_dir, command, config=config)
 
 
@@ -197,7 +261,8 @@ def run(out_dir, command: str, progress: bool = True) -> Path:
         "tokens per sequence; ms: eager, wall time to the end of the GPU work (what the engine "
         "pays today); gpu_ms: the same forward replayed from a CUDA graph (the GPU alone)",
         "end_to_end": "embedded target + draft, greedy, 64-character prompts of Python source, "
-        "128 new tokens each, ignore_eos; tokens_per_step excludes the prefill step",
+        "128 new tokens each, ignore_eos; tokens_per_step excludes the prefill step; closed: "
+        "batch requests at once; steady: 4 x batch requests through batch slots",
     }
     return write_results("spec", _device(), rows, out_dir, command, config=config)
 
@@ -205,12 +270,17 @@ def run(out_dir, command: str, progress: bool = True) -> Path:
 def summary(rows: list[dict[str, Any]]) -> str:
     """End-to-end tokens/s by batch: each system, and speculation's speedup over k = 0 (with
     CUDA graphs or without, as the row)."""
-    e2e = [r for r in rows if r["experiment"] == "end_to_end"]
-    base = {(r["batch"], r["cuda_graphs"]): r["tokens_per_s"] for r in e2e if r["k"] == 0}
-    lines = [f"{'batch':>5} {'k':>2} {'graphs':>6} {'tok/s':>9} {'vs k=0':>8} {'alpha':>6}"]
+    e2e = [r for r in rows if r["experiment"] == "end_to_end" and r["tokens_per_s"]]
+
+    def key(r):  # runs before the steady workload existed were all closed
+        return r.get("workload", "closed"), r["batch"], r["cuda_graphs"]
+
+    base = {key(r): r["tokens_per_s"] for r in e2e if r["k"] == 0}
+    lines = [f"{'load':>6} {'batch':>5} {'k':>2} {'graphs':>6} {'tok/s':>9} {'vs k=0':>8} "
+             f"{'alpha':>6}"]  # fmt: skip
     for r in e2e:
         alpha = f"{r['acceptance_rate']:.2f}" if r["acceptance_rate"] is not None else "-"
-        x = r["tokens_per_s"] / base[r["batch"], r["cuda_graphs"]]
-        lines.append(f"{r['batch']:>5} {r['k']:>2} {r['cuda_graphs']!s:>6} "
+        x = r["tokens_per_s"] / base[key(r)]
+        lines.append(f"{key(r)[0]:>6} {r['batch']:>5} {r['k']:>2} {r['cuda_graphs']!s:>6} "
                      f"{r['tokens_per_s']:>9.0f} {x:>7.2f}x {alpha:>6}")  # fmt: skip
     return "\n".join(lines)

@@ -38,6 +38,7 @@ class DecodeGraphs:
         self.sizes = sorted(set(sizes))
         self.max_model_len = max_model_len
         self.device = device
+        self.pin = False  # stage inputs in pinned memory (set by the engine for overlap_schedule)
         # Static inputs per size: rows input_ids, positions, slot_mapping, context_lens, so a
         # step's integers arrive in one host-to-device copy. Block tables are shared by all.
         self.inputs = {
@@ -87,8 +88,9 @@ class DecodeGraphs:
             self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def run(self, host: dict[str, list]) -> torch.Tensor:
-        """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32."""
+    def run(self, host: dict[str, list], resolve=None) -> torch.Tensor:
+        """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32. `resolve`
+        (overlap_schedule) maps the input ids on the device: placeholders -> last step's tokens."""
         n = len(host["input_ids"])
         bs = self.padded_size(n)
         pad = bs - n  # padding rows store nothing (slot -1) and attend to nothing (context 0)
@@ -97,10 +99,15 @@ class DecodeGraphs:
              host["slot_mapping"] + [-1] * pad, host["context_lens"] + [0] * pad],
             dtype=torch.int64,
         )  # fmt: skip
+        if self.pin:  # overlap_schedule: a pageable copy would wait for the step in flight
+            packed = packed.pin_memory()
         self.inputs[bs].copy_(packed, non_blocking=True)
+        if resolve is not None:
+            self.inputs[bs][0].copy_(resolve(self.inputs[bs][0]))
         tables = host["block_tables"]
         width = max(len(t) for t in tables)
         rows = torch.tensor([t + [-1] * (width - len(t)) for t in tables], dtype=torch.int64)
+        rows = rows.pin_memory() if self.pin else rows
         self.block_tables[:n, :width].copy_(rows, non_blocking=True)  # stale entries past a
         # row's context are never read: its context length bounds every read
         if bs in self.graphs:

@@ -17,9 +17,11 @@ from tqdm.auto import tqdm
 from minirt.config import EngineConfig, ModelConfig
 from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
 from minirt.engine.model_runner import ModelRunner
+from minirt.engine.overlap import OverlapLoop
 from minirt.kernels.backend import get_backend
 from minirt.kv import BlockManager, allocate_kv_pool, kv_cache_bytes_per_token, num_kv_blocks
 from minirt.kv.pool import kv_budget_bytes
+from minirt.kv.radix_cache import RadixCache
 from minirt.kv.swap import SwapSpace
 from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
@@ -77,14 +79,22 @@ def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class LLM:
-    def __init__(self, model: str | Path | None = None, **engine_kwargs):
-        self.config = EngineConfig.from_kwargs(**engine_kwargs)
+    def __init__(self, model: str | Path | None = None, preset: str | None = None, **engine_kwargs):
+        # preset="vllm" | "sglang": that system's scheduling defaults (config.SCHEDULING_PRESETS)
+        if preset is None:
+            self.config = EngineConfig.from_kwargs(**engine_kwargs)
+        else:
+            self.config = EngineConfig.preset(preset, **engine_kwargs)
         self.model_path = resolve_model_path(model)
         self.device = _pick_device(self.config.device)
         self.dtype = _pick_dtype(self.config.dtype, self.device)
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
         self.kernels = get_backend(self.config.kernel_backend, self.device)
         self.model.use_kernels(self.kernels)
+        if self.config.quantization:  # before the pool is sized and the graphs captured
+            from minirt.quant.linear import quantize_model
+
+            quantize_model(self.model, self.config.quantization)
         self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
         mc: ModelConfig = self.model_config
         self.max_model_len = min(
@@ -111,7 +121,12 @@ class LLM:
             budget = budget * per_token // both
         self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
-        self.block_manager = BlockManager(self.num_blocks, bs, self.config.enable_prefix_caching)
+        if self.config.prefix_cache == "radix":  # SGLang's tree over the same pool
+            self.block_manager = RadixCache(self.num_blocks, bs)
+        else:
+            self.block_manager = BlockManager(
+                self.num_blocks, bs, self.config.prefix_cache == "hash"
+            )
         swap = None
         if self.config.preemption_mode == "swap":  # host blocks of the same shape as the pool's
             host_blocks = self.config.swap_space_bytes // (
@@ -134,6 +149,28 @@ class LLM:
             )
             draft = ModelRunner(self.draft_model, draft_pool, self.block_manager, self.config.seed)
             self.spec = SpecRunner(self.runner, draft)
+        self.capture_graphs()
+        self.eos_ids = set(mc.eos_token_id)
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.recorder: Recorder | None = None
+        self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
+        self.overlap = OverlapLoop(self) if self.config.overlap_schedule else None
+        if self.overlap is not None and self.device.type == "cuda":
+            self.runner.pin_inputs = True
+            if self.runner.graphs is not None:
+                self.runner.graphs.pin = True
+        self.last_stats = GenerateStats()
+        self._next_seq_id = 0
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def pool_capacity_tokens(self) -> int:
+        return self.num_blocks * self.config.block_size
+
+    def capture_graphs(self) -> None:
+        """(Re)capture the decode CUDA graphs of the target (and the draft). A graph replays the
+        kernels and weights it recorded: after swapping layers (quantize_model) capture again."""
         # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
         # the references index with data-dependent masks, so with them the engine stays eager.
         if (
@@ -145,22 +182,12 @@ class LLM:
             # and so is a draft pass: both models replay decode graphs up to that many rows.
             rows = self.config.max_num_seqs * (1 + self.config.num_speculative_tokens)
             sizes = self.config.cuda_graph_sizes or default_graph_sizes(rows)
-            blocks = -(-self.max_model_len // bs)
+            blocks = -(-self.max_model_len // self.config.block_size)
             for runner in (self.runner, self.spec.draft) if self.spec else (self.runner,):
+                runner.graphs = None  # free the old graphs' memory before capturing new ones
                 graphs = DecodeGraphs(runner.model, sizes, blocks, self.max_model_len, self.device)
                 graphs.capture()
                 runner.graphs = graphs
-        self.eos_ids = set(mc.eos_token_id)
-        if self.tokenizer.eos_token_id is not None:
-            self.eos_ids.add(self.tokenizer.eos_token_id)
-        self.recorder: Recorder | None = None
-        self.last_stats = GenerateStats()
-        self._next_seq_id = 0
-
-    # -- public API ------------------------------------------------------------------------
-    @property
-    def pool_capacity_tokens(self) -> int:
-        return self.num_blocks * self.config.block_size
 
     def generate(
         self,
@@ -193,8 +220,12 @@ class LLM:
                 self.scheduler.add(seq)
             while self.scheduler.has_unfinished():
                 bar.update(len(self.step(t0)))
+            if self.overlap is not None:  # the last step's tokens (all dropped: every sequence
+                self.overlap.drain(t0)  # stopped before it was read)
         finally:
             bar.close()
+            if self.overlap is not None:
+                self.overlap.inflight = None
             for seq in self.scheduler.abort_all():  # only after an error: nothing is leaked
                 self.runner.release(seq.seq_id)
         elapsed = time.perf_counter() - t0
@@ -226,6 +257,8 @@ class LLM:
     def step(self, t0: float | None = None) -> list[Sequence]:
         """One engine step: schedule, run the model, update; returns sequences that finished."""
         t0 = time.perf_counter() if t0 is None else t0
+        if self.overlap is not None:
+            return self.overlap.step(t0)
         t_sched = time.perf_counter()
         batch = self.scheduler.schedule()
         if not batch.seqs:
@@ -235,6 +268,7 @@ class LLM:
             )
         t_fwd = time.perf_counter()
         computed = [s.num_computed_tokens for s in batch.seqs]  # before this step (the trace)
+        self.runner.prepare_s = 0.0
         sampled = (self.spec or self.runner).run(batch)
         t_done = time.perf_counter()
         for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
@@ -254,8 +288,10 @@ class LLM:
                 self.runner.release(seq.seq_id)
                 finished.append(seq)
         if self.recorder is not None:
+            device = t_done - t_fwd - self.runner.prepare_s
+            cpu = time.perf_counter() - t_sched - device
             self._record_step(batch, computed, finished, t_done - t0, t_fwd - t_sched,
-                              t_done - t_fwd)  # fmt: skip
+                              t_done - t_fwd, cpu_s=cpu, device_s=device)  # fmt: skip
         return finished
 
     @torch.inference_mode()
@@ -376,7 +412,8 @@ class LLM:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
-    def _record_step(self, batch: Batch, computed, finished, now_s, schedule_s, forward_s):
+    def _record_step(self, batch: Batch, computed, finished, now_s, schedule_s, forward_s,
+                     cpu_s=0.0, device_s=0.0):  # fmt: skip
         bm = self.block_manager
         self.recorder.record(
             StepEvent(
@@ -405,5 +442,9 @@ class LLM:
                 num_swapped=len(self.scheduler.swapped),
                 swap_blocks=sum(len(b) for _, b in batch.swap_out + batch.swap_in),
                 spec=[s.to_dict() for s in self.spec.last_steps] if self.spec else [],
+                cpu_ms=cpu_s * 1e3,
+                device_ms=device_s * 1e3,
+                overlap=self.overlap is not None,
+                cache=bm.to_dict() if self.trace_cache else {},
             )
         )

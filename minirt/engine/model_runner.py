@@ -9,11 +9,12 @@ sequence needs a next token. On CUDA a pure-decode step replays a captured graph
 from __future__ import annotations
 
 import itertools
+import time
 
 import torch
 
 from minirt.engine.cuda_graph import DecodeGraphs
-from minirt.engine.sampler import sample
+from minirt.engine.sampler import sample, sample_on_device
 from minirt.kv import BlockManager
 from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
@@ -40,6 +41,10 @@ class ModelRunner:
         self.device = kv_pool.device
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.seq_generators: dict[int, torch.Generator] = {}
+        self.prepare_s = 0.0  # host time of the last step's input building (the trace's split)
+        # overlap_schedule on CUDA: inputs go through pinned memory, so the copy is queued behind
+        # the step in flight instead of making the host wait for it (pageable copies block).
+        self.pin_inputs = False
         model.bind_kv_cache(kv_pool)
 
     def host_inputs(self, batch: Batch) -> dict[str, list]:
@@ -64,13 +69,14 @@ class ModelRunner:
     def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         """Device tensors for an eager forward. Each host-to-device copy costs ~20 µs of CPU
         time, so the integer inputs travel packed in one tensor and are split on the device."""
+        t0 = time.perf_counter()
         h = self.host_inputs(batch)
         n, s = len(h["input_ids"]), len(batch.seqs)
         width = max(len(t) for t in h["block_tables"])
         tables = [t + [-1] * (width - len(t)) for t in h["block_tables"]]
         flat = [*h["input_ids"], *h["positions"], *h["slot_mapping"], *h["query_start_loc"],
                 *h["context_lens"], *itertools.chain.from_iterable(tables)]  # fmt: skip
-        packed = torch.tensor(flat, dtype=torch.int64).to(self.device, non_blocking=True)
+        packed = self.to_device(flat)
         ids, pos, slots, starts, ctx, tab = packed.split([n, n, n, s + 1, s, s * width])
         meta = AttentionMetadata(
             slot_mapping=slots,
@@ -80,6 +86,7 @@ class ModelRunner:
             max_query_len=max(batch.num_new_tokens),
             max_context_len=max(h["context_lens"]),
         )
+        self.prepare_s += time.perf_counter() - t0
         return ids, pos, meta
 
     @torch.inference_mode()
@@ -103,10 +110,57 @@ class ModelRunner:
             self.swap.wait(self.swap.swap_in(self.swapped_host.pop(seq_id), blocks))
 
     @torch.inference_mode()
+    def launch(self, batch: Batch, prev_tokens: torch.Tensor | None) -> torch.Tensor | None:
+        """overlap_schedule: enqueue the forward and the sampling, return the tokens [rows]
+        on the device without waiting for them. An input id -(i + 1) is a placeholder for row i
+        of `prev_tokens`, the last step's tokens, which the host has not read yet."""
+        if batch.swap_out or batch.swap_in:
+            self.do_swaps(batch)
+        self.copy_blocks(batch.kv_copies)
+
+        def resolve(ids: torch.Tensor) -> torch.Tensor:
+            if prev_tokens is None:
+                return ids
+            return torch.where(ids < 0, prev_tokens[(-ids - 1).clamp(min=0)], ids)
+
+        rows = [i for i, s in enumerate(batch.samples) if s]
+        ends = list(itertools.accumulate(batch.num_new_tokens))
+        last = [ends[i] - 1 for i in rows]
+        decode = max(batch.num_new_tokens) == 1
+        if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
+            logits = self.graphs.run(self.host_inputs(batch), resolve)[rows]
+        else:
+            input_ids, positions, meta = self.prepare(batch)
+            hidden = self.model(resolve(input_ids), positions, meta)  # [num_tokens, hidden]
+            if not rows:
+                return None
+            logits = self.model.compute_logits(hidden[last])
+        if not rows:
+            return None
+        seqs = [batch.seqs[i] for i in rows]
+        gens = [self._generator(s) for s in seqs]
+        return sample_on_device(logits, [s.sampling_params for s in seqs], gens)
+
+    def to_device(self, values: list[int]) -> torch.Tensor:
+        """int64 [len(values)] on the device, through pinned memory when `pin_inputs`."""
+        host = torch.tensor(values, dtype=torch.int64)
+        if self.pin_inputs:
+            host = host.pin_memory()
+        return host.to(self.device, non_blocking=True)
+
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy whole blocks src -> dst in this pool (a radix-cache match ending inside a block
+        gets its own copy of that block; the slots past the match are overwritten later)."""
+        if pairs:
+            src, dst = (self.to_device(list(x)) for x in zip(*pairs, strict=True))
+            self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]
+
+    @torch.inference_mode()
     def run(self, batch: Batch) -> dict[int, list[int]]:
         """One forward over the batch; returns {seq_id: [next token]} for those that sample."""
         if batch.swap_out or batch.swap_in:
             self.do_swaps(batch)
+        self.copy_blocks(batch.kv_copies)
         rows = [i for i, s in enumerate(batch.samples) if s]
         if not rows:
             self.logits(batch, [])  # still run it: the KV of a non-final prefill chunk

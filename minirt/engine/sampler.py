@@ -26,6 +26,21 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return logits
 
 
+def sample_on_device(
+    logits: torch.Tensor,  # [num_rows, vocab] fp32
+    params: list[SamplingParams],
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """`sample` without reading the tokens back: [num_rows] int64 where the logits are, so the
+    host can go on (overlap_schedule). Same generators, same order: the same tokens."""
+    out = logits.argmax(-1)
+    for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
+        if not p.greedy:
+            probs = filter_logits(logits[i], p).softmax(-1)
+            out[i] = torch.multinomial(probs, 1, generator=gen)[0]
+    return out
+
+
 def sample(
     logits: torch.Tensor,  # [num_rows, vocab] fp32
     params: list[SamplingParams],

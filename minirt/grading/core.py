@@ -22,6 +22,7 @@ LABS: dict[str, str] = {
     "lab01_kv_blocks": "minirt.grading.lab01",
     "lab02_swap_prefetch": "minirt.grading.lab02",
     "lab03_speculative": "minirt.grading.lab03",
+    "lab04_quantization": "minirt.grading.lab04",
     "lab05_bank_conflicts": "minirt.grading.lab05",
 }
 
@@ -47,6 +48,9 @@ class Task:
     needs: tuple[str, ...]
     check: Callable[[SimpleNamespace, random.Random, int], None]
     num_cases: int = 50
+    # Environment variables the grader's worker sets before it runs the notebook's cells, e.g.
+    # (("TRITON_INTERPRET", "1"),) so that a Triton kernel task runs in the interpreter.
+    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass

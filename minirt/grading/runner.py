@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import linecache
 import multiprocessing
 import os
 import random
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+import torch
 
 from minirt.grading.core import GRADING_ENV, TaskResult, find_lab, load_lab, run_task
 
@@ -90,14 +92,22 @@ def notebook_cells(path: Path) -> list[tuple[int, str]]:
 def _worker(conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: int) -> None:
     """In the child: run the cells into a fresh namespace, then the task; send its result."""
     os.environ[GRADING_ENV] = "1"
+    # A forked child that enters an OpenMP parallel region after its parent did hangs (libgomp
+    # is not fork-safe); one thread keeps torch out of OpenMP, and grading cases are small.
+    torch.set_num_threads(1)
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots in the notebook must not open windows
     sys.stdin = open(os.devnull)  # an input() in the notebook must not wait for a person
     task = next(t for t in load_lab(lab).TASKS if t.id == task_id)
+    os.environ.update(dict(task.env))
     namespace: dict = {"__name__": "__main__"}
     failed_cells = []
     out = io.StringIO()  # what the notebook prints must not mix into the score table
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         for number, source in cells:
+            # As IPython does: the cell's source in linecache, so that inspect (and @triton.jit,
+            # which reads a kernel's source) finds functions defined in it.
+            name = f"<cell {number}>"
+            linecache.cache[name] = (len(source), None, source.splitlines(True), name)
             try:
                 exec(compile(source, f"<cell {number}>", "exec"), namespace)
             except (Exception, SystemExit) as e:
@@ -110,17 +120,36 @@ def _worker(conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: in
     conn.close()
 
 
-def _context():
+def _context(task):
     # fork: the child starts with minirt already imported (a spawn would re-import torch, ~3 s a
-    # task). Only on Linux: macOS system libraries are not fork-safe, Windows has no fork.
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    # task). Only on Linux: macOS system libraries are not fork-safe, Windows has no fork. A task
+    # with its own environment spawns a fresh interpreter: TRITON_INTERPRET, say, must be set
+    # before triton is first imported (its @jit library functions read it then), and minirt is.
+    fork = sys.platform == "linux" and not task.env
+    return multiprocessing.get_context("fork" if fork else "spawn")
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """os.environ with `env` added while the block runs (a spawned child inherits it)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResult:
-    ctx = _context()
+    ctx = _context(task)
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(send, cells, lab, task.id, seed), daemon=True)
-    proc.start()
+    with _environ(dict(task.env)):
+        proc.start()
     send.close()  # so that recv() sees EOF if the child dies without answering
     try:
         if receive.poll(timeout):

@@ -69,6 +69,10 @@ class BlockManager:
             blocks.append(self.cached[parent])
         return blocks
 
+    def match_len(self, token_ids: Sequence[int]) -> int:
+        """Tokens of the longest cached prefix: whole blocks only (the RadixCache's query too)."""
+        return len(self.match_prefix(token_ids)) * self.block_size
+
     def can_allocate(self, token_ids: Sequence[int], num_tokens: int) -> bool:
         """Could a new sequence get blocks for its first `num_tokens` tokens right now?"""
         hits = self.match_prefix(token_ids)
@@ -137,12 +141,23 @@ class BlockManager:
         while len(hashes) < num_computed // self.block_size:
             i = len(hashes)
             parent = hashes[-1] if hashes else None
-            h = block_hash(parent, token_ids[i * self.block_size : (i + 1) * self.block_size])
+            tokens = token_ids[i * self.block_size : (i + 1) * self.block_size]
+            if min(tokens) < 0:  # an overlap_schedule placeholder: published once it is known
+                break
+            h = block_hash(parent, tokens)
             hashes.append(h)
             b = table[i]
             if h not in self.cached and self.block_hashes[b] is None:
                 self.cached[h] = b
                 self.block_hashes[b] = h
+
+    def cache_computed(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
+        """After the forward: nothing to do here (`commit` published at schedule time); the
+        RadixCache inserts its tokens now."""
+
+    def take_copies(self) -> list[tuple[int, int]]:
+        """Block copies an allocation needs before the forward: none (RadixCache has some)."""
+        return []
 
     def uncommit(self, seq_id: int, num_tokens: int) -> None:
         """Withdraw the hashes this sequence published past `num_tokens` (their KV is not valid:

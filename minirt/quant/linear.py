@@ -125,6 +125,9 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, m = x.shape[:-1], self.method
+        if x.is_cuda:  # the Triton kernels; the lines below are their reference (and CPU) path
+            y = self._kernel_forward(x.reshape(-1, self.in_features))
+            return y.reshape(*lead, self.out_features)
         x32 = x.reshape(-1, self.in_features).float()  # [tokens, in]
         if m.activations == "int8-dynamic":
             if m.smooth_alpha is not None:
@@ -141,6 +144,29 @@ class QuantLinear(nn.Module):
         if self.bias is not None:
             y = y + self.bias.float()
         return y.to(x.dtype).reshape(*lead, self.out_features)
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [tokens, in] in the model's dtype -> [tokens, out]: dequantise-in-kernel for int4,
+        the 8-bit scaled GEMM for fp8 / int8 with the activations quantized first."""
+        from minirt.kernels.scaled_gemm import scaled_gemm
+        from minirt.kernels.w4a16_gemm import w4a16_gemm
+
+        m = self.method
+        if m.weights == "int4":
+            zeros = getattr(self, "zeros", None)
+            y = w4a16_gemm(x, self.qweight, self.scales, zeros, m.group_size)
+        else:
+            if m.activations == "fp8-static":
+                xs = self.input_scale.reshape(1)
+                xq = F.to_fp8(x.float(), xs)
+            elif m.activations == "fp8-dynamic":  # one scale per token, computed now
+                xs = (x.float().abs().amax(-1) / F.FP8_MAX).clamp(min=1e-12)  # [tokens]
+                xq = F.to_fp8(x.float(), xs[:, None])
+            else:
+                x32 = x.float() / self.smooth if m.smooth_alpha is not None else x.float()
+                xq, xs = F.quantize_int8_rows(x32)
+            y = scaled_gemm(xq, xs, self.qweight, self.scales, out_dtype=x.dtype)
+        return y + self.bias.to(y.dtype) if self.bias is not None else y
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, method={self.method.name!r}"
@@ -224,6 +250,8 @@ def quantize_model(
         parent_name, _, child = name.rpartition(".")
         q = QuantLinear.from_linear(linear, method, amax.get(name))
         setattr(model.get_submodule(parent_name), child, q)
+    if not isinstance(llm_or_model, nn.Module):  # an LLM's CUDA graphs still hold the old layers
+        llm_or_model.capture_graphs()
     return model
 
 

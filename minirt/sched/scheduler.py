@@ -5,7 +5,9 @@ unfinished prefill its next chunk) under a token budget; when the pool has no bl
 newest running sequence is preempted: by recompute (its blocks freed, its KV recomputed later) or,
 with preemption_mode="swap", by swapping its KV to host memory (the batch tells the runner which
 blocks to copy out, and later into which fresh blocks to copy back). Swapped sequences resume
-before waiting ones are admitted FCFS, while blocks and budget last. Notebook 02 (scheduling).
+before waiting ones are admitted in the policy's order (minirt.sched.policy: FCFS, longest prefix
+match, DFS-weight), while blocks and budget last. batch_priority="prefill-first" (SGLang) makes a
+step of prefills alone whenever a waiting request fits. Notebooks 02 (scheduling) and 11.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 
 from minirt.config import EngineConfig
 from minirt.kv import BlockManager
+from minirt.sched.policy import defer_in_batch, order_waiting
 from minirt.sched.sequence import Sequence, SequenceStatus
 
 
@@ -36,6 +39,9 @@ class Batch:
     swap_out: list[tuple[int, list[int]]] = field(default_factory=list)
     swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
+    # (src, dst) blocks to copy before the forward: a radix-cache match that ends inside a block
+    # gets a private copy of it (minirt.kv.radix_cache); done after the swaps, in every pool.
+    kv_copies: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, seq: Sequence, n: int, lookahead: int = 0) -> None:
         self.seqs.append(seq)
@@ -90,31 +96,15 @@ class Scheduler:
     def schedule(self) -> Batch:
         batch = Batch(step=self.num_steps)
         budget = self.config.max_num_batched_tokens
-        chunked = self.config.enable_chunked_prefill
-
+        if self.config.batch_priority == "prefill-first" and self.waiting and not self.swapped:
+            # SGLang: unfinished prompt chunks and new requests first, decodes only in a step
+            # where no prefill fits.
+            budget = self._schedule_running(batch, budget, prefills_only=True)
+            budget = self._admit(batch, budget)
+            if batch.seqs:
+                return self._done(batch)
         # 1. Running sequences, oldest first: each needs its next token(s) and the blocks for them.
-        i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
-            n = seq.num_tokens - seq.num_computed_tokens
-            if n > budget:
-                if not chunked:
-                    break
-                n = budget
-            k = self._lookahead(seq, n, budget)
-            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
-                victim = self.running.pop()  # the newest loses its blocks
-                self._preempt(victim, batch)
-                batch.preempted.append(victim)
-                if victim is seq:
-                    break
-            if seq.status is not SequenceStatus.RUNNING:
-                break
-            self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
-            batch.add(seq, n, k)
-            budget -= n + k
-            i += 1
+        budget = self._schedule_running(batch, budget)
 
         # 2. Swapped-out sequences come back first (oldest first) into fresh blocks, if nobody
         # was just preempted; their KV is copied in before the forward.
@@ -135,17 +125,63 @@ class Scheduler:
             batch.add(seq, n)
             budget -= n
 
-        # 3. Waiting sequences, first come first served, if nobody was just preempted or is
-        # still swapped out.
-        while (
-            self.waiting
-            and budget > 0
-            and not batch.preempted
-            and not self.swapped
-            and len(self.running) < self.config.max_num_seqs
-        ):
-            seq = self.waiting[0]
-            cached = len(self.bm.match_prefix(seq.token_ids)) * self.bm.block_size
+        # 3. Waiting sequences in the policy's order, if nobody was just preempted or is still
+        # swapped out.
+        self._admit(batch, budget)
+        return self._done(batch)
+
+    def _done(self, batch: Batch) -> Batch:
+        batch.kv_copies = self.bm.take_copies()
+        self.num_steps += 1
+        return batch
+
+    def _schedule_running(self, batch: Batch, budget: int, prefills_only: bool = False) -> int:
+        """Running sequences, oldest first; preempt the newest when blocks run out."""
+        chunked = self.config.enable_chunked_prefill
+
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = seq.num_tokens - seq.num_computed_tokens
+            if prefills_only and is_decode(seq, n):
+                i += 1
+                continue
+            if n > budget:
+                if not chunked:
+                    break
+                n = budget
+            k = self._lookahead(seq, n, budget)
+            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
+                victim = self.running.pop()  # the newest loses its blocks
+                self._preempt(victim, batch)
+                batch.preempted.append(victim)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break
+            self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
+            batch.add(seq, n, k)
+            budget -= n + k
+            i += 1
+        return budget
+
+    def _admit(self, batch: Batch, budget: int) -> int:
+        """Admit waiting sequences in policy order while blocks, budget and seats last."""
+        if batch.preempted or self.swapped:
+            return budget
+        chunked = self.config.enable_chunked_prefill
+        defer = self.config.schedule_policy != "fcfs" and self.config.prefix_cache == "radix"
+        # prompts being computed: this step's admissions, and running prompts not yet done
+        admitted = [
+            s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
+        ]
+        for seq in order_waiting(self.waiting, self.bm, self.config.schedule_policy):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            cached = self.bm.match_len(seq.token_ids)
+            if defer and defer_in_batch(seq.token_ids, cached, admitted):
+                continue  # the other request computes this prefix now: hit it next step
             n = seq.num_tokens - cached
             if n > budget:
                 if not chunked:
@@ -159,29 +195,45 @@ class Scheduler:
             seq.num_draft_computed_tokens = seq.num_computed_tokens  # cached for the draft too
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.prefix_hit_tokens += seq.num_cached_tokens
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
+            admitted.append(seq.token_ids)
             batch.add(seq, n)
             budget -= n
-
-        self.num_steps += 1
-        return batch
+        return budget
 
     def update(self, batch: Batch, sampled: dict[int, list[int]]) -> None:
         """After the forward: advance computed counts and append the new tokens. A sequence
         gets one token, or with speculation its accepted draft tokens and one more: those
         accepted have KV now too (the verify computed it)."""
+        spec = self.config.num_speculative_tokens > 0
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            if seq.status is not SequenceStatus.RUNNING:
+                continue  # finished while this step ran (overlap_schedule): its token is dropped
             tokens = sampled.get(seq.seq_id, [])
             seq.num_computed_tokens += n + max(0, len(tokens) - 1)
             seq.token_ids += tokens
+            # The radix cache takes tokens whose KV is now in the pool (of both models, with a
+            # draft: the draft may trail by a token).
+            valid = seq.num_computed_tokens
+            if spec:
+                valid = min(valid, seq.num_draft_computed_tokens)
+            self.bm.cache_computed(seq.seq_id, seq.token_ids, valid)
 
     def finish(self, seq: Sequence, reason: str) -> None:
+        """A sequence stopped; with overlap_schedule it may already be preempted when its last
+        token is resolved, so it leaves whichever queue holds it."""
+        if seq.status is SequenceStatus.RUNNING:
+            self.bm.free(seq.seq_id)
+            self.running.remove(seq)
+        elif seq.status is SequenceStatus.WAITING:
+            self.waiting.remove(seq)
+        elif seq.status is SequenceStatus.SWAPPED:  # the runner's release frees its host blocks
+            self.free_host_blocks += self.bm.blocks_for(seq.num_computed_tokens)
+            self.swapped.remove(seq)
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
-        self.bm.free(seq.seq_id)
-        self.running.remove(seq)
 
     def abort_all(self) -> list[Sequence]:
         """Drop every unfinished sequence and give back its blocks (after an error)."""

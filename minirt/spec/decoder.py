@@ -96,6 +96,8 @@ class SpecRunner:
         """One step; returns {seq_id: new tokens} for the sequences that get any."""
         if batch.swap_out or batch.swap_in:
             self.target.do_swaps(batch)
+        self.target.copy_blocks(batch.kv_copies)  # the cached KV is valid for both models
+        self.draft.copy_blocks(batch.kv_copies)
         self.last_steps = []
         spec = [i for i, k in enumerate(batch.lookahead) if k > 0]
         guesses, q = self._propose(batch, spec)

@@ -6,6 +6,7 @@ and `kv_layout` (why the pool is preallocated and laid out as it is), `kv_cost` 
 without a cache), `batching`, `latency`, `roofline`, `flash` (tiling and the online softmax,
 HBM traffic), `profiling` (where a decode step's time goes), `streams` (copies, kernels and
 events on CUDA streams, simulated), `spec` (what speculative decoding buys, by batch size),
-`results` (committed benchmark JSON), and the drawing helpers `plots`, `timeline_plot` and
-`widgets`. The notebooks use them; none changes the engine.
+`prefix` (the best hit rate a prefix cache could reach), `results` (committed benchmark JSON),
+and the drawing helpers `plots`, `timeline_plot` and `widgets`. The notebooks use them; none
+changes the engine.
 """

@@ -263,6 +263,34 @@ def host_overhead(target: CostCurve, plain_ms: Mapping[int, float]) -> Callable[
     return host_ms
 
 
+def end_to_end_speedups(
+    rows: Iterable[Mapping[str, Any]], workload: str = "closed"
+) -> list[dict[str, Any]]:
+    """The end-to-end rows of `python -m minirt.bench spec` that ran `workload`, each with its
+    `speedup`: tokens/s over the k = 0 row of the same pair, batch and engine mode (CUDA graphs
+    or eager) and workload; 1.0 for that row itself, None where it is missing.
+
+    "closed" is `batch` requests at once, "steady" 4 x batch requests through batch slots: a
+    steady k = 0 row must never be the baseline of a closed one. Rows older than the `workload`
+    field are closed.
+    """
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        return r.get("pair"), r["batch"], bool(r.get("cuda_graphs"))
+
+    mine = [
+        r
+        for r in rows
+        if r.get("experiment") == "end_to_end" and r.get("workload", "closed") == workload
+    ]
+    plain = {key(r): r["tokens_per_s"] for r in mine if r["k"] == 0}
+    out = []
+    for r in mine:
+        base, tps = plain.get(key(r)), r["tokens_per_s"]
+        out.append({**r, "speedup": tps / base if base and tps is not None else None})
+    return out
+
+
 def speedup_constant_cost(alpha: float, k: int, c: float) -> float:
     """Leviathan et al. 2023 (§3.4): (1 - α^(k+1)) / ((1 - α)(k c + 1)), where c = draft time /
     target time and a verify of k + 1 tokens costs the same as a decode of 1 (flat curves)."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from minirt.tools.text import format_table
 
-TIMING_FIELDS = ("time_s", "schedule_ms", "forward_ms")
+TIMING_FIELDS = ("time_s", "schedule_ms", "forward_ms", "cpu_ms", "device_ms")
 
 
 def steps_of(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -50,6 +50,10 @@ class StepEvent:
     # speculative decoding, per speculating sequence: seq_id, proposed (the draft's guesses),
     # num_accepted, emitted, table_before (with the lookahead slots), freed_blocks (by the rollback)
     spec: list[dict[str, Any]] = field(default_factory=list)
+    cpu_ms: float = 0.0  # host: schedule, build inputs, read tokens, update (notebook 11)
+    device_ms: float = 0.0  # the forward and sampling (CUDA events; CPU: wall time)
+    overlap: bool = False  # overlap_schedule: cpu_ms of step n + 1 ran during device_ms of n
+    cache: dict[str, Any] = field(default_factory=dict)  # trace_cache=True: the prefix cache
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.TYPE, **asdict(self)}

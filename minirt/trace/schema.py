@@ -80,6 +80,12 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "swap_blocks": _INT,
             # speculative decoding: what each speculating sequence proposed, kept and freed
             "spec": {"type": "array", "items": SPEC_STEP},
+            # the step's host time (schedule, inputs, reading tokens) and device time; with
+            # overlap_schedule the two run at once (notebook 11)
+            "cpu_ms": _NUM,
+            "device_ms": _NUM,
+            "overlap": {"type": "boolean"},
+            "cache": {"type": "object"},  # the prefix cache after the step (to_dict())
         },
     ),
     "request": _event(

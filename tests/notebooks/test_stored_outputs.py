@@ -35,12 +35,22 @@ SEED_QUESTIONS = {
         "假设 Draft Model 预测了 5 个 Token，经过大模型验证后，第 3 个 Token 被拒绝了（Rejected）。"
         "此时 KV Cache 应该如何回滚（Rollback）？这在底层内存管理上有什么开销？",
     ],
+    "08_quantization.ipynb": [
+        "Weight only int4量化和fp8量化，你觉得二者有什么应用上的区别",
+        "为什么只量化weight，不量化activation",
+        "动态量化和静态量化的区别？",
+    ],
     "09_bank_conflicts_and_smem_gemm.ipynb": [
         "什么是bank conflict，为什么会产生 bank conflict，有哪些解决方法？cutlass 中如何做的？",
         "为什么 gemm 解决 bank conflict 使用转置存储？不使用有什么影响？",
         "为什么 shared memory 可以优化 gemm，什么情况下需要使用__syncthreads进行同步?",
     ],
     "10_cpp_templates.ipynb": ["对c++ template的理解"],
+    "11_vllm_vs_sglang.ipynb": [
+        "SGLang 和 VLLM 的哪些地方有差别",
+        "SGLang 和 VLLM 的调度哪个比较好",
+    ],
+    "12_moe_communication.ipynb": ["主流的moe模型推理时通讯过程存在的问题以及解决办法?"],
 }
 
 

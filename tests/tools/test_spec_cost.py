@@ -19,6 +19,7 @@ from minirt.tools.spec import (
     alpha_from_acceptance_rate,
     best_k,
     break_even_batch,
+    end_to_end_speedups,
     expected_tokens,
     predict,
     speedup,
@@ -226,3 +227,29 @@ def test_alpha_from_acceptance_rate_matches_the_mle_on_simulated_steps():
     assert alpha_from_acceptance_rate(rate, k) == pytest.approx(acceptance_rate(steps, k), abs=0.01)
     with pytest.raises(ValueError, match="accepted / proposed"):
         alpha_from_acceptance_rate(1.5, 4)
+
+
+def test_end_to_end_speedups_compare_only_runs_of_the_same_workload_and_engine_mode():
+    def row(k, tps, graphs=True, **kw):
+        return {"experiment": "end_to_end", "pair": "gpu", "batch": 8, "k": k,
+                "cuda_graphs": graphs, "tokens_per_s": tps, **kw}  # fmt: skip
+
+    rows = [
+        {"experiment": "cost_curve", "model": "gpu-target", "batch": 8, "tokens": 1, "ms": 1.0},
+        row(0, 100.0),  # an older run's row: no workload field, a closed batch
+        row(4, 150.0, workload="closed"),
+        row(0, 40.0, graphs=False),
+        row(4, 60.0, graphs=False),
+        row(0, 200.0, workload="steady"),
+        row(4, 100.0, workload="steady"),
+        row(2, 90.0, workload="steady", pair="other"),  # no plain row to compare with
+    ]
+    closed = {(r["k"], r["cuda_graphs"]): r["speedup"] for r in end_to_end_speedups(rows)}
+    assert closed == {(0, True): 1.0, (4, True): 1.5, (0, False): 1.0, (4, False): 1.5}
+    steady = end_to_end_speedups(rows, "steady")
+    assert [(r["pair"], r["k"], r["speedup"]) for r in steady] == [
+        ("gpu", 0, 1.0),
+        ("gpu", 4, 0.5),
+        ("other", 2, None),
+    ]
+    assert "speedup" not in rows[1]  # the rows given are left as they were

@@ -35,7 +35,10 @@ NOTEBOOKS: dict[str, str] = {
     "03_latency_vs_throughput": "batch size against latency and throughput",
     "06_pinned_memory_and_streams": "pinned vs pageable memory, non_blocking copies, streams",
     "07_speculative_decoding": "speculative decoding: draft, verify, rollback",
+    "08_quantization": "INT4 groups, FP8 and INT8: accuracy, outliers and the speed crossover",
     "09_bank_conflicts_and_smem_gemm": "bank conflicts, swizzles and the shared-memory GEMM",
+    "11_vllm_vs_sglang": "vLLM vs SGLang: radix vs hash prefix cache, policies, overlap",
+    "12_moe_communication": "MoE: routing, expert parallelism, the all-to-all and its fixes",
 }
 
 PAGES: tuple[Page, ...] = (
@@ -114,6 +117,40 @@ PAGES: tuple[Page, ...] = (
         notebooks=("09_bank_conflicts_and_smem_gemm",),
         data="minirt.tools.bank.simulate, committed bench/results/*/bank-*.json (Nsight "
         "Compute) and smem-gemm-*.json",
+    ),
+    Page(
+        file="pages/08_Quantization.py",
+        title="Quantization",
+        icon=":material/compress:",
+        shows="A layer of the embedded model on its quantization grid (bits, group size, zero "
+        "point), error against bits and group size, how much wider activations spread than "
+        "weights layer by layer, and the measured speedup of W4A16, FP8 and INT8 over bf16 "
+        "against the number of tokens.",
+        notebooks=("08_quantization",),
+        data="the embedded target's weights and activations (minirt.quant.grid, "
+        "minirt.quant.outliers) and committed bench/results/*/quant-*.json",
+    ),
+    Page(
+        file="pages/09_Prefix_cache.py",
+        title="Prefix cache",
+        icon=":material/account_tree:",
+        shows="SGLang's radix tree of cached tokens evolving step by step, hits and new entries "
+        "highlighted, beside vLLM's hash cache of full blocks on the same prompts and pool.",
+        notebooks=("11_vllm_vs_sglang",),
+        data="two live runs of the embedded model (prefix_cache='radix' and 'hash') with the "
+        "cache's state recorded at every step",
+    ),
+    Page(
+        file="pages/10_MoE.py",
+        title="MoE",
+        icon=":material/hub:",
+        shows="Tokens flowing to their experts and the load each expert and each GPU gets (live "
+        "router, capacity factor and dropped tokens), and one MoE layer's dispatch / experts / "
+        "combine on a compute and a communication stream, with and without two-micro-batch "
+        "overlap, for DeepSeek-V3- and Qwen3-30B-A3B-sized deployments.",
+        notebooks=("12_moe_communication",),
+        data="a live minirt.moe routing decision, minirt.tools.moe, and committed "
+        "bench/results/cpu/moe-*.json",
     ),
 )
 

@@ -568,19 +568,22 @@ def pair_of(target: str, draft: str) -> str | None:
 
 
 def measured_speedups(end_to_end: list[dict[str, Any]]) -> pd.DataFrame:
-    """Each speculating end-to-end run over the k = 0 run of the same pair, batch and engine
-    mode (eager, or CUDA graphs): measured tokens/s ratios, each at its own measured α."""
-    base = {
-        (r.get("pair"), int(r["batch"]), bool(r.get("cuda_graphs"))): r["tokens_per_s"]
-        for r in end_to_end
-        if int(r["k"]) == 0
-    }
+    """Each speculating end-to-end run over the k = 0 run of the same pair, batch, engine mode
+    (eager, or CUDA graphs) and workload (closed batch, a steady queue, or full-batch decode
+    steps): measured tokens/s ratios, each at its own measured α."""
+
+    def key(r):
+        workload = r.get("workload", "closed")  # runs before 2026-11-27 were all closed
+        return r.get("pair"), int(r["batch"]), bool(r.get("cuda_graphs")), workload
+
+    base = {key(r): r["tokens_per_s"] for r in end_to_end if int(r["k"]) == 0}
     rows = []
     for r in end_to_end:
-        graphs = bool(r.get("cuda_graphs"))
-        plain = base.get((r.get("pair"), int(r["batch"]), graphs))
-        if int(r["k"]) > 0 and plain:
-            mode = "CUDA graphs" if graphs else "eager"
+        plain = base.get(key(r))
+        if int(r["k"]) > 0 and plain and r["tokens_per_s"]:
+            mode = "CUDA graphs" if key(r)[2] else "eager"
+            if key(r)[3] != "closed":
+                mode += f", {key(r)[3]}"
             rows.append((r.get("pair"), mode, int(r["k"]), int(r["batch"]),
                          r["tokens_per_s"] / plain, r.get("acceptance_rate")))  # fmt: skip
     columns = ["pair", "mode", "k", "batch", "speedup", "acceptance_rate"]

@@ -1,0 +1,326 @@
+"""RadixCache: SGLang-style token-level prefix cache (a radix tree) over the same paged KV pool.
+
+Each tree node holds a run of tokens and the pool *slots* of their KV (`block * block_size +
+offset`); a token at position p always sits at offset p % block_size, so block tables, the pool
+layout and the attention kernels stay exactly those of `BlockManager`. A match is token-granular:
+the full blocks of the matched prefix are shared read-only, and a match ending inside a block gets
+a private copy of that block (`take_copies()`: the runner copies it before the forward), so no
+slot the tree holds is ever written again. Sequences lock their path (`lock_ref`); eviction drops
+unlocked leaves, least recently used first, and a block is free once no table and no node uses it.
+Tokens enter the tree after their forward (`cache_computed`). Notebook 11 (vLLM vs SGLang).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from minirt.kv.radix_tree import (
+    RadixNode,
+    all_nodes,
+    check_invariants,
+    match,
+    path_slots,
+    touch,
+)
+
+
+class RadixCache:
+    """Drop-in for `BlockManager` (same queries and changes) with a radix tree as the cache."""
+
+    enable_prefix_caching = True
+
+    def __init__(self, num_blocks: int, block_size: int):
+        if num_blocks < 1:
+            raise ValueError("the KV pool needs at least one block")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self._ids = itertools.count(1)
+        self.root = RadixNode([], [], lock_ref=1)  # never evicted
+        self.table_ref = [0] * num_blocks  # block tables holding the block
+        self.tree_ref = [0] * num_blocks  # tree nodes with a slot in the block
+        self.locked_ref = [0] * num_blocks  # of those, locked ones
+        self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        self.evictable: set[int] = set()  # only unlocked nodes hold it: freed by evicting them
+        self.tables: dict[int, list[int]] = {}
+        self.seq_nodes: dict[int, RadixNode] = {}  # seq id -> the node its lock sits on
+        self.copies: list[tuple[int, int]] = []  # (src, dst) blocks to copy before the forward
+        self.clock = 0
+        self.hit_tokens = 0
+        self.num_evicted_tokens = 0
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def num_free_blocks(self) -> int:
+        """Blocks an allocation can get: free ones, and ones that evicting unlocked nodes frees."""
+        return len(self.free_list) + len(self.evictable)
+
+    @property
+    def num_cached_blocks(self) -> int:
+        return sum(1 for r in self.tree_ref if r)
+
+    @property
+    def num_cached_tokens(self) -> int:
+        return sum(len(n.key) for n in self._nodes())
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def block_table(self, seq_id: int) -> list[int]:
+        return self.tables[seq_id]
+
+    def match_len(self, token_ids: Sequence[int]) -> int:
+        """Tokens of the longest cached prefix (never the last token: its logits are needed)."""
+        return self._match(token_ids[:-1])[1]
+
+    def match_node(self, token_ids: Sequence[int]) -> RadixNode:
+        """The deepest node the match reaches (the DFS-weight policy groups requests by it)."""
+        nodes, _ = self._match(token_ids[:-1])
+        return nodes[-1]
+
+    def can_allocate(self, token_ids: Sequence[int], num_tokens: int) -> bool:
+        nodes, m = self._match(token_ids[:-1])
+        m = min(m, num_tokens)
+        shared = self._shared_blocks(nodes, m)
+        pinned = {b for n in nodes for b in self._blocks(n)} | set(shared)
+        need = self.blocks_for(num_tokens) - len(shared)
+        return need <= self.num_free_blocks - len(pinned & self.evictable)
+
+    def can_append(self, seq_id: int, num_tokens: int) -> bool:
+        return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks
+
+    # -- changes ---------------------------------------------------------------------------
+    def allocate(self, seq_id: int, token_ids: Sequence[int], num_tokens: int) -> int:
+        """Give `seq_id` a table: shared full blocks of its cached prefix, a private copy of a
+        partly matched block, fresh blocks up to num_tokens. Returns the cached token count."""
+        if seq_id in self.tables:
+            raise ValueError(f"sequence {seq_id} already has blocks; free it first")
+        if not self.can_allocate(token_ids, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks for sequence {seq_id}")
+        nodes, m = self._match(token_ids[:-1])
+        m = min(m, num_tokens)
+        node = self._split(token_ids, m)
+        self._lock(node, +1)
+        self._touch(node)
+        self.seq_nodes[seq_id] = node
+        slots = self._path_slots(node)
+        table = self._shared_blocks([node], m, slots)
+        for b in table:
+            self._table_ref(b, +1)
+        self.tables[seq_id] = table
+        if m % self.block_size:  # the match ends inside a block: copy its cached head
+            dst = self._take_free()
+            self._table_ref(dst, +1)
+            table.append(dst)
+            self.copies.append((slots[m - 1] // self.block_size, dst))
+        self._grow(seq_id, num_tokens)
+        self.hit_tokens += m
+        return m
+
+    def append(self, seq_id: int, num_tokens: int) -> None:
+        if not self.can_append(seq_id, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
+        self._grow(seq_id, num_tokens)
+
+    def take_copies(self) -> list[tuple[int, int]]:
+        """The (src, dst) block copies allocations asked for since the last call."""
+        out, self.copies = self.copies, []
+        return out
+
+    def prepare_write(self, seq_id: int, start: int) -> list[tuple[int, int]]:
+        return []  # a table's partial blocks are private: nothing to copy on write
+
+    def commit(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
+        """Nothing at schedule time: a partial-block copy needs KV that is already computed."""
+
+    def uncommit(self, seq_id: int, num_tokens: int) -> None:
+        """Nothing: only tokens whose forward finished were ever inserted."""
+
+    def cache_computed(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
+        """Insert the first `num_computed` tokens (their KV is in the pool) and move the
+        sequence's lock down to their node (SGLang's cache_unfinished_req)."""
+        table, bs = self.tables[seq_id], self.block_size
+        nodes, m = self._match(token_ids[:num_computed])
+        parent = self._split(token_ids, m)
+        if m < num_computed:
+            key = list(token_ids[m:num_computed])
+            slots = [table[p // bs] * bs + p % bs for p in range(m, num_computed)]
+            child = RadixNode(key, slots, parent, node_id=next(self._ids))
+            parent.children[key[0]] = child
+            self._attach(child)
+            parent = child
+        self._touch(parent)
+        old = self.seq_nodes[seq_id]
+        self._lock(parent, +1)
+        self._lock(old, -1)
+        self.seq_nodes[seq_id] = parent
+
+    def truncate(self, seq_id: int, num_tokens: int) -> list[int]:
+        """Roll back to `num_tokens` (speculative decoding): drop blocks past the end."""
+        table, freed = self.tables[seq_id], []
+        if num_tokens > len(table) * self.block_size:
+            raise ValueError(f"cannot truncate sequence {seq_id} to {num_tokens} tokens")
+        while len(table) > self.blocks_for(num_tokens):
+            b = table.pop()
+            self._table_ref(b, -1)
+            if b in self.free_list:
+                freed.append(b)
+        return freed
+
+    def fork(self, parent_id: int, child_id: int) -> None:
+        raise NotImplementedError("RadixCache shares prefixes through the tree; fork is unused")
+
+    def free(self, seq_id: int) -> None:
+        """Release the table and the lock; inserted tokens stay cached until evicted."""
+        for b in reversed(self.tables.pop(seq_id)):
+            self._table_ref(b, -1)
+        self._lock(self.seq_nodes.pop(seq_id), -1)
+
+    def evict(self, num_blocks: int | None = None) -> int:
+        """Drop unlocked leaves, least recently used first, until `num_blocks` blocks are free
+        again (default: every unlocked node). Returns the number of blocks freed."""
+        heap = [(n.last_access, n.node_id, n) for n in self._nodes() if self._evictable_leaf(n)]
+        heapq.heapify(heap)
+        before = len(self.free_list)
+        while heap and (num_blocks is None or len(self.free_list) - before < num_blocks):
+            _, _, node = heapq.heappop(heap)
+            parent = node.parent
+            del parent.children[node.key[0]]
+            self._detach(node)
+            self.num_evicted_tokens += len(node.key)
+            if parent is not self.root and self._evictable_leaf(parent):
+                heapq.heappush(heap, (parent.last_access, parent.node_id, parent))
+        return len(self.free_list) - before
+
+    # -- the tree ------------------------------------------------------------------------------
+    def _match(self, tokens: Sequence[int]) -> tuple[list[RadixNode], int]:
+        return match(self.root, tokens)
+
+    def _path_slots(self, node: RadixNode) -> list[int]:
+        return path_slots(node)
+
+    def _nodes(self) -> list[RadixNode]:
+        return all_nodes(self.root)
+
+    def _touch(self, node: RadixNode) -> None:
+        self.clock += 1
+        touch(node, self.clock)
+
+    def _split(self, token_ids: Sequence[int], m: int) -> RadixNode:
+        """The node whose path ends exactly after `m` cached tokens of token_ids (splitting
+        the node the match ends inside, as SGLang does, so that a lock covers just the match)."""
+        node, pos = self.root, 0
+        while pos < m:
+            child = node.children[token_ids[pos]]
+            if pos + len(child.key) > m:
+                k = m - pos
+                self._detach(child)
+                head = RadixNode(child.key[:k], child.slots[:k], node, {child.key[k]: child},
+                                 child.lock_ref, child.last_access, next(self._ids))  # fmt: skip
+                node.children[head.key[0]] = head
+                child.key, child.slots, child.parent = child.key[k:], child.slots[k:], head
+                self._attach(head)
+                self._attach(child)
+                return head
+            pos += len(child.key)
+            node = child
+        return node
+
+    def _shared_blocks(self, nodes: list[RadixNode], m: int, slots=None) -> list[int]:
+        """Blocks shared read-only for the m matched tokens: per full block, the block of its
+        last slot (the node that holds it was inserted by a sequence that had that whole block
+        of the prefix in the same block: its KV is valid from the block's first slot on)."""
+        if slots is None:
+            slots = [s for n in nodes[1:] for s in n.slots][:m]
+        bs = self.block_size
+        return [slots[(i + 1) * bs - 1] // bs for i in range(m // bs)]
+
+    def _blocks(self, node: RadixNode) -> list[int]:
+        return sorted({s // self.block_size for s in node.slots})
+
+    def _attach(self, node: RadixNode, d: int = 1) -> None:
+        for b in self._blocks(node):
+            self.tree_ref[b] += d
+            if node.lock_ref:
+                self.locked_ref[b] += d
+            self._update(b)
+
+    def _detach(self, node: RadixNode) -> None:
+        self._attach(node, -1)
+
+    def _lock(self, node: RadixNode, d: int) -> None:
+        """Add d to the lock of every node from `node` up to the root; a node's blocks stop
+        (start) being evictable when its first lock comes (its last one goes)."""
+        while node is not self.root:
+            was = node.lock_ref > 0
+            node.lock_ref += d
+            if was != (node.lock_ref > 0):
+                for b in self._blocks(node):
+                    self.locked_ref[b] += d
+                    self._update(b)
+            node = node.parent
+
+    def _evictable_leaf(self, n: RadixNode) -> bool:
+        return n is not self.root and not n.children and n.lock_ref == 0
+
+    # -- blocks ---------------------------------------------------------------------------------
+    def _table_ref(self, b: int, d: int) -> None:
+        self.table_ref[b] += d
+        self._update(b)
+
+    def _update(self, b: int) -> None:
+        """Put block b where its counts say: free, evictable (only unlocked nodes), or in use."""
+        if self.table_ref[b] == 0 and self.tree_ref[b] == 0:
+            self.evictable.discard(b)
+            if b not in self.free_list:
+                self.free_list[b] = None
+        elif self.table_ref[b] == 0 and self.locked_ref[b] == 0:
+            self.free_list.pop(b, None)
+            self.evictable.add(b)
+        else:
+            self.free_list.pop(b, None)
+            self.evictable.discard(b)
+
+    def _take_free(self) -> int:
+        if not self.free_list:
+            self.evict(1)
+        if not self.free_list:
+            raise RuntimeError("no free KV block, and no unlocked cached node left to evict")
+        b, _ = self.free_list.popitem(last=False)
+        return b
+
+    def _grow(self, seq_id: int, num_tokens: int) -> None:
+        table = self.tables[seq_id]
+        while len(table) < self.blocks_for(num_tokens):
+            b = self._take_free()
+            self._table_ref(b, +1)
+            table.append(b)
+
+    # -- plain data for the dashboard and the tests --------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "kind": "radix",
+            "num_blocks": self.num_blocks,
+            "block_size": self.block_size,
+            "free": list(self.free_list),
+            "evictable": sorted(self.evictable),
+            "tables": {str(k): list(v) for k, v in self.tables.items()},
+            "nodes": [
+                {
+                    "id": n.node_id,
+                    "parent": n.parent.node_id,
+                    "tokens": list(n.key),
+                    "blocks": self._blocks(n),
+                    "lock_ref": n.lock_ref,
+                    "last_access": n.last_access,
+                }  # fmt: skip
+                for n in sorted(self._nodes(), key=lambda n: n.node_id)
+            ],
+            "num_cached_blocks": self.num_cached_blocks,
+            "num_cached_tokens": self.num_cached_tokens,
+            "hit_tokens": self.hit_tokens,
+        }
+
+    def check_invariants(self) -> None:
+        check_invariants(self)  # minirt/kv/radix_tree.py

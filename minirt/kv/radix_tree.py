@@ -1,0 +1,93 @@
+"""The radix tree under `RadixCache`: nodes of tokens with their pool slots, and walks over them.
+
+A node holds the tokens on the edge from its parent and, for each, its KV slot in the paged pool
+(block * block_size + position % block_size). Children are keyed by their first token, so a walk
+down compares one edge at a time. `check_invariants` recomputes every count the cache keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False)
+class RadixNode:
+    key: list[int]  # the tokens on the edge from the parent
+    slots: list[int]  # their KV slots: block * block_size + position % block_size
+    parent: RadixNode | None = None
+    children: dict[int, RadixNode] = field(default_factory=dict)  # first token -> child
+    lock_ref: int = 0  # running sequences whose path goes through this node
+    last_access: int = 0  # logical clock, for LRU eviction
+    node_id: int = 0
+
+
+def match(root: RadixNode, tokens: Sequence[int]) -> tuple[list[RadixNode], int]:
+    """Walk down while tokens agree: the nodes touched (the last may match only in part)
+    and the number of tokens matched."""
+    node, m, nodes = root, 0, [root]
+    while m < len(tokens) and tokens[m] in node.children:
+        child = node.children[tokens[m]]
+        k = 0
+        while k < len(child.key) and m + k < len(tokens) and child.key[k] == tokens[m + k]:
+            k += 1
+        nodes.append(child)
+        m += k
+        if k < len(child.key):
+            break
+        node = child
+    return nodes, m
+
+
+def path_slots(node: RadixNode) -> list[int]:
+    parts = []
+    while node.parent is not None:
+        parts.append(node.slots)
+        node = node.parent
+    return [s for part in reversed(parts) for s in part]
+
+
+def all_nodes(root: RadixNode) -> list[RadixNode]:
+    """Every node below the root."""
+    out, stack = [], list(root.children.values())
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        stack += n.children.values()
+    return out
+
+
+def touch(node: RadixNode, clock: int) -> None:
+    """Mark `node` and its ancestors used at `clock` (LRU eviction takes the oldest leaf)."""
+    while node is not None:
+        node.last_access = clock
+        node = node.parent
+
+
+def check_invariants(cache) -> None:  # cache: a RadixCache
+    """The RadixCache's counts recomputed from its tables and tree (the property tests call it)."""
+    bs, nodes = cache.block_size, all_nodes(cache.root)
+    table_ref, tree_ref, locked_ref = ([0] * cache.num_blocks for _ in range(3))
+    for table in cache.tables.values():
+        for b in table:
+            table_ref[b] += 1
+    locks: dict[int, int] = {}
+    for n in cache.seq_nodes.values():
+        locks[id(n)] = locks.get(id(n), 0) + 1
+    for n in nodes:
+        assert n.key and len(n.key) == len(n.slots), f"node {n.node_id}: key/slots mismatch"
+        assert n.parent.children[n.key[0]] is n, f"node {n.node_id}: not its parent's child"
+        depth = len(path_slots(n)) - len(n.slots)
+        assert all(s % bs == (depth + i) % bs for i, s in enumerate(n.slots)), "offset != p % bs"
+        want = locks.get(id(n), 0) + sum(c.lock_ref for c in n.children.values())
+        assert n.lock_ref == want, f"node {n.node_id}: lock_ref {n.lock_ref} != {want}"
+        for b in cache._blocks(n):
+            tree_ref[b] += 1
+            locked_ref[b] += n.lock_ref > 0
+    assert table_ref == cache.table_ref and tree_ref == cache.tree_ref
+    assert locked_ref == cache.locked_ref
+    for b in range(cache.num_blocks):
+        free = table_ref[b] == 0 and tree_ref[b] == 0
+        assert (b in cache.free_list) == free, f"block {b}: free-list membership wrong"
+        evict = not free and table_ref[b] == 0 and locked_ref[b] == 0
+        assert (b in cache.evictable) == evict, f"block {b}: evictable membership wrong"

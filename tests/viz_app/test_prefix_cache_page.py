@@ -1,0 +1,50 @@
+"""The prefix-cache page draws the engine's own caches: its tree rows are the RadixCache's nodes,
+its hit counts the trace's, for the same prompts run directly with LLM."""
+
+import pytest
+
+from minirt import LLM
+from vizlib import prefix_cache as pc
+from vizlib.runs import RunSettings, kv_bytes_for_blocks, torch_threads
+
+PAGE = "pages/09_Prefix_cache.py"
+HEADER = "You are a careful assistant.\nAnswer in one line.\n"
+PROMPTS = (HEADER + "Q: capital of France?", HEADER + "Q: capital of Spain?", "Q: 2 + 2?")
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return RunSettings(prompts=PROMPTS, max_tokens=2, block_size=8, max_num_batched_tokens=64,
+                       kv_cache_bytes=kv_bytes_for_blocks(48, 8), max_model_len=256)  # fmt: skip
+
+
+def test_the_tree_rows_are_the_radix_cache_nodes_of_a_direct_run(settings):
+    runs = pc.run_both.__wrapped__(settings, "lpm")
+    with torch_threads(1):
+        llm = LLM(**settings.engine_kwargs(), prefix_cache="radix", schedule_policy="lpm")
+        llm.generate(list(PROMPTS), settings.sampling_params(), use_tqdm=False)
+    radix = runs["radix"]
+    last = pc.tree_rows(radix["steps"], len(radix["steps"]) - 1, radix["prompts"])
+    want = llm.block_manager.to_dict()["nodes"]
+    assert sorted(last["depth"]) == sorted(
+        len(pc._paths({n["id"]: n for n in want})[n["id"]]) for n in want
+    )
+    assert radix["stats"]["num_cached_tokens"] == llm.last_stats.num_cached_tokens
+    # The shared header is a hit in some step for the radix cache: a green node appears.
+    states = {s for i in range(len(radix["steps"]))
+              for s in pc.tree_rows(radix["steps"], i, radix["prompts"])["state"]}  # fmt: skip
+    assert {"hit", "new"} <= states
+    # Whole blocks only for the hash cache: it never finds more than the radix tree does.
+    assert runs["hash"]["stats"]["num_cached_tokens"] <= radix["stats"]["num_cached_tokens"]
+
+
+def test_the_page_shows_both_caches_and_steps_through_the_run(open_page):
+    at = open_page(PAGE)
+    at.text_area(key="pc_prompts").set_value("\n".join(p.replace("\n", "\\n") for p in PROMPTS))
+    at.slider(key="pc_max_tokens").set_value(2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    labels = [m.label for m in at.metric]
+    assert "Radix hit rate" in labels and "Hash hit rate" in labels
+    step = next(s for s in at.slider if s.label == "Scheduler step")
+    step.set_value(step.max).run()
+    assert not at.exception and len(at.get("vega_lite_chart")) == 2
