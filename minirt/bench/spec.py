@@ -184,20 +184,28 @@ def full_batch_decode(llm, texts: list[str], params) -> dict[str, Any]:
     from minirt.sched import Sequence
 
     seqs = [Sequence(-1 - i, llm.tokenizer.encode(t), params) for i, t in enumerate(texts)]
-    for seq in seqs:
-        llm.scheduler.add(seq)
-    tokens = steps = 0
-    seconds, drafted0, accepted0 = 0.0, *llm._spec_counts()
-    t = time.perf_counter()
-    while llm.scheduler.has_unfinished():
-        before = [len(s.output_token_ids) for s in seqs]
-        full = min(before) > 0 and all(s.finish_reason is None for s in seqs)
-        finished = llm.step()
-        now = time.perf_counter()  # step() ends by reading the sampled tokens: GPU work is done
-        if full and not finished:
-            tokens += sum(len(s.output_token_ids) for s in seqs) - sum(before)
-            steps, seconds = steps + 1, seconds + now - t
-        t = now
+    # Room for every decode's k lookahead slots *and* the prompts still waiting: with the default
+    # budget, 512 decodes x (1 + 4) slots take all 2,048 tokens and the last prompts would wait
+    # until others finish (the batch would never be full).
+    budget = llm.config.max_num_batched_tokens
+    llm.config.max_num_batched_tokens = budget + len(seqs) * (1 + llm.config.num_speculative_tokens)
+    try:
+        for seq in seqs:
+            llm.scheduler.add(seq)
+        tokens = steps = 0
+        seconds, drafted0, accepted0 = 0.0, *llm._spec_counts()
+        t = time.perf_counter()
+        while llm.scheduler.has_unfinished():
+            before = [len(s.output_token_ids) for s in seqs]
+            full = min(before) > 0 and all(s.finish_reason is None for s in seqs)
+            finished = llm.step()
+            now = time.perf_counter()  # step() ends by reading the sampled tokens: GPU work is done
+            if full and not finished:
+                tokens += sum(len(s.output_token_ids) for s in seqs) - sum(before)
+                steps, seconds = steps + 1, seconds + now - t
+            t = now
+    finally:
+        llm.config.max_num_batched_tokens = budget
     drafted, accepted = llm._spec_counts()
     drafted, accepted = drafted - drafted0, accepted - accepted0
     if not steps:  # never the whole batch decoding at once (e.g. the pool or budget split it)

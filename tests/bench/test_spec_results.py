@@ -77,10 +77,11 @@ def test_known_gap_the_model_misses_where_speculation_stops_paying():
     """Issue 7 asks for the break-even batch within one power of two; not met. Measured (closed
     batch): speculation stops paying at batch 128 on the H200, 32-64 on the H100; the model never
     sees it stop by 256. What it lacks: a speculative step's own host work, and the closed
-    batch's tail — sequences accept different numbers of tokens, so the batch waits for its
-    slowest while its last steps run a thinning batch (tokens per step fall from 4.1 at batch 1
-    to 2.2 at 256 with k = 4, at the same acceptance rate). `bench spec --pair --decode-only`
-    measures the full-batch decode steps the model describes; its first GPU run is still due."""
+    batch's tail: tokens per step fall from 4.1 at batch 1 to 2.2 at 256 with k = 4 at the same
+    acceptance rate. Likely cause (found on CPU after the runs): the lookahead slots are reserved
+    before admissions, so 256 decodes x 5 slots leave 768 of the 2,048-token budget for 16,384
+    prompt tokens: the last prompts start ~20 steps after the first ones. `bench spec --pair
+    --decode-only` measures the full-batch steps the model describes; its GPU run is due."""
     measured, predicted = model(newest("gpu"), "gpu")
     for k in (2, 4):
         b = break_even(measured, k)
