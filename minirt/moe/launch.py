@@ -29,7 +29,7 @@ def _worker(rank, world_size, port, backend, threads, fn, args, folder) -> None:
     try:
         result = fn(rank, world_size, *args)
         # a file, not a queue: a queue's pipe fills up and blocks a rank that returns tensors
-        torch.save(result, os.path.join(folder, f"{rank}.pt"))
+        torch.save(result, os.path.join(folder, f"{rank}.pt"))  # tensors and plain data only
     finally:
         dist.destroy_process_group()
 
@@ -42,7 +42,9 @@ def run_ranks(
     threads: int = 1,
     start_method: str | None = None,
 ) -> list[Any]:
-    """fn(rank, world_size, *args) on `world_size` processes; their results, by rank.
+    """fn(rank, world_size, *args) on `world_size` processes; their results, by rank. A result
+    is tensors and plain data (numbers, strings, lists, dicts): it travels through
+    `torch.load(weights_only=True)`, which refuses anything else.
 
     start_method: "fork" by default for gloo on Linux (children inherit the imported modules:
     ~0.5 s to start instead of ~5 s each), "spawn" for NCCL (CUDA does not survive a fork) and
@@ -57,5 +59,7 @@ def run_ranks(
         mp.start_processes(_worker, nprocs=world_size, join=True, start_method=start_method,
                            args=(world_size, free_port(), backend, threads, fn, args,
                                  folder))  # fmt: skip
-        return [torch.load(os.path.join(folder, f"{r}.pt"), weights_only=False)
+        # weights_only: tensors, numbers, strings, lists and dicts come back, nothing is
+        # unpickled into code (return `to_dict()`s, not objects)
+        return [torch.load(os.path.join(folder, f"{r}.pt"), weights_only=True)
                 for r in range(world_size)]  # fmt: skip

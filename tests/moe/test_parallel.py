@@ -4,6 +4,8 @@ one process gives, with one or two micro-batches; FP8 dispatch stays within E4M3
 Each world size is one spawn (process start-up dominates), checked against `MoEBlock` run here.
 """
 
+from fractions import Fraction
+
 import pytest
 import torch
 
@@ -59,3 +61,15 @@ def test_fp8_pack_roundtrip_keeps_e4m3_precision():
     assert q.dtype == torch.uint8 and s.shape == (5, 2)  # one scale per 128 values
     back = fp8_unpack(q, s, torch.float32)
     assert ((back - x).abs() <= x.abs() * 2**-4 + s.repeat_interleave(128, 1) * 2**-9).all()
+
+
+def _returns_an_object(rank, world_size):
+    return Fraction(rank, world_size)  # any object that is not tensors or plain data
+
+
+def test_a_rank_returning_an_object_is_refused_not_unpickled():
+    """run_ranks reads results with torch.load(weights_only=True): plain data only."""
+    import pickle
+
+    with pytest.raises(pickle.UnpicklingError, match="weights_only"):
+        run_ranks(_returns_an_object, 2)
