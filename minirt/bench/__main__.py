@@ -171,191 +171,162 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What each GPU topic needs, and what a learner without it can use instead.
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "roofline": (("cuda",), ""),
+    "gpu": (("cuda",), ""),
+    "kernels": (("cuda",), ""),
+    "ncu": (("cuda", "ncu"), ""),
+    "bank": (
+        ("cuda", "ncu", "cupy"),
+        "without a GPU, minirt.tools.bank.simulate gives the counts from the rules",
+    ),
+    "smem-gemm": (
+        ("cuda", "cupy"),
+        "its kernels are CUDA C that CuPy compiles (NVRTC) at run time",
+    ),
+    "transfers": (("cuda",), "without a GPU, minirt.tools.streams simulates the same experiments"),
+    "spec": (
+        ("cuda",),
+        "without a GPU, minirt.tools.spec models the same curves from the roofline",
+    ),
+    "quant": (
+        ("cuda",),
+        "without a GPU the kernels run in Triton's interpreter: pytest tests/kernels",
+    ),
+}
+
+
+def missing(needs: tuple[str, ...]) -> list[str]:
+    """The requirements this machine lacks, in words."""
+    import importlib.util
+    import shutil
+
+    import torch
+
+    have = {"cuda": ("a CUDA GPU", torch.cuda.is_available),
+            "ncu": ("Nsight Compute's `ncu` on PATH", lambda: shutil.which("ncu")),
+            "cupy": ("CuPy", lambda: importlib.util.find_spec("cupy"))}  # fmt: skip
+    return [have[n][0] for n in needs if not have[n][1]()]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.topic == "cpu":
-        import torch
+    command = shlex.join(["python", "-m", "minirt.bench", *argv])
+    progress = not getattr(args, "no_progress", False)
+    needs, instead = NEEDS.get(args.topic, ((), ""))
+    lacking = missing(needs)
+    if lacking:
+        what = " and ".join([", ".join(lacking[:-1]), lacking[-1]] if len(lacking) > 1 else lacking)
+        hint = f"; {instead}" if instead else ""
+        print(f"error: the {args.topic} benchmark needs {what}{hint}", file=sys.stderr)
+        return 2
+    path = _run(args, command, progress)
+    if path is not None:
+        print(f"wrote {path}")
+    return 0
 
+
+def _run(args, command: str, progress: bool):
+    """Run one topic; return the file it wrote (None: it printed what it had to say)."""
+    import torch
+
+    if args.topic == "cpu":
         from minirt.bench import cpu
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        cfg = cpu.CpuBenchConfig(
-            batch_sizes=args.batch_sizes,
-            max_tokens=args.max_tokens,
-            prefix_prompts=args.prefix_prompts,
-            model=args.model,
-        )
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        path = cpu.run(cfg, out_dir=args.out, command=command, progress=not args.no_progress)
+        cfg = cpu.CpuBenchConfig(batch_sizes=args.batch_sizes, max_tokens=args.max_tokens,
+                                 prefix_prompts=args.prefix_prompts, model=args.model)  # fmt: skip
+        path = cpu.run(cfg, out_dir=args.out, command=command, progress=progress)
         print(cpu.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "plot":
+        return path
+    if args.topic == "plot":
         from minirt.bench.plots import write_plot
 
-        print(f"wrote {write_plot(args.file)}")
-    elif args.topic == "ncu":
-        import torch
-
+        return write_plot(args.file)
+    if args.topic == "ncu":
         from minirt.bench import gpu, ncu
         from minirt.bench.results import write_results
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
         rows = ncu.measure()
         config = {"gpu": torch.cuda.get_device_name(), "ncu": ncu.ncu_version(),
                   "shapes": "decode: 64 x 4096 tokens; prefill: 4 x 4096 causal; bf16"}  # fmt: skip
-        path = write_results("ncu", gpu._device(), rows, args.out, command, config=config)
-        print(f"wrote {path} ({len(rows)} metrics)")
-    elif args.topic == "bank":
-        import importlib.util
-        import shutil
-
-        import torch
-
-        missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
-                                         ("Nsight Compute's `ncu` on PATH", shutil.which("ncu")),
-                                         ("CuPy", importlib.util.find_spec("cupy")))
-                   if not ok]  # fmt: skip
-        if missing:
-            print(
-                f"error: the bank benchmark needs {', '.join(missing)}; without them, "
-                "minirt.tools.bank.simulate gives the counts from the rules",
-                file=sys.stderr,
-            )
-            return 2
+        return write_results("ncu", gpu._device(), rows, args.out, command, config=config)
+    if args.topic == "bank":
         from minirt.bench import bank
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
         path = bank.run(args.out, command)
         print(bank.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "smem-gemm":
-        import importlib.util
-
-        import torch
-
-        missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()),
-                                         ("CuPy", importlib.util.find_spec("cupy")))
-                   if not ok]  # fmt: skip
-        if missing:
-            print(f"error: the smem-gemm benchmark needs {' and '.join(missing)}; the kernels "
-                  "are CUDA C compiled by CuPy (NVRTC) at run time", file=sys.stderr)  # fmt: skip
-            return 2
+        return path
+    if args.topic == "smem-gemm":
         from minirt.bench import smem_gemm
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
         path = smem_gemm.run(args.out, command, size=args.size)
         record = load_results(path)
         print(smem_gemm.summary(record["results"]))
         for note in record["config"]["notes"]:
             print(f"note: {note}")
-        print(f"wrote {path}")
-    elif args.topic == "transfers":
-        import torch
-
-        if not torch.cuda.is_available():
-            print(
-                "error: the transfers benchmark needs a CUDA GPU; without one, "
-                "minirt.tools.streams simulates the same experiments",
-                file=sys.stderr,
-            )
-            return 2
+        return path
+    if args.topic == "transfers":
         from minirt.bench import transfers
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        path = transfers.run(args.out, command, progress=not args.no_progress)
+        path = transfers.run(args.out, command, progress=progress)
         print(transfers.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "spec":
-        import torch
-
-        if not torch.cuda.is_available():
-            print(
-                "error: the spec benchmark needs a CUDA GPU; without one, minirt.tools.spec "
-                "models the same curves from the roofline",
-                file=sys.stderr,
-            )
-            return 2
+        return path
+    if args.topic == "spec":
         from minirt.bench import spec
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
         if args.pair:
-            path = spec.run_pair(*args.pair, args.out, command, progress=not args.no_progress,
+            path = spec.run_pair(*args.pair, args.out, command, progress=progress,
                                  decode_only=args.decode_only)  # fmt: skip
         else:
-            path = spec.run(args.out, command, progress=not args.no_progress)
+            path = spec.run(args.out, command, progress=progress)
         print(spec.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "quant":
-        import torch
-
-        if not torch.cuda.is_available():
-            print("error: the quant benchmark needs a CUDA GPU (8-bit tensor cores); on a CPU "
-                  "the kernels run in Triton's interpreter: pytest tests/kernels",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+        return path
+    if args.topic == "quant":
         from minirt.bench import quant
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
         methods = set(args.methods) if args.methods else None
-        path = quant.run(args.out, command, progress=not args.no_progress, methods=methods)
+        path = quant.run(args.out, command, progress=progress, methods=methods)
         print(quant.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "sched":
-        import torch
+        return path
+    if args.topic in ("sched", "moe"):  # CPU runs unless a GPU is there (and --cpu not given)
+        from minirt.bench import moe, sched
 
-        from minirt.bench import sched
-
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        if args.cpu or not torch.cuda.is_available():
-            path = sched.run_cpu(args.out, command, progress=not args.no_progress)
+        cpu_only = args.cpu or not torch.cuda.is_available()
+        if args.topic == "sched":
+            run = sched.run_cpu if cpu_only else sched.run_cuda
+            path = run(args.out, command, progress=progress)
+            print(sched.summary(load_results(path)["results"]))
         else:
-            path = sched.run_cuda(args.out, command, progress=not args.no_progress)
-        print(sched.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic == "moe":
-        import torch
+            path = (moe.run_cpu(args.out, command, worlds=args.worlds) if cpu_only
+                    else moe.run_cuda(args.out, command, progress=progress))  # fmt: skip
+            print(moe.summary(load_results(path)["results"]))
+        return path
+    from minirt.bench import gpu, roofline  # roofline, gpu, kernels
 
-        from minirt.bench import moe
+    if args.topic == "kernels" and args.once:
+        from minirt.bench import kernels
 
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        if args.cpu or not torch.cuda.is_available():
-            path = moe.run_cpu(args.out, command, worlds=args.worlds)
-        else:
-            path = moe.run_cuda(args.out, command, progress=not args.no_progress)
-        print(moe.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    elif args.topic in ("roofline", "gpu", "kernels"):
-        import torch
-
-        if not torch.cuda.is_available():
-            print(f"error: the {args.topic} benchmark needs a CUDA GPU", file=sys.stderr)
-            return 2
-        from minirt.bench import gpu, roofline
-
-        command = shlex.join(["python", "-m", "minirt.bench", *argv])
-        if args.topic == "kernels" and args.once:
-            from minirt.bench import kernels
-
-            kernels.run_once(args.once)
-            return 0
-        if args.topic == "roofline":
-            path = roofline.run(args.out, command)
-            for row in load_results(path)["results"]:
-                print(row)
-        elif args.topic == "kernels":
-            path = gpu.run_kernels(args.out, command)
-            print(gpu.summary(load_results(path)["results"]))
-        elif args.hf_compile_only:
-            path = gpu.run_hf_compile(args.out, command)
-            for row in load_results(path)["results"]:
-                print(row)
-        else:
-            path = gpu.run(args.out, command)
-            print(gpu.summary(load_results(path)["results"]))
-        print(f"wrote {path}")
-    return 0
+        kernels.run_once(args.once)
+        return None
+    if args.topic == "roofline":
+        path = roofline.run(args.out, command)
+        for row in load_results(path)["results"]:
+            print(row)
+    elif args.topic == "kernels":
+        path = gpu.run_kernels(args.out, command)
+        print(gpu.summary(load_results(path)["results"]))
+    elif args.hf_compile_only:
+        path = gpu.run_hf_compile(args.out, command)
+        for row in load_results(path)["results"]:
+            print(row)
+    else:
+        path = gpu.run(args.out, command)
+        print(gpu.summary(load_results(path)["results"]))
+    return path
 
 
 if __name__ == "__main__":
