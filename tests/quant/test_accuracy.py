@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minirt.engine.llm import LLM
 from minirt.quant.accuracy import (
     DEFAULT_METHODS,
     FULL_PRECISION,
@@ -38,19 +37,7 @@ PROSE = (
 DEGENERATE = "x" * 600  # one letter, over and over (600 spaces do the same: 1.196)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the embedded model is tiny, and on a busy 2-core machine two OpenMP
-    threads spinning against other processes made this module 7x slower (60 s vs 8 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    return LLM(device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/quant/conftest.py
 
 
 @pytest.fixture(scope="module")

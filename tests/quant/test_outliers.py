@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from minirt.engine.llm import LLM
 from minirt.quant.accuracy import calibration_text
 from minirt.quant.linear import target_linears
 from minirt.quant.outliers import LayerStats, SpreadStats, activation_outliers
@@ -39,19 +38,7 @@ def test_a_zero_tensor_has_no_spread_and_no_error():
     assert s.amax == 0.0 and s.int8_rel_error == 0.0 and s.channel_ratio == 0.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the embedded model is tiny, and on a busy 2-core machine two OpenMP
-    threads spinning against other processes made this module 7x slower (60 s vs 8 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def llm():
-    return LLM(device="cpu")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/quant/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -65,11 +65,6 @@ def test_quant_linear_keeps_the_input_dtype_and_packed_parts():
     assert q.part("k_proj") == packed.part("k_proj") == slice(64, 96)
 
 
-@pytest.fixture(scope="module")
-def llm():
-    return LLM(device="cpu")
-
-
 def nats_per_byte(llm: LLM, text: str) -> float:
     toks = llm.tokenizer.encode(text)  # byte-level: one token per byte
     logits = llm.score(toks)
