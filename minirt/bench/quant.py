@@ -37,8 +37,11 @@ SHAPES = {
     ("llama-3-8b", "down_proj"): (4096, 14336),
 }
 MS = (1, 16, 64, 256, 1024, 4096)
-GEMV_CONFIGS = [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": s}
-                for bn in (16, 32) for bk in (256, 512) for s in (1, 4, 8)]  # fmt: skip
+# one slice per row block (no zero-fill or cast kernels) unless K is long; a few warps each
+GEMV_CONFIGS = [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w}
+                for bn in (4, 8, 16) for bk in (512, 1024) for w in (2, 4)] + [
+                {"BLOCK_N": bn, "BLOCK_K": 512, "SPLIT_K": s, "num_warps": 4}
+                for bn, s in ((8, 2), (16, 4))]  # fmt: skip
 
 
 def _gemm_configs(m: int) -> list[dict]:

@@ -160,7 +160,7 @@ def run_cuda(out_dir=DEFAULT_OUT, command: str | None = None, progress: bool = T
     from minirt.bench.roofline import qwen3_06b_checkpoint
 
     engine = {"device": "cuda", "gpu_memory_utilization": 0.6, "max_num_batched_tokens": 8192}
-    works = standard(scale=8, vocab=151936)
+    works = standard(scale=8, vocab=151936, length=4)
     with tempfile.TemporaryDirectory() as folder:
         qwen3_06b_checkpoint(folder)
         rows = run_all(folder, engine, works, progress=progress, repeats=2, reuse=True)

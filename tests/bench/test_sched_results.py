@@ -30,8 +30,9 @@ def newest(device: str) -> dict:
 def _workloads(record: dict) -> dict[str, workloads.Workload]:
     """The run's workloads rebuilt from their recorded generator arguments."""
     vocab = 256 if record["device"] == "cpu" else 151936
-    scale = record["config"]["workloads"][0]["num_requests"] // 32
-    return {w.name: w for w in workloads.standard(scale=scale, vocab=vocab)}
+    shot = record["config"]["workloads"][0]
+    scale, length = shot["num_requests"] // 32, shot["system_len"] // 200
+    return {w.name: w for w in workloads.standard(scale=scale, vocab=vocab, length=length)}
 
 
 @pytest.mark.parametrize("device", ["cpu", "h100", "h200"])
