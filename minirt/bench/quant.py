@@ -41,7 +41,11 @@ MS = (1, 16, 64, 256, 1024, 4096)
 GEMV_CONFIGS = [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w}
                 for bn in (4, 8, 16) for bk in (512, 1024) for w in (2, 4)] + [
                 {"BLOCK_N": bn, "BLOCK_K": 512, "SPLIT_K": s, "num_warps": 4}
-                for bn, s in ((8, 2), (16, 4))]  # fmt: skip
+                for bn, s in ((8, 2), (16, 4))] + [
+                # a whole row of K per program: more loads in flight, no loop to pipeline
+                {"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w}
+                for bn, bk, w in ((2, 4096, 4), (4, 4096, 4), (4, 2048, 4), (8, 2048, 4),
+                                  (4, 4096, 8), (8, 4096, 8))]  # fmt: skip
 
 
 def _gemm_configs(m: int) -> list[dict]:

@@ -28,15 +28,42 @@ def match(root: RadixNode, tokens: Sequence[int]) -> tuple[list[RadixNode], int]
     node, m, nodes = root, 0, [root]
     while m < len(tokens) and tokens[m] in node.children:
         child = node.children[tokens[m]]
-        k = 0
-        while k < len(child.key) and m + k < len(tokens) and child.key[k] == tokens[m + k]:
-            k += 1
+        k = common_len(child.key, tokens, m)
         nodes.append(child)
         m += k
         if k < len(child.key):
             break
         node = child
     return nodes, m
+
+
+def common_len(key: Sequence[int], tokens: Sequence[int], start: int = 0) -> int:
+    """How many leading tokens of `key` equal tokens[start:]. List slices compare in C: all of
+    it at once (the usual case), else slices of doubling length (8, 16, 32, ...) until one
+    differs, then a binary search inside it. A token-by-token Python loop here cost more than
+    the forward on a GPU (bench sched: LPM ordering 256 prompts of ~900 tokens took 36 ms)."""
+    n = min(len(key), len(tokens) - start)
+    key, tokens = key[:n], tokens[start : start + n]
+    if type(key) is not type(tokens):  # a tuple never equals a list
+        key, tokens = list(key), list(tokens)
+    if key[:8] == tokens[:8] and key == tokens:  # the usual case: the whole edge matches
+        return n
+    lo, step = 0, 8  # key[:lo] matches
+    while lo < n:
+        hi = min(n, lo + step)
+        if key[lo:hi] != tokens[lo:hi]:
+            break
+        lo, step = hi, 2 * step
+    else:
+        return n
+    hi -= 1  # key[:hi + 1] does not match
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if key[lo:mid] == tokens[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def path_slots(node: RadixNode) -> list[int]:

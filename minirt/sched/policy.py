@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from minirt.kv.radix_tree import common_len
 from minirt.sched.sequence import Sequence as Seq
 
 # Defer a request when a prompt being computed shares this many more tokens with it than the
@@ -61,9 +62,7 @@ def _dfs_weight(seqs: list[Seq], cache) -> list[Seq]:
 def defer_in_batch(token_ids: Sequence[int], cached: int, admitted: list[Sequence[int]]) -> bool:
     """Should this request wait a step for a prefix another admitted request computes now?"""
     for other in admitted:
-        n = 0
-        while n < min(len(token_ids), len(other)) - 1 and token_ids[n] == other[n]:
-            n += 1
+        n = min(common_len(token_ids, other), len(token_ids) - 1, len(other) - 1)
         if n - cached >= IN_BATCH_DEFER_TOKENS:
             return True
     return False

@@ -92,7 +92,12 @@ def standard(scale: int = 1, vocab: int = 256, seed: int = 0, length: int = 1) -
     return [
         shot,
         multi_turn(num_conversations=8 * scale, turn_len=40 * length, vocab=vocab, seed=seed),
-        branching(fanout=3 if scale == 1 else 4, root_len=100 * length,
-                  segment_len=30 * length, vocab=vocab, seed=seed),  # fmt: skip
+        branching(
+            fanout=3 if scale == 1 else 4,
+            root_len=100 * length,
+            segment_len=30 * length,
+            vocab=vocab,
+            seed=seed,
+        ),
         no_sharing(shot, vocab=vocab, seed=seed),
     ]
