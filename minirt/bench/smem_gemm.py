@@ -1,10 +1,11 @@
 """Shared-memory SGEMM, step by step: from one thread per output to a register-blocked kernel.
 
 Each step of `SOURCE` is one CUDA kernel for row-major fp32 C = A @ B, with a comment on what
-changed and why. `run` times every step against cuBLAS (torch.matmul, TF32 off) and checks it,
-counts its shared-memory bank conflicts under one ncu process and runs compute-sanitizer's
-racecheck on the tiled kernel with and without its second barrier (`python -m minirt.bench
-smem-gemm`). Sizes are multiples of the largest tile (128).
+changed and why; the fp16 steps (`_h`, fp32 sums) are in `minirt.bench.smem_gemm_half`. `run`
+times every step against cuBLAS of its dtype (torch.matmul: SGEMM with TF32 off, HGEMM) and
+checks it, counts its shared-memory bank conflicts under one ncu process and runs
+compute-sanitizer's racecheck on the tiled kernel with and without its second barrier
+(`python -m minirt.bench smem-gemm`). Sizes are multiples of the largest tile (128).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from minirt.bench.ncu import _number
+from minirt.bench.smem_gemm_half import HALF_ARGS, HALF_SHAPES, HALF_SOURCE
 
 # every kernel: C [M, N] = A [M, K] @ B [K, N], all row-major fp32
 ARGS = ("const float *__restrict__ A, const float *__restrict__ B, float *__restrict__ C, "
@@ -180,10 +183,17 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) templated({ARGS}) {{
 {REGBLOCK_BODY}}}
 """
 
-SOURCE = SIMPLE + REGBLOCK
+SOURCE = SIMPLE + REGBLOCK + HALF_SOURCE
 SHAPES = ((128, 128, 8, 8, 8), (128, 128, 16, 8, 8), (64, 64, 8, 4, 4), (128, 64, 16, 8, 4))
 TILE = 128  # sizes must be multiples of the largest tile
 REL_ERR_BOUND = 1e-4  # max |C - ref| / max |ref|; fp32 summation-order differences are ~1e-6
+# fp16 C with fp32 sums: kernel and cuBLAS each round the same fp32 value to half, at most half
+# an ulp (2^-11 |C|) apart from it, so they differ by at most one ulp, 2^-10 |C| <= 9.8e-4
+# max|ref|, plus summation-order noise (~1e-6). 2e-3 leaves one ulp of margin; a wrong index
+# gives errors of order 1.
+REL_ERR_BOUNDS = {"fp32": REL_ERR_BOUND, "fp16": 2e-3}
+DTYPES = ("fp32", "fp16")
+CUBLAS = {"fp32": "cublas", "fp16": "cublas_h"}  # the baseline row of each dtype
 
 
 @dataclass(frozen=True)
@@ -195,11 +205,14 @@ class Kernel:
     bm: int = 32  # the C tile of one block
     bn: int = 32
     block: tuple[int, int] = (32, 32)
+    dtype: str = "fp32"  # of A, B and C ("fp16": __half; the sums are fp32 in both)
 
 
-def _templated(bm: int, bn: int, bk: int, tm: int, tn: int) -> Kernel:
-    return Kernel(f"templated_{bm}x{bn}x{bk}_{tm}x{tn}", f"templated<{bm}, {bn}, {bk}, {tm}, {tn}>",
-                  bm, bn, ((bm // tm) * (bn // tn), 1))  # fmt: skip
+def _templated(bm: int, bn: int, bk: int, tm: int, tn: int, dtype: str = "fp32") -> Kernel:
+    h = "_h" if dtype == "fp16" else ""
+    return Kernel(f"templated_{bm}x{bn}x{bk}_{tm}x{tn}{h}",
+                  f"templated{h}<{bm}, {bn}, {bk}, {tm}, {tn}>",
+                  bm, bn, ((bm // tm) * (bn // tn), 1), dtype)  # fmt: skip
 
 
 KERNELS = [Kernel(n, n) for n in ("naive", "tiled", "tiled_nosync", "tiled_transposed_conflict",
@@ -208,14 +221,38 @@ KERNELS += [
     Kernel("regblock", "regblock", 128, 128, (256, 1)),
     *(_templated(*shape) for shape in SHAPES),
 ]
+KERNELS += [Kernel(n, n, dtype="fp16") for n in ("tiled_h", "tiled_transposed_conflict_h",
+            "tiled_transposed_pad1_h", "tiled_transposed_pad_h", "swizzled_h")]  # fmt: skip
+KERNELS += [
+    Kernel("regblock_h", "regblock_h", 128, 128, (256, 1), "fp16"),
+    *(_templated(*shape, dtype="fp16") for shape in HALF_SHAPES),
+    Kernel("wmma_h", "wmma_h", 64, 64, (128, 1), "fp16"),  # tensor cores
+]
 BY_NAME = {k.name: k for k in KERNELS}
 
 
+def of_dtype(results: list[dict[str, Any]], dtype: str = "fp32") -> list[dict[str, Any]]:
+    """The rows of one dtype; a row without a `dtype` field (runs before fp16) is fp32."""
+    return [r for r in results if r.get("dtype", "fp32") == dtype]
+
+
 def nvcc_source() -> str:
-    """SOURCE with the template instantiated explicitly (nvcc has no name_expressions)."""
-    explicit = "".join(f"template __global__ void {k.symbol}({ARGS});\n" for k in KERNELS
-                       if "<" in k.symbol)  # fmt: skip
+    """SOURCE with the templates instantiated explicitly (nvcc has no name_expressions)."""
+    args = {"fp32": ARGS, "fp16": HALF_ARGS}
+    explicit = "".join(f"template __global__ void {k.symbol}({args[k.dtype]});\n"
+                       for k in KERNELS if "<" in k.symbol)  # fmt: skip
     return SOURCE + explicit
+
+
+def _crt_include() -> Path | None:
+    """A CUDA include folder holding crt/mma.h: <mma.h> (WMMA) includes it, and the pip CUDA
+    headers CuPy may find first lack it. The toolkit has it, and so does Triton's copy."""
+    import triton
+
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    folders = [Path(h) / "include" for h in homes if h]
+    folders.append(Path(triton.__file__).parent / "backends" / "nvidia" / "include")
+    return next((f for f in folders if (f / "crt" / "mma.h").exists()), None)
 
 
 def load_module():
@@ -224,82 +261,105 @@ def load_module():
 
     major, minor = cp.cuda.Device().compute_capability
     templates = [k.symbol for k in KERNELS if "<" in k.symbol]
-    return cp.RawModule(
-        code=SOURCE, options=(f"-arch=sm_{major}{minor}",), name_expressions=templates
-    )
+    options = [f"-arch=sm_{major}{minor}"]
+    include = _crt_include()
+    if include is not None:
+        options.append(f"-I{include}")
+    return cp.RawModule(code=SOURCE, options=tuple(options), name_expressions=templates)
 
 
 def launch(module, kernel: Kernel, a, b, c) -> None:
-    """C = A @ B with one step's kernel; a [M, K], b [K, N], c [M, N], CuPy fp32 arrays."""
+    """C = A @ B with one step's kernel; a [M, K], b [K, N], c [M, N], CuPy arrays of the
+    kernel's dtype (float32 or float16)."""
     import numpy as np
 
     (m, k), n = a.shape, b.shape[1]
     if m % TILE or n % TILE or k % TILE:
         raise ValueError(f"sizes {m}x{n}x{k} must be multiples of {TILE} (the largest tile)")
+    want = np.float16 if kernel.dtype == "fp16" else np.float32
+    if any(x.dtype != want for x in (a, b, c)):
+        raise ValueError(f"{kernel.name} takes {np.dtype(want).name} A, B and C, got "
+                         f"{a.dtype}, {b.dtype}, {c.dtype}; convert them or pick the "
+                         f"{'fp32' if kernel.dtype == 'fp16' else 'fp16'} kernel")  # fmt: skip
     grid = (n // kernel.bn, m // kernel.bm)
     module.get_function(kernel.symbol)(grid, kernel.block, (a, b, c, np.int32(m), np.int32(n),
                                                            np.int32(k)))  # fmt: skip
 
 
-def _inputs(size: int):
-    """Random fp32 A and B copied from the host: no kernel runs, so ncu's IDs are ours alone."""
+def _inputs(size: int, dtype: str = "fp32"):
+    """Random A and B made on the host (fp16: fp32 draws rounded, a fresh seed) and copied over:
+    no kernel runs, so ncu's IDs are ours alone."""
     import cupy as cp
     import numpy as np
 
-    rng = np.random.default_rng(0)
-    a, b = (cp.asarray(rng.standard_normal((size, size), dtype=np.float32)) for _ in range(2))
-    return a, b, cp.empty((size, size), dtype=cp.float32)
+    rng = np.random.default_rng(DTYPES.index(dtype))
+    np_dtype = np.float16 if dtype == "fp16" else np.float32
+    a, b = (cp.asarray(rng.standard_normal((size, size), dtype=np.float32).astype(np_dtype))
+            for _ in range(2))  # fmt: skip
+    return a, b, cp.empty((size, size), dtype=np_dtype)
 
 
 def launch_each_once(names: list[str], size: int) -> None:
     """ncu's and compute-sanitizer's target: each named kernel once, in order."""
     import cupy as cp
 
-    module, (a, b, c) = load_module(), _inputs(size)
+    module = load_module()
+    inputs = {d: _inputs(size, d) for d in DTYPES if any(BY_NAME[n].dtype == d for n in names)}
     for name in names:
-        launch(module, BY_NAME[name], a, b, c)
+        launch(module, BY_NAME[name], *inputs[BY_NAME[name].dtype])
     cp.cuda.Device().synchronize()
 
 
-def time_all(size: int, reps: int = 5, warmup: int = 2) -> list[dict[str, Any]]:
-    """Each step and cuBLAS at size^3: median ms of `reps` after `warmup`, GFLOP/s, error."""
+def _median_ms(fn, reps: int, warmup: int) -> float:
+    """Median over `reps` of one call's time by CUDA events, after `warmup` calls."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def time_all(size: int, reps: int = 5, warmup: int = 2,
+             dtypes: tuple[str, ...] = DTYPES) -> list[dict[str, Any]]:  # fmt: skip
+    """Per dtype, cuBLAS of that dtype then each of its steps at size^3: median ms of `reps`
+    after `warmup`, GFLOP/s, fraction of the same-dtype cuBLAS, error against it."""
     import cupy as cp
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False  # cuBLAS SGEMM in true fp32, as the kernels
-    module, (a, b, c) = load_module(), _inputs(size)
-    ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")  # no copies
-    ref = torch.matmul(ta, tb)
-    flops = 2 * size**3
-
-    def median_ms(fn) -> float:
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda.synchronize()
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return sorted(times)[len(times) // 2]
-
+    # HGEMM summing in fp32 as the kernels do (torch allows cuBLAS fp16 partial sums otherwise)
+    torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction = False
     # CuPy launches on its current stream, torch's events record on torch's: both must be the
     # legacy default stream, or the events would time nothing.
     if cp.cuda.get_current_stream().ptr != 0 or torch.cuda.current_stream().cuda_stream != 0:
         raise RuntimeError("time_all needs CuPy and torch on the default stream; unset theirs")
-    cublas_ms = median_ms(lambda: torch.matmul(ta, tb))
-    rows = [{"kernel": "cublas", "ms": cublas_ms, "gflops": flops / cublas_ms / 1e6,
-             "fraction_of_cublas": 1.0, "max_rel_err": 0.0}]  # fmt: skip
-    for kernel in KERNELS:
-        c.fill(float("nan"))  # a kernel that skips an element cannot pass on stale results
-        ms = median_ms(lambda k=kernel: launch(module, k, a, b, c))
-        err = float((torch.as_tensor(c, device="cuda") - ref).abs().max() / ref.abs().max())
-        err = err if err == err else None  # NaN: some element was never written
-        rows.append({"kernel": kernel.name, "ms": ms, "gflops": flops / ms / 1e6,
-                     "fraction_of_cublas": cublas_ms / ms, "max_rel_err": err})  # fmt: skip
+    module, flops, rows = load_module(), 2 * size**3, []
+    for dtype in dtypes:
+        a, b, c = _inputs(size, dtype)
+        ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")  # no copy
+        ref = torch.matmul(ta, tb).float()  # fp16: the HGEMM result, compared in fp32
+        cublas_ms = _median_ms(partial(torch.matmul, ta, tb), reps, warmup)
+        rows.append({"kernel": CUBLAS[dtype], "dtype": dtype, "ms": cublas_ms,
+                     "gflops": flops / cublas_ms / 1e6, "fraction_of_cublas": 1.0,
+                     "max_rel_err": 0.0})  # fmt: skip
+        for kernel in (k for k in KERNELS if k.dtype == dtype):
+            c.fill(float("nan"))  # a kernel that skips an element cannot pass on stale results
+            ms = _median_ms(partial(launch, module, kernel, a, b, c), reps, warmup)
+            got = torch.as_tensor(c, device="cuda").float()
+            err = float((got - ref).abs().max() / ref.abs().max())
+            err = err if err == err else None  # NaN: some element was never written
+            rows.append({"kernel": kernel.name, "dtype": dtype, "ms": ms,
+                         "gflops": flops / ms / 1e6, "fraction_of_cublas": cublas_ms / ms,
+                         "max_rel_err": err})  # fmt: skip
     return rows
 
 
@@ -389,8 +449,9 @@ def racecheck(name: str, size: int = 256) -> tuple[int, str]:
 
 def rows(timed: list[dict[str, Any]], conflicts: dict[str, dict[str, Any]],
          hazards: dict[str, int]) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per kernel: time, error, bank conflicts (None: not measured), racecheck hazards."""
-    return [{"name": "smem-gemm", **r,
+    """One row per kernel: dtype, time, error, bank conflicts (None: not measured), racecheck
+    hazards."""
+    return [{"name": "smem-gemm", "dtype": "fp32", **r,
              **{col: conflicts.get(r["kernel"], {}).get(col) for col in _COLUMNS},
              "racecheck_hazards": hazards.get(r["kernel"])} for r in timed]  # fmt: skip
 
@@ -421,9 +482,13 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
     else:
         notes.append("racecheck not run: compute-sanitizer is not installed")
     major, minor = torch.cuda.get_device_capability()
+    # rel_err_bound: fp32's, as before fp16 rows existed; rel_err_bounds: per dtype
     config = {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
-              "size": size, "ncu_size": ncu_size, "racecheck_size": race_size, "dtype": "fp32",
-              "cublas": "torch.matmul, allow_tf32=False", "rel_err_bound": REL_ERR_BOUND,
+              "size": size, "ncu_size": ncu_size, "racecheck_size": race_size,
+              "dtype": "fp32, fp16", "dtypes": list(DTYPES),
+              "cublas": "torch.matmul: SGEMM allow_tf32=False (fp32 rows); HGEMM "
+                        "allow_fp16_reduced_precision_reduction=False (fp16 rows)",
+              "rel_err_bound": REL_ERR_BOUND, "rel_err_bounds": REL_ERR_BOUNDS,
               "racecheck": race_text, "notes": notes}  # fmt: skip
     return write_results("smem-gemm", _device(), rows(timed, conflicts, hazards), out_dir,
                          command, config=config)  # fmt: skip
@@ -433,7 +498,8 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
 # NCU_REF^3; every count grows as size^3 (blocks as size^2, steps along K as size). Each is
 # minirt.tools.bank.simulate over the kernel's shared-memory instructions, re-derived in
 # tests/bench/test_smem_gemm.py; tiled_transposed_conflict's assumes its B reads compile to
-# LDS.128, as its wavefront count says (notebook 09, section 3).
+# LDS.128, as its wavefront count says (notebook 09, section 3), and the fp16 kernels' assume
+# the instruction widths nvcc 13.0 gives for sm_90 (listed in that test).
 NCU_REF = 1024
 ADDRESS_CONFLICTS = {
     "naive": (0, 0), "tiled": (0, 0), "tiled_nosync": (0, 0),
@@ -442,17 +508,27 @@ ADDRESS_CONFLICTS = {
     "templated_128x128x8_8x8": (4_194_304, 262_144),
     "templated_128x128x16_8x8": (4_194_304, 786_432),
     "templated_64x64x8_4x4": (0, 524_288), "templated_128x64x16_8x4": (0, 1_572_864),
+    # fp16: the unpadded transposed tile is 16-way, not 32-way (two rows per bank sweep), read
+    # as LDS.64 (four k at once: 16 wavefronts where 2 would do); one half of padding leaves a
+    # 2-way conflict on every odd k and odd ty; a word of padding, or the word swizzle, none.
+    # The register-blocked B reads are conflict-free as 16-byte HalfN<8> (fp32: 2-way).
+    "tiled_h": (0, 0), "tiled_transposed_conflict_h": (117_440_512, 15_728_640),
+    "tiled_transposed_pad1_h": (16_777_216, 524_288), "tiled_transposed_pad_h": (0, 0),
+    "swizzled_h": (0, 0), "regblock_h": (0, 262_144),
+    "templated_128x128x16_8x8_h": (0, 786_432), "templated_64x64x8_4x4_h": (0, 524_288),
+    "wmma_h": (0, 262_144),  # A's 16-byte stores into 80-byte rows: 2-way; ldmatrix: none
 }  # fmt: skip
 
 
-def residue(record: dict[str, Any]) -> list[dict[str, Any]]:
+def residue(record: dict[str, Any], dtype: str | None = "fp32") -> list[dict[str, Any]]:
     """What ncu counts beyond the conflicts the addresses imply: per kernel and op, the extra
     conflicts and their share (%) of that op's wavefronts. Kernels without ncu counts are left
-    out. The residue is what whole-kernel counters add to the per-instruction picture
-    (notebook 09, section 5)."""
+    out, and rows of another dtype (None: every dtype). The residue is what whole-kernel
+    counters add to the per-instruction picture (notebook 09, section 5)."""
     scale = (record["config"]["ncu_size"] / NCU_REF) ** 3
     rows = []
-    for r in record["results"]:
+    results = record["results"] if dtype is None else of_dtype(record["results"], dtype)
+    for r in results:
         if r["kernel"] not in ADDRESS_CONFLICTS or r["ld_conflicts"] is None:
             continue
         row: dict[str, Any] = {"kernel": r["kernel"]}
@@ -465,13 +541,21 @@ def residue(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def summary(results: list[dict[str, Any]]) -> str:
-    lines = [f"{'kernel':28s} {'GFLOP/s':>9s} {'x cuBLAS':>8s} {'rel err':>8s} "
+    """One line per row; `x cuBLAS` is against the cuBLAS of the row's own dtype. A dtype
+    column appears when some row is not fp32 (runs before fp16 print as they always did)."""
+    mixed = any(r.get("dtype", "fp32") != "fp32" for r in results)
+
+    def dtype(text: str) -> str:
+        return f"{text:5s} " if mixed else ""
+
+    lines = [f"{'kernel':28s} {dtype('dtype')}{'GFLOP/s':>9s} {'x cuBLAS':>8s} {'rel err':>8s} "
              f"{'ld/st conflicts':>20s} {'races':>5s}"]  # fmt: skip
     for r in results:
         err = "-" if r["max_rel_err"] is None else f"{r['max_rel_err']:.1e}"
         conf = f"{r['ld_conflicts']!s}/{r['st_conflicts']!s}"
-        lines.append(f"{r['kernel']:28s} {r['gflops']:9.0f} {r['fraction_of_cublas']:8.2f} "
-                     f"{err:>8s} {conf:>20s} {r['racecheck_hazards']!s:>5}")  # fmt: skip
+        lines.append(f"{r['kernel']:28s} {dtype(r.get('dtype', 'fp32'))}{r['gflops']:9.0f} "
+                     f"{r['fraction_of_cublas']:8.2f} {err:>8s} {conf:>20s} "
+                     f"{r['racecheck_hazards']!s:>5}")  # fmt: skip
     return "\n".join(lines)
 
 

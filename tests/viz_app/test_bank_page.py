@@ -209,3 +209,13 @@ def test_sgemm_frame_keeps_the_file_order():
     assert list(frame["kernel"]) == ["b", "a"] and list(frame.columns) == bp.SGEMM_COLUMNS
     spec = bp.sgemm_chart(frame).to_dict()
     assert spec["encoding"]["y"]["sort"] == ["b", "a"]
+
+
+def test_sgemm_frame_reads_rows_without_a_dtype_as_fp32_and_colours_each_series():
+    record = {"results": [{"kernel": "cublas"}, {"kernel": "tiled"},
+                          {"kernel": "cublas_h", "dtype": "fp16"},
+                          {"kernel": "tiled_h", "dtype": "fp16"}]}  # fmt: skip
+    frame = bp.sgemm_frame(record)
+    assert list(frame["dtype"]) == ["fp32", "fp32", "fp16", "fp16"]
+    spec = bp.sgemm_chart(frame).to_dict()
+    assert spec["encoding"]["color"]["scale"]["domain"] == ["cuBLAS", "fp32", "fp16"]

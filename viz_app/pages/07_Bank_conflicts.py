@@ -167,6 +167,11 @@ else:
     )
     gemm = bp.sgemm_frame(gemm_record)
     st.altair_chart(bp.sgemm_chart(gemm), width="stretch")
+    if (gemm["dtype"] == "fp16").any():
+        st.caption(
+            "Each kernel's fraction is of cuBLAS in its own dtype: fp32 rows of SGEMM "
+            "(`cublas`, CUDA cores), fp16 rows of HGEMM (`cublas_h`, tensor cores)."
+        )
     st.dataframe(
         gemm,
         hide_index=True,

@@ -27,8 +27,8 @@ HEATMAP_COLUMNS = [
     "thread", "address", "word", "bank", "bank_end", "phase", "wavefront", "conflict", "active",
 ]  # fmt: skip
 SGEMM_COLUMNS = [
-    "kernel", "gflops", "fraction_of_cublas", "ld_conflicts", "ld_wavefronts", "st_conflicts",
-    "st_wavefronts", "racecheck_hazards", "max_rel_err",
+    "kernel", "dtype", "gflops", "fraction_of_cublas", "ld_conflicts", "ld_wavefronts",
+    "st_conflicts", "st_wavefronts", "racecheck_hazards", "max_rel_err",
 ]  # fmt: skip
 
 
@@ -192,24 +192,30 @@ def measured(
 
 
 def sgemm_frame(record: dict[str, Any]) -> pd.DataFrame:
-    """The SGEMM series, one row per kernel in the file's order."""
-    rows = [r for r in record.get("results", []) if "kernel" in r]
+    """The GEMM series, one row per kernel in the file's order; `dtype` is "fp32" where the row
+    has none (runs before the fp16 steps). fraction_of_cublas is against the row's own dtype."""
+    rows = [{**r, "dtype": r.get("dtype", "fp32")} for r in record.get("results", [])
+            if "kernel" in r]  # fmt: skip
     return pd.DataFrame([{c: r.get(c) for c in SGEMM_COLUMNS} for r in rows], columns=SGEMM_COLUMNS)
 
 
 def sgemm_chart(frame: pd.DataFrame) -> alt.Chart:
-    """Fraction of cuBLAS per kernel (bars in the file's order), with GFLOP/s in the tooltip."""
+    """Fraction of the same-dtype cuBLAS per kernel (bars in the file's order; cuBLAS SGEMM and
+    HGEMM in brown, fp16 kernels in orange), with GFLOP/s in the tooltip."""
     return (
         alt.Chart(frame)
+        .transform_calculate(
+            series="indexof(datum.kernel, 'cublas') == 0 ? 'cuBLAS' : datum.dtype"
+        )
         .mark_bar()
         .encode(
             x=alt.X("fraction_of_cublas:Q", title="fraction of cuBLAS",
                     axis=alt.Axis(format="%")),
             y=alt.Y("kernel:N", sort=list(frame["kernel"]), title=None,
                     axis=alt.Axis(labelLimit=260)),
-            color=alt.condition("datum.kernel == 'cublas'", alt.value("#9d755d"),
-                                alt.value("#4c78a8")),
-            tooltip=["kernel", alt.Tooltip("gflops:Q", format=",.0f"),
+            color=alt.Color("series:N", title=None, scale=alt.Scale(
+                domain=["cuBLAS", "fp32", "fp16"], range=["#9d755d", "#4c78a8", "#f58518"])),
+            tooltip=["kernel", "dtype", alt.Tooltip("gflops:Q", format=",.0f"),
                      alt.Tooltip("fraction_of_cublas:Q", format=".1%"), "ld_conflicts",
                      "st_conflicts"],
         )
