@@ -3,7 +3,8 @@
 A step runs k draft forwards and one target forward over k + 1 tokens per sequence, and emits
 1 + α + ... + α^k tokens on average (α: the chance a guess is accepted). It pays while a verify
 costs about what a plain decode step does: at small batch, where reading the weights bounds a
-forward. Times come from a `CostCurve`, measured or roofline-modelled. Notebook 07 plots it.
+forward. GPU times come from a `CostCurve`, measured or roofline-modelled; the host's from plain
+steps (`host_overhead`), per forward by the rows it builds. Notebook 07 plots it.
 """
 
 from __future__ import annotations
@@ -205,59 +206,91 @@ class CostCurve:
         return cls(tuple(batches), tuple(tokens), grid, name or f"roofline {hw.name}")
 
 
-HostMs = float | Callable[[float], float]  # the host's time per forward, or one per batch size
+HostMs = float | Callable[[float], float]  # the host's time per forward, or one per row count
 
 
-def _host(host_ms: HostMs, batch: float) -> float:
-    return float(host_ms(batch) if callable(host_ms) else host_ms)
+def _host(host_ms: HostMs, rows: float) -> float:
+    return float(host_ms(rows) if callable(host_ms) else host_ms)
+
+
+def padded_rows(rows: int, graph_sizes: Sequence[int] | None = None) -> int:
+    """The rows a forward of `rows` one-token rows really runs: a CUDA graph is replayed at the
+    next captured size up (`minirt.engine.cuda_graph.default_graph_sizes`), its padding rows
+    costing the matmuls what real ones do. Unchanged without sizes or past the largest."""
+    if not graph_sizes:
+        return rows
+    sizes = sorted(graph_sizes)
+    i = bisect.bisect_left(sizes, rows)
+    return sizes[i] if i < len(sizes) else rows
 
 
 def step_time_ms(
-    target: CostCurve, draft: CostCurve, batch: int, k: int, host_ms: HostMs = 0.0
+    target: CostCurve,
+    draft: CostCurve,
+    batch: int,
+    k: int,
+    host_ms: HostMs = 0.0,
+    graph_sizes: Sequence[int] | None = None,
 ) -> float:
     """One speculative step: k draft forwards of 1 token per sequence, then one target verify of
     k + 1 tokens per sequence (the k guesses and the token before them).
 
-    `host_ms`: what the host adds to every forward (Python, launches, sampling) when the curves
-    time the GPU alone; a number, or a function of the batch (`host_overhead`). Left out: after an
-    all-accepted step the draft's first forward feeds 2 tokens (it lacks the last guess's KV).
-    k = 0 is a plain decode step.
+    `host_ms`: what the host adds to a forward (building its inputs, the launch, sampling) when
+    the curves time the GPU alone; a number, or a function of the forward's rows
+    (`host_overhead`): a draft forward has `batch` rows, the verify `batch x (k + 1)` one-token
+    rows (batch expansion), and the host builds every one. `graph_sizes`: the engine's captured
+    CUDA-graph sizes; a forward costs the GPU what its padded size does (`padded_rows`).
+    Left out: after an all-accepted step the draft's first forward feeds 2 tokens (it lacks the
+    last guess's KV), and the accept / roll-back work per sequence. k = 0 is a plain decode step.
     """
     _check_k(k)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
-    h = _host(host_ms, batch)
-    drafting = k * (draft.ms(batch, 1) + h) if k else 0.0  # k = 0 needs no draft curve
-    return drafting + target.ms(batch, k + 1) + h
+    rows = batch * (k + 1)
+    verify = target.ms(padded_rows(rows, graph_sizes) / (k + 1), k + 1) + _host(host_ms, rows)
+    if not k:  # k = 0 needs no draft curve
+        return verify
+    guess = draft.ms(padded_rows(batch, graph_sizes), 1) + _host(host_ms, batch)
+    return k * guess + verify
 
 
 def speedup(
-    alpha: float, k: int, batch: int, target: CostCurve, draft: CostCurve, host_ms: HostMs = 0.0
+    alpha: float,
+    k: int,
+    batch: int,
+    target: CostCurve,
+    draft: CostCurve,
+    host_ms: HostMs = 0.0,
+    graph_sizes: Sequence[int] | None = None,
 ) -> float:
     """Tokens/s with speculation over tokens/s of plain decoding with the target (k = 0 → 1).
 
     Every sequence of the batch gains E tokens per step on average; the batch cancels out, but
-    the times depend on it: E x (target(batch, 1) + host) / step_time.
+    the times depend on it: E x plain step time / speculative step time.
     """
-    plain = target.ms(batch, 1) + _host(host_ms, batch)
-    return expected_tokens(alpha, k) * plain / step_time_ms(target, draft, batch, k, host_ms)
+    plain = step_time_ms(target, draft, batch, 0, host_ms, graph_sizes)
+    spec = step_time_ms(target, draft, batch, k, host_ms, graph_sizes)
+    return expected_tokens(alpha, k) * plain / spec
 
 
 def host_overhead(target: CostCurve, plain_ms: Mapping[int, float]) -> Callable[[float], float]:
-    """The host's time per forward, from measured plain decode steps: step_ms(batch) (wall time,
-    e.g. batch / tokens_per_s of a run without speculation) minus the GPU time target(batch, 1).
-    Interpolated linearly in log2(batch), held flat outside the measured batches."""
+    """The host's time per forward as a function of its rows, from measured plain decode steps
+    (one row per sequence): step_ms(batch) (wall time, e.g. batch / tokens_per_s of a run without
+    speculation) minus the GPU time target(batch, 1). Interpolated linearly in log2(rows); flat
+    below the smallest batch; past the largest, extended along the last two batches' slope per
+    row (a wide verify: the host builds each row's inputs, so its time grows with the rows)."""
     batches = sorted(plain_ms)
     if not batches:
         raise ValueError("plain_ms is empty: give {batch: ms per decode step} for some batches")
     h = [max(0.0, plain_ms[b] - target.ms(b, 1)) for b in batches]
 
-    def host_ms(batch: float) -> float:
-        if batch <= batches[0] or len(batches) == 1:
+    def host_ms(rows: float) -> float:
+        if rows <= batches[0] or len(batches) == 1:
             return h[0]
-        if batch >= batches[-1]:
-            return h[-1]
-        i, t = _bracket([math.log2(b) for b in batches], math.log2(batch))
+        if rows >= batches[-1]:
+            per_row = (h[-1] - h[-2]) / (batches[-1] - batches[-2])
+            return h[-1] + max(0.0, per_row) * (rows - batches[-1])
+        i, t = _bracket([math.log2(b) for b in batches], math.log2(rows))
         return h[i] + t * (h[i + 1] - h[i])
 
     return host_ms
@@ -320,11 +353,12 @@ def break_even_batch(
     draft: CostCurve,
     batches: Iterable[int] | None = None,
     host_ms: HostMs = 0.0,
+    graph_sizes: Sequence[int] | None = None,
 ) -> int | None:
     """The smallest batch (of `batches`, default the target's grid) at which speculating with k
     drafts is slower than not speculating (speedup < 1); None if it never is."""
     for b in sorted(target.batches if batches is None else batches):
-        if speedup(alpha, k, b, target, draft, host_ms) < 1:
+        if speedup(alpha, k, b, target, draft, host_ms, graph_sizes) < 1:
             return b
     return None
 

@@ -21,6 +21,8 @@ from minirt.tools.spec import (
     break_even_batch,
     end_to_end_speedups,
     expected_tokens,
+    host_overhead,
+    padded_rows,
     predict,
     speedup,
     speedup_constant_cost,
@@ -112,6 +114,35 @@ def test_step_time_is_k_drafts_plus_one_verify_of_k_plus_1_tokens():
     draft = CostCurve.flat(1.0, batches=(1,), tokens=(1,))
     assert step_time_ms(target, draft, 1, 3) == 3 * 1.0 + 13.0
     assert step_time_ms(target, draft, 1, 0) == 10.0
+
+
+def test_the_host_is_charged_per_forward_by_the_rows_it_builds():
+    # A draft forward carries `batch` rows, the verify batch x (k + 1): 2 x 3 guesses + 8 rows.
+    target = CostCurve((1, 2, 4, 8), (1, 4), tuple((10.0, 10.0) for _ in range(4)))
+    draft = CostCurve.flat(1.0, batches=(1, 2, 4, 8), tokens=(1,))
+    assert step_time_ms(target, draft, 2, 3, host_ms=lambda rows: rows / 10) == pytest.approx(
+        3 * (1.0 + 0.2) + 10.0 + 0.8
+    )
+
+
+def test_a_forward_pays_for_the_captured_graph_size_it_is_padded_to():
+    sizes = [1, 2, 4, 8, 16, 24]
+    assert [padded_rows(n, sizes) for n in (1, 3, 9, 17, 24, 25)] == [1, 4, 16, 24, 24, 25]
+    assert padded_rows(7) == 7  # no graphs: no padding
+    # batch 2, k = 2: 6 verify rows run the 8-row graph, priced as 8 / 3 sequences of 3 tokens
+    target = CostCurve((1, 2, 4), (1, 3), ((1.0, 2.0), (2.0, 4.0), (3.0, 6.0)))
+    draft = CostCurve.flat(0.5, batches=(1, 2, 4), tokens=(1, 3))
+    assert step_time_ms(target, draft, 2, 2, graph_sizes=sizes) == pytest.approx(
+        2 * 0.5 + target.ms(8 / 3, 3)
+    )
+
+
+def test_host_overhead_is_plain_step_minus_gpu_time_and_grows_per_row_past_the_last_batch():
+    target = CostCurve((1, 2, 4), (1,), ((1.0,), (1.0,), (2.0,)))
+    host = host_overhead(target, {1: 1.5, 2: 1.6, 4: 3.0})  # 0.5, 0.6, 1.0 ms of host
+    assert host(1) == pytest.approx(0.5) and host(0.5) == pytest.approx(0.5)
+    assert host(2) == pytest.approx(0.6) and host(4) == pytest.approx(1.0)
+    assert host(12) == pytest.approx(1.0 + 8 * 0.2)  # the last segment's 0.2 ms per row
 
 
 def test_cost_curve_interpolates_log_linearly_in_batch_and_linearly_in_tokens():

@@ -462,6 +462,46 @@ def test_load_spec_builds_median_curves_and_refuses_what_it_cant_use(tmp_path):
         sp.load_spec(sp.discover(tmp_path)[0])
 
 
+def write_decode_only_spec(root) -> None:
+    """A newer run like `bench spec --pair --decode-only`: end-to-end rows only, no curves."""
+    rows = [{"experiment": "end_to_end", "pair": "embedded", "workload": "decode", "batch": 1,
+             "k": k, "cuda_graphs": True, "tokens_per_s": tps, "acceptance_rate": alpha,
+             "tokens_per_step": 1.0 + 2.0 * k / 4, "num_steps": 10, "elapsed_s": 1.0}
+            for k, tps, alpha in ((0, 100.0, None), (4, 250.0, 0.5))]  # fmt: skip
+    path = write_results("spec", "h100", rows, out_dir=root, command="python -m minirt.bench "
+                         "spec --pair t d --decode-only", machine={}, config={})  # fmt: skip
+    path.rename(path.with_name("spec-29991231-000000.json"))  # newer than the full run
+
+
+def test_a_run_without_cost_curves_borrows_those_of_the_newest_run_of_its_gpu(tmp_path):
+    write_synthetic_spec(tmp_path)
+    write_decode_only_spec(tmp_path)
+    decode_only, full = sp.discover(tmp_path)
+    assert not sp.load_spec(decode_only).cost_rows
+    assert sp.curve_run(sp.discover(tmp_path), decode_only) == full
+    assert sp.curve_run(sp.discover(tmp_path), full) == full
+    assert sp.curve_run([decode_only], decode_only) is None
+    models = sp.load_spec(full).models()
+    assert [models[i] for i in sp.default_models(models)] == [sp.EMBEDDED_TARGET, sp.EMBEDDED_DRAFT]
+    assert sp.default_models(["gpu-draft", "gpu-target", "x"]) == (1, 0)
+    assert sp.default_models(["a", "b"]) == (0, 0)
+
+
+def test_the_newest_run_decode_only_draws_borrowed_curves_and_its_decode_points(
+    open_page, monkeypatch, tmp_path
+):
+    write_synthetic_spec(tmp_path)
+    write_decode_only_spec(tmp_path)
+    monkeypatch.setattr(sp, "results_root", lambda: tmp_path)
+    at = open_page(PAGE)
+    at.radio(key="spec_source").set_value("Cost model").run()
+    assert ok(at).selectbox(key="spec_set").index == 0  # the decode-only run, the newest
+    assert any("cost curves are" in c.value for c in at.caption)
+    at.selectbox(key="spec_time").set_value("gpu_ms").run()
+    points = frame_with(ok(at), "mode")
+    assert set(points["mode"]) == {"CUDA graphs, decode"} and points["speedup"].tolist() == [2.5]
+
+
 def test_measured_speedups_divide_by_the_plain_run_of_the_same_batch_and_mode():
     e2e = [r for r in synthetic_rows() if r["experiment"] == "end_to_end"]
     got = sp.measured_speedups(e2e).sort_values(["batch", "mode"]).reset_index(drop=True)

@@ -218,41 +218,46 @@ elif source == COST:
         name = f"bench/results/{by_path[chosen].device}/{by_path[chosen].path.name}"
         try:
             loaded = load_spec(chosen)
-            models = loaded.models()
-            if not models:
-                raise sp.SpecError("it has no cost_curve rows")
-            pick = {m: i for i, m in enumerate(models)}
-            target_name = sb.selectbox(
-                "Target", models, pick.get(sp.EMBEDDED_TARGET, 0), key="spec_target_model"
+            source = sp.curve_run(sets, by_path[chosen])  # a decode-only run has no curves
+            if source is None:
+                raise sp.SpecError(f"no {by_path[chosen].device} run has cost_curve rows")
+            curves_from = load_spec(str(source.path)) if source.path != Path(chosen) else loaded
+            models = curves_from.models()
+            first_target, first_draft = sp.default_models(models)
+            target_name = sb.selectbox("Target", models, first_target, key="spec_target_model")
+            draft_name = sb.selectbox("Draft", models, first_draft, key="spec_draft_model")
+            context = sb.selectbox(
+                "Context length (tokens)", curves_from.contexts(), key="spec_ctx"
             )
-            draft_name = sb.selectbox(
-                "Draft", models, pick.get(sp.EMBEDDED_DRAFT, 0), key="spec_draft_model"
-            )
-            context = sb.selectbox("Context length (tokens)", loaded.contexts(), key="spec_ctx")
             time = sb.selectbox(
                 "Forward time",
-                loaded.times(),
+                curves_from.times(),
                 format_func=sp.TIMES.get,
                 key="spec_time",
                 help="which measured time prices a forward: the eager engine's, or a CUDA "
                 "graph's (the engine verifies k + 1 tokens as one-token rows and replays "
                 "graphs for both models)",
             )
-            target = loaded.curve(target_name, context, time)
-            draft = loaded.curve(draft_name, context, time)
+            target = curves_from.curve(target_name, context, time)
+            draft = curves_from.curve(draft_name, context, time)
         except sp.SpecError as e:
             st.error(f"Can't use {name}: {e}. Pick another run, or the roofline model.")
             st.stop()
         pair, mode = sp.pair_of(target_name, draft_name), sp.MODES[time]
-        if pair is not None:
+        if pair is not None:  # every workload of the engine mode: closed, steady, decode
             points = sp.measured_speedups(loaded.end_to_end)
-            points = points[(points["pair"] == pair) & (points["mode"] == mode)]
+            points = points[(points["pair"] == pair) & points["mode"].str.startswith(mode)]
         gpu = (loaded.record.get("config") or {}).get("gpu", loaded.record.get("device", "?"))
         st.markdown(
             f"Measured on **{gpu}**: **{name}** (`{loaded.record.get('command', '?')}`) — "
             f"target **{target_name}**, draft **{draft_name}**, context {context} tokens, "
             f"{sp.TIMES[time]}."
         )
+        if curves_from is not loaded:
+            st.caption(
+                f"This run has end-to-end rows only; the cost curves are "
+                f"bench/results/{source.device}/{source.path.name}'s (same GPU, same shapes)."
+            )
     else:
         names = list(PRESETS)
         target_name = sb.selectbox(

@@ -480,6 +480,33 @@ class LoadedSpec:
         return curve
 
 
+def curve_run(sets: list[SpecResult], chosen: SpecResult) -> SpecResult | None:
+    """The run whose cost curves price `chosen`: itself when it has cost_curve rows, else the
+    newest run of the same device that has them (`bench spec --pair --decode-only` writes none:
+    a forward's time depends on the model shapes and the GPU, not on the trained weights)."""
+    same = [chosen] + [s for s in sets if s.device == chosen.device and s.path != chosen.path]
+    for s in same:
+        try:
+            if load_spec(s).cost_rows:
+                return s
+        except SpecError:
+            continue
+    return None
+
+
+def default_models(models: list[str]) -> tuple[int, int]:
+    """Indices of the target and draft to show first: the embedded pair, else the first
+    "<pair>-target" with its "<pair>-draft" (a pair: its end-to-end points can be drawn)."""
+    pick = {m: i for i, m in enumerate(models)}
+    if EMBEDDED_TARGET in pick:
+        return pick[EMBEDDED_TARGET], pick.get(EMBEDDED_DRAFT, 0)
+    for m in models:
+        draft = f"{m.removesuffix('-target')}-draft"
+        if m.endswith("-target") and draft in pick:
+            return pick[m], pick[draft]
+    return 0, 0
+
+
 def _check_cost_row(r: dict[str, Any]) -> None:
     """Raise (KeyError, TypeError, ValueError) unless the row has a grid point and a time."""
     int(r["batch"]), int(r["tokens"]), str(r["model"])
