@@ -13,6 +13,7 @@ Writes `<out>/<gpu>/moe-<date>.json`. Notebook 12 reads both.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from typing import Any
@@ -85,22 +86,23 @@ def ep_block_rows(worlds, reps: int = 5, recipe: Recipe = EP_RECIPE,
     skewed router the waiting shows up as combine time on the lightly loaded ranks.
     """
     rows = []
-    for world in worlds:
-        for mb in (1, 2):
-            for fp8 in (False, True):
-                opts = {"micro_batches": mb, "fp8_dispatch": fp8, "reps": reps, "gemm": "loop"}
-                if backend == "nccl":  # rank r on GPU r, bf16, the Triton grouped GEMM
-                    opts |= {"device": "cuda", "dtype": torch.bfloat16, "gemm": "triton"}
-                runs = run_ranks(ep_worker, world, (recipe, opts), backend=backend)
-                stats = [r["stats"] for r in runs]
-                rows.append({"experiment": "ep_block", "backend": backend,
-                             "world_size": world, "micro_batches": mb,
-                             "fp8_dispatch": fp8,
-                             "total_ms": max(max(p["end_ms"] for p in s["phases"])
-                                             for s in stats),
-                             "recv_rows": [sum(s["recv_rows"]) for s in stats],
-                             "dispatch_bytes": [s["dispatch_bytes"] for s in stats],
-                             "phases": [s["phases"] for s in stats]})  # fmt: skip
+    # On GPUs also untimed phases: timing each phase waits for the device, overlap included.
+    timings = (True, False) if backend == "nccl" else (True,)
+    for world, mb, fp8, phase_times in itertools.product(worlds, (1, 2), (False, True), timings):
+        opts = {"micro_batches": mb, "fp8_dispatch": fp8, "reps": reps, "gemm": "loop",
+                "phase_times": phase_times}  # fmt: skip
+        if backend == "nccl":  # rank r on GPU r, bf16, the Triton grouped GEMM
+            opts |= {"device": "cuda", "dtype": torch.bfloat16, "gemm": "triton"}
+        runs = run_ranks(ep_worker, world, (recipe, opts), backend=backend)
+        stats = [r["stats"] for r in runs]
+        rows.append({"experiment": "ep_block", "backend": backend,
+                     "world_size": world, "micro_batches": mb,
+                     "fp8_dispatch": fp8, "phase_times": phase_times,
+                     "total_ms": max(max(p["end_ms"] for p in s["phases"])
+                                     for s in stats),
+                     "recv_rows": [sum(s["recv_rows"]) for s in stats],
+                     "dispatch_bytes": [s["dispatch_bytes"] for s in stats],
+                     "phases": [s["phases"] for s in stats]})  # fmt: skip
     return rows
 
 

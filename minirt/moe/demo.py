@@ -52,10 +52,11 @@ def ep_worker(rank: int, world_size: int, recipe: Recipe, options: dict | None =
     """Run on every rank: this rank's slice of the batch through the expert-parallel block.
 
     options: gemm ("ref"), micro_batches (1), fp8_dispatch (False), reps (1; the fastest's stats),
-    device ("cpu"; "cuda" puts rank r on GPU r, with backend="nccl"), dtype (float32).
+    device ("cpu"; "cuda" puts rank r on GPU r, with backend="nccl"), dtype (float32),
+    phase_times (True; off on a GPU: only the total, so that micro-batches can overlap).
     """
-    opts = {"gemm": "ref", "micro_batches": 1, "fp8_dispatch": False, "reps": 1,
-            "device": "cpu", "dtype": torch.float32} | (options or {})  # fmt: skip
+    opts = {"gemm": "ref", "micro_batches": 1, "fp8_dispatch": False, "reps": 1, "device": "cpu",
+            "dtype": torch.float32, "phase_times": True} | (options or {})  # fmt: skip
     device = torch.device(f"cuda:{rank}" if opts["device"] == "cuda" else opts["device"])
     block, x = build(recipe)
     block, x = block.to(device, opts["dtype"]), x.to(device, opts["dtype"])
@@ -63,7 +64,7 @@ def ep_worker(rank: int, world_size: int, recipe: Recipe, options: dict | None =
     mine = x[token_slice(recipe.num_tokens, rank, world_size)]
     best = None
     for _ in range(opts["reps"]):  # keep the fastest repetition: the others met interruptions
-        y, stats = ep.forward(mine, opts["gemm"], opts["micro_batches"])
+        y, stats = ep.forward(mine, opts["gemm"], opts["micro_batches"], opts["phase_times"])
         total = max(p["end_ms"] for p in stats.phases)
         if best is None or total < best[0]:
             best = (total, stats)

@@ -274,3 +274,25 @@ def fit_link(sizes: list[float], seconds: list[float], name: str = "fitted") -> 
     sxx = sum((x - mx) ** 2 for x in sizes)
     slope = sum((x - mx) * (y - my) for x, y in zip(sizes, seconds, strict=True)) / sxx
     return Link(name, 1 / slope, max(0.0, my - slope * mx))
+
+
+def fit_all_to_all(rows: list[dict], min_bytes: float = 0, name: str = "fitted") -> Link:
+    """The latency + bytes / bandwidth line through measured all-to-all rows (`python -m
+    minirt.bench moe`: bytes_per_rank, world_size, ms), on the bytes that *leave* each rank,
+    (W - 1) / W of what it sends (its own share stays in memory): the bandwidth is then per GPU
+    and direction, like `NVLINK_H100`'s datasheet figure. Rows under `min_bytes` are skipped."""
+    points = [(r["bytes_per_rank"] * (r["world_size"] - 1) / r["world_size"], r["ms"] / 1e3)
+              for r in rows if r["bytes_per_rank"] >= min_bytes]  # fmt: skip
+    if len(points) < 2:
+        raise ValueError(f"need at least 2 all-to-all rows of >= {min_bytes:,.0f} bytes to fit "
+                         f"a line, got {len(points)}; lower min_bytes")  # fmt: skip
+    return fit_link([p[0] for p in points], [p[1] for p in points], name)
+
+
+def phase_ms(phases: list[dict]) -> dict[str, float]:
+    """One rank's `ep_block` timeline (its "phases" list) as ms per phase, micro-batches summed.
+    Each phase ends at a device synchronisation, so a phase also holds any wait for a peer."""
+    out: dict[str, float] = {}
+    for p in phases:
+        out[p["phase"]] = out.get(p["phase"], 0.0) + p["end_ms"] - p["start_ms"]
+    return out

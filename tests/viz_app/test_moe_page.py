@@ -132,6 +132,27 @@ def test_measured_frame_reads_the_ep_block_rows_per_rank():
     assert mp.measured_frame(record, 4, 1).empty
 
 
+def test_measured_frame_skips_rows_timed_without_phases():
+    """A GPU run's `phase_times` False row (one "total" phase) is not a timeline: the phased row
+    of the same configuration is drawn, wherever it sits in the file, and none is drawn without."""
+    total = {
+        "experiment": "ep_block",
+        "world_size": 2,
+        "micro_batches": 1,
+        "fp8_dispatch": False,
+        "phase_times": False,
+        "recv_rows": [5, 3],
+        "phases": [[{"phase": "total", "micro_batch": -1, "start_ms": 0.0, "end_ms": 2.0}]] * 2,
+    }
+    phased = {**total, "phase_times": True, "phases": [
+        [{"phase": "experts", "micro_batch": 0, "start_ms": 0.5, "end_ms": 1.5}], []]}  # fmt: skip
+    frame = mp.measured_frame({"results": [total, phased]}, 2, 1)
+    assert frame[["lane", "op", "start", "end"]].values.tolist() == [
+        ["rank 0", "experts", 0.5, 1.5]
+    ]
+    assert mp.measured_frame({"results": [total]}, 2, 1).empty
+
+
 def test_the_measured_section_draws_the_committed_cpu_run(page):
     path, record = mp.newest_cpu_run()
     if record is None:

@@ -142,9 +142,14 @@ def newest_cpu_run() -> tuple[str | None, dict | None]:
 
 
 def measured_frame(record: dict, world_size: int, micro_batches: int) -> pd.DataFrame:
-    """The ep_block row's per-rank phase intervals (ms) as timeline rows, one lane per rank."""
+    """The ep_block row's per-rank phase intervals (ms) as timeline rows, one lane per rank.
+
+    Only rows timed phase by phase: GPU runs also hold `phase_times` False rows (one "total"
+    phase, nothing synchronised before it), and files older than that field are all timed."""
     for row in record["results"]:
         key = ("experiment", "world_size", "micro_batches", "fp8_dispatch")
+        if not row.get("phase_times", True):
+            continue
         if tuple(row.get(k) for k in key) == ("ep_block", world_size, micro_batches, False):
             # one lane per (rank, micro-batch): a micro-batch's transfer is in flight while
             # the other computes, and bars on one lane would hide each other
