@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from minirt.bench.timing import cuda_median_ms
 from minirt.moe.demo import Recipe, ep_worker
 from minirt.moe.launch import run_ranks
 
@@ -121,20 +122,6 @@ def run_cpu(out_dir, command: str, worlds=(2, 4), sizes=SIZES, reps: int = 20,
 
 
 # --------------------------------------------------------------------------------- CUDA part
-def _gpu_ms(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(reps):
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
 def _torch_grouped_mm():
     """torch._grouped_mm (bf16, Hopper) when this torch has it, else None."""
     fn = getattr(torch, "_grouped_mm", None)
@@ -182,7 +169,7 @@ def grouped_gemm_rows(tokens=TOKENS, reps: int = 20, tiles=TILES) -> list[dict[s
                 try:
                     out = fn(x, w, offsets).float()
                     row["rel_err"] = ((out - ref).norm() / ref.norm()).item()
-                    row["ms"] = _gpu_ms(lambda fn=fn, x=x, w=w, o=offsets: fn(x, w, o),
+                    row["ms"] = cuda_median_ms(lambda fn=fn, x=x, w=w, o=offsets: fn(x, w, o),
                                         reps if method != "ref" else 3)  # fmt: skip
                 except Exception as exc:  # an unsupported layout or torch: record, go on
                     row["error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -209,7 +196,7 @@ def block_rows(tokens=TOKENS, reps: int = 10) -> list[dict[str, Any]]:
         x = torch.randn(t, block.gate.in_features, device="cuda").bfloat16()
         with torch.no_grad():
             for gemm in ("triton", "loop"):
-                ms = _gpu_ms(lambda gemm=gemm, x=x: block(x, gemm=gemm), reps)
+                ms = cuda_median_ms(lambda gemm=gemm, x=x: block(x, gemm=gemm), reps)
                 rows.append({"experiment": "moe_block", "tokens": t, "gemm": gemm, "ms": ms})
     return rows
 

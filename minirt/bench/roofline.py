@@ -14,32 +14,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-
-def _time_ms(fn, reps: int = 10) -> float:
-    fn()  # warm-up: allocation, handles, autotuning
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from minirt.bench.timing import cuda_median_ms
 
 
 def ceilings() -> list[dict[str, Any]]:
     n = 2**28  # 512 MiB of bf16 per buffer: far beyond the L2
     src = torch.randn(n, device="cuda", dtype=torch.bfloat16)
     dst = torch.empty_like(src)
-    ms = _time_ms(lambda: dst.copy_(src))
+    ms = cuda_median_ms(lambda: dst.copy_(src))
     copy = {"name": "hbm_copy", "bytes": 2 * src.nbytes, "ms": ms,
             "gb_per_s": 2 * src.nbytes / ms / 1e6}  # fmt: skip
     m = 8192
     a = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(m, m, device="cuda", dtype=torch.bfloat16)
-    ms = _time_ms(lambda: a @ b)
+    ms = cuda_median_ms(lambda: a @ b)
     mm = {"name": "bf16_matmul", "shape": [m, m, m], "ms": ms, "tflop_per_s": 2 * m**3 / ms / 1e9}
     return [copy, mm]
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from minirt.bench.ncu import _number
 from minirt.bench.smem_gemm_half import HALF_ARGS, HALF_SHAPES, HALF_SOURCE
+from minirt.bench.timing import cuda_median_ms
 
 # every kernel: C [M, N] = A [M, K] @ B [K, N], all row-major fp32
 ARGS = ("const float *__restrict__ A, const float *__restrict__ B, float *__restrict__ C, "
@@ -310,24 +311,6 @@ def launch_each_once(names: list[str], size: int) -> None:
     cp.cuda.Device().synchronize()
 
 
-def _median_ms(fn, reps: int, warmup: int) -> float:
-    """Median over `reps` of one call's time by CUDA events, after `warmup` calls."""
-    import torch
-
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
 def time_all(size: int, reps: int = 5, warmup: int = 2,
              dtypes: tuple[str, ...] = DTYPES) -> list[dict[str, Any]]:  # fmt: skip
     """Per dtype, cuBLAS of that dtype then each of its steps at size^3: median ms of `reps`
@@ -347,13 +330,13 @@ def time_all(size: int, reps: int = 5, warmup: int = 2,
         a, b, c = _inputs(size, dtype)
         ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")  # no copy
         ref = torch.matmul(ta, tb).float()  # fp16: the HGEMM result, compared in fp32
-        cublas_ms = _median_ms(partial(torch.matmul, ta, tb), reps, warmup)
+        cublas_ms = cuda_median_ms(partial(torch.matmul, ta, tb), reps, warmup)
         rows.append({"kernel": CUBLAS[dtype], "dtype": dtype, "ms": cublas_ms,
                      "gflops": flops / cublas_ms / 1e6, "fraction_of_cublas": 1.0,
                      "max_rel_err": 0.0})  # fmt: skip
         for kernel in (k for k in KERNELS if k.dtype == dtype):
             c.fill(float("nan"))  # a kernel that skips an element cannot pass on stale results
-            ms = _median_ms(partial(launch, module, kernel, a, b, c), reps, warmup)
+            ms = cuda_median_ms(partial(launch, module, kernel, a, b, c), reps, warmup)
             got = torch.as_tensor(c, device="cuda").float()
             err = float((got - ref).abs().max() / ref.abs().max())
             err = err if err == err else None  # NaN: some element was never written

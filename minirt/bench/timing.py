@@ -1,0 +1,25 @@
+"""One way to time GPU work for every benchmark: CUDA events around each call, the median."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+
+def cuda_median_ms(fn: Callable[[], object], reps: int = 10, warmup: int = 1) -> float:
+    """Median over `reps` calls of fn's GPU time (ms, CUDA events on the current stream), after
+    `warmup` untimed calls (allocation, handles, autotuning, compilation)."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()  # nothing earlier runs inside the interval
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
