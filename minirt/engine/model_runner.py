@@ -98,7 +98,9 @@ class ModelRunner:
             return out if rows is None or rows == list(range(len(out))) else out[rows]
         input_ids, positions, meta = self.prepare(batch)
         hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        return self.model.compute_logits(hidden if rows is None else hidden[rows])
+        if rows is not None:  # a device index: a Python list would wait here for the forward
+            hidden = hidden[self.to_device(rows)]
+        return self.model.compute_logits(hidden)
 
     def do_swaps(self, batch: Batch) -> None:
         """The batch's KV copies, before its forward: out first (their blocks may be the very
@@ -127,14 +129,17 @@ class ModelRunner:
         ends = list(itertools.accumulate(batch.num_new_tokens))
         last = [ends[i] - 1 for i in rows]
         decode = max(batch.num_new_tokens) == 1
+        # Row indices travel as device tensors: indexing a CUDA tensor with a Python list copies
+        # the list from pageable memory and waits for the device, the step in flight included.
         if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
-            logits = self.graphs.run(self.host_inputs(batch), resolve)[rows]
+            out = self.graphs.run(self.host_inputs(batch), resolve)
+            logits = out if len(rows) == len(out) else out[self.to_device(rows)]
         else:
             input_ids, positions, meta = self.prepare(batch)
             hidden = self.model(resolve(input_ids), positions, meta)  # [num_tokens, hidden]
             if not rows:
                 return None
-            logits = self.model.compute_logits(hidden[last])
+            logits = self.model.compute_logits(hidden[self.to_device(last)])
         if not rows:
             return None
         seqs = [batch.seqs[i] for i in rows]

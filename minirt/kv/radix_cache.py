@@ -41,6 +41,7 @@ class RadixCache:
         self.table_ref = [0] * num_blocks  # block tables holding the block
         self.tree_ref = [0] * num_blocks  # tree nodes with a slot in the block
         self.locked_ref = [0] * num_blocks  # of those, locked ones
+        self._num_cached_blocks = 0  # blocks with tree_ref > 0
         self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self.evictable: set[int] = set()  # only unlocked nodes hold it: freed by evicting them
         self.tables: dict[int, list[int]] = {}
@@ -58,7 +59,7 @@ class RadixCache:
 
     @property
     def num_cached_blocks(self) -> int:
-        return sum(1 for r in self.tree_ref if r)
+        return self._num_cached_blocks  # kept by _attach: the trace asks every step
 
     @property
     def num_cached_tokens(self) -> int:
@@ -80,11 +81,17 @@ class RadixCache:
         return nodes[-1]
 
     def can_allocate(self, token_ids: Sequence[int], num_tokens: int) -> bool:
-        nodes, m = self._match(token_ids[:-1])
+        return self._fits(*self._match(token_ids[:-1]), num_tokens)
+
+    def _fits(self, nodes: list[RadixNode], m: int, num_tokens: int) -> bool:
+        """Room for a table of num_tokens whose match is (nodes, m)? Evictable blocks count as
+        free, except those of the matched path (the allocation locks them)."""
         m = min(m, num_tokens)
         shared = self._shared_blocks(nodes, m)
-        pinned = {b for n in nodes for b in self._blocks(n)} | set(shared)
         need = self.blocks_for(num_tokens) - len(shared)
+        if need <= len(self.free_list):  # the usual case: no eviction needed
+            return True
+        pinned = {b for n in nodes for b in self._blocks(n)} | set(shared)
         return need <= self.num_free_blocks - len(pinned & self.evictable)
 
     def can_append(self, seq_id: int, num_tokens: int) -> bool:
@@ -96,24 +103,22 @@ class RadixCache:
         partly matched block, fresh blocks up to num_tokens. Returns the cached token count."""
         if seq_id in self.tables:
             raise ValueError(f"sequence {seq_id} already has blocks; free it first")
-        if not self.can_allocate(token_ids, num_tokens):
-            raise RuntimeError(f"not enough free KV blocks for sequence {seq_id}")
         nodes, m = self._match(token_ids[:-1])
+        if not self._fits(nodes, m, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks for sequence {seq_id}")
         m = min(m, num_tokens)
         node = self._split(token_ids, m)
         self._lock(node, +1)
         self._touch(node)
         self.seq_nodes[seq_id] = node
-        slots = self._path_slots(node)
-        table = self._shared_blocks([node], m, slots)
-        for b in table:
-            self._table_ref(b, +1)
+        table = self._shared_blocks(self._path(node), m)
+        self._table_refs(table, +1)
         self.tables[seq_id] = table
         if m % self.block_size:  # the match ends inside a block: copy its cached head
             dst = self._take_free()
             self._table_ref(dst, +1)
             table.append(dst)
-            self.copies.append((slots[m - 1] // self.block_size, dst))
+            self.copies.append((node.slots[-1] // self.block_size, dst))  # node ends at m
         self._grow(seq_id, num_tokens)
         self.hit_tokens += m
         return m
@@ -145,7 +150,10 @@ class RadixCache:
         parent = self._split(token_ids, m)
         if m < num_computed:
             key = list(token_ids[m:num_computed])
-            slots = [table[p // bs] * bs + p % bs for p in range(m, num_computed)]
+            slots = []  # slot of position p: table[p // bs] * bs + p % bs, a block at a time
+            for i in range(m // bs, self.blocks_for(num_computed)):
+                lo, hi = max(m, i * bs), min(num_computed, (i + 1) * bs)
+                slots += range(table[i] * bs + lo % bs, table[i] * bs + (hi - 1) % bs + 1)
             child = RadixNode(key, slots, parent, node_id=next(self._ids))
             parent.children[key[0]] = child
             self._attach(child)
@@ -173,8 +181,7 @@ class RadixCache:
 
     def free(self, seq_id: int) -> None:
         """Release the table and the lock; inserted tokens stay cached until evicted."""
-        for b in reversed(self.tables.pop(seq_id)):
-            self._table_ref(b, -1)
+        self._table_refs(reversed(self.tables.pop(seq_id)), -1)
         self._lock(self.seq_nodes.pop(seq_id), -1)
 
     def evict(self, num_blocks: int | None = None) -> int:
@@ -199,6 +206,14 @@ class RadixCache:
 
     def _path_slots(self, node: RadixNode) -> list[int]:
         return path_slots(node)
+
+    def _path(self, node: RadixNode) -> list[RadixNode]:
+        """The nodes from the root down to `node`."""
+        out = []
+        while node is not None:
+            out.append(node)
+            node = node.parent
+        return out[::-1]
 
     def _nodes(self) -> list[RadixNode]:
         return all_nodes(self.root)
@@ -227,24 +242,37 @@ class RadixCache:
             node = child
         return node
 
-    def _shared_blocks(self, nodes: list[RadixNode], m: int, slots=None) -> list[int]:
-        """Blocks shared read-only for the m matched tokens: per full block, the block of its
-        last slot (the node that holds it was inserted by a sequence that had that whole block
-        of the prefix in the same block: its KV is valid from the block's first slot on)."""
-        if slots is None:
-            slots = [s for n in nodes[1:] for s in n.slots][:m]
-        bs = self.block_size
-        return [slots[(i + 1) * bs - 1] // bs for i in range(m // bs)]
+    def _shared_blocks(self, nodes: list[RadixNode], m: int) -> list[int]:
+        """Blocks shared read-only for the m matched tokens of the path `nodes` (root first):
+        per full block, the block of its last slot (the node that holds it was inserted by a
+        sequence that had that whole block of the prefix in the same block: its KV is valid
+        from the block's first slot on)."""
+        bs, out, depth = self.block_size, [], 0
+        end = m // bs * bs  # positions bs - 1, 2 bs - 1, ... below end are block ends
+        for n in nodes[1:]:
+            if depth >= end:
+                break
+            first = depth + (bs - 1 - depth) % bs  # the first block end in this node
+            out += [s // bs for s in n.slots[first - depth : end - depth : bs]]
+            depth += len(n.key)
+        return out
 
     def _blocks(self, node: RadixNode) -> list[int]:
-        return sorted({s // self.block_size for s in node.slots})
+        """The blocks a node's slots lie in. Its tokens came from one table, so the slots of
+        one block of positions share a block: the first slot and each block start say all."""
+        bs, slots = self.block_size, node.slots
+        heads = slots[(-slots[0]) % bs :: bs] if slots else []
+        return sorted({s // bs for s in slots[:1] + heads})
 
     def _attach(self, node: RadixNode, d: int = 1) -> None:
         for b in self._blocks(node):
             self.tree_ref[b] += d
+            if self.tree_ref[b] == (d > 0):  # its first node came (0 -> 1) or its last went
+                self._num_cached_blocks += d
             if node.lock_ref:
                 self.locked_ref[b] += d
-            self._update(b)
+            if not self.table_ref[b]:  # a block in a table stays in use, whatever the tree does
+                self._update(b)
 
     def _detach(self, node: RadixNode) -> None:
         self._attach(node, -1)
@@ -258,7 +286,8 @@ class RadixCache:
             if was != (node.lock_ref > 0):
                 for b in self._blocks(node):
                     self.locked_ref[b] += d
-                    self._update(b)
+                    if not self.table_ref[b]:  # (as in _attach)
+                        self._update(b)
             node = node.parent
 
     def _evictable_leaf(self, n: RadixNode) -> bool:
@@ -268,6 +297,16 @@ class RadixCache:
     def _table_ref(self, b: int, d: int) -> None:
         self.table_ref[b] += d
         self._update(b)
+
+    def _table_refs(self, blocks, d: int) -> None:
+        """`_table_ref` for many blocks. A block's place (free, evictable, in use) changes only
+        when its first table comes or its last goes, so only then is `_update` called: a block
+        of a shared prefix, held by hundreds of tables, is admitted and freed that many times."""
+        ref = self.table_ref
+        for b in blocks:
+            ref[b] += d
+            if ref[b] == (d > 0):  # 0 -> 1 or 1 -> 0
+                self._update(b)
 
     def _update(self, b: int) -> None:
         """Put block b where its counts say: free, evictable (only unlocked nodes), or in use."""
@@ -293,8 +332,8 @@ class RadixCache:
     def _grow(self, seq_id: int, num_tokens: int) -> None:
         table = self.tables[seq_id]
         while len(table) < self.blocks_for(num_tokens):
-            b = self._take_free()
-            self._table_ref(b, +1)
+            b = self._take_free()  # off the free list, in no node: in use once in this table
+            self.table_ref[b] = 1
             table.append(b)
 
     # -- plain data for the dashboard and the tests --------------------------------------

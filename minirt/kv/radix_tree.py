@@ -37,6 +37,25 @@ def match(root: RadixNode, tokens: Sequence[int]) -> tuple[list[RadixNode], int]
     return nodes, m
 
 
+def insert(root: RadixNode, tokens: list[int]) -> None:
+    """Add `tokens` as a path of a token-only tree (nodes without slots), splitting the edge
+    where they leave it. The scheduler's in-batch check keeps this step's prompts in one."""
+    node, pos = root, 0
+    while pos < len(tokens):
+        child = node.children.get(tokens[pos])
+        if child is None:
+            node.children[tokens[pos]] = RadixNode(tokens[pos:], [], node)
+            return
+        k = common_len(child.key, tokens, pos)
+        if k < len(child.key):  # leave inside the edge: split it at k
+            head = RadixNode(child.key[:k], [], node, {child.key[k]: child})
+            node.children[tokens[pos]] = head
+            child.key, child.parent = child.key[k:], head
+            child = head
+        pos += k
+        node = child
+
+
 def common_len(key: Sequence[int], tokens: Sequence[int], start: int = 0) -> int:
     """How many leading tokens of `key` equal tokens[start:]. List slices compare in C: all of
     it at once (the usual case), else slices of doubling length (8, 16, 32, ...) until one
@@ -106,6 +125,9 @@ def check_invariants(cache) -> None:  # cache: a RadixCache
         assert n.parent.children[n.key[0]] is n, f"node {n.node_id}: not its parent's child"
         depth = len(path_slots(n)) - len(n.slots)
         assert all(s % bs == (depth + i) % bs for i, s in enumerate(n.slots)), "offset != p % bs"
+        blocks = {s // bs for s in n.slots}  # one table's: a block of positions, one block
+        assert sorted(blocks) == cache._blocks(n), f"node {n.node_id}: blocks wrong"
+        assert len(blocks) == len({(depth + i) // bs for i in range(len(n.slots))})
         want = locks.get(id(n), 0) + sum(c.lock_ref for c in n.children.values())
         assert n.lock_ref == want, f"node {n.node_id}: lock_ref {n.lock_ref} != {want}"
         for b in cache._blocks(n):
@@ -113,6 +135,7 @@ def check_invariants(cache) -> None:  # cache: a RadixCache
             locked_ref[b] += n.lock_ref > 0
     assert table_ref == cache.table_ref and tree_ref == cache.tree_ref
     assert locked_ref == cache.locked_ref
+    assert cache.num_cached_blocks == sum(1 for r in tree_ref if r), "cached-block count wrong"
     for b in range(cache.num_blocks):
         free = table_ref[b] == 0 and tree_ref[b] == 0
         assert (b in cache.free_list) == free, f"block {b}: free-list membership wrong"

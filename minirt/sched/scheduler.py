@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from minirt.config import EngineConfig
 from minirt.kv import BlockManager
-from minirt.sched.policy import defer_in_batch, order_waiting
+from minirt.sched.policy import InBatchPrefixes, order_waiting
 from minirt.sched.sequence import Sequence, SequenceStatus
 
 
@@ -64,7 +64,13 @@ class Batch:
 
 def is_decode(seq: Sequence, n: int) -> bool:
     """One new token, the last sampled one: a decode (not a prompt or recompute chunk)."""
-    return n == 1 and seq.num_computed_tokens == seq.num_tokens - 1 and bool(seq.output_token_ids)
+    # num_tokens > num_prompt_tokens, not bool(output_token_ids): no slice for every running
+    # sequence every step
+    return (
+        n == 1
+        and seq.num_computed_tokens == seq.num_tokens - 1
+        and seq.num_tokens > seq.num_prompt_tokens
+    )
 
 
 class Scheduler:
@@ -172,15 +178,15 @@ class Scheduler:
             return budget
         chunked = self.config.enable_chunked_prefill
         defer = self.config.schedule_policy != "fcfs" and self.config.prefix_cache == "radix"
-        # prompts being computed: this step's admissions, and running prompts not yet done
-        admitted = [
-            s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
-        ]
+        if defer:  # prompts being computed: running ones not yet done, this step's admissions
+            admitted = InBatchPrefixes(
+                s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
+            )
         for seq in order_waiting(self.waiting, self.bm, self.config.schedule_policy):
             if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                 break
             cached = self.bm.match_len(seq.token_ids)
-            if defer and defer_in_batch(seq.token_ids, cached, admitted):
+            if defer and admitted.defers(seq.token_ids, cached):
                 continue  # the other request computes this prefix now: hit it next step
             n = seq.num_tokens - cached
             if n > budget:
@@ -198,7 +204,8 @@ class Scheduler:
             self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
-            admitted.append(seq.token_ids)
+            if defer:
+                admitted.add(seq.token_ids)
             batch.add(seq, n)
             budget -= n
         return budget

@@ -12,6 +12,22 @@ def test_hash_chain_depends_on_the_whole_prefix():
     assert block_hash(None, [1, 2, 3, 4]) == a  # deterministic across calls and processes
 
 
+def test_a_block_hash_is_sha256_of_the_parent_and_each_token_as_four_little_endian_bytes():
+    import hashlib
+
+    def one_token_at_a_time(parent, tokens):  # the definition, as first written
+        h = hashlib.sha256(b"root" if parent is None else parent.to_bytes(8, "little"))
+        for t in tokens:
+            h.update(int(t).to_bytes(4, "little"))
+        return int.from_bytes(h.digest()[:8], "little")
+
+    tokens = [0, 1, 255, 256, 65535, 151935, 2**32 - 1]
+    assert block_hash(None, tokens) == one_token_at_a_time(None, tokens)
+    parent = block_hash(None, tokens)
+    assert block_hash(parent, tokens[::-1]) == one_token_at_a_time(parent, tokens[::-1])
+    assert block_hash(None, []) == one_token_at_a_time(None, [])
+
+
 def test_a_second_sequence_with_the_same_prefix_reuses_the_full_blocks():
     bm = BlockManager(num_blocks=8, block_size=4)
     prompt = list(range(10))  # blocks [0..3] [4..7] full, [8, 9] partial
