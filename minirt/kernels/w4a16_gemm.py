@@ -3,10 +3,12 @@
 Weight-only quantisation pays when reading the weights is the bottleneck (decode, small M): the
 kernel reads 4.25 bits per weight (codes + one fp32 scale per group of 128) instead of 16 and
 does the (code - zero) * scale in registers, never writing the bf16 weight back to memory.
-Layout (minirt.quant.formats.Int4Weight): packed [N, K // 8] int32, input column 8j + i in bits
-[4i, 4i + 4) of word j (GPTQ order); scales [N, K // G]; zeros [N, K // G] codes or None (= 8).
-Two kernels: a GEMV for M = 1 that splits K across programs (split-K: N / BLOCK_N programs alone
-would leave most of the GPU idle), and a tiled GEMM on tensor cores (tl.dot) for M > 1.
+Layout: an `Int4Weight` packed in the *interleaved* order (`quantize_int4(..., interleaved=True)`
+or `interleave_int4(q)`): within each group of G columns, nibble i of the group's word w holds
+column i * G/8 + w, so the inputs that meet nibble i of a run of words are G/8 consecutive
+columns of x (GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
+Two kernels: a GEMV for M = 1 (split-K optional: N / BLOCK_N programs alone can leave a small
+GPU idle) and a tiled GEMM on tensor cores (tl.dot) for M > 1.
 Notebook 08 (quantization) measures both against cuBLAS bf16.
 """
 
@@ -16,61 +18,38 @@ import torch
 import triton
 import triton.language as tl
 
+from minirt.quant.formats import Int4Weight
 
-def w4a16_gemm_ref(
-    x: torch.Tensor,
-    packed: torch.Tensor,
-    scales: torch.Tensor,
-    zeros: torch.Tensor | None,
-    group_size: int,
-) -> torch.Tensor:
+
+def w4a16_gemm_ref(x: torch.Tensor, q: Int4Weight) -> torch.Tensor:
     """The spec: dequantise W to fp32 (minirt.quant), multiply in fp32, round once to x.dtype."""
-    from minirt.quant.formats import Int4Weight, dequantize_int4
+    from minirt.quant.formats import dequantize_int4
 
-    _check(x, packed, scales, zeros, group_size)
-    n, k = packed.shape[0], packed.shape[1] * 8
-    w = dequantize_int4(Int4Weight(packed, scales.float(), zeros, (n, k), group_size))
+    _check(x, q)
+    w = dequantize_int4(Int4Weight(q.packed, q.scales.float(), q.zeros, q.shape, q.group_size,
+                                   q.interleaved))  # fmt: skip
     return (x.float() @ w.to(x.device).T).to(x.dtype)  # [M, N]
 
 
-def _check(x, packed, scales, zeros, group_size) -> None:
-    k = packed.shape[1] * 8
+def _check(x: torch.Tensor, q: Int4Weight) -> None:
+    (n, k), g = q.shape, q.group_size
+    if q.packed.dtype != torch.int32 or q.packed.shape != (n, k // 8):
+        raise ValueError(
+            f"packed must be [N, K // 8] = [{n}, {k // 8}] int32 (8 codes per word), got "
+            f"{tuple(q.packed.shape)} {q.packed.dtype}; quantise with minirt.quant.quantize_int4"
+        )
     if x.dim() != 2 or x.shape[1] != k:
         raise ValueError(
-            f"x must be [M, K] with K = 8 x packed.shape[1] = {k}; got {tuple(x.shape)} "
+            f"x must be [M, K] with K = {k} (the weight's in_features); got {tuple(x.shape)} "
             "(reshape a batch to [tokens, K] first)"
         )
-    if packed.dtype != torch.int32:
-        raise ValueError(f"packed must be int32 (8 codes per word), got {packed.dtype}")
-    if group_size % 8 or k % group_size or scales.shape != (packed.shape[0], k // group_size):
+    if g % 8 or k % g or q.scales.shape != (n, k // g):
         raise ValueError(
-            f"scales {tuple(scales.shape)} do not match [N, K // group_size] = "
-            f"[{packed.shape[0]}, {k} // {group_size}]; quantise with minirt.quant.quantize_int4"
+            f"scales {tuple(q.scales.shape)} do not match [N, K // group_size] = [{n}, {k} // {g}]"
+            "; quantise with minirt.quant.quantize_int4"
         )
-    if zeros is not None and zeros.shape != scales.shape:
-        raise ValueError(f"zeros {tuple(zeros.shape)} must have the scales' shape")
-
-
-@triton.jit
-def _dequant(packed_ptr, scales_ptr, zeros_ptr, n, k0, K, G: tl.constexpr,
-             GROUPS: tl.constexpr, BLOCK_K: tl.constexpr, HAS_ZEROS: tl.constexpr):  # fmt: skip
-    """W[n, k0 : k0 + BLOCK_K] in fp32, [len(n), BLOCK_K]. The tile's BLOCK_K / 8 words are read
-    as they lie (contiguous along K), each word fans out into its 8 nibbles, and each run of
-    BLOCK_K / GROUPS columns gets its group's scale (and zero point)."""
-    bn: tl.constexpr = n.shape[0]
-    words = tl.load(packed_ptr + n[:, None] * (K // 8) + k0 // 8
-                    + tl.arange(0, BLOCK_K // 8)[None, :])  # [BN, BLOCK_K / 8] int32  # fmt: skip
-    shifts = tl.arange(0, 8) * 4
-    codes = (words[:, :, None] >> shifts[None, None, :]) & 0xF  # [BN, BLOCK_K / 8, 8]
-    codes = tl.reshape(codes, (bn, GROUPS, BLOCK_K // GROUPS)).to(tl.float32)  # k = 8j + i
-    group = n[:, None] * (K // G) + k0 // G + tl.arange(0, GROUPS)[None, :]  # [BN, GROUPS]
-    scale = tl.load(scales_ptr + group)
-    if HAS_ZEROS:
-        zero = tl.load(zeros_ptr + group).to(tl.float32)
-    else:
-        zero = tl.full((bn, GROUPS), 8.0, tl.float32)
-    w = (codes - zero[:, :, None]) * scale[:, :, None]
-    return tl.reshape(w, (bn, BLOCK_K))
+    if q.zeros is not None and q.zeros.shape != q.scales.shape:
+        raise ValueError(f"zeros {tuple(q.zeros.shape)} must have the scales' shape")
 
 
 # 2^23 as fp32 bits. OR-ing a 4-bit code c into the low mantissa bits gives the float 2^23 + c
@@ -78,43 +57,96 @@ def _dequant(packed_ptr, scales_ptr, zeros_ptr, n, k0, K, G: tl.constexpr,
 # conversion: those run at a quarter of the FMA rate and bound a GEMV that converts every weight.
 MAGIC = tl.constexpr(0x4B000000)
 
+# The same trick in bf16, two codes at a time, in PTX (sm_90): 0x4300 is bf16 128.0, and OR-ing
+# nibbles k and k + 4 into the low bits of both halves of 0x43004300 (one lop3) gives the bf16
+# pair (128 + c_k, 128 + c_k+4). One sub.bf16x2 takes (128 + zero) off both, one fma.bf16x2
+# multiplies the pair by its two inputs and adds: 18 instructions for a word's 8 weights, where
+# the fp32 path (shift, mask, OR, subtract, convert x, FMA per weight) measured 7.5 per weight.
+# The price: products and the 8-term sum round to bf16 (relative error ~2^-9, the size of the
+# output's own rounding to bf16); the sums over words are fp32.
+_DOT8_BF16X2 = tl.constexpr("""{
+.reg .b32 v0, v1, v2, v3, t;
+.reg .f32 f0, f1;
+lop3.b32 v0, $1, 0x000F000F, 0x43004300, 0xEA;
+shr.u32 t, $1, 4;
+lop3.b32 v1, t, 0x000F000F, 0x43004300, 0xEA;
+shr.u32 t, $1, 8;
+lop3.b32 v2, t, 0x000F000F, 0x43004300, 0xEA;
+shr.u32 t, $1, 12;
+lop3.b32 v3, t, 0x000F000F, 0x43004300, 0xEA;
+sub.rn.bf16x2 v0, v0, $2;
+sub.rn.bf16x2 v1, v1, $2;
+sub.rn.bf16x2 v2, v2, $2;
+sub.rn.bf16x2 v3, v3, $2;
+mul.rn.bf16x2 t, v0, $3;
+fma.rn.bf16x2 t, v1, $4, t;
+fma.rn.bf16x2 t, v2, $5, t;
+fma.rn.bf16x2 t, v3, $6, t;
+shl.b32 v0, t, 16;
+and.b32 v1, t, 0xFFFF0000;
+mov.b32 f0, v0;
+mov.b32 f1, v1;
+add.f32 $0, f0, f1;
+}""")
+
+
+@triton.jit
+def _columns(word, nibble, G: tl.constexpr):
+    """The column of x that nibble `nibble` of packed word `word` (counted along the row) holds
+    in the interleaved order: nibbles k and k + 4 side by side, pairs k * G/8 + w in a group."""
+    C: tl.constexpr = G // 8  # words per group
+    return (word // C) * G + 2 * ((nibble % 4) * C + word % C) + nibble // 4
+
 
 @triton.jit
 def _gemv_kernel(
     x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, N, K,
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr, SPLIT_K: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16X2: tl.constexpr,
 ):  # fmt: skip
     # Program (i, s): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K. A tile is
-    # [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups of WORDS words each, so a
-    # group's scale is one value per (row, group), broadcast over its words, and each word's 8
-    # nibbles are taken one at a time (static_range) against x's 8 matching columns: no reshape,
-    # no shuffle of the codes into column order.
+    # [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups (or one slice of a group)
+    # of WORDS words each, so a group's scale is one value per (row, group), broadcast over its
+    # words. The inputs of nibble k of the tile's words are WORDS consecutive pairs of x per group.
     WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
+    C: tl.constexpr = G // 8
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     n = tl.where(rows < N, rows, 0)  # rows past N read row 0; their sums are never stored
     g_idx = tl.arange(0, GROUPS)
-    w_idx = tl.arange(0, WORDS)
-    word_off = g_idx[:, None] * WORDS + w_idx[None, :]  # [GROUPS, WORDS] word within the tile
+    word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS] in tile
     acc = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
     tiles = K // BLOCK_K
     per_split = tl.cdiv(tiles, SPLIT_K)
     first = tl.program_id(1) * per_split
     for t in range(first, tl.minimum(first + per_split, tiles)):
         k0 = t * BLOCK_K
-        words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + k0 // 8 + word_off[None])
+        word = k0 // 8 + word_off  # [GROUPS, WORDS] along the row
+        words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + word[None])
         group = n[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
-        if HAS_ZEROS:
-            offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
-        else:
-            offset = tl.full((BLOCK_N, GROUPS), 8388616.0, tl.float32)  # 2^23 + 8
-        part = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
-        for i in tl.static_range(8):  # nibble i of word j is column k0 + 8j + i
-            xi = tl.load(x_ptr + k0 + word_off * 8 + i).to(tl.float32)  # [GROUPS, WORDS]
-            bits = ((words >> (4 * i)) & 0xF) | MAGIC
-            w = bits.to(tl.float32, bitcast=True) - offset[:, :, None]  # code - zero, exact
-            part += w * xi[None]
-        acc += tl.sum(part, axis=2) * tl.load(scales_ptr + group)  # one scale per group
+        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2)
+            if HAS_ZEROS:  # bf16 bits of 128 + zero, in both halves
+                off = (tl.load(zeros_ptr + group).to(tl.int32) + 0x4300) * 0x10001
+            else:
+                off = tl.full((BLOCK_N, GROUPS), 0x43084308, tl.int32)  # 128 + 8
+            pairs = x_ptr.to(tl.pointer_type(tl.int32)) + (word // C) * (G // 2) + word % C
+            dot = tl.inline_asm_elementwise(
+                _DOT8_BF16X2, "=f,r,r,r,r,r,r",
+                [words, off[:, :, None], tl.load(pairs)[None], tl.load(pairs + C)[None],
+                 tl.load(pairs + 2 * C)[None], tl.load(pairs + 3 * C)[None]],
+                dtype=tl.float32, is_pure=True, pack=1,
+            )  # fmt: skip
+        else:  # anywhere (the interpreter too): one nibble at a time in fp32
+            if HAS_ZEROS:
+                offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
+            else:
+                offset = tl.full((BLOCK_N, GROUPS), 8388616.0, tl.float32)  # 2^23 + 8
+            dot = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
+            for i in tl.static_range(8):
+                xi = tl.load(x_ptr + _columns(word, i, G)).to(tl.float32)  # [GROUPS, WORDS]
+                bits = ((words >> (4 * i)) & 0xF) | MAGIC
+                w = bits.to(tl.float32, bitcast=True) - offset[:, :, None]  # code - zero, exact
+                dot += w * xi[None]
+        acc += tl.sum(dot, axis=2) * tl.load(scales_ptr + group)  # one scale per group
     out = tl.sum(acc, axis=1)
     if SPLIT_K == 1:
         tl.store(y_ptr + rows, out.to(y_ptr.dtype.element_ty), mask=rows < N)
@@ -128,14 +160,38 @@ def _gemm_kernel(
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
+    # The same tiles as the GEMV, dequantised whole: codes [BLOCK_N, GROUPS, 4, WORDS, 2] (nibble
+    # k = i + 4h of word w at [.., i, w, h]) flatten to BLOCK_K columns in the order of x's
+    # columns: the natural one when the tile holds whole groups, so x is one contiguous load.
+    WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
+    C: tl.constexpr = G // 8
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
+    g_idx = tl.arange(0, GROUPS)
+    word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS]
+    i4, h2 = tl.arange(0, 4), tl.arange(0, 2)
+    shift = i4[:, None, None] * 4 + h2[None, None, :] * 16  # [4, 1, 2]: nibble i + 4h
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        x = tl.load(x_ptr + m_in[:, None] * stride_xm + k0 + tl.arange(0, BLOCK_K)[None, :])
-        w = _dequant(packed_ptr, scales_ptr, zeros_ptr, n_in, k0, K, G, GROUPS, BLOCK_K,
-                     HAS_ZEROS)  # [BLOCK_N, BLOCK_K] fp32  # fmt: skip
+        word = k0 // 8 + word_off  # [GROUPS, WORDS]
+        if GROUPS * G == BLOCK_K:  # whole groups: the columns are k0 .. k0 + BLOCK_K in order
+            cols = k0 + tl.arange(0, BLOCK_K)
+        else:  # a slice of one group: 4 runs of 2 * WORDS columns (see _columns)
+            base = (word // C) * G + 2 * (word % C)  # [GROUPS, WORDS]
+            run = base[:, None, :, None] + (i4 * 2 * C)[None, :, None, None]
+            cols = tl.reshape(run + h2[None, None, None, :], (BLOCK_K,))
+        x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])
+        words = tl.load(packed_ptr + n_in[:, None, None] * (K // 8) + word[None])
+        codes = (words[:, :, None, :, None] >> shift[None, None]) & 0xF
+        group = n_in[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
+        scale = tl.load(scales_ptr + group)[:, :, None, None, None]
+        if HAS_ZEROS:
+            zero = tl.load(zeros_ptr + group).to(tl.float32)[:, :, None, None, None]
+            w = (codes.to(tl.float32) - zero) * scale
+        else:
+            w = (codes.to(tl.float32) - 8.0) * scale
+        w = tl.reshape(w, (BLOCK_N, BLOCK_K))
         # the B operand [BLOCK_K, BLOCK_N], in x's 16-bit type for the tensor cores
         acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
     mask = (m[:, None] < M) & (n[None, :] < N)
@@ -152,36 +208,46 @@ def _fit_block_k(c: dict, k: int, group_size: int) -> dict:
     return {**c, "BLOCK_K": bk, "GROUPS": max(1, bk // group_size)}
 
 
-def w4a16_gemm(
-    x: torch.Tensor,
-    packed: torch.Tensor,
-    scales: torch.Tensor,
-    zeros: torch.Tensor | None,
-    group_size: int,
-    config: dict | None = None,
-) -> torch.Tensor:
-    """The Triton kernel, same signature as w4a16_gemm_ref. `config` overrides the tile sizes:
-    GEMV (M = 1) {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N", "BLOCK_K"}."""
-    _check(x, packed, scales, zeros, group_size)
-    (m, k), n = x.shape, packed.shape[0]
+def bf16x2_available(x: torch.Tensor) -> bool:
+    """Whether the GEMV can take its PTX path: bf16 x on a compiled (not interpreted) Hopper+."""
+    import os
+
+    return (x.dtype == torch.bfloat16 and x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1"
+            and torch.cuda.get_device_capability(x.device) >= (9, 0))  # fmt: skip
+
+
+def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> torch.Tensor:
+    """The Triton kernel, same arguments as w4a16_gemm_ref; `q` packed interleaved. `config`
+    overrides the tile sizes: GEMV (M = 1) {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M",
+    "BLOCK_N", "BLOCK_K"}; either may add Triton's "num_warps" / "num_stages"."""
+    _check(x, q)
+    if not q.interleaved:
+        raise ValueError(
+            "the kernel reads int4 weights packed in the interleaved order; quantise with "
+            "quantize_int4(w, group_size, interleaved=True) or repack with interleave_int4(q) "
+            "(minirt.quant.formats)"
+        )
+    (m, k), n, g = x.shape, q.shape[0], q.group_size
     x = x.contiguous()
-    scales = scales.float().contiguous()
-    zeros_arg = zeros.contiguous() if zeros is not None else scales  # unread when HAS_ZEROS=0
-    flags = dict(G=group_size, HAS_ZEROS=zeros is not None)
+    scales = q.scales.float().contiguous()
+    zeros = q.zeros.contiguous() if q.zeros is not None else scales  # unread when HAS_ZEROS=0
+    flags = dict(G=g, HAS_ZEROS=q.zeros is not None)
     if m == 1:
-        c = {"BLOCK_N": 8, "BLOCK_K": 512, "SPLIT_K": 1, **(config or {})}
-        c = _fit_block_k(c, k, group_size)
+        flags["BF16X2"] = bf16x2_available(x)
+        # the H100's best on 4096 x 4096, weights read from DRAM (bench quant: GEMV_CONFIGS)
+        c = {"BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8, **(config or {})}
+        c = _fit_block_k(c, k, g)
         split = c["SPLIT_K"]
         # one slice writes y itself; slices add into zeros (one more kernel, and a cast after)
         y = (torch.zeros((1, n), dtype=torch.float32, device=x.device) if split > 1
              else torch.empty((1, n), dtype=x.dtype, device=x.device))  # fmt: skip
         grid = (triton.cdiv(n, c["BLOCK_N"]), split)
-        _gemv_kernel[grid](x, packed, scales, zeros_arg, y, n, k, **flags, **c)
+        _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags, **c)
         return y.to(x.dtype)
     c = {"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64, "BLOCK_K": 64, **(config or {})}
-    c = _fit_block_k(c, k, group_size)
+    c = _fit_block_k(c, k, g)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]))
-    _gemm_kernel[grid](x, packed, scales, zeros_arg, y, m, n, k, x.stride(0), y.stride(0),
+    _gemm_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, x.stride(0), y.stride(0),
                        **flags, **c)  # fmt: skip
     return y

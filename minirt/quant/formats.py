@@ -35,7 +35,9 @@ class Int4Weight:
     """An [out, in] matrix as 4-bit codes with one scale (and zero point) per `group_size` inputs.
 
     packed: [out, in // 8] int32. Codes run along in_features, GPTQ order: input column 8*j + k
-      sits in bits [4k, 4k + 4) of packed[:, j] (k = 0 is the lowest nibble).
+      sits in bits [4k, 4k + 4) of packed[:, j] (k = 0 is the lowest nibble). With `interleaved`
+      (the Triton kernel's order, see `interleave_columns`) the columns are permuted within each
+      group before packing.
     scales: [out, in // group_size] fp32.
     zeros:  [out, in // group_size] uint8 codes in 0..15 (asymmetric), or None (symmetric: the
       implicit zero point is 8, codes 0..15 stand for -8..7).
@@ -47,6 +49,7 @@ class Int4Weight:
     zeros: torch.Tensor | None
     shape: tuple[int, int]
     group_size: int
+    interleaved: bool = False
 
     @property
     def symmetric(self) -> bool:
@@ -73,8 +76,46 @@ def unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return codes.reshape(*packed.shape[:-1], -1).to(torch.uint8)
 
 
-def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True) -> Int4Weight:
-    """Round each group of `group_size` consecutive inputs of each row to 16 levels."""
+def interleave_columns(codes: torch.Tensor, group_size: int, inverse: bool = False) -> torch.Tensor:
+    """[out, in] codes -> the same codes with the columns of each group permuted so that, packed
+    in GPTQ order, nibbles k and k + 4 (k < 4) of the group's word w hold the adjacent columns
+    2p and 2p + 1, p = k * (group_size / 8) + w.
+
+    Why (the W4A16 GEMV, minirt.kernels.w4a16_gemm): on the GPU the kernel takes a word's
+    nibbles k and k + 4 as one pair of bf16 values (bits 4k.. and 16 + 4k..) and multiplies the
+    pair by two inputs with one instruction, so the inputs must sit side by side in x; and for
+    fixed k the pairs of a run of words must be consecutive, so x is one contiguous load. In
+    GPTQ order the inputs of nibble k are every 8th column. Marlin and other int4 kernels repack
+    GPTQ weights at load time for the same reasons. `inverse` undoes it.
+    """
+    c = group_size // NIBBLES_PER_INT32  # words per group
+    out_f, in_f = codes.shape
+    if inverse:  # position (group, w, k // 4, k % 4) -> column (group, k % 4, w, k // 4)
+        by_position = codes.reshape(out_f, -1, c, 2, 4)
+        return by_position.permute(0, 1, 4, 2, 3).reshape(out_f, in_f)
+    by_column = codes.reshape(out_f, -1, 4, c, 2)  # column = group * G + 2 * (k * c + w) + h
+    return by_column.permute(0, 1, 3, 4, 2).reshape(out_f, in_f)  # position 8w + 4h + k
+
+
+def interleave_int4(q: Int4Weight) -> Int4Weight:
+    """The same weight packed in the kernel's interleaved order (a no-op if it already is)."""
+    if q.interleaved:
+        return q
+    packed = pack_int4(interleave_columns(unpack_int4(q.packed), q.group_size))
+    return Int4Weight(packed, q.scales, q.zeros, q.shape, q.group_size, interleaved=True)
+
+
+def int4_codes(q: Int4Weight) -> torch.Tensor:
+    """[out, in] uint8 codes in column order, whichever order `q` is packed in."""
+    codes = unpack_int4(q.packed)
+    return interleave_columns(codes, q.group_size, inverse=True) if q.interleaved else codes
+
+
+def quantize_int4(
+    w: torch.Tensor, group_size: int = 128, symmetric: bool = True, interleaved: bool = False
+) -> Int4Weight:
+    """Round each group of `group_size` consecutive inputs of each row to 16 levels; pack in GPTQ
+    order, or with `interleaved` in the Triton kernel's (`interleave_columns`)."""
     _check_matrix(w, "quantize_int4")
     out_f, in_f = w.shape
     if group_size <= 0 or group_size % NIBBLES_PER_INT32:
@@ -97,14 +138,15 @@ def quantize_int4(w: torch.Tensor, group_size: int = 128, symmetric: bool = True
         zeros = torch.round(-lo / scales).clamp(0, 15)
         q = (torch.round(g / scales[..., None]) + zeros[..., None]).clamp(0, 15)
         zeros = zeros.to(torch.uint8)
-    packed = pack_int4(q.reshape(out_f, in_f).to(torch.uint8))
-    return Int4Weight(packed, scales, zeros, (out_f, in_f), group_size)
+    codes = q.reshape(out_f, in_f).to(torch.uint8)
+    packed = pack_int4(interleave_columns(codes, group_size) if interleaved else codes)
+    return Int4Weight(packed, scales, zeros, (out_f, in_f), group_size, interleaved)
 
 
 def dequantize_int4(q: Int4Weight) -> torch.Tensor:
     """(code - zero) * scale, group by group: [out, in] fp32."""
     out_f, in_f = q.shape
-    codes = unpack_int4(q.packed).float().reshape(out_f, in_f // q.group_size, q.group_size)
+    codes = int4_codes(q).float().reshape(out_f, in_f // q.group_size, q.group_size)
     zeros = 8.0 if q.zeros is None else q.zeros.float()[..., None]
     return ((codes - zeros) * q.scales[..., None]).reshape(out_f, in_f)
 

@@ -60,7 +60,8 @@ def get_method(name: str) -> QuantMethod:
 class QuantLinear(nn.Module):
     """y = x @ W^T (+ b) with W stored quantized. Tensors are buffers: .to() and state_dict work.
 
-    Buffers by format: int4 -> qweight [out, in//8] int32, scales [out, in//g], zeros (asym);
+    Buffers by format: int4 -> qweight [out, in//8] int32 packed in the kernel's interleaved
+    order (minirt.quant.formats.interleave_columns), scales [out, in//g], zeros (asymmetric);
     fp8 / int8 -> qweight [out, in], scales [out]. Optional: input_scale [] (fp8-static),
     smooth [in] (int8-smooth; a real deployment folds 1/s into the previous RMSNorm instead).
     """
@@ -85,7 +86,7 @@ class QuantLinear(nn.Module):
             raise ValueError(f"method {method!r} needs calibration data (activation ranges)")
         w, t = linear.weight.detach(), {}
         if m.weights == "int4":
-            q = F.quantize_int4(w, m.group_size, m.symmetric)
+            q = F.quantize_int4(w, m.group_size, m.symmetric, interleaved=True)
             t = {"qweight": q.packed, "scales": q.scales}
             if q.zeros is not None:
                 t["zeros"] = q.zeros
@@ -111,14 +112,17 @@ class QuantLinear(nn.Module):
         start = sum(self.parts[n] for n in names[: names.index(name)])
         return slice(start, start + self.parts[name])
 
+    def int4_weight(self) -> F.Int4Weight:
+        """The int4 buffers as the format they are (interleaved: what the kernel reads)."""
+        shape, g = (self.out_features, self.in_features), self.method.group_size
+        zeros = getattr(self, "zeros", None)
+        return F.Int4Weight(self.qweight, self.scales, zeros, shape, g, interleaved=True)
+
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
-        m, shape = self.method, (self.out_features, self.in_features)
+        m = self.method
         if m.weights == "int4":
-            zeros = getattr(self, "zeros", None)
-            return F.dequantize_int4(
-                F.Int4Weight(self.qweight, self.scales, zeros, shape, m.group_size)
-            )
+            return F.dequantize_int4(self.int4_weight())
         if m.weights == "fp8":
             return F.dequantize_fp8(F.Fp8Weight(self.qweight, self.scales))
         return F.dequantize_int8(F.Int8Weight(self.qweight, self.scales))
@@ -153,8 +157,7 @@ class QuantLinear(nn.Module):
 
         m = self.method
         if m.weights == "int4":
-            zeros = getattr(self, "zeros", None)
-            y = w4a16_gemm(x, self.qweight, self.scales, zeros, m.group_size)
+            y = w4a16_gemm(x, self.int4_weight())
         else:
             if m.activations == "fp8-static":
                 xs = self.input_scale.reshape(1)
@@ -258,6 +261,7 @@ def quantize_model(
 # -- checkpoints: safetensors, never pickle -------------------------------------------------
 
 QUANT_FILE = "model.quant.safetensors"
+QUANT_VERSION = "2"  # 1: int4 qweight in GPTQ order (load_quantized repacks it); 2: interleaved
 
 
 def save_quantized(llm_or_model, folder) -> Path:
@@ -275,9 +279,14 @@ def save_quantized(llm_or_model, folder) -> Path:
         tensors[name] = t.detach().contiguous().cpu()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "minirt-quant", "version": "1", "quantization": json.dumps(layers)}
+    meta = {"format": "minirt-quant", "version": QUANT_VERSION, "quantization": json.dumps(layers)}
     save_file(tensors, str(folder / QUANT_FILE), metadata=meta)
     return folder / QUANT_FILE
+
+
+def _interleave(packed: torch.Tensor, group_size: int) -> torch.Tensor:
+    """A version-1 file's GPTQ-order int4 words in the interleaved order."""
+    return F.pack_int4(F.interleave_columns(F.unpack_int4(packed), group_size))
 
 
 @torch.no_grad()
@@ -297,6 +306,9 @@ def load_quantized(llm_or_model, folder) -> nn.Module:
     for name, info in json.loads(meta["quantization"]).items():
         prefix = name + "."
         own = {k[len(prefix) :]: v.to(device) for k, v in saved.items() if k.startswith(prefix)}
+        if meta.get("version") == "1" and "group_size" in info and info.get("weights") == "int4":
+            saved[prefix + "qweight"] = _interleave(own["qweight"], info["group_size"]).cpu()
+            own["qweight"] = saved[prefix + "qweight"].to(device)
         parent_name, _, child = name.rpartition(".")
         q = QuantLinear(info["name"], info["in_features"], info["out_features"], own, info["parts"])
         setattr(model.get_submodule(parent_name), child, q)

@@ -58,10 +58,13 @@ def test_unfused_dynamic_scales_cost_more_than_the_fp8_gemm_they_feed():
     assert scales[key]["ms"] > gemm[key]["ms"]
 
 
-def test_known_gap_w4a16_gemv_is_not_yet_2_5x_bf16():
+def test_w4a16_gemv_is_at_least_2_5x_bf16_on_4096_by_4096():
     """Issue 8's target: W4A16 at M = 1 on 4096 x 4096 >= 2.5x cuBLAS bf16 (ideal ~3.9x: 4.25
-    bits per weight instead of 16). The rewritten kernel (contiguous packed loads) takes 16.5 us
-    against bf16's 10.9 us on the H100: 0.66x. Dequantising each tile in fp32 through a 3-D
-    reshape, not memory, bounds it; the next step is a bf16 dequant with a vectorised layout."""
-    r = newest("w4a16-g128")[("llama-3-8b", "q_proj", 1)]
-    assert r["speedup_vs_bf16"] < 2.5
+    bits per weight instead of 16), both reading their weights from DRAM as a decode step does
+    (the bench rotates copies that fill 3x the L2). The fourth kernel (bf16 pairs in PTX, an
+    interleaved layout) does 6.1 us against cuBLAS's 16.6 us on the H100 (2.74x); the other
+    Llama-3-8B shapes 2.50-2.87x, the small Qwen3-0.6B ones 1.9-2.2x (a few microseconds)."""
+    rows = newest("w4a16-g128")
+    assert rows[("llama-3-8b", "q_proj", 1)]["speedup_vs_bf16"] >= 2.5
+    llama = [r["speedup_vs_bf16"] for k, r in rows.items() if k[0] == "llama-3-8b" and k[2] == 1]
+    assert len(llama) == 4 and min(llama) >= 2.4

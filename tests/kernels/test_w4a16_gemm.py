@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from minirt.kernels.w4a16_gemm import w4a16_gemm, w4a16_gemm_ref
-from minirt.quant.formats import dequantize_int4, quantize_int4
+from minirt.kernels.w4a16_gemm import bf16x2_available, w4a16_gemm, w4a16_gemm_ref
+from minirt.quant.formats import Int4Weight, dequantize_int4, interleave_int4, quantize_int4
 
 from .conftest import rel_error
 
@@ -16,11 +16,10 @@ DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 
 def _case(m, n, k, group_size, symmetric, seed):
     g = torch.Generator().manual_seed(seed)
-    q = quantize_int4(torch.randn(n, k, generator=g), group_size, symmetric)
+    q = quantize_int4(torch.randn(n, k, generator=g), group_size, symmetric, interleaved=True)
     x = torch.randn(m, k, generator=g).to(DEVICE, DTYPE)  # [M, K]
-    to = {"device": DEVICE}
-    zeros = q.zeros.to(**to) if q.zeros is not None else None
-    return x, q.packed.to(**to), q.scales.to(**to), zeros, group_size
+    zeros = q.zeros.to(DEVICE) if q.zeros is not None else None
+    return x, Int4Weight(q.packed.to(DEVICE), q.scales.to(DEVICE), zeros, q.shape, group_size, True)
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
@@ -42,17 +41,52 @@ def test_split_k_slices_sum_to_the_same_gemv(split_k):
 
 
 def test_reference_is_the_dequantised_weight_times_x():
-    x, packed, scales, zeros, gs = _case(4, 16, 64, 32, True, seed=1)
-    q = quantize_int4(torch.randn(16, 64, generator=torch.Generator().manual_seed(1)), 32, True)
-    w = dequantize_int4(q).to(DEVICE)
-    torch.testing.assert_close(
-        w4a16_gemm_ref(x.float(), packed, scales, zeros, gs), x.float() @ w.T
-    )
+    x, q = _case(4, 16, 64, 32, True, seed=1)
+    gptq = quantize_int4(torch.randn(16, 64, generator=torch.Generator().manual_seed(1)), 32, True)
+    w = dequantize_int4(gptq).to(DEVICE)  # the GPTQ-order twin of q: the same weight
+    torch.testing.assert_close(w4a16_gemm_ref(x.float(), q), x.float() @ w.T)
 
 
 def test_a_wrong_layout_is_refused_with_what_to_do():
-    x, packed, scales, zeros, gs = _case(2, 16, 64, 32, True, seed=2)
-    with pytest.raises(ValueError, match=r"K = 8 x packed.shape\[1\] = 64"):
-        w4a16_gemm(x[:, :32], packed, scales, zeros, gs)
+    x, q = _case(2, 16, 64, 32, True, seed=2)
+    with pytest.raises(ValueError, match=r"K = 64 \(the weight's in_features\)"):
+        w4a16_gemm(x[:, :32], q)
     with pytest.raises(ValueError, match="quantise with minirt.quant.quantize_int4"):
-        w4a16_gemm(x, packed, scales, zeros, 16)
+        w4a16_gemm(x, Int4Weight(q.packed, q.scales, None, q.shape, 16, True))
+    gptq = Int4Weight(q.packed, q.scales, None, q.shape, 32)  # GPTQ order: not the kernel's
+    with pytest.raises(ValueError, match=r"interleave_int4\(q\)"):
+        w4a16_gemm(x, gptq)
+
+
+@pytest.mark.parametrize("block_k", [16, 64, 256])
+def test_gemm_tiles_inside_a_group_and_across_groups_agree(block_k):
+    """BLOCK_K 16 and 64 take slices of a 128-column group, 256 two whole groups: the columns
+    x is loaded at must follow the interleaved order in each case."""
+    x, q = _case(5, 24, 512, 128, False, seed=block_k)
+    out = w4a16_gemm(x, q, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k})
+    assert rel_error(out, w4a16_gemm_ref(x, q)) < BOUND[DTYPE]
+
+
+def test_interleaving_a_gptq_weight_changes_the_words_not_the_product():
+    g = torch.Generator().manual_seed(3)
+    gptq = quantize_int4(torch.randn(8, 256, generator=g), 32, True)
+    q = interleave_int4(gptq)
+    assert not torch.equal(q.packed, gptq.packed)
+    torch.testing.assert_close(dequantize_int4(q), dequantize_int4(gptq), rtol=0, atol=0)
+    x = torch.randn(1, 256, generator=g).to(DEVICE, DTYPE)
+    dev = Int4Weight(q.packed.to(DEVICE), q.scales.to(DEVICE), None, q.shape, 32, True)
+    assert rel_error(w4a16_gemm(x, dev), w4a16_gemm_ref(x, dev)) < BOUND[DTYPE]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_on_hopper_the_bf16_pair_path_and_the_fp32_path_both_match_the_reference(symmetric):
+    """bf16 x takes the PTX path (pairs of bf16 codes, products rounded to bf16); fp16 x the
+    portable fp32 one. Both within the bf16 bound on a Llama-sized GEMV, with fresh inputs."""
+    x, q = _case(1, 4096, 4096, 128, symmetric, seed=7 + symmetric)
+    assert bf16x2_available(x) == (torch.cuda.get_device_capability() >= (9, 0))
+    ref = w4a16_gemm_ref(x, q)
+    for config in ({}, {"BLOCK_N": 4, "BLOCK_K": 4096, "num_warps": 2}, {"SPLIT_K": 4}):
+        assert rel_error(w4a16_gemm(x, q, config=config), ref) < BOUND[torch.bfloat16]
+        half = w4a16_gemm(x.half(), q, config=config).to(ref.dtype)
+        assert rel_error(half, ref) < BOUND[torch.bfloat16]

@@ -104,3 +104,21 @@ def test_bad_shapes_raise_errors_that_say_what_to_do():
         F.quantize_int8(torch.randn(4, 8), smooth=torch.ones(3))
     with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
         F.smoothquant_factors(torch.ones(8), torch.randn(4, 8), alpha=1.5)
+
+
+@pytest.mark.parametrize("group_size", [32, 128])
+def test_interleaved_packing_puts_nibbles_k_and_k_plus_4_side_by_side(group_size):
+    """Codes equal to their column number (mod 16) make the layout readable off the words."""
+    in_f, c = 2 * group_size, group_size // 8
+    w = torch.randn(3, in_f)
+    q = F.quantize_int4(w, group_size, symmetric=False, interleaved=True)
+    codes = F.int4_codes(q)  # column order
+    raw = F.unpack_int4(q.packed)  # position 8 * word + nibble
+    for word in range(in_f // 8):
+        g, wi = divmod(word, c)
+        for k in range(8):
+            column = g * group_size + 2 * ((k % 4) * c + wi) + k // 4
+            assert torch.equal(raw[:, 8 * word + k], codes[:, column])
+    gptq = F.quantize_int4(w, group_size, symmetric=False)
+    assert torch.equal(codes, F.unpack_int4(gptq.packed))  # same codes, other order
+    assert torch.equal(F.interleave_int4(gptq).packed, q.packed)
