@@ -121,6 +121,27 @@ def test_save_load_round_trip_is_bit_exact(llm, restore, tmp_path):
     assert torch.equal(llm.model.get_submodule(layer)(x), fresh.model.get_submodule(layer)(x))
 
 
+def test_a_version_1_checkpoint_in_gptq_order_loads_as_the_same_weights(llm, restore, tmp_path):
+    """Version 1 files stored int4 words in GPTQ order; load_quantized repacks them."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from minirt.quant import formats as Q
+
+    quantize_model(llm, "w4a16-g32")
+    path = save_quantized(llm, tmp_path)
+    with safe_open(str(path), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for k in [k for k in tensors if k.endswith("qweight")]:  # back to GPTQ order, as v1 wrote
+        codes = Q.interleave_columns(Q.unpack_int4(tensors[k]), 32, inverse=True)
+        tensors[k] = Q.pack_int4(codes)
+    save_file(tensors, str(path), metadata={**meta, "version": "1"})
+    fresh = load_quantized(LLM(device="cpu"), tmp_path)
+    layer = "model.layers.1.self_attn.o_proj"
+    want = llm.model.get_submodule(layer).dequantized_weight()
+    assert torch.equal(fresh.get_submodule(layer).dequantized_weight(), want)
+
+
 def test_fp8_static_round_trip_keeps_the_calibrated_scale(llm, restore, tmp_path):
     quantize_model(llm, "fp8-static", calibration=CALIBRATION)
     scale = llm.model.get_submodule("model.layers.0.self_attn.o_proj").input_scale
