@@ -177,9 +177,8 @@ def _gemm_kernel(
         word = k0 // 8 + word_off  # [GROUPS, WORDS]
         if GROUPS * G == BLOCK_K:  # whole groups: the columns are k0 .. k0 + BLOCK_K in order
             cols = k0 + tl.arange(0, BLOCK_K)
-        else:  # a slice of one group: 4 runs of 2 * WORDS columns (see _columns)
-            base = (word // C) * G + 2 * (word % C)  # [GROUPS, WORDS]
-            run = base[:, None, :, None] + (i4 * 2 * C)[None, :, None, None]
+        else:  # a slice of one group: 4 runs of 2 * WORDS columns
+            run = _columns(word, 0, G)[:, None, :, None] + (i4 * 2 * C)[None, :, None, None]
             cols = tl.reshape(run + h2[None, None, None, :], (BLOCK_K,))
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])
         words = tl.load(packed_ptr + n_in[:, None, None] * (K // 8) + word[None])
