@@ -95,12 +95,18 @@ class ModelRunner:
         decode = max(batch.num_new_tokens) == 1  # one new token per sequence
         if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
             out = self.graphs.run(self.host_inputs(batch))  # a decode step: replay its graph
-            return out if rows is None or rows == list(range(len(out))) else out[rows]
+            return self.take_rows(out, rows)
         input_ids, positions, meta = self.prepare(batch)
         hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        if rows is not None:  # a device index: a Python list would wait here for the forward
-            hidden = hidden[self.to_device(rows)]
-        return self.model.compute_logits(hidden)
+        return self.model.compute_logits(self.take_rows(hidden, rows))
+
+    def take_rows(self, t: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
+        """t[rows] (all of t when rows is None or every row). The index travels as a device
+        tensor: indexing a CUDA tensor with a Python list copies the list from pageable memory
+        and waits for the device, the step in flight included (overlap_schedule)."""
+        if rows is None or rows == list(range(len(t))):
+            return t
+        return t[self.to_device(rows)]
 
     def do_swaps(self, batch: Batch) -> None:
         """The batch's KV copies, before its forward: out first (their blocks may be the very
@@ -129,17 +135,14 @@ class ModelRunner:
         ends = list(itertools.accumulate(batch.num_new_tokens))
         last = [ends[i] - 1 for i in rows]
         decode = max(batch.num_new_tokens) == 1
-        # Row indices travel as device tensors: indexing a CUDA tensor with a Python list copies
-        # the list from pageable memory and waits for the device, the step in flight included.
         if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
-            out = self.graphs.run(self.host_inputs(batch), resolve)
-            logits = out if len(rows) == len(out) else out[self.to_device(rows)]
+            logits = self.take_rows(self.graphs.run(self.host_inputs(batch), resolve), rows)
         else:
             input_ids, positions, meta = self.prepare(batch)
             hidden = self.model(resolve(input_ids), positions, meta)  # [num_tokens, hidden]
             if not rows:
                 return None
-            logits = self.model.compute_logits(hidden[self.to_device(last)])
+            logits = self.model.compute_logits(self.take_rows(hidden, last))
         if not rows:
             return None
         seqs = [batch.seqs[i] for i in rows]

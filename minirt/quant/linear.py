@@ -284,11 +284,6 @@ def save_quantized(llm_or_model, folder) -> Path:
     return folder / QUANT_FILE
 
 
-def _interleave(packed: torch.Tensor, group_size: int) -> torch.Tensor:
-    """A version-1 file's GPTQ-order int4 words in the interleaved order."""
-    return F.pack_int4(F.interleave_columns(F.unpack_int4(packed), group_size))
-
-
 @torch.no_grad()
 def load_quantized(llm_or_model, folder) -> nn.Module:
     """Fill a full-precision model of the same config (e.g. `LLM(...).model`) from a folder that
@@ -306,8 +301,10 @@ def load_quantized(llm_or_model, folder) -> nn.Module:
     for name, info in json.loads(meta["quantization"]).items():
         prefix = name + "."
         own = {k[len(prefix) :]: v.to(device) for k, v in saved.items() if k.startswith(prefix)}
-        if meta.get("version") == "1" and "group_size" in info and info.get("weights") == "int4":
-            saved[prefix + "qweight"] = _interleave(own["qweight"], info["group_size"]).cpu()
+        if meta.get("version") == "1" and info["weights"] == "int4":
+            shape = (info["out_features"], info["in_features"])
+            gptq = F.Int4Weight(own["qweight"], own["scales"], None, shape, info["group_size"])
+            saved[prefix + "qweight"] = F.interleave_int4(gptq).packed.cpu()
             own["qweight"] = saved[prefix + "qweight"].to(device)
         parent_name, _, child = name.rpartition(".")
         q = QuantLinear(info["name"], info["in_features"], info["out_features"], own, info["parts"])
