@@ -12,6 +12,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# KV pools start full of NaN in tests (minirt.kv.pool): a slot read before it is written would
+# otherwise hold zeros or an earlier test's KV and could leave the tokens unchanged by luck.
+os.environ.setdefault("MINIRT_POISON_KV", "1")
+
 from minirt.model.tokenizer import save_byte_tokenizer  # noqa: E402
 
 

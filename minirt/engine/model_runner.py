@@ -53,9 +53,7 @@ class ModelRunner:
         ids, positions, slots, q_starts, ctx_lens, tables = [], [], [], [0], [], []
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            table = self.bm.block_table(seq.seq_id)
-            for src, dst in self.bm.prepare_write(seq.seq_id, start):
-                self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]  # copy-on-write
+            table = self.bm.block_table(seq.seq_id)  # shared blocks were un-shared by schedule()
             ids += seq.token_ids[start:end]
             positions += range(start, end)
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
@@ -157,8 +155,9 @@ class ModelRunner:
         return host.to(self.device, non_blocking=True)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
-        """Copy whole blocks src -> dst in this pool (a radix-cache match ending inside a block
-        gets its own copy of that block; the slots past the match are overwritten later)."""
+        """Copy whole blocks src -> dst in this pool (Batch.kv_copies: copy-on-write, and a
+        radix-cache match ending inside a block; the slots past the copied tokens are
+        overwritten later)."""
         if pairs:
             src, dst = (self.to_device(list(x)) for x in zip(*pairs, strict=True))
             self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]

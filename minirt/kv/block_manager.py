@@ -122,7 +122,10 @@ class BlockManager:
         Only a block that already holds tokens before `start` and is shared (after `fork`) needs a
         copy: its other holder will write *different* tokens into the same free slots. Shared
         blocks entirely at or past `start` are prefix-cache hits on KV this very step computes;
-        they must be written in place. Returns (src, dst) pairs whose KV the caller copies.
+        they must be written in place. The scheduler calls this *before* `commit`, when it
+        schedules the write: a block published first could be hit by a request admitted in the
+        same step, which would then read the old block while the writer fills the copy.
+        Returns (src, dst) pairs whose KV the runner copies before the forward.
         """
         i, table = start // self.block_size, self.tables[seq_id]
         if start % self.block_size == 0 or i >= len(table) or self.ref_count[table[i]] == 1:

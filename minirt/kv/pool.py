@@ -8,6 +8,8 @@ blocks. Sizing is public because notebook 01 (KV cache) computes with it.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from minirt.config import ModelConfig
@@ -74,7 +76,11 @@ def kv_budget_bytes(
 def allocate_kv_pool(
     config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    """torch.empty, not zeros: nothing is read before it is written, so don't pay to clear it."""
+    """torch.empty, not zeros: nothing is read before it is written, so don't pay to clear it.
+
+    With MINIRT_POISON_KV=1 (the test suite sets it) the pool starts full of NaN instead, so a
+    kernel or a cache that reads a slot nobody wrote turns its output into NaN, not into a
+    plausible token computed from whatever the memory held."""
     shape = (
         2,
         config.num_hidden_layers,
@@ -83,4 +89,12 @@ def allocate_kv_pool(
         config.num_key_value_heads,
         config.head_dim,
     )
-    return torch.empty(shape, dtype=dtype, device=device)
+    pool = torch.empty(shape, dtype=dtype, device=device)
+    if poison_requested():
+        pool.fill_(float("nan"))
+    return pool
+
+
+def poison_requested() -> bool:
+    """Debug mode: fill fresh KV memory (device pool, host swap pool) with NaN."""
+    return os.environ.get("MINIRT_POISON_KV", "") not in ("", "0")

@@ -91,8 +91,19 @@ class RadixCache:
         need = self.blocks_for(num_tokens) - len(shared)
         if need <= len(self.free_list):  # the usual case: no eviction needed
             return True
-        pinned = {b for n in nodes for b in self._blocks(n)} | set(shared)
+        # The lock pins the blocks of the first m matched slots, not the whole last node: the
+        # allocation splits it at m, and its tail stays evictable.
+        pinned = {s // self.block_size for s in self._matched_slots(nodes, m)}
         return need <= self.num_free_blocks - len(pinned & self.evictable)
+
+    def _matched_slots(self, nodes: list[RadixNode], m: int) -> list[int]:
+        """The pool slots of the first m tokens along the matched path (root first)."""
+        slots: list[int] = []
+        for n in nodes[1:]:
+            if len(slots) >= m:
+                break
+            slots += n.slots[: m - len(slots)]
+        return slots
 
     def can_append(self, seq_id: int, num_tokens: int) -> bool:
         return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks

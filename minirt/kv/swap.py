@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from minirt.kv.pool import poison_requested
+
 
 class SwapSpace:
     def __init__(self, kv_pool: torch.Tensor, num_host_blocks: int):
@@ -24,6 +26,8 @@ class SwapSpace:
         # Pinned (page-locked) memory: the GPU's copy engine can DMA it directly, asynchronously.
         self.host = torch.empty((num_host_blocks, two, layers, *block), dtype=kv_pool.dtype,
                                 pin_memory=self.cuda)  # fmt: skip
+        if poison_requested():  # debug: a host block read before it is written shows as NaN
+            self.host.fill_(float("nan"))
         self.free = list(range(num_host_blocks))
         self.stream = torch.cuda.Stream(kv_pool.device) if self.cuda else None
 

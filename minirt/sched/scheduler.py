@@ -39,8 +39,9 @@ class Batch:
     swap_out: list[tuple[int, list[int]]] = field(default_factory=list)
     swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
-    # (src, dst) blocks to copy before the forward: a radix-cache match that ends inside a block
-    # gets a private copy of it (minirt.kv.radix_cache); done after the swaps, in every pool.
+    # (src, dst) blocks to copy before the forward, after the swaps, in every pool (target and
+    # draft): copy-on-write of a shared partial block (BlockManager.prepare_write), and the
+    # private copy of a block a radix-cache match ends inside (minirt.kv.radix_cache).
     kv_copies: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, seq: Sequence, n: int, lookahead: int = 0) -> None:
@@ -137,7 +138,7 @@ class Scheduler:
         return self._done(batch)
 
     def _done(self, batch: Batch) -> Batch:
-        batch.kv_copies = self.bm.take_copies()
+        batch.kv_copies += self.bm.take_copies()
         self.num_steps += 1
         return batch
 
@@ -166,6 +167,9 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 break
             self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
+            # Un-share a partial block before publishing: a forked table's tail would otherwise
+            # get this sequence's hash while its other holder writes different tokens into it.
+            batch.kv_copies += self.bm.prepare_write(seq.seq_id, seq.num_computed_tokens)
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
             batch.add(seq, n, k)
             budget -= n + k
