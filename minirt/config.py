@@ -8,11 +8,12 @@ budget, chunked prefill, prefix caching). Notebook 00 tours both.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-# model_type -> (q/k RMSNorm per head, bias on q/k/v projections)
-_ARCHITECTURES = {"qwen3": (True, False), "qwen2": (False, True), "llama": (False, False)}
+from minirt.checks import MAX_SEED, as_float, as_int
+from minirt.hf_config import model_config_fields
 
 
 @dataclass
@@ -50,45 +51,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, hf: dict) -> ModelConfig:
         """Map a Hugging Face config dict onto ModelConfig, refusing what minirt can't run."""
-        model_type = hf.get("model_type", "")
-        if model_type not in _ARCHITECTURES:
-            raise ValueError(
-                f"model_type {model_type!r} is not supported; minirt runs "
-                f"{sorted(_ARCHITECTURES)} (Llama-style decoders). Pick such a checkpoint."
-            )
-        # transformers 5 keeps rope settings in "rope_parameters"; older files at the top level.
-        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-        rope_type = rope.get("rope_type", rope.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(
-                f"rope_type {rope_type!r} is not implemented (only plain RoPE); "
-                "use a checkpoint without rope scaling or remove it from config.json"
-            )
-        if hf.get("use_sliding_window"):
-            raise ValueError(
-                "sliding-window attention is not supported; set use_sliding_window=false"
-            )
-        qk_norm, bias = _ARCHITECTURES[model_type]
-        heads = hf["num_attention_heads"]
-        eos = hf.get("eos_token_id")
-        return cls(
-            model_type=model_type,
-            vocab_size=hf["vocab_size"],
-            hidden_size=hf["hidden_size"],
-            intermediate_size=hf["intermediate_size"],
-            num_hidden_layers=hf["num_hidden_layers"],
-            num_attention_heads=heads,
-            num_key_value_heads=hf.get("num_key_value_heads") or heads,
-            head_dim=hf.get("head_dim") or hf["hidden_size"] // heads,
-            rms_norm_eps=hf.get("rms_norm_eps", 1e-6),
-            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-            max_position_embeddings=hf.get("max_position_embeddings", 4096),
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            qk_norm=qk_norm,
-            attention_bias=bool(hf.get("attention_bias", bias)),
-            eos_token_id=[] if eos is None else ([eos] if isinstance(eos, int) else list(eos)),
-            dtype=str(hf.get("dtype") or hf.get("torch_dtype") or "float32"),
-        )
+        return cls(**model_config_fields(hf))
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ModelConfig:
@@ -98,7 +61,16 @@ class ModelConfig:
                 f"{folder} has no config.json; pass a Hugging Face checkpoint folder "
                 "(config.json + *.safetensors + tokenizer.json)"
             )
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            hf = json.loads(path.read_text())
+        except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeError are too
+            raise ValueError(
+                f"{path} is not valid JSON ({e}); copy config.json from the checkpoint again"
+            ) from None
+        try:
+            return cls.from_dict(hf)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +120,8 @@ PRESETS: dict[str, ModelConfig] = {
 
 
 MAX_SPECULATIVE_TOKENS = 16  # beyond this a verify is a prefill: speculation cannot pay
+DTYPES = ("auto", "float32", "float16", "bfloat16")  # "auto": float32 on CPU, bfloat16 on CUDA
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
 @dataclass
@@ -186,6 +160,7 @@ class EngineConfig:
     quantization: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_numbers()
         if self.quantization is not None:
             from minirt.quant.linear import get_method  # raises, listing the methods
 
@@ -196,10 +171,6 @@ class EngineConfig:
                     "calibration=[texts]), or pick a method without it (w4a16-*, fp8-dynamic, int8)"
                 )
         self._check_scheduling()
-        if self.block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {self.block_size}")
-        if self.max_num_batched_tokens < 1 or self.max_num_seqs < 1:
-            raise ValueError("max_num_batched_tokens and max_num_seqs must be >= 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
@@ -208,16 +179,12 @@ class EngineConfig:
             raise ValueError(
                 f"kernel_backend must be 'auto', 'torch' or 'triton', got {self.kernel_backend!r}"
             )
-        if self.cuda_graph_sizes is not None and (
-            not self.cuda_graph_sizes or min(self.cuda_graph_sizes) < 1
-        ):
-            raise ValueError(f"cuda_graph_sizes must be positive ints, got {self.cuda_graph_sizes}")
+        if self.cuda_graph_sizes is not None and not self.cuda_graph_sizes:
+            raise ValueError("cuda_graph_sizes must list at least one batch size, or be None")
         if self.preemption_mode not in ("recompute", "swap"):
             raise ValueError(
                 f"preemption_mode must be 'recompute' or 'swap', got {self.preemption_mode!r}"
             )
-        if self.swap_space_bytes < 0:
-            raise ValueError(f"swap_space_bytes must be >= 0, got {self.swap_space_bytes}")
         k = self.num_speculative_tokens
         if not 0 <= k <= MAX_SPECULATIVE_TOKENS:
             raise ValueError(
@@ -230,6 +197,33 @@ class EngineConfig:
                 "('draft' for the embedded draft, or a model folder) and num_speculative_tokens "
                 f">= 1 (got speculative_model={self.speculative_model!r}, "
                 f"num_speculative_tokens={k})"
+            )
+
+    def _check_numbers(self) -> None:
+        """Sizes are ints (numpy ints too), byte budgets finite numbers, names known strings."""
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+            setattr(self, name, as_int(name, getattr(self, name), 1))
+        if self.max_model_len is not None:
+            hint = "; None means the model's max_position_embeddings"
+            self.max_model_len = as_int("max_model_len", self.max_model_len, 1, hint=hint)
+        if self.kv_cache_bytes is not None:
+            self.kv_cache_bytes = int(as_float("kv_cache_bytes", self.kv_cache_bytes, 1))
+        self.swap_space_bytes = int(as_float("swap_space_bytes", self.swap_space_bytes, 0))
+        share = as_float("gpu_memory_utilization", self.gpu_memory_utilization)
+        self.gpu_memory_utilization = share
+        self.num_speculative_tokens = as_int("num_speculative_tokens", self.num_speculative_tokens)
+        self.seed = as_int("seed", self.seed, 0, MAX_SEED)
+        if self.cuda_graph_sizes is not None:
+            sizes = self.cuda_graph_sizes
+            if not isinstance(sizes, list | tuple):
+                raise ValueError(f"cuda_graph_sizes must be a list of batch sizes, got {sizes!r}")
+            self.cuda_graph_sizes = [as_int("cuda_graph_sizes", n, 1) for n in sizes]
+        self.dtype = str(self.dtype).removeprefix("torch.")  # torch.float16 -> "float16"
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
 
     def _check_scheduling(self) -> None:

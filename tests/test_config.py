@@ -99,3 +99,69 @@ def test_invalid_sampling_params_raise_and_name_the_field(kwargs, match):
 def test_invalid_engine_settings_raise_and_name_the_setting(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EngineConfig.from_kwargs(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": float("nan")}, "temperature must be a finite number, got nan"),
+        ({"temperature": float("inf")}, "temperature must be a finite number"),
+        ({"temperature": "hot"}, "temperature must be a number"),
+        ({"top_p": float("nan")}, "top_p must be a finite number"),
+        ({"top_k": 2.5}, "top_k must be an integer, got 2.5"),
+        ({"seed": 2**64}, r"seed must be in \[0, 18446744073709551615\]"),
+        ({"seed": -1}, r"seed must be in \[0, "),
+        ({"seed": 1.5}, "seed must be an integer, got 1.5"),
+        ({"seed": "x"}, "seed must be an integer, got 'x'"),
+        ({"seed": True}, "seed must be an integer, got True"),
+        ({"max_tokens": float("nan")}, "max_tokens must be an integer, got nan"),
+        ({"max_tokens": 2.5}, "max_tokens must be an integer, got 2.5"),
+        ({"stop": [1]}, "stop must be a string or a list of strings"),
+        ({"ignore_eos": "no"}, "ignore_eos must be True or False"),
+    ],
+)
+def test_sampling_params_refuse_values_the_sampler_cannot_use_and_name_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SamplingParams(**kwargs)
+
+
+def test_sampling_params_take_numpy_and_torch_integers_as_plain_ints():
+    import numpy as np
+    import torch
+
+    p = SamplingParams(max_tokens=np.int64(5), seed=torch.tensor(7), top_k=np.int32(3))
+    assert (p.max_tokens, p.seed, p.top_k) == (5, 7, 3)
+    assert all(type(v) is int for v in (p.max_tokens, p.seed, p.top_k))
+    assert SamplingParams(seed=2**64 - 1).seed == 2**64 - 1  # the largest torch accepts
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_model_len": 0}, "max_model_len must be >= 1, got 0"),
+        ({"max_model_len": -5}, "max_model_len must be >= 1, got -5"),
+        ({"max_model_len": 2.5}, "max_model_len must be an integer"),
+        ({"block_size": 2.5}, "block_size must be an integer"),
+        ({"block_size": 0}, "block_size must be >= 1"),
+        ({"max_num_seqs": True}, "max_num_seqs must be an integer"),
+        ({"kv_cache_bytes": float("nan")}, "kv_cache_bytes must be a finite number"),
+        ({"gpu_memory_utilization": float("nan")}, "gpu_memory_utilization must be a finite"),
+        ({"seed": 2**64}, "seed must be in"),
+        ({"dtype": "bogus"}, "dtype must be one of .*'bfloat16'.*got 'bogus'"),
+        ({"device": "bogus"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
+        ({"device": 0}, "device must be"),
+        ({"cuda_graph_sizes": 8}, "cuda_graph_sizes must be a list"),
+    ],
+)
+def test_engine_settings_of_the_wrong_type_or_range_are_refused_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EngineConfig.from_kwargs(**kwargs)
+
+
+def test_engine_settings_take_numpy_ints_and_torch_dtypes():
+    import numpy as np
+    import torch
+
+    c = EngineConfig(block_size=np.int64(8), max_model_len=np.int32(64), dtype=torch.float16)
+    assert (c.block_size, c.max_model_len, c.dtype) == (8, 64, "float16")
+    assert type(c.block_size) is int

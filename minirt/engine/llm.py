@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from minirt.config import EngineConfig, ModelConfig
 from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
+from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
 from minirt.engine.overlap import OverlapLoop
 from minirt.kernels.backend import get_backend
@@ -67,15 +68,25 @@ class GenerateStats:
 
 
 def _pick_device(name: str) -> torch.device:
+    """EngineConfig checked the spelling; here: is that device on this machine?"""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            fix = "use device='cpu' or 'auto'"
+            raise ValueError(f"device={name!r} but this machine has no usable CUDA GPU; {fix}")
+        if device.index is not None and device.index >= count:
+            have = f"{count} CUDA GPU(s), cuda:0..cuda:{count - 1}"
+            raise ValueError(f"device={name!r} but this machine has {have}; pick one of them")
+    return device
 
 
 def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
+    return getattr(torch, name)  # one of config.DTYPES
 
 
 class LLM:
@@ -195,15 +206,13 @@ class LLM:
         sampling_params: SamplingParams | list[SamplingParams] | None = None,
         use_tqdm: bool = True,
     ) -> list[RequestOutput]:
-        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]
-        if not prompts:
-            raise ValueError("generate() got an empty prompt list; pass at least one prompt")
-        params = sampling_params or SamplingParams()
-        params = params if isinstance(params, list) else [params] * len(prompts)
-        if len(params) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        # Every prompt and every SamplingParams is checked before any request is queued.
+        prompts = prompt_list(prompts)
+        params = param_list(sampling_params, len(prompts))
         token_lists = [self._encode_and_check(i, p) for i, p in enumerate(prompts)]
+        prompts = [
+            p if isinstance(p, str) else t for p, t in zip(prompts, token_lists, strict=True)
+        ]
 
         t0 = time.perf_counter()
         if self.config.trace:
@@ -321,15 +330,17 @@ class LLM:
 
     # -- helpers ---------------------------------------------------------------------------
     def _encode_and_check(self, i: int, prompt) -> list[int]:
-        if isinstance(prompt, str):
+        vocab = self.model_config.vocab_size
+        toks = token_ids(i, prompt, vocab)  # None for text
+        if toks is None:
             toks = self.tokenizer.encode(prompt)
-        else:
-            toks = [int(t) for t in prompt]
+            if toks and max(toks) >= vocab:
+                raise ValueError(
+                    f"prompt {i} encodes to token id {max(toks)}, outside the model's "
+                    f"[0, {vocab}); the tokenizer.json does not belong to this model"
+                )
         if not toks:
             raise ValueError(f"prompt {i} is empty; give it at least one token")
-        vocab = self.model_config.vocab_size
-        if any(not 0 <= t < vocab for t in toks):
-            raise ValueError(f"prompt {i} has token ids outside [0, {vocab}); check the tokenizer")
         if len(toks) >= self.max_model_len:
             raise ValueError(
                 f"prompt {i} has {len(toks):,} tokens but max_model_len is {self.max_model_len:,} "
