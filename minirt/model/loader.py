@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from minirt.config import ModelConfig
 from minirt.model.layers import PackedLinear
@@ -50,8 +50,15 @@ def safetensors_files(folder: Path) -> list[Path]:
     """The weight files of a checkpoint folder: the index's shards, or every *.safetensors."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = [folder / f for f in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            shards = set(weight_map.values())
+        except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(
+                f"{index} is not a safetensors index ({type(e).__name__}: {e}); it must be JSON "
+                'with a "weight_map" of tensor name -> shard file. Copy it from the checkpoint'
+            ) from None
+        files = [folder / str(f) for f in sorted(shards, key=str)]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise FileNotFoundError(f"{index} names shards that are missing: {missing}")
@@ -69,21 +76,74 @@ def safetensors_files(folder: Path) -> list[Path]:
     raise FileNotFoundError(f"{folder} has no *.safetensors weights; is it a checkpoint folder?")
 
 
-def _checkpoint_names(model: CausalLM, config: ModelConfig) -> set[str]:
-    """The tensor names a checkpoint must hold: ours, with each packed Linear split back into
-    the projections it packs (qkv_proj.weight -> q_proj.weight, k_proj.weight, v_proj.weight)."""
-    names = set()
-    for name, _ in model.named_parameters():
-        module_name, param = name.rsplit(".", 1)
-        module = model.get_submodule(module_name)
-        if isinstance(module, PackedLinear):
-            prefix = module_name.rsplit(".", 1)[0]
-            names |= {f"{prefix}.{part}.{param}" for part in module.parts}
-        else:
-            names.add(name)
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a Hugging Face checkpoint of `config` holds, name -> shape, from the config
+    alone: the checkpoint is checked against it before a byte of the model is allocated."""
+    h, v, inter, d = (
+        config.hidden_size,
+        config.vocab_size,
+        config.intermediate_size,
+        config.head_dim,
+    )
+    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
+    layer = {
+        "input_layernorm.weight": (h,),
+        "post_attention_layernorm.weight": (h,),
+        "self_attn.q_proj.weight": (q, h),
+        "self_attn.k_proj.weight": (kv, h),
+        "self_attn.v_proj.weight": (kv, h),
+        "self_attn.o_proj.weight": (h, q),
+        "mlp.gate_proj.weight": (inter, h),
+        "mlp.up_proj.weight": (inter, h),
+        "mlp.down_proj.weight": (h, inter),
+    }
+    if config.attention_bias:
+        layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,)}
+        layer |= {"self_attn.v_proj.bias": (kv,)}
+    if config.qk_norm:
+        layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
+    shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (v, h)
+    for i in range(config.num_hidden_layers):
+        shapes |= {f"model.layers.{i}.{name}": shape for name, shape in layer.items()}
+    return shapes
+
+
+def check_checkpoint(folder: Path, config: ModelConfig, files: list[Path]) -> None:
+    """Compare the safetensors headers (names, shapes; no tensor is read) with `config`."""
+    found = {}  # name -> (file, shape)
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    found[name] = (file, tuple(f.get_slice(name).get_shape()))
+        except SafetensorError as e:
+            raise ValueError(
+                f"{file} is not a readable safetensors file ({e}); download it again"
+            ) from None
+    layers = {name.split(".")[2] for name in found if name.startswith("model.layers.")}
+    if len(layers) != config.num_hidden_layers:
+        raise ValueError(
+            f"{folder / 'config.json'} says num_hidden_layers={config.num_hidden_layers:,} but "
+            f"the weights hold {len(layers):,} layers; does config.json match the weights?"
+        )
+    expected = expected_shapes(config)
     if config.tie_word_embeddings:
-        names.discard("lm_head.weight")
-    return names
+        found.pop("lm_head.weight", None)  # tied: it is embed_tokens.weight
+    for name, (file, shape) in found.items():
+        if name not in expected:
+            raise ValueError(f"{file.name}: unexpected tensor {name!r} for {config.model_type}")
+        if shape != expected[name]:
+            raise ValueError(
+                f"{file.name} holds {name} of shape {shape} but config.json implies "
+                f"{expected[name]}; does config.json match the weights?"
+            )
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise ValueError(
+            f"checkpoint {folder} lacks tensors: {missing[:5]}{'…' if len(missing) > 5 else ''}"
+        )
 
 
 def _destination(model: CausalLM, params: dict, name: str) -> torch.Tensor:
@@ -103,36 +163,18 @@ def load_model(
     """Build the decoder for `folder`'s config.json and fill it from its safetensors files."""
     folder = Path(folder)
     config = ModelConfig.from_pretrained(folder)
-    files = safetensors_files(folder)  # check before building anything
+    files = safetensors_files(folder)
+    check_checkpoint(folder, config, files)  # before building anything
     with torch.device(device):
         model = CausalLM(config)  # random init, overwritten below
     model.to(dtype)
     model.model.rotary.float()  # RoPE angles stay fp32 whatever the weights' dtype
     params = dict(model.named_parameters())
-    expected = _checkpoint_names(model, config)
-    loaded = set()
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
-                if name not in expected:
-                    if name == "lm_head.weight" and config.tie_word_embeddings:
-                        continue  # tied: it is embed_tokens.weight
-                    raise ValueError(
-                        f"{file.name}: unexpected tensor {name!r} for {config.model_type}"
-                    )
-                dest = _destination(model, params, name)
-                tensor = f.get_tensor(name)
-                if tensor.shape != dest.shape:
-                    raise ValueError(
-                        f"{name}: checkpoint shape {tuple(tensor.shape)} != model "
-                        f"{tuple(dest.shape)}; does config.json match the weights?"
-                    )
+                if name == "lm_head.weight" and config.tie_word_embeddings:
+                    continue  # tied: it is embed_tokens.weight
                 with torch.no_grad():
-                    dest.copy_(tensor)
-                loaded.add(name)
-    missing = sorted(expected - loaded)
-    if missing:
-        raise ValueError(
-            f"checkpoint {folder} lacks tensors: {missing[:5]}{'…' if len(missing) > 5 else ''}"
-        )
+                    _destination(model, params, name).copy_(f.get_tensor(name))
     return model.eval(), config

@@ -104,7 +104,13 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
             "(copy it from the checkpoint you downloaded, or use an embedded model such as "
             "minirt/model/embedded/target)"
         )
-    tok = tokenizers.Tokenizer.from_file(str(path))
+    try:
+        tok = tokenizers.Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust library raises a bare Exception for any bad file
+        raise ValueError(
+            f"{path} is not a tokenizer the tokenizers library can read ({e}); copy tokenizer.json "
+            "from the checkpoint again"
+        ) from None
     return Tokenizer(tok, _read_eos_token_id(folder, tok))
 
 
@@ -122,4 +128,14 @@ def _read_eos_token_id(folder: Path, tok: tokenizers.Tokenizer) -> int | None:
 
 
 def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(
+            f"{path} is not valid JSON ({e}); copy it from the checkpoint again"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got a {type(data).__name__}")
+    return data
