@@ -16,7 +16,7 @@ GIB = 2**30
 def _engine_kwargs(args) -> dict:
     kw = {"block_size": args.block_size, "device": args.device, "trace": bool(args.trace)}
     if args.kv_cache_mb is not None:
-        kw["kv_cache_bytes"] = int(args.kv_cache_mb * 2**20)
+        kw["kv_cache_bytes"] = args.kv_cache_mb * 2**20  # EngineConfig checks it
     return kw
 
 
@@ -48,10 +48,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_kv_size(args) -> int:
+    from minirt.checks import as_float, as_int
     from minirt.config import PRESETS, ModelConfig
     from minirt.kv import kv_cache_bytes_per_token, max_concurrent_sequences
     from minirt.kv.pool import dtype_bytes
 
+    for flag in ("seq_len", "batch", "block_size"):
+        as_int("--" + flag.replace("_", "-"), getattr(args, flag), 1)
+    as_float("--gpu-mem-gb", args.gpu_mem_gb, 0.0)
     if args.model in PRESETS:
         config = PRESETS[args.model]
     else:
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as e:
+    except (ValueError, OSError) as e:  # bad input or a missing file: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

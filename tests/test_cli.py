@@ -36,3 +36,27 @@ def test_help_works_for_every_command(cmd, capsys):
 def test_a_bad_model_path_is_an_error_message_not_a_traceback(capsys):
     assert main(["kv-size", "--model", "/nope"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["kv-size", "--block-size", "0"], "error: --block-size must be >= 1, got 0"),
+        (["kv-size", "--seq-len", "0"], "error: --seq-len must be >= 1, got 0"),
+        (["kv-size", "--gpu-mem-gb", "nan"], "error: --gpu-mem-gb must be a finite number"),
+        (["generate", "x", "--temperature", "nan"], "error: temperature must be a finite number"),
+        (["generate", "x", "--kv-cache-mb", "nan"], "error: kv_cache_bytes must be a finite"),
+        (["generate", "x", "--device", "bogus"], "error: device must be 'auto', 'cpu', 'cuda'"),
+    ],
+)
+def test_bad_numbers_are_one_error_line_naming_the_flag_or_field(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_malformed_config_json_is_one_error_line_naming_the_file(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "qwen3",')
+    r = run_cli("kv-size", "--model", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {tmp_path / 'config.json'} is not valid JSON"), r.stderr

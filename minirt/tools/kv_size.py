@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from minirt.checks import as_float, as_int
 from minirt.config import PRESETS, ModelConfig
 from minirt.kv import kv_cache_bytes_per_token, max_concurrent_sequences
 from minirt.kv.pool import dtype_bytes
@@ -26,6 +27,8 @@ def kv_size_row(
     block_size: int = 16,
 ) -> dict:
     """One model's KV numbers; weights are assumed stored in the KV dtype's width."""
+    seq_len, block_size = as_int("seq_len", seq_len, 1), as_int("block_size", block_size, 1)
+    memory_bytes = as_float("memory_bytes", memory_bytes, 0.0)
     per_token = kv_cache_bytes_per_token(config, dtype)
     weights = config.num_parameters() * dtype_bytes(dtype)
     return {

@@ -20,3 +20,17 @@ def test_max_seqs_is_the_pools_own_count_and_zero_when_weights_do_not_fit():
     weights = c.num_parameters() * 2
     assert row["max_seqs"] == max_concurrent_sequences(c, 80e9, 4096, "bfloat16", weights, 16)
     assert kv_size_row("llama-3-70b", PRESETS["llama-3-70b"], 4096)["max_seqs"] == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"block_size": 0}, "block_size must be >= 1, got 0"),
+        ({"seq_len": 2.5}, "seq_len must be an integer"),
+        ({"memory_bytes": float("nan")}, "memory_bytes must be a finite number"),
+    ],
+)
+def test_sizes_that_cannot_be_divided_into_blocks_are_refused_by_name(kwargs, match):
+    args = {"seq_len": 4096, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        kv_size_row("qwen3-0.6b", PRESETS["qwen3-0.6b"], **args)
