@@ -69,7 +69,9 @@ def token_ids(i: int, prompt: Any, vocab_size: int) -> list[int] | None:
     if isinstance(prompt, torch.Tensor | np.ndarray):
         ids = _array_ids(i, prompt)
     elif isinstance(prompt, list | tuple):
-        ids = [as_int(f"prompt {i} token {pos}", t) for pos, t in enumerate(prompt)]
+        ids = list(prompt)
+        if not all(type(t) is int for t in ids):  # the common case skips the per-token check
+            ids = [as_int(f"prompt {i} token {pos}", t) for pos, t in enumerate(prompt)]
     else:
         raise ValueError(f"prompt {i} is {_kind(prompt)}; pass {_KINDS}")
     for pos, t in enumerate(ids):
