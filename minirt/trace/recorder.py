@@ -8,6 +8,7 @@ request; the dashboard and the notebooks call `load_trace(path)` and get a `Trac
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +17,21 @@ from typing import IO, Any, Protocol
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from minirt.trace.schema import ANY_EVENT, EVENT_SCHEMAS, FORMAT, VERSION
+from minirt.trace.consistency import inconsistency
+from minirt.trace.schema import (
+    ANY_EVENT,
+    EVENT_SCHEMAS,
+    FORMAT,
+    MAX_DEPTH,
+    MAX_DIGITS,
+    MAX_TRACE_BYTES,
+    META,
+    VERSION,
+)
 
 _VALIDATORS = {kind: Draft202012Validator(s) for kind, s in EVENT_SCHEMAS.items()}
 _ANY_VALIDATOR = Draft202012Validator(ANY_EVENT)
+_META_VALIDATOR = Draft202012Validator(META)
 
 
 class TraceError(ValueError):
@@ -90,6 +102,9 @@ def load_trace(source: str | os.PathLike[str] | IO[str] | IO[bytes] | dict[str, 
     events = data["events"]
     for i, event in enumerate(events):
         _check_event(i, event)
+    problem = inconsistency(data["meta"], events)
+    if problem:
+        raise TraceError(problem)
     for event in events:
         if event["type"] == "step":
             event["block_tables"] = {int(k): v for k, v in event["block_tables"].items()}
@@ -100,29 +115,85 @@ def _reject_constant(name: str) -> None:
     raise TraceError(f"trace contains {name}, which is not valid JSON; record finite numbers only")
 
 
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise TraceError(
+            f"trace holds a {len(text.lstrip('-')):,}-digit number; a trace's integers are counts, "
+            f"ids and sizes of at most {MAX_DIGITS} digits"
+        )
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise TraceError(f"trace holds {text[:40]}, beyond a finite float; record finite numbers")
+    return value
+
+
 def _parse(source: Any) -> Any:
     """Return the trace as JSON values (a dict given in memory is round-tripped to match a file)."""
+    name, text = _read(source)
+    hooks = {"parse_constant": _reject_constant, "parse_int": _bounded_int}
+    try:
+        data = json.loads(text, parse_float=_finite_float, **hooks)
+    except TraceError as e:
+        raise TraceError(f"{name}: {e}") from None
+    except RecursionError:
+        raise TraceError(f"{name} nests too deeply to parse; is it a minirt trace?") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise TraceError(
+            f"{name} is not JSON ({e}); a trace is written by minirt.trace.Recorder.save"
+        ) from None
+    if _depth(data) > MAX_DEPTH:
+        raise TraceError(
+            f"{name} nests more than {MAX_DEPTH} levels deep; a minirt trace nests about 7 "
+            "(is it a minirt trace?)"
+        )
+    return data
+
+
+def _read(source: Any) -> tuple[str, str | bytes]:
+    """(a name for messages, the JSON text) of a path, an open file or a dict."""
     if isinstance(source, dict):
         try:
-            text = json.dumps(source, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise TraceError(f"trace dict is not JSON-serialisable ({e})") from e
-        return json.loads(text)
+            return "trace dict", json.dumps(source, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TraceError(f"trace dict is not JSON-serialisable ({e})") from None
     if isinstance(source, str | os.PathLike):
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {path}; check the path given to load_trace")
-        name, read = str(path), path.read_bytes
-    elif hasattr(source, "read"):
-        name, read = getattr(source, "name", "<file>"), source.read
-    else:
-        raise TypeError(f"load_trace takes a path, a file or a dict, not {type(source).__name__}")
-    try:
-        return json.loads(read(), parse_constant=_reject_constant)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        _check_size(str(path), path.stat().st_size)
+        return str(path), path.read_bytes()
+    if hasattr(source, "read"):
+        name = getattr(source, "name", "<file>")
+        text = source.read(MAX_TRACE_BYTES + 1)  # never more than one byte past the limit
+        _check_size(name, len(text))
+        return name, text
+    raise TypeError(f"load_trace takes a path, a file or a dict, not {type(source).__name__}")
+
+
+def _check_size(name: str, size: int) -> None:
+    if size > MAX_TRACE_BYTES:
         raise TraceError(
-            f"{name} is not JSON ({e}); a trace is written by minirt.trace.Recorder.save"
-        ) from e
+            f"{name} is over {MAX_TRACE_BYTES // 2**20} MiB; a trace that large cannot be drawn. "
+            "Record fewer steps (a shorter run, or fewer prompts) and load that"
+        )
+
+
+def _depth(data: Any) -> int:
+    """How deeply lists and dicts nest in `data`, walked without recursion (1 for a scalar)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            break
+        children = value.values() if isinstance(value, dict) else value
+        if isinstance(value, dict | list):
+            stack.extend((v, depth + 1) for v in children if isinstance(v, dict | list))
+    return deepest
 
 
 def _check_envelope(data: Any) -> None:
@@ -150,6 +221,12 @@ def _check_envelope(data: Any) -> None:
         )
     if not isinstance(data.get("meta"), dict):
         raise TraceError("trace 'meta' must be a JSON object (a dict of run settings)")
+    error = best_match(_META_VALIDATOR.iter_errors(data["meta"]))
+    if error is not None:
+        where = "".join(f"[{p!r}]" for p in error.absolute_path)
+        raise TraceError(
+            f"trace meta{where} is malformed: {error.message}; re-record the trace or fix it"
+        )
     if not isinstance(data.get("events"), list):
         got = type(data.get("events")).__name__ if "events" in data else "nothing"
         raise TraceError(f"trace 'events' must be a list of event objects, got {got}")

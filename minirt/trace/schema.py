@@ -12,10 +12,23 @@ from typing import Any
 FORMAT = "minirt-trace"
 VERSION = 1
 
-_INT = {"type": "integer", "minimum": 0}
+# What a trace may claim: generous for any real run, finite so a page can afford to draw it.
+MAX_TRACE_BYTES = 256 * 2**20  # a long GPU run with every step recorded is tens of MiB
+MAX_DEPTH = 32  # a real trace nests 7 deep (envelope > events > step > cache > nodes > node)
+MAX_DIGITS = 20  # an int of a trace is a count, an id, bytes or a seed: below 2**64
+MAX_NUM_BLOCKS = 2**24  # 16.7M: the embedded model's pool on a 141 GB GPU has ~2M blocks
+MAX_BLOCK_SIZE = 2**16  # tokens a block: pages draw a block slot by slot
+MAX_INT = 2**53 - 1  # the largest int a browser (the dashboard's charts) holds exactly
+
+_INT = {"type": "integer", "minimum": 0, "maximum": MAX_INT}
 _NUM = {"type": "number"}
 _INT_LIST = {"type": "array", "items": _INT}
 _OPT_NUM = {"type": ["number", "null"]}
+_BLOCK_IDS = {
+    "type": "array",
+    "items": {"type": "integer", "minimum": 0, "maximum": MAX_NUM_BLOCKS - 1},
+}
+_NUM_BLOCKS = {"type": "integer", "minimum": 0, "maximum": MAX_NUM_BLOCKS}
 
 
 def _event(properties: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,8 +56,8 @@ SPEC_STEP = _event(
         "proposed": _INT_LIST,
         "num_accepted": _INT,
         "emitted": _INT_LIST,
-        "table_before": _INT_LIST,
-        "freed_blocks": _INT_LIST,
+        "table_before": _BLOCK_IDS,
+        "freed_blocks": _BLOCK_IDS,
     }
 )
 
@@ -65,10 +78,10 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
             "block_tables": {
                 "type": "object",
                 "propertyNames": {"pattern": "^[0-9]+$"},
-                "additionalProperties": _INT_LIST,
+                "additionalProperties": _BLOCK_IDS,
             },
-            "num_free_blocks": _INT,
-            "num_cached_blocks": _INT,
+            "num_free_blocks": _NUM_BLOCKS,
+            "num_cached_blocks": _NUM_BLOCKS,
             "prefix_hit_tokens": _INT,
             "schedule_ms": _NUM,
             "forward_ms": _NUM,
@@ -113,6 +126,15 @@ EVENT_SCHEMAS: dict[str, dict[str, Any]] = {
         },
         optional={"nbytes": _INT, "run": {"type": "string"}},
     ),
+}
+
+# The meta keys a page reads; others are free-form run settings.
+META = {
+    "type": "object",
+    "properties": {
+        "num_blocks": {**_NUM_BLOCKS, "minimum": 1},
+        "block_size": {"type": "integer", "minimum": 1, "maximum": MAX_BLOCK_SIZE},
+    },
 }
 
 # Any event, known or not, must at least say what it is.

@@ -16,6 +16,7 @@ from minirt.trace import (
     Trace,
     TraceError,
     load_trace,
+    recorder,
 )
 
 
@@ -237,3 +238,99 @@ def test_any_valid_step_events_round_trip_through_a_file(tmp_path_factory, event
         rec.record(event)
     trace = load_trace(rec.save(tmp_path_factory.mktemp("trace") / "t.json"))
     assert [StepEvent.from_dict(d) for d in trace.steps()] == events
+
+
+def trace_text(meta: dict | None = None, **step_fields) -> str:
+    data = valid_trace()
+    data["meta"] = {**data["meta"], **(meta or {})}
+    data["events"][0].update(step_fields)
+    return json.dumps(data)
+
+
+SPEC_FREEING_BLOCK_70 = {"seq_id": 0, "proposed": [], "num_accepted": 0, "emitted": []}
+SPEC_FREEING_BLOCK_70 |= {"table_before": [3], "freed_blocks": [70]}
+NESTED = '{"format": "minirt-trace", "version": 1, "meta": {"x": %s}, "events": []}'
+
+BAD_TEXTS = {
+    "nested 100,000 deep": (NESTED % ("[" * 100_000 + "]" * 100_000), "nests too deeply"),
+    "nested 50 deep": (NESTED % ("[" * 50 + "]" * 50), "nests more than 32 levels"),
+    "a 5,000-digit number": (NESTED % ("1" * 5000), "5,000-digit number"),
+    "a float beyond range": (NESTED % "1e400", "1e400, beyond a finite float"),
+    "a block id past the pool": (
+        trace_text(block_tables={"0": [3, 64]}),
+        r"event 0 \(step 0\): block_tables\[0\] holds block 64 but meta.num_blocks is 64",
+    ),
+    "a freed speculative block past the pool": (
+        trace_text(spec=[SPEC_FREEING_BLOCK_70]),
+        "spec freed_blocks of seq 0 holds block 70",
+    ),
+    "more used and free blocks than the pool": (
+        trace_text(num_free_blocks=63),
+        "2 blocks in use \\+ num_free_blocks 63 is more than meta.num_blocks \\(64\\)",
+    ),
+    "more cached blocks than the pool": (
+        trace_text(num_cached_blocks=65),
+        "num_cached_blocks 65 is more than meta.num_blocks",
+    ),
+    "a pool of 10**12 blocks": (
+        trace_text({"num_blocks": 10**12}),
+        r"meta\['num_blocks'\] is malformed: 1000000000000 is greater than the maximum of 16777216",
+    ),
+    "a pool of 0 blocks": (trace_text({"num_blocks": 0}), r"meta\['num_blocks'\]"),
+    "a pool size that is a string": (trace_text({"num_blocks": "8"}), "'8' is not of type"),
+    "a block id of 10**12 without a pool size": (
+        json.dumps({**valid_trace(), "meta": {}}).replace("[3, 4]", "[3, 1000000000000]"),
+        r"\['block_tables'\]\['0'\]\[1\]: 1000000000000 is greater than the maximum",
+    ),
+}
+
+
+@pytest.mark.parametrize("what", BAD_TEXTS)
+def test_a_trace_that_claims_too_much_is_a_trace_error_naming_the_field(what):
+    text, match = BAD_TEXTS[what]
+    f = io.StringIO(text)
+    f.name = "claims.json"
+    with pytest.raises(TraceError, match=match):
+        load_trace(f)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    monkeypatch.setattr(recorder, "MAX_TRACE_BYTES", 1000)
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({**valid_trace(), "pad": "x" * 1000}))
+    with pytest.raises(TraceError, match=r"huge\.json is over 0 MiB"):
+        load_trace(path)
+    with pytest.raises(TraceError, match="<file> is over"):
+        load_trace(io.BytesIO(path.read_bytes()))
+
+
+def test_a_pool_of_millions_of_blocks_is_accepted_when_every_id_fits():
+    data = valid_trace()
+    data["meta"]["num_blocks"] = 10**7
+    data["events"][0]["num_free_blocks"] = 10**7 - 2
+    assert load_trace(data).meta["num_blocks"] == 10**7
+
+
+@pytest.mark.parametrize(
+    "engine",
+    [
+        {"prefix_cache": "hash"},
+        {"prefix_cache": "radix", "schedule_policy": "lpm"},
+        {"preemption_mode": "swap"},
+        {"overlap_schedule": True},
+        {"speculative_model": "draft", "num_speculative_tokens": 3},
+    ],
+    ids=["hash", "radix", "swap", "overlap", "speculative"],
+)
+def test_a_real_run_in_every_engine_mode_passes_the_cross_field_checks(engine, tmp_path):
+    from minirt import LLM, SamplingParams
+
+    # 12 blocks of 4 tokens (10 with a draft) for 3 prompts that share a header: blocks are
+    # shared, and the pool is too small for all three at once
+    llm = LLM(device="cpu", trace=True, block_size=4, kv_cache_bytes=12 * 4 * 8192, **engine)
+    llm.trace_cache = True
+    header = "import os\nimport sys\n"
+    prompts = [header + "def a():", header + "def b():", "x = 1"]
+    llm.generate(prompts, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
+    trace = load_trace(llm.recorder.save(tmp_path / "run.json"))
+    assert trace.meta["num_blocks"] == llm.num_blocks and trace.steps()
