@@ -32,9 +32,17 @@ def step_event(**overrides) -> dict:
     return {**event, **overrides}
 
 
-def trace_bytes(version=VERSION, fmt="minirt-trace", events=None) -> bytes:
-    doc = {"format": fmt, "version": version, "meta": {}, "events": events or [step_event()]}
+def trace_bytes(version=VERSION, fmt="minirt-trace", events=None, meta=None) -> bytes:
+    doc = {
+        "format": fmt,
+        "version": version,
+        "meta": meta or {},
+        "events": events or [step_event()],
+    }
     return json.dumps(doc).encode()
+
+
+NESTED = b'{"format": "minirt-trace", "version": 1, "meta": {"x": %s}, "events": []}'
 
 
 BAD_FILES = {
@@ -44,6 +52,15 @@ BAD_FILES = {
     "another format": trace_bytes(fmt="chrome-trace"),
     "a malformed step": trace_bytes(events=[step_event(num_free_blocks=-1)]),
     "not UTF-8": b"\xff\xfe\x00garbage",
+    "nested 100,000 deep": NESTED % (b"[" * 100_000 + b"]" * 100_000),
+    "a 5,000-digit number": NESTED % (b"1" * 5000),
+    "a block id past the pool": trace_bytes(
+        meta={"num_blocks": 4}, events=[step_event(block_tables={"0": [1, 4]}, num_free_blocks=2)]
+    ),
+    "a pool of 10**12 blocks": trace_bytes(meta={"num_blocks": 10**12}),
+    "a pool of 10**7 blocks and a block id past it": trace_bytes(
+        meta={"num_blocks": 10**7}, events=[step_event(block_tables={"0": [10**7]})]
+    ),
 }
 
 
@@ -82,3 +99,18 @@ def test_an_uploaded_trace_drives_the_block_table_page(open_page, metric, good_t
     at = upload(open_page, "pages/01_Block_tables.py", "run.json", data)
     assert not at.exception and not at.error
     assert metric(at, "Blocks in pool") == str(llm.num_blocks)
+
+
+def test_a_pool_of_16_million_blocks_draws_the_first_ones_and_counts_the_rest(open_page, metric):
+    """The page's work grows with the blocks in use, not the pool a trace claims."""
+    size = 2**24  # the most a trace may claim
+    tables = {"0": [0, 1, 2], "1": [0, size - 1]}
+    event = step_event(block_tables=tables, num_free_blocks=size - 4, num_cached_blocks=1)
+    data = trace_bytes(meta={"num_blocks": size, "block_size": 16}, events=[event])
+    at = upload(open_page, "pages/01_Block_tables.py", "big.json", data)
+    assert not at.exception and not at.error
+    assert metric(at, "Blocks in pool") == str(size)
+    assert (metric(at, "Used"), metric(at, "Shared (ref > 1)")) == ("4", "1")
+    assert metric(at, "Free") == str(size - 4)
+    free_list = next(m.value for m in at.markdown if m.value.startswith("**Free list**"))
+    assert free_list.endswith(f"3–{size - 2:,}".replace(",", ""))

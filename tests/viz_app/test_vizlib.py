@@ -35,7 +35,8 @@ def test_block_rows_ref_counts_and_free_list_are_the_block_managers(ops):
     tables = {int(k): v for k, v in state["tables"].items()}  # what a trace step holds
     rows = blocks.block_rows(tables, state["num_blocks"])
     assert rows["ref_count"].tolist() == state["ref_count"]
-    assert blocks.free_blocks(tables, state["num_blocks"]) == sorted(state["free"])
+    runs = blocks.free_runs(tables, state["num_blocks"])
+    assert [b for first, last in runs for b in range(first, last + 1)] == sorted(state["free"])
     assert (rows["owner"] == blocks.FREE).sum() == len(state["free"])
 
 
@@ -55,6 +56,32 @@ def test_pool_size_without_meta_is_used_plus_free_blocks():
 def test_id_ranges_writes_consecutive_blocks_as_runs():
     assert blocks.id_ranges([9, 0, 1, 2, 3, 7, 10]) == "0–3, 7, 9–10"
     assert blocks.id_ranges([]) == ""
+
+
+def test_pool_size_without_meta_covers_the_highest_block_id_of_any_step():
+    steps = [
+        {"block_tables": {0: [0, 1]}, "num_free_blocks": 2},
+        {"block_tables": {0: [0, 1], 1: [9]}, "num_free_blocks": 0},
+    ]
+    assert blocks.pool_size({}, steps) == 10
+
+
+def test_a_pool_of_millions_of_blocks_costs_what_its_used_blocks_cost():
+    size = 2**24
+    tables = {0: [0, 5], 1: [5, size - 1]}
+    rows = blocks.block_rows(tables, size)
+    assert len(rows) == blocks.MAX_DRAWN and rows.loc[5, "ref_count"] == 2
+    assert blocks.free_runs(tables, size) == [(1, 4), (6, size - 2)]
+    assert blocks.ref_counts(tables) == {0: 1, 5: 2, size - 1: 1}
+
+
+def test_long_free_lists_and_tables_are_cut_to_what_a_page_can_show():
+    runs = [(2 * i, 2 * i) for i in range(100)]
+    assert blocks.runs_text(runs, limit=3) == "0, 2, 4, … and 97 more runs"
+    tables = {0: list(range(10)), 1: list(range(10, 20))}
+    assert len(blocks.logical_rows(tables, max_cells=15)) == 15
+    assert blocks.logical_rows(tables, max_cells=15)["seq"].tolist().count("seq 1") == 5
+    assert blocks.table_matrix(tables, max_columns=4).shape == (2, 4)
 
 
 def test_busiest_step_is_the_first_with_the_most_shared_blocks():

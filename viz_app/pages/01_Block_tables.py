@@ -88,13 +88,15 @@ if event["prefix_hit_tokens"]:
     notes.append(f"prefix-cache hits: {event['prefix_hit_tokens']} tokens")
 st.markdown(" · ".join(notes))
 
+# Work here grows with the blocks in use, not the pool: the grid holds the first MAX_DRAWN blocks.
 grid = blocks.block_rows(tables, num_blocks)
-free = blocks.free_blocks(tables, num_blocks)
+refs = blocks.ref_counts(tables)
+free = blocks.free_runs(tables, num_blocks)
 c = st.columns(5)
 c[0].metric("Blocks in pool", num_blocks, help=f"{block_size} tokens each")
-c[1].metric("Used", num_blocks - len(free))
-c[2].metric("Shared (ref > 1)", int(grid["shared"].sum()))
-c[3].metric("Free", len(free))
+c[1].metric("Used", len(refs))
+c[2].metric("Shared (ref > 1)", sum(r > 1 for r in refs.values()))
+c[3].metric("Free", num_blocks - len(refs))
 c[4].metric(
     "Cached (hash kept)",
     event["num_cached_blocks"],
@@ -102,19 +104,23 @@ c[4].metric(
 )
 
 st.subheader("Physical pool (state after the step)")
-st.altair_chart(blocks.pool_chart(grid.head(blocks.MAX_DRAWN), scale), width="stretch")
+st.altair_chart(blocks.pool_chart(grid, scale), width="stretch")
 note = "Cell label: physical block id, ×n when n tables hold it (its reference count)."
 if num_blocks > blocks.MAX_DRAWN:
     note += f" Showing blocks 0–{blocks.MAX_DRAWN - 1} of {num_blocks:,}."
 st.caption(note)
 st.markdown(
-    f"**Free list** ({len(free)}): "
-    + (blocks.id_ranges(free) or "empty — the next sequence that needs a block preempts someone")
+    f"**Free list** ({num_blocks - len(refs)}): "
+    + (blocks.runs_text(free) or "empty — the next sequence that needs a block preempts someone")
 )
 
 st.subheader("Block tables: logical → physical")
 if tables:
-    st.altair_chart(blocks.logical_chart(blocks.logical_rows(tables), scale), width="stretch")
+    logical = blocks.logical_rows(tables)
+    st.altair_chart(blocks.logical_chart(logical, scale), width="stretch")
+    entries = sum(len(t) for t in tables.values())
+    if len(logical) < entries:
+        st.caption(f"Showing {len(logical):,} of {entries:,} table entries, sequence by sequence.")
     with st.expander("As a table"):
         st.dataframe(blocks.table_matrix(tables), key="bt_table")
 else:

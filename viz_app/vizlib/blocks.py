@@ -16,7 +16,12 @@ FREE = "free"
 FREE_COLOUR = "#e6e6e6"
 
 
-MAX_DRAWN = 1024  # a GPU pool has tens of thousands of blocks: draw the first ones only
+# A GPU pool has tens of thousands of blocks (a trace may claim up to 2**24): the page draws the
+# first ones and counts the rest, so its work grows with the blocks in use, not the pool.
+MAX_DRAWN = 1024
+MAX_RUNS_SHOWN = 64  # free-list runs written out before "… and n more"
+MAX_LOGICAL_CELLS = 4096  # (sequence, logical block) cells in the block-table chart
+MAX_TABLE_COLUMNS = 2048  # logical blocks a row of the table shows (32K tokens in blocks of 16)
 
 
 def pool_columns(num_blocks: int) -> int:
@@ -25,11 +30,13 @@ def pool_columns(num_blocks: int) -> int:
 
 
 def block_rows(block_tables: dict[int, list[int]], num_blocks: int) -> pd.DataFrame:
-    """One row per physical block: owner (the lowest seq id holding it), holders, ref count."""
-    holders: list[list[int]] = [[] for _ in range(num_blocks)]
+    """One row per drawn physical block (the first MAX_DRAWN): owner (the lowest seq id holding
+    it), holders, ref count."""
+    holders: list[list[int]] = [[] for _ in range(min(num_blocks, MAX_DRAWN))]
     for seq_id in sorted(block_tables):
         for b in block_tables[seq_id]:
-            holders[b].append(seq_id)
+            if b < len(holders):
+                holders[b].append(seq_id)
     cols = pool_columns(num_blocks)
     rows = []
     for b, seqs in enumerate(holders):
@@ -49,31 +56,36 @@ def block_rows(block_tables: dict[int, list[int]], num_blocks: int) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def logical_rows(block_tables: dict[int, list[int]]) -> pd.DataFrame:
-    """One row per (sequence, logical block): the physical block it maps to and its ref count."""
+def logical_rows(
+    block_tables: dict[int, list[int]], max_cells: int = MAX_LOGICAL_CELLS
+) -> pd.DataFrame:
+    """One row per (sequence, logical block): the physical block it maps to and its ref count.
+    At most `max_cells` rows, taken sequence by sequence in id order."""
+    ref = ref_counts(block_tables)
+    rows = []
+    for s in sorted(block_tables):
+        for i, b in enumerate(block_tables[s][: max_cells - len(rows)]):
+            rows.append((f"seq {s}", i, b, ref[b], ref[b] > 1))
+    return pd.DataFrame(rows, columns=["seq", "logical", "physical", "ref_count", "shared"])
+
+
+def ref_counts(block_tables: dict[int, list[int]]) -> dict[int, int]:
+    """Block id -> how many tables hold it (blocks in no table are absent)."""
     ref: dict[int, int] = {}
     for table in block_tables.values():
         for b in table:
             ref[b] = ref.get(b, 0) + 1
-    rows = [
-        {
-            "seq": f"seq {s}",
-            "logical": i,
-            "physical": b,
-            "ref_count": ref[b],
-            "shared": ref[b] > 1,
-        }
-        for s in sorted(block_tables)
-        for i, b in enumerate(block_tables[s])
-    ]
-    return pd.DataFrame(rows, columns=["seq", "logical", "physical", "ref_count", "shared"])
+    return ref
 
 
-def table_matrix(block_tables: dict[int, list[int]]) -> pd.DataFrame:
-    """Block tables as a matrix: a row per sequence, a column per logical block (st.dataframe)."""
-    width = max((len(t) for t in block_tables.values()), default=0)
+def table_matrix(
+    block_tables: dict[int, list[int]], max_columns: int = MAX_TABLE_COLUMNS
+) -> pd.DataFrame:
+    """Block tables as a matrix: a row per sequence, a column per logical block (st.dataframe),
+    the first `max_columns` logical blocks of each."""
+    width = min(max((len(t) for t in block_tables.values()), default=0), max_columns)
     data = {
-        f"seq {s}": [*block_tables[s], *[None] * (width - len(block_tables[s]))]
+        f"seq {s}": [*block_tables[s][:width], *[None] * (width - len(block_tables[s]))]
         for s in sorted(block_tables)
     }
     frame = pd.DataFrame.from_dict(data, orient="index", columns=[f"L{i}" for i in range(width)])
@@ -88,7 +100,15 @@ def id_ranges(ids: list[int]) -> str:
             runs[-1][1] = b
         else:
             runs.append([b, b])
-    return ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs)
+    return runs_text([(a, b) for a, b in runs])
+
+
+def runs_text(runs: list[tuple[int, int]], limit: int = MAX_RUNS_SHOWN) -> str:
+    """Runs (first, last) as "0–3, 7, 9–12", the first `limit` of them, then how many more."""
+    text = ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in runs[:limit])
+    if len(runs) > limit:
+        text += f", … and {len(runs) - limit:,} more runs"
+    return text
 
 
 def busiest_step(steps: list[dict[str, Any]]) -> int:
@@ -101,21 +121,29 @@ def busiest_step(steps: list[dict[str, Any]]) -> int:
     return max(range(len(steps)), key=lambda i: score(steps[i]), default=0)
 
 
-def free_blocks(block_tables: dict[int, list[int]], num_blocks: int) -> list[int]:
-    """Blocks in no table, by id (the trace records which blocks are free, not the LRU order)."""
-    used = {b for t in block_tables.values() for b in t}
-    return [b for b in range(num_blocks) if b not in used]
+def free_runs(block_tables: dict[int, list[int]], num_blocks: int) -> list[tuple[int, int]]:
+    """Blocks in no table as runs (first, last) by id, found from the blocks in use, never by
+    walking the whole pool (the trace records which blocks are free, not the LRU order)."""
+    runs, start = [], 0
+    for b in sorted({b for t in block_tables.values() for b in t if b < num_blocks}):
+        if b > start:
+            runs.append((start, b - 1))
+        start = b + 1
+    if start < num_blocks:
+        runs.append((start, num_blocks - 1))
+    return runs
 
 
 def pool_size(meta: dict[str, Any], steps: list[dict[str, Any]]) -> int:
-    """num_blocks from the trace meta; else used + free blocks of the first step (they add up)."""
+    """num_blocks from the trace meta (load_trace checked every block id against it); else the
+    most that any step holds: used + free blocks, or its highest block id + 1."""
     if "num_blocks" in meta:
         return int(meta["num_blocks"])
-    if not steps:
-        return 0
-    first = steps[0]
-    used = {b for t in first["block_tables"].values() for b in t}
-    return len(used) + int(first["num_free_blocks"])
+    size = 0
+    for step in steps:
+        used = {b for t in step["block_tables"].values() for b in t}
+        size = max(size, len(used) + int(step["num_free_blocks"]), max(used, default=-1) + 1)
+    return size
 
 
 def colour_scale(seq_ids: list[int]) -> alt.Scale:
