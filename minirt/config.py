@@ -161,15 +161,6 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self._check_numbers()
-        if self.quantization is not None:
-            from minirt.quant.linear import get_method  # raises, listing the methods
-
-            if get_method(self.quantization).needs_calibration:
-                raise ValueError(
-                    f"quantization={self.quantization!r} needs calibration data; build LLM() "
-                    "unquantized and call minirt.quant.quantize_model(llm, method, "
-                    "calibration=[texts]), or pick a method without it (w4a16-*, fp8-dynamic, int8)"
-                )
         self._check_scheduling()
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(

@@ -15,13 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from minirt.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository (an editable install)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def commands(dash_port: int, lab_port: int, token: str, root: Path = ROOT) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from minirt.bench.results import DEFAULT_OUT, load_results
+from minirt.results import DEFAULT_OUT, load_results
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -248,7 +248,7 @@ def _run(args, command: str, progress: bool):
         return write_plot(args.file)
     if args.topic == "ncu":
         from minirt.bench import gpu, ncu
-        from minirt.bench.results import write_results
+        from minirt.results import write_results
 
         rows = ncu.measure()
         config = {"gpu": torch.cuda.get_device_name(), "ncu": ncu.ncu_version(),

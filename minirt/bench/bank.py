@@ -196,7 +196,7 @@ def run(out_dir, command: str) -> Path:
 
     from minirt.bench.gpu import _device
     from minirt.bench.ncu import ncu_version
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     measured, ops = measure()
     major, minor = torch.cuda.get_device_capability()

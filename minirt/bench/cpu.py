@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from minirt.bench.results import DEFAULT_OUT, write_results
+from minirt.results import DEFAULT_OUT, write_results
 
 TOPIC = "engine"
 

@@ -247,7 +247,7 @@ def _device() -> str:
 
 def run_kernels(out_dir, command: str) -> Any:
     from minirt.bench import kernels
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows = ceilings()
     rows += kernels.measure(rows[0]["gb_per_s"])
@@ -262,7 +262,7 @@ def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
     takes minutes, more than `gpu`'s 8-minute budget leaves once the padded baseline has run."""
     from transformers import AutoModelForCausalLM
 
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -282,7 +282,7 @@ def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
 
 
 def run(out_dir, command: str) -> Any:
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     name = torch.cuda.get_device_name()
     device = _device()

@@ -109,7 +109,7 @@ def ep_block_rows(worlds, reps: int = 5, recipe: Recipe = EP_RECIPE,
 
 def run_cpu(out_dir, command: str, worlds=(2, 4), sizes=SIZES, reps: int = 20,
             ep_reps: int = 5) -> Any:  # fmt: skip
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows = all_to_all_rows(worlds, sizes, reps)
     rows += ep_block_rows(worlds, ep_reps)
@@ -203,7 +203,7 @@ def block_rows(tokens=TOKENS, reps: int = 10) -> list[dict[str, Any]]:
 
 def run_cuda(out_dir, command: str, progress: bool = True) -> Any:
     from minirt.bench.gpu import _device
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows = grouped_gemm_rows()
     rows += block_rows()

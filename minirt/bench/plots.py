@@ -55,7 +55,7 @@ def plot_gpu(record: dict[str, Any]):
 
 
 def write_plot(path: str | Path) -> Path:
-    from minirt.bench.results import load_results
+    from minirt.results import load_results
 
     path = Path(path)
     record = load_results(path)

@@ -217,7 +217,7 @@ def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"), batches=(1,
 def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
     """All of it; or with `methods` (e.g. {"w4a16-g128"}) only those GEMMs beside bf16."""
     from minirt.bench.gpu import _device
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows = gemm_rows(progress=progress, methods=methods)
     try:

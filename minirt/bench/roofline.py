@@ -81,7 +81,7 @@ def decode_steps(batch_sizes=(1, 8, 32, 64, 128, 256), prompt_len=128, new_token
 
 
 def run(out_dir, command: str) -> Any:
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     name = torch.cuda.get_device_name()
     device = "h100" if "H100" in name else "h200" if "H200" in name else "cuda"

@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from minirt.bench.results import DEFAULT_OUT, write_results
+from minirt.results import DEFAULT_OUT, write_results
 from minirt.sched.workloads import Workload, standard
 from minirt.tools.prefix import optimal_hit_rate
 

@@ -445,7 +445,7 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
     import torch
 
     from minirt.bench.gpu import _device
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     timed = time_all(size)
     notes, conflicts, hazards, race_text = [], {}, {}, {}

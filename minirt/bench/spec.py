@@ -222,7 +222,7 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
     and `draft --size gpu-draft`): their cost curves and end-to-end tokens/s, as pair "gpu"."""
     from minirt import LLM
     from minirt.bench.gpu import _device
-    from minirt.bench.results import write_results
+    from minirt.results import write_results
 
     rows, cards = [], {}
     for role, folder in (("target", target), ("draft", draft)):
@@ -248,8 +248,8 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
 def run(out_dir, command: str, progress: bool = True) -> Path:
     from minirt import LLM
     from minirt.bench.gpu import _device
-    from minirt.bench.results import write_results
     from minirt.bench.roofline import qwen3_06b_checkpoint
+    from minirt.results import write_results
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:

@@ -206,7 +206,7 @@ def targets(rows: list[dict[str, Any]], cal: dict[str, Any]) -> list[dict[str, A
 
 def run(out_dir, command: str, progress: bool = True) -> Path:
     from minirt.bench.gpu import _device
-    from minirt.bench.results import machine_info, write_results
+    from minirt.results import machine_info, write_results
     from minirt.trace import Recorder
 
     rows, results = bandwidth_rows(progress=progress)

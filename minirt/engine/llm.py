@@ -26,6 +26,7 @@ from minirt.kv.radix_cache import RadixCache
 from minirt.kv.swap import SwapSpace
 from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
+from minirt.quant.linear import check_engine_method
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Scheduler, Sequence
 from minirt.spec.decoder import SpecRunner
@@ -96,6 +97,8 @@ class LLM:
             self.config = EngineConfig.from_kwargs(**engine_kwargs)
         else:
             self.config = EngineConfig.preset(preset, **engine_kwargs)
+        if self.config.quantization is not None:  # before any weight is read
+            check_engine_method(self.config.quantization)
         self.model_path = resolve_model_path(model)
         self.device = _pick_device(self.config.device)
         self.dtype = _pick_dtype(self.config.dtype, self.device)

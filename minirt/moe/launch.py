@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from minirt.launch import free_port
+from minirt.ports import free_port
 
 
 def _worker(rank, world_size, port, backend, threads, fn, args, folder) -> None:

@@ -57,6 +57,17 @@ def get_method(name: str) -> QuantMethod:
     return METHODS[name]
 
 
+def check_engine_method(name: str) -> None:
+    """`LLM(quantization=name)` quantizes at load time: the method must exist and need no
+    calibration data (that takes texts, which only `quantize_model` is given)."""
+    if get_method(name).needs_calibration:  # raises on an unknown name, listing the methods
+        raise ValueError(
+            f"quantization={name!r} needs calibration data; build LLM() unquantized and call "
+            "minirt.quant.quantize_model(llm, method, calibration=[texts]), or pick a method "
+            "without it (w4a16-*, fp8-dynamic, int8)"
+        )
+
+
 class QuantLinear(nn.Module):
     """y = x @ W^T (+ b) with W stored quantized. Tensors are buffers: .to() and state_dict work.
 

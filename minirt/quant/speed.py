@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minirt.tools.roofline import H100_SXM, Hardware
+from minirt.hardware import H100_SXM, Hardware
 
 
 @dataclass(frozen=True)

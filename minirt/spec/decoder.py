@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
-from minirt.engine.model_runner import ModelRunner
-from minirt.engine.sampler import filter_logits, sample
+from minirt.sampler import filter_logits, sample
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Sequence
 from minirt.spec.rejection import greedy_verify, rejection_sample
+
+if TYPE_CHECKING:  # the engine builds the runners and hands them in: no import of it here
+    from minirt.engine.model_runner import ModelRunner
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools.text import format_table
 
 # The repository's results folder (an editable install); a notebook run from notebooks/ or the

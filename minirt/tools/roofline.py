@@ -12,23 +12,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from minirt.config import ModelConfig
+from minirt.hardware import H100_SXM, Hardware
 from minirt.kv import kv_cache_bytes_per_token
-
-
-@dataclass(frozen=True)
-class Hardware:
-    name: str
-    mem_bandwidth: float  # bytes/s
-    peak_flops: float  # FLOP/s at the dtype the matmuls use
-
-    @property
-    def ridge_point(self) -> float:
-        """FLOPs per byte above which a kernel is compute-bound."""
-        return self.peak_flops / self.mem_bandwidth
-
-
-# NVIDIA H100 SXM5 datasheet: 3.35 TB/s HBM3, 989 TFLOP/s dense BF16 (1,979 with sparsity).
-H100_SXM = Hardware("H100 SXM (datasheet)", 3.35e12, 989e12)
 
 
 @dataclass

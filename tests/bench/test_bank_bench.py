@@ -9,7 +9,7 @@ import pytest
 
 from minirt.bench import bank
 from minirt.bench.__main__ import main
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools.bank import PATTERNS
 
 RESULTS = sorted(Path(__file__).resolve().parents[2].glob("bench/results/*/bank-*.json"))

@@ -5,8 +5,8 @@ import pytest
 
 from minirt.bench import moe
 from minirt.bench.__main__ import build_parser
-from minirt.bench.results import load_results
 from minirt.moe.demo import Recipe
+from minirt.results import load_results
 
 
 def test_cpu_part_writes_all_to_all_and_ep_block_rows(tmp_path):

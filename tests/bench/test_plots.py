@@ -4,7 +4,7 @@ import pytest
 
 from minirt.bench.__main__ import main
 from minirt.bench.plots import plot_gpu
-from minirt.bench.results import load_results
+from minirt.results import load_results
 
 H100 = Path(__file__).resolve().parents[2] / "bench" / "results" / "h100"
 

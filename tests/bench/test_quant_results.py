@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 
 ROOT = Path(__file__).resolve().parents[2] / "bench" / "results"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minirt.bench.results import SCHEMA, load_results, machine_info, versions, write_results
+from minirt.results import SCHEMA, load_results, machine_info, versions, write_results
 
 
 def test_results_land_in_a_device_folder_named_by_topic_and_date(tmp_path):

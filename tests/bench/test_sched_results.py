@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minirt.bench import sched
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.sched import workloads
 from minirt.tools.prefix import optimal_hit_rate
 

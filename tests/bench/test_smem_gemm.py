@@ -10,7 +10,7 @@ import pytest
 
 from minirt.bench import smem_gemm
 from minirt.bench.__main__ import main
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools import bank
 from minirt.tools.bank import simulate
 

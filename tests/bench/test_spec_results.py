@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from minirt.bench.results import load_results
 from minirt.engine.cuda_graph import default_graph_sizes
+from minirt.results import load_results
 from minirt.tools.spec import (
     CostCurve,
     alpha_from_acceptance_rate,

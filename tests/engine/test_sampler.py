@@ -2,7 +2,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minirt.engine.sampler import filter_logits, sample
+from minirt.sampler import filter_logits, sample
 from minirt.sampling_params import SamplingParams
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minirt.bench.results import write_results
+from minirt.results import write_results
 from minirt.tools.results import latest_results, results_section
 
 

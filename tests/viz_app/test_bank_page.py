@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools import bank
 from minirt.tools.results import find_results
 from vizlib import bank_page as bp

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from minirt.launch import free_port
+from minirt.ports import free_port
 from vizlib.registry import PAGES  # on sys.path through tests/viz_app/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from minirt.bench.results import load_results
 from minirt.config import PRESETS
+from minirt.results import load_results
 from minirt.tools.roofline import H100_SXM, Hardware, crossover_batch, decode_step
 from vizlib import roofline_page as rp
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from minirt import LLM, SamplingParams
-from minirt.bench.results import write_results
+from minirt.results import write_results
 from minirt.tools.spec import CostCurve, break_even_batch, predict, speedup
 from minirt.trace import TraceError, load_trace
 from vizlib import spec_page as sp

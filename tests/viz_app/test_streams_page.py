@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools.streams import CPU, Hardware, Interval, Program, Timeline, simulate
 from minirt.trace import TraceError, load_trace
 from minirt.transfer import overlap_program, stream_order_program

@@ -41,7 +41,7 @@ def outliers() -> list[dict]:
 
 @st.cache_data(max_entries=4, show_spinner=False)
 def load(path: str) -> dict:
-    from minirt.bench.results import load_results
+    from minirt.results import load_results
 
     return load_results(path)
 

@@ -17,7 +17,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools import bank
 from minirt.tools.results import find_results, results_root
 

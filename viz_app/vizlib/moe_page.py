@@ -16,8 +16,8 @@ import altair as alt
 import pandas as pd
 import torch
 
-from minirt.bench.results import load_results
 from minirt.moe.demo import Recipe, build, token_slice
+from minirt.results import load_results
 from minirt.tools.moe import DEPLOYMENTS, Fixes, layer_time
 from minirt.tools.results import find_results
 

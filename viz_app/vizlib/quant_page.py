@@ -152,7 +152,7 @@ def runs(root: str | Path | None = None) -> list[Path]:
 def fullest(paths: list[Path]) -> int:
     """Index of the run with the most GEMM rows (newest on a tie): a partial rerun of one
     method should not hide the full comparison."""
-    from minirt.bench.results import load_results
+    from minirt.results import load_results
 
     sizes = [len(gemm_frame(load_results(p))) for p in paths]
     return max(range(len(paths)), key=lambda i: (sizes[i], -i))

@@ -26,8 +26,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from minirt.bench.results import load_results
 from minirt.config import PRESETS, ModelConfig
+from minirt.results import load_results
 from minirt.tools.results import ResultFile, find_results
 from minirt.tools.roofline import H100_SXM, Hardware, crossover_batch, decode_step
 

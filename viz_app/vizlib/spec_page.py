@@ -27,10 +27,10 @@ import pandas as pd
 import streamlit as st
 
 from minirt import SamplingParams
-from minirt.bench.results import load_results
 from minirt.config import PRESETS, ModelConfig
 from minirt.kv import kv_cache_bytes_per_token
 from minirt.model.loader import resolve_model_path
+from minirt.results import load_results
 from minirt.tools.results import ResultFile, find_results, results_root
 from minirt.tools.spec import CostCurve, break_even_batch, predict, speedup
 from vizlib.runs import DTYPE, RunSettings, embedded_model_config

@@ -25,7 +25,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from minirt.bench.results import load_results
+from minirt.results import load_results
 from minirt.tools.results import ResultFile, find_results
 from minirt.tools.streams import (
     COMPUTE,
