@@ -1,0 +1,247 @@
+"""The one place the server touches the engine: requests in, tokens out, one engine thread.
+
+The engine is synchronous, so one thread owns it. Between steps it admits the requests that
+arrived and aborts the ones whose client went away (their blocks return to the pool at once),
+then runs one `LLM.step()` and hands each request its new tokens through its asyncio queue. A
+request that arrives mid-run joins the next step: continuous batching across HTTP requests.
+Every call into the engine lives in this class, so the engine can change behind it. Notebook 03.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from minirt.sampling_params import SamplingParams
+from minirt.sched import Sequence
+
+
+class Overloaded(Exception):
+    """The waiting queue is full: the client should retry later (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass
+class TokenDelta:
+    """What one engine step produced for one request; the last one has a finish_reason."""
+
+    token_ids: list[int]
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    error: str | None = None  # with finish_reason="error": what went wrong, in words
+
+
+@dataclass(eq=False)
+class ServeRequest:
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    queue: asyncio.Queue  # of TokenDelta, read by the HTTP handler
+    loop: asyncio.AbstractEventLoop
+    arrival_s: float = field(default_factory=time.perf_counter)
+    seq: Sequence | None = None
+    num_sent: int = 0  # output tokens already handed to the queue
+    first_token_s: float | None = None
+    finish_s: float | None = None
+    finish_reason: str | None = None
+    num_cached_tokens: int = 0
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.num_sent
+
+
+@dataclass
+class EngineSnapshot:
+    """The engine's state after its last step, for /metrics and /health (plain data)."""
+
+    num_running: int = 0
+    num_waiting: int = 0
+    num_blocks: int = 0
+    num_blocks_used: int = 0
+    num_prompt_tokens: int = 0  # of finished requests, for the prefix-cache hit rate
+    num_cached_tokens: int = 0
+    num_steps: int = 0
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        return self.num_cached_tokens / max(1, self.num_prompt_tokens)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
+
+
+class EngineLoop:
+    """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
+
+    def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
+        self.llm = llm
+        self.max_waiting = max_waiting
+        self.on_finish = on_finish  # called in the engine thread with each finished ServeRequest
+        self.tokenizer = llm.tokenizer
+        self.eos_ids = set(llm.eos_ids)
+        self.max_model_len = llm.max_model_len
+        self.snapshot = EngineSnapshot(num_blocks=llm.num_blocks)
+        # ids far above generate()'s, so the engine never sees one twice
+        self._ids = itertools.count(2**40)
+        self._inbox: deque[tuple[str, ServeRequest]] = deque()
+        self._live: dict[int, ServeRequest] = {}  # engine thread only
+        self._num_admitted = 0  # submitted, not finished; under _lock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    # -- called from the event loop ----------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """Requests the server holds at once: one full batch running plus the waiting queue."""
+        return self.llm.config.max_num_seqs + self.max_waiting
+
+    def encode(self, prompt: str | list[int], max_tokens: int | None) -> tuple[list[int], int]:
+        """Token ids of a prompt and the max_tokens it may have; ValueError says what is wrong."""
+        vocab = self.llm.model_config.vocab_size
+        if isinstance(prompt, str):
+            ids = self.tokenizer.encode(prompt)
+        else:
+            ids = list(prompt)
+            if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+                raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        if not ids:
+            raise ValueError("the prompt is empty; give it at least one token")
+        room = min(self.max_model_len, self.llm.pool_capacity_tokens) - len(ids)
+        if room < 1:
+            raise ValueError(
+                f"this model's maximum context length is {self.max_model_len:,} tokens (the KV "
+                f"pool holds {self.llm.pool_capacity_tokens:,}) but the prompt has {len(ids):,}; "
+                "shorten the prompt"
+            )
+        if max_tokens is None:
+            return ids, room
+        if max_tokens > room:
+            raise ValueError(
+                f"this model's maximum context length is {self.max_model_len:,} tokens; you "
+                f"asked for {len(ids) + max_tokens:,} ({len(ids):,} in the prompt, {max_tokens:,} "
+                "in the completion); lower max_tokens or shorten the prompt"
+            )
+        return ids, max_tokens
+
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams) -> ServeRequest:
+        """Queue a request for the engine; Overloaded when the waiting queue is full."""
+        with self._lock:
+            if self._num_admitted >= self.capacity:
+                raise Overloaded(
+                    f"the server holds {self._num_admitted} requests ({self.max_waiting} may "
+                    "wait beside a full batch); retry after the Retry-After seconds"
+                )
+            self._num_admitted += 1
+        loop = asyncio.get_running_loop()
+        req = ServeRequest(prompt_token_ids, params, asyncio.Queue(), loop)
+        self._inbox.append(("add", req))
+        self._wake.set()
+        return req
+
+    def abort(self, req: ServeRequest) -> None:
+        """The client went away: stop the request and free its blocks (a no-op once finished)."""
+        self._inbox.append(("abort", req))
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="minirt-engine", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- the engine thread -------------------------------------------------------------------
+    def _run(self) -> None:
+        t0 = time.perf_counter()
+        scheduler = self.llm.scheduler
+        while not self._stop:
+            self._take_inbox()
+            if not scheduler.has_unfinished():
+                self._publish()
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                continue
+            try:
+                finished = self.llm.step(t0)
+            except Exception as e:  # every request in flight gets an explicit error
+                self._fail_all(f"the engine failed: {type(e).__name__}: {e}")
+                continue
+            self._deliver(finished)
+            self._publish()
+        self._fail_all("the server is shutting down")
+
+    def _take_inbox(self) -> None:
+        while self._inbox:
+            what, req = self._inbox.popleft()
+            if what == "add":
+                req.seq = Sequence(next(self._ids), req.prompt_token_ids, req.params)
+                self._live[req.seq.seq_id] = req
+                self.llm.scheduler.add(req.seq)
+            elif req.seq is not None and req.seq.seq_id in self._live:
+                self.llm.scheduler.finish(req.seq, "abort")
+                self.llm.runner.release(req.seq.seq_id)
+                self._finish(req, "abort")
+
+    def _deliver(self, finished: list[Sequence]) -> None:
+        now = time.perf_counter()
+        done = {s.seq_id for s in finished}
+        for seq_id, req in list(self._live.items()):
+            new = req.seq.output_token_ids[req.num_sent :]
+            if not new and seq_id not in done:
+                continue
+            if new and req.first_token_s is None:
+                req.first_token_s = now
+            req.num_sent += len(new)
+            if seq_id in done:
+                self._finish(req, req.seq.finish_reason or "stop", new)
+            else:
+                self._put(req, TokenDelta(new))
+
+    def _finish(self, req: ServeRequest, reason: str, tokens=(), error: str | None = None) -> None:
+        req.finish_s = time.perf_counter()
+        req.finish_reason = reason
+        if req.seq is not None:
+            req.num_cached_tokens = min(req.seq.num_cached_tokens, req.seq.num_prompt_tokens)
+            self._live.pop(req.seq.seq_id, None)
+        with self._lock:
+            self._num_admitted -= 1
+        self.snapshot.num_prompt_tokens += len(req.prompt_token_ids)
+        self.snapshot.num_cached_tokens += req.num_cached_tokens
+        self._put(req, TokenDelta(list(tokens), reason, error))
+        if self.on_finish is not None:
+            self.on_finish(req)
+
+    def _fail_all(self, message: str) -> None:
+        for seq in self.llm.scheduler.abort_all():
+            self.llm.runner.release(seq.seq_id)
+        for req in list(self._live.values()):
+            self._finish(req, "error", error=message)
+        while self._inbox:  # arrived but never admitted: they get the same answer
+            what, req = self._inbox.popleft()
+            if what == "add":
+                self._finish(req, "error", error=message)
+
+    def _put(self, req: ServeRequest, delta: TokenDelta) -> None:
+        try:
+            req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)
+        except RuntimeError:  # the event loop closed: nobody is listening any more
+            pass
+
+    def _publish(self) -> None:
+        s, bm = self.llm.scheduler, self.llm.block_manager
+        waiting = len(s.waiting) + len(s.swapped)
+        self.snapshot.num_running = len(s.running)
+        self.snapshot.num_waiting = waiting + sum(1 for w, _ in list(self._inbox) if w == "add")
+        self.snapshot.num_blocks_used = bm.num_blocks - bm.num_free_blocks
+        self.snapshot.num_steps = s.num_steps

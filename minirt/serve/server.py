@@ -1,0 +1,90 @@
+"""Start a server: `serve()` for `python -m minirt serve`, `ServerThread` for tests and benches.
+
+Both build the same app: an `LLM`, the engine loop around it, FastAPI on uvicorn. The engine
+thread and uvicorn's event loop are the only two threads; the embedded model is tiny, so torch
+gets one or two CPU threads and uvicorn keeps a core for HTTP. Notebook 03.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from minirt.serve.app import build_app
+from minirt.serve.chat import ChatTemplate
+from minirt.serve.engine_loop import EngineLoop
+
+
+def served_name(model: str | Path | None) -> str:
+    """The name clients send as `model`: what was asked for ('target' for the embedded one)."""
+    return "target" if model is None else str(model)
+
+
+def make_app(llm, model_name: str, max_waiting: int = 256):
+    engine = EngineLoop(llm, max_waiting=max_waiting)
+    return build_app(engine, model_name, ChatTemplate(llm.model_path))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn in a background thread on a free port: `with ServerThread(llm) as url: ...`."""
+
+    def __init__(
+        self,
+        llm,
+        model_name: str = "target",
+        max_waiting: int = 256,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        self.app = make_app(llm, model_name, max_waiting)
+        self.engine: EngineLoop = self.app.state.engine
+        port = port or free_port(host)
+        config = uvicorn.Config(self.app, host=host, port=port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://{host}:{port}"
+        self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server at {self.url} did not start; see its log above")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=30)
+
+
+def serve(
+    model: str | None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_waiting: int = 256,
+    threads: int | None = None,
+    **engine_kwargs,
+) -> int:
+    """Load the model and serve it until Ctrl-C (the blocking `python -m minirt serve`)."""
+    import torch
+
+    from minirt import LLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    llm = LLM(model, **engine_kwargs)
+    app = make_app(llm, served_name(model), max_waiting)
+    print(f"minirt serving {served_name(model)!r} at http://{host}:{port}/v1 (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0

@@ -1,0 +1,63 @@
+"""Bad input gets 400 in OpenAI's error schema, never a 500 with a traceback (plain HTTP)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+GOOD = {"model": "target", "prompt": "def f():", "max_tokens": 4}
+BAD = {
+    "unknown model": ({"model": "gpt-9"}, "model"),
+    "prompt longer than the context": ({"prompt": "x" * 2000}, "prompt"),
+    "max_tokens past the context": ({"max_tokens": 5000}, "prompt"),
+    "negative temperature": ({"temperature": -1.0}, None),
+    "top_p of zero": ({"top_p": 0.0}, None),
+    "top_k of zero": ({"top_k": 0}, None),
+    "max_tokens of zero": ({"max_tokens": 0}, "max_tokens"),
+    "a string temperature": ({"temperature": "hot"}, "temperature"),
+    "two choices": ({"n": 2}, "n"),
+    "an empty prompt": ({"prompt": ""}, "prompt"),
+    "a token id outside the vocabulary": ({"prompt": [1, 2, 99999]}, "prompt"),
+    "a batch of prompts": ({"prompt": ["a", "b"]}, "prompt"),
+}
+
+
+def _error(response: httpx.Response) -> dict:
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "Traceback" not in response.text
+    return body["error"]
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_completion_requests_are_refused_with_400_and_a_reason(server, case):
+    url, _ = server
+    change, param = BAD[case]
+    error = _error(httpx.post(url + "/v1/completions", json={**GOOD, **change}))
+    assert error["message"]
+    if param is not None:
+        assert error["param"] == param
+
+
+def test_a_body_that_is_not_json_is_refused_with_400(server):
+    url, _ = server
+    response = httpx.post(
+        url + "/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    _error(response)
+
+
+def test_a_chat_request_without_messages_is_refused_with_400(server):
+    url, _ = server
+    error = _error(httpx.post(url + "/v1/chat/completions", json={"model": "target"}))
+    assert error["param"] == "messages"
+
+
+def test_the_server_answers_normally_after_refusing_bad_requests(server):
+    url, _ = server
+    response = httpx.post(url + "/v1/completions", json=GOOD)
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] == 4
+    assert httpx.get(url + "/health").json()["status"] == "ok"

@@ -1,0 +1,48 @@
+"""Streaming text never sends half a character or the start of a stop string; chat templates."""
+
+from __future__ import annotations
+
+import json
+
+from minirt.model.tokenizer import EOS_ID, Tokenizer, build_byte_tokenizer
+from minirt.sampling_params import SamplingParams
+from minirt.serve.chat import PLAIN_TEMPLATE, ChatTemplate
+from minirt.serve.detok import IncrementalText
+
+TOK = Tokenizer(build_byte_tokenizer(), EOS_ID)
+
+
+def _stream(text: str, stop: list[str], eos: bool = True) -> list[str]:
+    ids = list(text.encode()) + ([EOS_ID] if eos else [])
+    inc = IncrementalText(TOK, {EOS_ID}, SamplingParams(stop=stop))
+    return [inc.add([t], finished=i == len(ids) - 1) for i, t in enumerate(ids)]
+
+
+def test_a_multibyte_character_is_sent_whole_once_its_last_byte_arrives():
+    pieces = _stream("aé€b", [])
+    assert "\ufffd" not in "".join(pieces) and "".join(pieces) == "aé€b"
+    assert pieces[1:3] == ["", "é"]  # é is two bytes
+
+
+def test_text_up_to_a_stop_string_is_sent_and_nothing_from_it_on():
+    pieces = _stream("x = 1\nreturn x", ["\nreturn"], eos=False)
+    assert "".join(pieces) == "x = 1"
+    assert all("\n" not in p for p in pieces)
+
+
+def test_the_embedded_model_gets_the_plain_template(tmp_path):
+    chat = ChatTemplate(tmp_path)  # no tokenizer_config.json at all
+    assert chat.source == PLAIN_TEMPLATE
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert chat.render(messages) == "system: be brief\nuser: hi\nassistant:"
+
+
+def test_a_checkpoint_template_is_rendered_with_its_special_tokens(tmp_path):
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}{{ eos_token }}\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    config = {"chat_template": template, "eos_token": "<|im_end|>"}
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    text = ChatTemplate(tmp_path).render([{"role": "user", "content": "hi"}])
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
