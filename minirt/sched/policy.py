@@ -12,6 +12,7 @@ all three.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from minirt.kv.radix_tree import RadixNode, common_len, insert, match
 from minirt.sched.sequence import Sequence as Seq
@@ -22,29 +23,32 @@ from minirt.sched.sequence import Sequence as Seq
 IN_BATCH_DEFER_TOKENS = 16
 
 
-def order_waiting(waiting: Iterable[Seq], cache, policy: str) -> list[Seq]:
-    """The waiting requests in admission order. `cache` is the BlockManager or RadixCache."""
-    seqs = list(waiting)
-    if policy == "fcfs":
-        return seqs
-    if policy == "lpm":  # stable: equal matches keep arrival order
-        return sorted(seqs, key=lambda s: -cache.match_len(s.token_ids))
-    if policy == "dfs-weight":
-        return _dfs_weight(seqs, cache)
-    raise ValueError(f"unknown schedule_policy {policy!r}; use 'fcfs', 'lpm' or 'dfs-weight'")
+class Policy(Protocol):
+    """A scheduling policy: the waiting requests in the order to admit them. It may ask the
+    prefix cache (`match_len`, or what it lists in an optional `needs` attribute) but must not
+    change it. A new policy is one such function, registered in POLICIES or passed to
+    `LLM(schedule_policy=fn)`."""
+
+    def __call__(self, waiting: list[Seq], cache) -> list[Seq]: ...
 
 
-def _dfs_weight(seqs: list[Seq], cache) -> list[Seq]:
+def fcfs(waiting: list[Seq], cache) -> list[Seq]:
+    """First come, first served (vLLM): arrival order."""
+    return waiting
+
+
+def lpm(waiting: list[Seq], cache) -> list[Seq]:
+    """Longest prefix match first; stable, so equal matches keep arrival order."""
+    return sorted(waiting, key=lambda s: -cache.match_len(s.token_ids))
+
+
+def dfs_weight(waiting: list[Seq], cache) -> list[Seq]:
     """Group requests by the tree node their match ends at; weight a node by the requests in
     its subtree; emit depth first, heaviest child first (SGLang's schedule_policy.py)."""
-    if not hasattr(cache, "match_node"):
-        raise ValueError(
-            "schedule_policy='dfs-weight' walks the radix tree; use prefix_cache='radix'"
-        )
     at: dict[int, list[Seq]] = {}
     weight: dict[int, int] = {}
     children: dict[int, list] = {}
-    for s in seqs:
+    for s in waiting:
         node = cache.match_node(s.token_ids)
         at.setdefault(id(node), []).append(s)
         while node is not None:
@@ -59,6 +63,38 @@ def _dfs_weight(seqs: list[Seq], cache) -> list[Seq]:
         kids = sorted(children.get(id(node), []), key=lambda n: weight[id(n)])
         stack += kids  # the heaviest is popped first
     return out
+
+
+dfs_weight.needs = ("match_node", "root")  # it walks a radix tree: prefix_cache="radix"
+
+# The policies by name: config names, the dashboard's choices and the benchmarks' presets.
+POLICIES: dict[str, Policy] = {"fcfs": fcfs, "lpm": lpm, "dfs-weight": dfs_weight}
+
+
+def resolve_policy(policy: str | Policy, cache) -> Policy:
+    """The policy function for a name or a function, checked against the prefix cache."""
+    if isinstance(policy, str):
+        if policy not in POLICIES:
+            raise ValueError(
+                f"unknown schedule_policy {policy!r}; use one of {sorted(POLICIES)} or pass a "
+                "function (waiting, cache) -> waiting in admission order"
+            )
+        policy = POLICIES[policy]
+    if not callable(policy):
+        raise ValueError(f"schedule_policy must be a name or a function, got {policy!r}")
+    missing = [m for m in getattr(policy, "needs", ()) if not hasattr(cache, m)]
+    if missing:
+        name = getattr(policy, "__name__", repr(policy))
+        raise ValueError(
+            f"schedule_policy {name} needs the prefix cache's {', '.join(missing)}, which "
+            f"{type(cache).__name__} lacks; use prefix_cache='radix'"
+        )
+    return policy
+
+
+def order_waiting(waiting: Iterable[Seq], cache, policy: str | Policy) -> list[Seq]:
+    """The waiting requests in admission order (`policy` a name of POLICIES or a function)."""
+    return resolve_policy(policy, cache)(list(waiting), cache)
 
 
 def defer_in_batch(token_ids: Sequence[int], cached: int, admitted: list[Sequence[int]]) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from minirt.config import EngineConfig
 from minirt.kv import BlockManager
-from minirt.sched.policy import InBatchPrefixes, order_waiting
+from minirt.sched.policy import InBatchPrefixes, fcfs, resolve_policy
 from minirt.sched.sequence import Sequence, SequenceStatus
 
 
@@ -84,6 +84,7 @@ class Scheduler:
     ):
         self.config = config
         self.bm = block_manager
+        self.policy = resolve_policy(config.schedule_policy, block_manager)  # sched/policy.py
         self.max_model_len = max_model_len or config.max_model_len  # caps speculation's lookahead
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
@@ -181,12 +182,12 @@ class Scheduler:
         if batch.preempted or self.swapped:
             return budget
         chunked = self.config.enable_chunked_prefill
-        defer = self.config.schedule_policy != "fcfs" and self.config.prefix_cache == "radix"
+        defer = self.policy is not fcfs and self.config.prefix_cache == "radix"
         if defer:  # prompts being computed: running ones not yet done, this step's admissions
             admitted = InBatchPrefixes(
                 s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
             )
-        for seq in order_waiting(self.waiting, self.bm, self.config.schedule_policy):
+        for seq in self.policy(list(self.waiting), self.bm):
             if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
                 break
             cached = self.bm.match_len(seq.token_ids)

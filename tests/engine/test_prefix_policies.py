@@ -7,6 +7,9 @@ import torch
 
 from minirt import LLM, SamplingParams
 from minirt.config import EngineConfig
+from minirt.kv import BlockManager
+from minirt.sched import Scheduler
+from minirt.sched.policy import POLICIES
 
 # 4-token blocks: most shared prefixes end inside a block (the radix cache's copy path); a
 # 24-token budget chunks the prompts; 36 blocks for 6 sequences of ~60 tokens force preemption.
@@ -87,8 +90,12 @@ def test_radix_cache_with_speculative_decoding_keeps_the_tokens(reference):
 def test_the_old_switch_still_turns_prefix_caching_off_and_bad_knobs_are_refused():
     assert EngineConfig(enable_prefix_caching=False).prefix_cache is None
     assert not EngineConfig(prefix_cache=None).enable_prefix_caching
-    with pytest.raises(ValueError, match="dfs-weight"):
-        EngineConfig(prefix_cache="hash", schedule_policy="dfs-weight")
+    with pytest.raises(ValueError, match="dfs_weight needs the prefix cache's match_node"):
+        Scheduler(
+            EngineConfig(prefix_cache="hash", schedule_policy="dfs-weight"), BlockManager(4, 4)
+        )
+    with pytest.raises(ValueError, match="unknown schedule_policy 'lifo'.*'dfs-weight'"):
+        Scheduler(EngineConfig(schedule_policy="lifo"), BlockManager(4, 4))
     with pytest.raises(ValueError, match="prefix_cache"):
         EngineConfig(prefix_cache="trie")
     with pytest.raises(ValueError, match="unknown preset"):
@@ -110,3 +117,31 @@ def test_on_cuda_the_presets_and_the_overlapped_scheduler_keep_the_tokens(preset
     steps = [e for e in llm.recorder.events if e["type"] == "step"]
     assert all(e["device_ms"] > 0 for e in steps)
     _assert_nothing_leaks(llm)
+
+
+def _admissions(llm) -> list[list[int]]:
+    return [[s["seq_id"] for s in e["scheduled"]] for e in llm.recorder.events
+            if e["type"] == "step"]  # fmt: skip
+
+
+def test_a_policy_written_as_a_plain_function_schedules_the_engine(reference):
+    """A named part: the scheduling policy. A first-come-first-served function written here
+    makes the same decisions, step by step, as the registered one; a newest-first one makes
+    others and still the same greedy tokens."""
+    prompts, want = reference
+
+    def arrival_order(waiting, cache):
+        return list(waiting)
+
+    def newest_first(waiting, cache):
+        return list(reversed(waiting))
+
+    runs = {}
+    for policy in (POLICIES["fcfs"], arrival_order, newest_first):
+        llm = LLM(**SMALL, schedule_policy=policy, trace=True)
+        assert [o.token_ids for o in llm.generate(prompts, PARAMS, use_tqdm=False)] == want
+        assert llm.recorder.meta["engine_config"]["schedule_policy"] == policy.__name__
+        runs[policy.__name__] = _admissions(llm)
+        _assert_nothing_leaks(llm)
+    assert runs["arrival_order"] == runs["fcfs"]
+    assert runs["newest_first"] != runs["fcfs"]

@@ -7,6 +7,7 @@ event carries the cache's state. Hits green, new (computed) red. Notebook 11 (vL
 
 import streamlit as st
 
+from minirt.sched.policy import POLICIES
 from vizlib import prefix_cache as pc
 from vizlib.registry import page_for
 from vizlib.runs import RunSettings, kv_bytes_for_blocks, parse_prompts
@@ -28,7 +29,9 @@ PROMPTS = [HEADER + "Q: capital of France?", HEADER + "Q: capital of Spain?",
 sb = st.sidebar
 text = sb.text_area("Prompts (one per line, `\\n` = newline)", "\n".join(PROMPTS), height=160,
                     key="pc_prompts")  # fmt: skip
-policy = sb.selectbox("Radix admission policy", ["lpm", "fcfs", "dfs-weight"], key="pc_policy")
+# every registered policy; the first shown is LPM, SGLang's default
+names = sorted(POLICIES, key=lambda n: n != "lpm")
+policy = sb.selectbox("Radix admission policy", names, key="pc_policy")
 block_size = sb.select_slider("Block size (tokens)", [4, 8, 16], 8, key="pc_block_size")
 num_blocks = sb.slider("Pool size (blocks)", 16, 128, 48, key="pc_num_blocks")
 budget = sb.slider("Token budget per step", 16, 256, 32, step=16, key="pc_budget")
