@@ -1,4 +1,4 @@
-"""Command line: `python -m minirt {launch,demo,generate,kv-size}`.
+"""Command line: `python -m minirt {launch,demo,generate,kv-size,serve}`.
 
 `launch` is what `./workbench` runs: the dashboard and JupyterLab. `demo` shows the embedded model
 generating code and what the engine did; `kv-size` answers "how much KV cache does this model
@@ -120,6 +120,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from minirt.serve.server import serve
+
+    kw = {"block_size": args.block_size, "device": args.device, "max_num_seqs": args.max_num_seqs}
+    if args.kv_cache_mb is not None:
+        kw["kv_cache_bytes"] = args.kv_cache_mb * 2**20
+    return serve(args.model, args.host, args.port, args.max_waiting, args.threads, **kw)
+
+
 def cmd_launch(args) -> int:
     from minirt.launch import launch
 
@@ -179,6 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_argument("--block-size", type=int, default=16)
     kv.add_argument("--gpu-mem-gb", type=float, default=80.0, help="device memory (H100: 80)")
     kv.set_defaults(func=cmd_kv_size)
+
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (/v1/completions, ...)")
+    srv.add_argument("model", nargs="?", default=None, help="checkpoint folder (default: embedded)")
+    srv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept other machines")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-waiting", type=int, default=256, help="queue beyond a batch; then 429")
+    srv.add_argument("--max-num-seqs", type=int, default=256, help="requests in one batch")
+    srv.add_argument("--block-size", type=int, default=16)
+    srv.add_argument("--kv-cache-mb", type=float, default=None, help="KV budget in MiB")
+    srv.add_argument("--device", default="auto")
+    srv.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 
