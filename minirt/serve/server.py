@@ -7,13 +7,13 @@ gets one or two CPU threads and uvicorn keeps a core for HTTP. Notebook 03.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
 
 import uvicorn
 
+from minirt.ports import free_port
 from minirt.serve.app import build_app
 from minirt.serve.chat import ChatTemplate
 from minirt.serve.engine_loop import EngineLoop
@@ -27,12 +27,6 @@ def served_name(model: str | Path | None) -> str:
 def make_app(llm, model_name: str, max_waiting: int = 256):
     engine = EngineLoop(llm, max_waiting=max_waiting)
     return build_app(engine, model_name, ChatTemplate(llm.model_path))
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ServerThread:

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from minirt.serve.server import free_port
+from minirt.ports import free_port
 
 
 def test_the_serve_command_answers_completions_until_stopped():
