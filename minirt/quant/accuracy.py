@@ -3,7 +3,9 @@
 `accuracy_table` scores the same held-out text at full precision and under each method of
 `minirt.quant.linear.METHODS` (quantize the decoder's projections, score, put the full-precision
 layers back), so the rows differ in the number format only. Perplexity is per byte (the embedded
-model's tokens are bytes). Notebook 08 (quantization) and the Quantization dashboard page use it.
+model's tokens are bytes). Rounding activations makes a score chaotic: a last-bit change upstream
+(another CPU's vector kernels) flips a few roundings, and by the last layer the noise is redrawn.
+`draws` re-scores under `nudged` inputs to measure that spread. Notebook 08 and the dashboard.
 """
 
 from __future__ import annotations
@@ -89,15 +91,35 @@ def quantized(llm, method: str, calibration: Iterable[str | list[int]] | None = 
             llm.capture_graphs()
 
 
+@contextmanager
+def nudged(llm, k: int, ppm: float = 1.0) -> Iterator:
+    """`with nudged(llm, 2):` — the token embeddings' output scaled by 1 + 2 ppm in the block.
+
+    A change in the last bits, as another CPU's vector kernels make (k = 0 changes nothing). A
+    score whose rounding of activations amplifies it moves by as much as it would on that CPU.
+    """
+    embed = _causal_lm(llm).model.embed_tokens
+    factor = 1.0 + k * ppm * 1e-6
+    handle = embed.register_forward_hook(lambda module, args, out: out * factor) if k else None
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 @dataclass
 class AccuracyRow:
-    """One method on the held-out text: nats/byte, perplexity (e^nats) and both vs full."""
+    """One method on the held-out text: nats/byte, perplexity (e^nats) and both vs full, each
+    the mean over the draws it was scored in; `ratio_spread` is max - min of its draws' ratios."""
 
     method: str
     nats_per_byte: float
     perplexity: float
     ratio: float  # nats_per_byte / full precision's
     delta_ppl: float  # perplexity - full precision's
+    ratio_spread: float = 0.0  # 0 when scored once (one draw, or weights-only rounding)
+    draws: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,23 +130,46 @@ def accuracy_table(
     held_out: str | None = None,
     calibration: Sequence[str | list[int]] | None = None,
     methods: Sequence[str] = DEFAULT_METHODS,
+    draws: int = 1,
 ) -> list[AccuracyRow]:
     """Full precision first, then each method, on the same `held_out` text (default:
     `held_out_text()`); `calibration` prompts (default: `calibration_text()`) feed the methods
-    that need activation ranges (fp8-static, int8-smooth)."""
+    that need activation ranges (fp8-static, int8-smooth).
+
+    draws > 1 scores full precision and the methods that round activations again under
+    `nudged(llm, k)`, k = 1 .. draws - 1, each against the full precision of its own draw.
+    Weights-only methods are scored once: their rounding happens offline, on fixed weights.
+    """
+    if draws < 1:
+        raise ValueError(f"draws is {draws}; pass 1 (score once) or more")
     held_out = held_out_text() if held_out is None else held_out
     calibration = [calibration_text()] if calibration is None else list(calibration)
     for m in methods:
         get_method(m)  # an unknown name fails before any scoring
-    scores = {FULL_PRECISION: nats_per_byte(llm, held_out)}
-    for m in methods:
-        with quantized(llm, m, calibration):
-            scores[m] = nats_per_byte(llm, held_out)
-    base = scores[FULL_PRECISION]
-    return [
-        AccuracyRow(m, s, math.exp(s), s / base, math.exp(s) - math.exp(base))
-        for m, s in scores.items()
-    ]
+    scores: dict[str, list[tuple[float, float]]] = {FULL_PRECISION: []}  # (nats, full's nats)
+    scores |= {m: [] for m in methods}
+    for k in range(draws):
+        with nudged(llm, k):
+            base = nats_per_byte(llm, held_out)
+            scores[FULL_PRECISION].append((base, base))
+            for m in methods:
+                if k > 0 and get_method(m).activations == "none":
+                    continue
+                with quantized(llm, m, calibration):
+                    scores[m].append((nats_per_byte(llm, held_out), base))
+    full = _mean([s for s, _ in scores[FULL_PRECISION]])
+    rows = []
+    for m, pairs in scores.items():
+        nats, ratios = _mean([s for s, _ in pairs]), [s / b for s, b in pairs]
+        ppl = math.exp(nats)
+        spread = max(ratios) - min(ratios)
+        row = AccuracyRow(m, nats, ppl, _mean(ratios), ppl - math.exp(full), spread, len(pairs))
+        rows.append(row)
+    return rows
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs)
 
 
 @torch.no_grad()

@@ -4,12 +4,15 @@ One scale has to cover every value of its unit: a token's row of activations (pe
 quantization), a weight's output row or group. If a few entries are 20x the typical one, the scale
 follows them and the typical values land on a handful of codes. `activation_outliers` measures
 that spread — max / median |value| per input channel and per token — for the input of every
-decoder projection and for its weight, plus the INT8 round-trip error of each. Notebook 08.
+decoder projection and for its weight, plus the INT8 round-trip error of each.
+`planted_outlier_channels` gives the model the systematic outlier channels of large LLMs without
+changing what it computes. Notebook 08.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -141,3 +144,35 @@ def activation_outliers(llm, texts: Iterable[str | list[int]]) -> list[LayerStat
             )
         )
     return stats
+
+
+@contextmanager
+@torch.no_grad()
+def planted_outlier_channels(llm, channels: Sequence[int], factor: float) -> Iterator[nn.Module]:
+    """`with planted_outlier_channels(llm, [3, 77], 30):` — the same model, with outlier channels.
+
+    In every decoder layer both RMSNorm weights are multiplied by `factor` on `channels` and the
+    columns of the projections that read them (qkv, gate_up) are divided by it: each product
+    w * x is unchanged, so the model computes the same function (up to fp32 rounding), but every
+    token's input to those projections now has a few entries `factor` times larger — the fixed
+    outlier channels that LLM.int8() (Dettmers et al., 2022) found in large models. Restored on
+    exit. Quantize inside the block, not before: the planting edits full-precision weights.
+    """
+    model = _causal_lm(llm)
+    idx = torch.as_tensor(list(channels), dtype=torch.long)
+    edits = []  # (tensor, index, multiplier): norm weights [hidden], projection columns
+    for layer in model.model.layers:
+        attn = (layer.input_layernorm, layer.self_attn.qkv_proj)
+        mlp = (layer.post_attention_layernorm, layer.mlp.gate_up_proj)
+        for norm, proj in (attn, mlp):
+            if not isinstance(proj, nn.Linear):  # a QuantLinear: its weight is codes now
+                raise ValueError("the model is already quantized; plant the channels first")
+            edits += [(norm.weight, (idx,), factor), (proj.weight, (slice(None), idx), 1 / factor)]
+    saved = [t[i].clone() for t, i, _ in edits]
+    for t, i, mult in edits:
+        t[i] *= mult
+    try:
+        yield model
+    finally:
+        for (t, i, _), old in zip(edits, saved, strict=True):
+            t[i] = old
