@@ -1,9 +1,9 @@
 """Checks for values a user hands the engine: one shape of message for every field.
 
-A bad value fails where it is given, with the field's name, the value, and what is allowed:
-`ValueError("seed must be in [0, 18446744073709551615], got 18446744073709551616")`. Integers
-accept Python ints and numpy/torch integer scalars (`operator.index`), never bools, floats or
-nan, so `max_tokens=2.5` is refused instead of silently truncated. Notebook 00 (tour).
+A bad value fails where it is given, naming the field, the value and what is allowed. Integers
+accept Python ints and numpy/torch integer scalars (`operator.index`), never bools, floats or nan,
+so `max_tokens=2.5` is refused, not truncated. SamplingParams, EngineConfig and the config.json
+reader use them; notebook 00 (tour) builds the first two.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Sizes must be positive integers and consistent (heads a multiple of KV heads); a setting that
 changes the math minirt implements (another activation, scaled RoPE, sliding-window layers, MLP
-biases) is refused by name instead of silently ignored. Notebook 00 (tour) reads config.json.
+biases) is refused by name instead of silently ignored. Notebook 00 (tour) prints the result
+(`llm.model_config`); notebook 01 (KV cache) sizes the pool from these fields.
 """
 
 from __future__ import annotations
