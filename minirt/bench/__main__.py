@@ -168,7 +168,94 @@ def build_parser() -> argparse.ArgumentParser:
     sched.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
     sched.add_argument("--cpu", action="store_true", help="the CPU run even when CUDA is present")
     sched.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_serve(topics)
     return parser
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 1,2,4,inf, got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be > 0 requests/s, got {text!r}")
+    return rates
+
+
+def _add_serve(topics) -> None:
+    serve = topics.add_parser(
+        "serve",
+        help="open-loop load on an OpenAI-compatible server: TTFT/TPOT/ITL, goodput per rate",
+        description="Streamed completions at Poisson or gamma arrivals for each offered rate; "
+        "TTFT, TPOT, ITL and latency p50/p90/p99, throughput and goodput under the SLO. Against "
+        "--url (any OpenAI-compatible server) or a minirt server --launch starts (then offline "
+        "LLM.generate on the same requests too). Writes OUT/<device>/serve-<date>.json and .png.",
+    )
+    where = serve.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    where.add_argument(
+        "--launch",
+        metavar="MODEL",
+        help="start minirt serve: embedded, qwen3-0.6b-shape or a folder",
+    )
+    serve.add_argument(
+        "--rates",
+        type=_rates,
+        default=[2.0, 4.0, 8.0, 16.0, float("inf")],
+        help="requests/s, comma-separated; inf = all at once",
+    )
+    serve.add_argument("--num-prompts", type=int, default=32, help="requests per rate")
+    serve.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 = Poisson")
+    serve.add_argument(
+        "--distribution",
+        default="sharegpt-small",
+        help="sharegpt, sharegpt-small or fixed (--input-len, --output-len)",
+    )
+    serve.add_argument("--input-len", type=int, default=64)
+    serve.add_argument("--output-len", type=int, default=32)
+    serve.add_argument("--workload", help="JSONL of {prompt_len, output_len} per request")
+    serve.add_argument("--shared-prefix", type=int, default=0, help="tokens shared by prompts")
+    serve.add_argument("--num-prefixes", type=int, default=1)
+    serve.add_argument("--slo-ttft-ms", type=float, default=500.0)
+    serve.add_argument("--slo-tpot-ms", type=float, default=50.0)
+    serve.add_argument("--model", help="model name to send (default: the server's first)")
+    serve.add_argument("--device", default="auto", help="with --launch: cpu, cuda or auto")
+    serve.add_argument("--threads", type=int, default=None, help="with --launch: torch threads")
+    serve.add_argument("--label", help="results folder name (default: cpu/h100/..., or remote)")
+    serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument("--out", default=str(DEFAULT_OUT), help="results folder")
+    serve.add_argument("--no-progress", action="store_true", help="hide the per-rate lines")
+
+
+def _run_serve(args, command: str, progress: bool):
+    from minirt.bench import serve_run
+    from minirt.bench.serve import LoadConfig
+    from minirt.bench.serve_workload import WorkloadSpec
+    from minirt.tools.slo import Slo
+
+    workload = WorkloadSpec(
+        distribution=args.distribution,
+        prompt_len=args.input_len,
+        output_len=args.output_len,
+        file=args.workload,
+        shared_prefix_len=args.shared_prefix,
+        num_prefixes=args.num_prefixes,
+        seed=args.seed,
+    )
+    cfg = LoadConfig(
+        url=args.url or "",
+        rates=args.rates,
+        num_prompts=args.num_prompts,
+        burstiness=args.burstiness,
+        workload=workload,
+        model=args.model,
+        slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
+    )
+    path = serve_run.run(
+        cfg, args.launch, args.device, args.threads, args.out, command, args.label, progress
+    )
+    serve_run.print_summary(path)
+    return path
 
 
 # What each GPU topic needs, and what a learner without it can use instead.
@@ -242,6 +329,8 @@ def _run(args, command: str, progress: bool):
         path = cpu.run(cfg, out_dir=args.out, command=command, progress=progress)
         print(cpu.summary(load_results(path)["results"]))
         return path
+    if args.topic == "serve":
+        return _run_serve(args, command, progress)
     if args.topic == "plot":
         from minirt.bench.plots import write_plot
 

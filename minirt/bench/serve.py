@@ -1,0 +1,182 @@
+"""`python -m minirt.bench serve`: an open-loop load generator for any OpenAI-compatible server.
+
+At each offered rate it sends streamed completions at drawn arrival times, records each
+request's TTFT, inter-token gaps and latency, and summarises them with the SLO's goodput
+(minirt.tools.slo). It speaks only HTTP, so the same command measures another engine. With
+`--launch` it starts `python -m minirt serve` itself and afterwards runs the same requests
+through offline `LLM.generate`, to show what HTTP and the engine loop cost. Notebook 03.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from minirt.bench.serve_workload import RequestSpec, WorkloadSpec, arrival_times, make_requests
+from minirt.tools.slo import RequestTiming, Slo, max_rate_meeting, summarize
+
+TOPIC = "serve"
+
+
+@dataclass
+class LoadConfig:
+    url: str  # the server's root, e.g. http://127.0.0.1:8000
+    rates: list[float]  # requests/s; math.inf = all at once
+    num_prompts: int = 32  # requests per rate
+    burstiness: float = 1.0  # gamma shape of the gaps: 1 = Poisson, < 1 burstier
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    slo: Slo = field(default_factory=lambda: Slo(ttft_ms=500, tpot_ms=50))
+    model: str | None = None  # default: the first model /v1/models lists
+    timeout_s: float = 600.0
+
+
+async def send(client: httpx.AsyncClient, url: str, model: str, req: RequestSpec, t0: float):
+    """One streamed completion; a RequestTiming, or the error in words."""
+    body = {"model": model, "prompt": req.prompt, "max_tokens": req.max_tokens, "stream": True}
+    # greedy and exactly max_tokens tokens (ignore_eos: vLLM's extension, which minirt has too)
+    body |= {"temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    stamps, tokens = [], None
+    try:
+        async with client.stream("POST", url + "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                return f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return f"error event: {chunk['error'].get('message')}"
+                if chunk.get("choices"):
+                    stamps.append(time.perf_counter())
+                if chunk.get("usage"):
+                    tokens = chunk["usage"]["completion_tokens"]
+    except httpx.HTTPError as e:
+        return f"{type(e).__name__}: {e}"
+    if not stamps:
+        return "the stream ended without a token"
+    itl = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    n = tokens if tokens is not None else len(stamps)
+    return RequestTiming(start - t0, stamps[0] - start, stamps[-1] - start, n, itl)
+
+
+async def run_rate(cfg: LoadConfig, model: str, requests: list[RequestSpec], rate: float):
+    """Send `requests` at `rate` (open loop); (timings, errors, duration in seconds)."""
+    times = arrival_times(len(requests), rate, cfg.burstiness, cfg.workload.seed)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    async with httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits) as client:
+        t0 = time.perf_counter()
+
+        async def one(req: RequestSpec, at: float):
+            await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
+            return await send(client, cfg.url, model, req, t0)
+
+        outs = await asyncio.gather(*(one(r, t) for r, t in zip(requests, times, strict=True)))
+        duration = time.perf_counter() - t0
+    done = [o for o in outs if isinstance(o, RequestTiming)]
+    return done, [o for o in outs if isinstance(o, str)], duration
+
+
+def served_model(url: str) -> str:
+    models = httpx.get(url + "/v1/models", timeout=30).json()["data"]
+    return models[0]["id"]
+
+
+def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
+    """One row per offered rate (the same requests at each), plus a short warm-up first."""
+    model = cfg.model or served_model(cfg.url)
+    requests = make_requests(cfg.workload, cfg.num_prompts)
+    asyncio.run(run_rate(cfg, model, requests[:2], math.inf))  # warm-up: first-call costs
+    rows = []
+    for rate in cfg.rates:
+        done, errors, duration = asyncio.run(run_rate(cfg, model, requests, rate))
+        row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate}
+        row |= summarize(done, len(errors), duration, cfg.slo)
+        row["errors"] = sorted(set(errors))[:5]
+        rows.append(row)
+        if progress:
+            print(_line(row), flush=True)
+    return rows
+
+
+def _line(r: dict) -> str:
+    def ms(key: str) -> str:
+        return "-" if r.get(key) is None else f"{r[key]:.0f}"
+
+    return (
+        f"rate {r['rate']!s:>6}  {r['request_throughput']:6.2f} req/s  "
+        f"{r['output_throughput']:8.1f} tok/s  TTFT p50/p99 {ms('ttft_p50_ms')}/"
+        f"{ms('ttft_p99_ms')} ms  TPOT p50/p99 {ms('tpot_p50_ms')}/{ms('tpot_p99_ms')} ms  "
+        f"goodput {r['goodput']:.2f}  failed {r['failed']}"
+    )
+
+
+def summary(rows: list[dict], slo: Slo | None = None) -> str:
+    lines = [_line(r) for r in rows if r["name"] == "rate"]
+    for r in rows:
+        if r["name"] == "offline":
+            lines.append(
+                f"offline generate {r['output_throughput']:.1f} tok/s; server at rate inf "
+                f"{r['server_output_throughput']:.1f} tok/s = {r['http_efficiency']:.0%}"
+            )
+    if slo is not None:
+        best = max_rate_meeting([r for r in rows if r["name"] == "rate"], slo)
+        goal = f"p99 TTFT <= {slo.ttft_ms:g} ms and p99 TPOT <= {slo.tpot_ms:g} ms"
+        lines.append(f"max rate with {goal}: {best if best is not None else 'none measured'}")
+    return "\n".join(lines)
+
+
+def offline_row(llm, requests: list[RequestSpec], server_rows: list[dict]) -> dict:
+    """The same requests through `LLM.generate` at once: the server's ceiling."""
+    from minirt import SamplingParams
+
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True) for r in requests
+    ]
+    llm.generate([r.prompt for r in requests[:2]], params[:2], use_tqdm=False)  # warm-up
+    t0 = time.perf_counter()
+    outs = llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+    elapsed = time.perf_counter() - t0
+    tok_s = sum(len(o.token_ids) for o in outs) / elapsed
+    at_once = [r for r in server_rows if r["rate"] == "inf"] or server_rows
+    server = max(r["output_throughput"] for r in at_once)
+    row = {"name": "offline", "output_throughput": tok_s, "duration_s": elapsed}
+    return row | {"server_output_throughput": server, "http_efficiency": server / tok_s}
+
+
+def plot(record: dict, path: Path) -> Path:
+    """Latency against throughput, one point per offered rate, the SLO as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in record["results"] if r["name"] == "rate" and r["completed"]]
+    slo = record["config"]["slo"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("ttft", "tpot"), strict=True):
+        limit = slo[f"{metric}_ms"]
+        x = [r["request_throughput"] for r in rows]
+        for q, style in (("p50", "o-"), ("p99", "s--")):
+            ax.plot(x, [r[f"{metric}_{q}_ms"] for r in rows], style, label=f"{q}")
+        for r in rows:
+            where = (r["request_throughput"], r[f"{metric}_p99_ms"])
+            ax.annotate(
+                str(r["rate"]), where, fontsize=7, textcoords="offset points", xytext=(3, 3)
+            )
+        ax.axhline(limit, color="gray", ls=":", label=f"SLO {limit:g} ms")
+        name = metric.upper()
+        ax.set(xlabel="throughput (requests/s)", ylabel=f"{name} (ms)", yscale="log")
+        ax.set_title(f"{name} vs throughput (labels: offered rate)")
+        ax.legend()
+    fig.suptitle(f"bench serve on {record['device']}: {record['config'].get('model', '')}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,142 @@
+"""One `bench serve` run: start the server if asked, sweep the rates, compare with offline, write.
+
+`--launch MODEL` starts `python -m minirt serve` as its own process (a server and its load
+generator in one process would share one GIL and measure each other), waits for /health, and
+stops it after the sweep; then the same requests go through offline `LLM.generate` in this
+process. MODEL is "embedded", a checkpoint folder, or "qwen3-0.6b-shape" (random bf16 weights,
+CUDA). Results land in `<out>/<device>/serve-<date>.json` with a PNG beside it. Notebook 03.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from minirt.bench.results import DEFAULT_OUT, load_results, write_results
+from minirt.bench.serve import TOPIC, LoadConfig, offline_row, plot, summary, sweep
+from minirt.bench.serve_workload import make_requests
+from minirt.ports import free_port
+
+
+@contextlib.contextmanager
+def launched(model: str | None, device: str, threads: int | None, extra: list[str]):
+    """`python -m minirt serve` in a child process; yields its URL, stops it afterwards."""
+    port = free_port()
+    flags = ["--port", str(port), "--device", device, "--max-waiting", "100000", *extra]
+    cmd = [sys.executable, "-m", "minirt", "serve", *([model] if model else []), *flags]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 900  # a large checkpoint and CUDA graphs take a while
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with code {proc.returncode}: {cmd}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url + "/health", timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server at {url} did not answer /health in 15 min")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _device_label(device: str) -> str:
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    from minirt.bench.gpu import _device
+
+    return _device()
+
+
+def run(
+    cfg: LoadConfig,
+    launch: str | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    out_dir=DEFAULT_OUT,
+    command: str | None = None,
+    label: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Sweep `cfg.rates` against cfg.url, or against a server started from `launch`."""
+    config = {
+        "url": cfg.url,
+        "rates": [str(r) for r in cfg.rates],
+        "num_prompts": cfg.num_prompts,
+        "burstiness": cfg.burstiness,
+        "workload": cfg.workload.to_dict(),
+        "slo": cfg.slo.to_dict(),
+        "model": cfg.model or launch or "(the server's)",
+    }
+    if launch is None:
+        rows = sweep(cfg, progress)
+        path = write_results(TOPIC, label or "remote", rows, out_dir, command, config=config)
+        return _with_plot(path)
+    with tempfile.TemporaryDirectory() as folder:
+        model = _model_folder(launch, folder)
+        extra = ["--max-num-seqs", "256"]
+        with launched(model, device, threads, extra) as url:
+            rows = sweep(replace(cfg, url=url), progress)
+        rows.append(_offline(model, device, threads, cfg, rows))
+    config |= {"launch": launch, "device": device, "threads": threads}
+    device_label = label or _device_label(device)
+    path = write_results(TOPIC, device_label, rows, out_dir, command, config=config)
+    return _with_plot(path)
+
+
+def _model_folder(launch: str, folder: str) -> str | None:
+    if launch == "embedded":
+        return None
+    if launch == "qwen3-0.6b-shape":
+        import torch
+
+        from minirt.bench.roofline import qwen3_06b_checkpoint
+
+        qwen3_06b_checkpoint(folder)  # made on the GPU: free it before the server starts
+        torch.cuda.empty_cache()
+        return folder
+    return launch
+
+
+def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> dict:
+    import torch
+
+    from minirt import LLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    llm = LLM(model, device=device, max_num_seqs=256)
+    row = offline_row(llm, make_requests(cfg.workload, cfg.num_prompts), rows)
+    del llm
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return row
+
+
+def _with_plot(path: Path) -> Path:
+    plot(load_results(path), path.with_suffix(".png"))
+    return path
+
+
+def print_summary(path: Path) -> None:
+    from minirt.tools.slo import Slo
+
+    record = load_results(path)
+    print(summary(record["results"], Slo(**record["config"]["slo"])))
