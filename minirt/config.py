@@ -136,10 +136,10 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = True  # False = prefix_cache=None (the older switch)
     # Prefix caching: "hash" = vLLM's hash-chained full blocks (BlockManager), "radix" =
-    # SGLang's token-level radix tree (RadixCache), None = off. Notebook 11 compares them.
-    prefix_cache: str | None = "hash"
+    # SGLang's token-level radix tree (RadixCache), None = off, or a class implementing
+    # minirt.kv.prefix_cache.PrefixCache (minirt.kv.caches builds it). Notebook 11 compares them.
+    prefix_cache: str | Callable | None = "hash"
     # Order of waiting requests: a name of minirt.sched.policy.POLICIES ("fcfs", "lpm",
     # "dfs-weight") or a function (waiting, cache) -> waiting in admission order.
     schedule_policy: str | Callable = "fcfs"
@@ -221,17 +221,12 @@ class EngineConfig:
             )
 
     def _check_scheduling(self) -> None:
-        if not self.enable_prefix_caching and self.prefix_cache == "radix":
-            raise ValueError("enable_prefix_caching=False contradicts prefix_cache='radix'")
-        if not self.enable_prefix_caching:
-            self.prefix_cache = None
-        self.enable_prefix_caching = self.prefix_cache is not None
-        for name, value, valid in (
-            ("prefix_cache", self.prefix_cache, ("hash", "radix", None)),
-            ("batch_priority", self.batch_priority, ("decode-first", "prefill-first")),
-        ):
-            if value not in valid:
-                raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+        cache = self.prefix_cache  # a name is looked up when the engine builds the cache
+        if not (cache is None or isinstance(cache, str) or callable(cache)):
+            raise ValueError(f"prefix_cache must be a name, None or a class, got {cache!r}")
+        valid = ("decode-first", "prefill-first")
+        if self.batch_priority not in valid:
+            raise ValueError(f"batch_priority must be one of {valid}, got {self.batch_priority!r}")
         # The name is looked up in minirt.sched.policy.POLICIES when the scheduler is built
         # (a function works too); here only what the config alone can tell.
         policy = self.schedule_policy
@@ -261,8 +256,9 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        if callable(self.schedule_policy):  # a learner's function: its name in the trace
-            out["schedule_policy"] = getattr(self.schedule_policy, "__name__", "custom")
+        for name in ("schedule_policy", "prefix_cache"):  # a learner's part: its name
+            if callable(getattr(self, name)):
+                out[name] = getattr(getattr(self, name), "__name__", "custom")
         return out
 
 

@@ -146,7 +146,7 @@ def make_llm(cfg: CpuBenchConfig) -> Any:
     """The engine under test: on the CPU even where CUDA exists, prefix caching on."""
     from minirt import LLM
 
-    kwargs = {"block_size": cfg.block_size, "enable_prefix_caching": True, "device": "cpu"}
+    kwargs = {"block_size": cfg.block_size, "prefix_cache": "hash", "device": "cpu"}
     kwargs.update(cfg.engine_kwargs)
     return LLM(cfg.model, **kwargs) if cfg.model else LLM(**kwargs)
 

@@ -20,9 +20,9 @@ from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
 from minirt.engine.overlap import OverlapLoop
 from minirt.kernels.backend import get_backend
-from minirt.kv import BlockManager, allocate_kv_pool, kv_cache_bytes_per_token, num_kv_blocks
+from minirt.kv import allocate_kv_pool, kv_cache_bytes_per_token, num_kv_blocks
+from minirt.kv.caches import make_prefix_cache
 from minirt.kv.pool import kv_budget_bytes
-from minirt.kv.radix_cache import RadixCache
 from minirt.kv.swap import SwapSpace
 from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
@@ -135,12 +135,8 @@ class LLM:
             budget = budget * per_token // both
         self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
-        if self.config.prefix_cache == "radix":  # SGLang's tree over the same pool
-            self.block_manager = RadixCache(self.num_blocks, bs)
-        else:
-            self.block_manager = BlockManager(
-                self.num_blocks, bs, self.config.prefix_cache == "hash"
-            )
+        # the block books: hash blocks, radix tree, none, or the learner's (minirt.kv.caches)
+        self.block_manager = make_prefix_cache(self.config.prefix_cache, self.num_blocks, bs)
         swap = None
         if self.config.preemption_mode == "swap":  # host blocks of the same shape as the pool's
             host_blocks = self.config.swap_space_bytes // (

@@ -13,6 +13,8 @@ import struct
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from minirt.kv.prefix_cache import PrefixCacheHooks
+
 
 def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
     """Hash of a full block, chained to its parent's: equal hashes mean equal *prefixes*."""
@@ -23,7 +25,7 @@ def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
     return int.from_bytes(h.digest()[:8], "little")
 
 
-class BlockManager:
+class BlockManager(PrefixCacheHooks):
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         if num_blocks < 1:
             raise ValueError("the KV pool needs at least one block")
@@ -159,14 +161,6 @@ class BlockManager:
             if h not in self.cached and self.block_hashes[b] is None:
                 self.cached[h] = b
                 self.block_hashes[b] = h
-
-    def cache_computed(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
-        """After the forward: nothing to do here (`commit` published at schedule time); the
-        RadixCache inserts its tokens now."""
-
-    def take_copies(self) -> list[tuple[int, int]]:
-        """Block copies an allocation needs before the forward: none (RadixCache has some)."""
-        return []
 
     def uncommit(self, seq_id: int, num_tokens: int) -> None:
         """Withdraw the hashes this sequence published past `num_tokens` (their KV is not valid:

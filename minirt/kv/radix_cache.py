@@ -17,6 +17,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from minirt.kv.prefix_cache import PrefixCacheHooks
 from minirt.kv.radix_tree import (
     RadixNode,
     all_nodes,
@@ -27,10 +28,10 @@ from minirt.kv.radix_tree import (
 )
 
 
-class RadixCache:
-    """Drop-in for `BlockManager` (same queries and changes) with a radix tree as the cache."""
-
-    enable_prefix_caching = True
+class RadixCache(PrefixCacheHooks):
+    """A `PrefixCache` like `BlockManager` (same queries and changes) with a radix tree as the
+    cache. Its tokens enter the tree after their forward (`cache_computed`), so the schedule-time
+    hooks (`prepare_write`, `commit`, `uncommit`) keep their do-nothing defaults."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1:
@@ -144,15 +145,6 @@ class RadixCache:
         out, self.copies = self.copies, []
         return out
 
-    def prepare_write(self, seq_id: int, start: int) -> list[tuple[int, int]]:
-        return []  # a table's partial blocks are private: nothing to copy on write
-
-    def commit(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
-        """Nothing at schedule time: a partial-block copy needs KV that is already computed."""
-
-    def uncommit(self, seq_id: int, num_tokens: int) -> None:
-        """Nothing: only tokens whose forward finished were ever inserted."""
-
     def cache_computed(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
         """Insert the first `num_computed` tokens (their KV is in the pool) and move the
         sequence's lock down to their node (SGLang's cache_unfinished_req)."""
@@ -186,9 +178,6 @@ class RadixCache:
             if b in self.free_list:
                 freed.append(b)
         return freed
-
-    def fork(self, parent_id: int, child_id: int) -> None:
-        raise NotImplementedError("RadixCache shares prefixes through the tree; fork is unused")
 
     def free(self, seq_id: int) -> None:
         """Release the table and the lock; inserted tokens stay cached until evicted."""

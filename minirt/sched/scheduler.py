@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from minirt.config import EngineConfig
-from minirt.kv import BlockManager
+from minirt.kv import BlockManager, RadixCache
 from minirt.sched.policy import InBatchPrefixes, fcfs, resolve_policy
 from minirt.sched.sequence import Sequence, SequenceStatus
 
@@ -182,7 +182,8 @@ class Scheduler:
         if batch.preempted or self.swapped:
             return budget
         chunked = self.config.enable_chunked_prefill
-        defer = self.policy is not fcfs and self.config.prefix_cache == "radix"
+        # the radix tree inserts after the forward: a prefix computed this step hits next step
+        defer = self.policy is not fcfs and isinstance(self.bm, RadixCache)
         if defer:  # prompts being computed: running ones not yet done, this step's admissions
             admitted = InBatchPrefixes(
                 s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens

@@ -41,10 +41,10 @@ def decode_with_cache(llm: Any, prompt: list[int], num_tokens: int) -> DecodeRun
 
 def decode_without_cache(llm: Any, prompt: list[int], num_tokens: int) -> DecodeRun:
     """Greedy-generate `num_tokens` by re-running the whole sequence for every token."""
-    if llm.config.enable_prefix_caching:
+    if llm.config.prefix_cache is not None:
         raise ValueError(
             "prefix caching would keep the previous call's KV and so act as a cache; build the "
-            "engine with LLM(..., enable_prefix_caching=False, trace=True)"
+            "engine with LLM(..., prefix_cache=None, trace=True)"
         )
     params = SamplingParams(temperature=0.0, max_tokens=1, ignore_eos=True)
     run = DecodeRun(token_ids=[])

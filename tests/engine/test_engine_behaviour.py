@@ -42,7 +42,7 @@ def test_shared_prefixes_hit_the_cache_and_the_hit_kv_equals_recomputed_kv():
     assert rate > 0
     assert_pool_clean(cached)
 
-    plain = LLM(device="cpu", enable_prefix_caching=False, trace=True)
+    plain = LLM(device="cpu", prefix_cache=None, trace=True)
     out_p = plain.generate(prompts, GREEDY, use_tqdm=False)
     assert [o.token_ids for o in out_c] == [o.token_ids for o in out_p]
     assert plain.last_stats.num_cached_tokens == 0

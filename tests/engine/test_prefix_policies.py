@@ -8,6 +8,8 @@ import torch
 from minirt import LLM, SamplingParams
 from minirt.config import EngineConfig
 from minirt.kv import BlockManager
+from minirt.kv.caches import make_prefix_cache
+from minirt.kv.prefix_cache import PrefixCacheHooks
 from minirt.sched import Scheduler
 from minirt.sched.policy import POLICIES
 
@@ -87,17 +89,26 @@ def test_radix_cache_with_speculative_decoding_keeps_the_tokens(reference):
     _assert_nothing_leaks(llm)
 
 
-def test_the_old_switch_still_turns_prefix_caching_off_and_bad_knobs_are_refused():
-    assert EngineConfig(enable_prefix_caching=False).prefix_cache is None
-    assert not EngineConfig(prefix_cache=None).enable_prefix_caching
+def test_one_knob_turns_prefix_caching_off_and_bad_parts_are_refused_by_name():
+    with pytest.raises(TypeError, match="enable_prefix_caching"):  # the old second switch
+        EngineConfig(enable_prefix_caching=False)
     with pytest.raises(ValueError, match="dfs_weight needs the prefix cache's match_node"):
         Scheduler(
             EngineConfig(prefix_cache="hash", schedule_policy="dfs-weight"), BlockManager(4, 4)
         )
     with pytest.raises(ValueError, match="unknown schedule_policy 'lifo'.*'dfs-weight'"):
         Scheduler(EngineConfig(schedule_policy="lifo"), BlockManager(4, 4))
-    with pytest.raises(ValueError, match="prefix_cache"):
-        EngineConfig(prefix_cache="trie")
+    with pytest.raises(ValueError, match="unknown prefix_cache 'trie'.*'radix'"):
+        make_prefix_cache("trie", 4, 4)
+
+    class HalfACache:  # a learner's cache that forgot most of the protocol
+        def __init__(self, num_blocks, block_size):
+            self.num_blocks, self.block_size = num_blocks, block_size
+
+        def free(self, seq_id): ...
+
+    with pytest.raises(ValueError, match=r"HalfACache lacks tables, num_free_blocks.*allocate"):
+        LLM(**SMALL, prefix_cache=HalfACache)
     with pytest.raises(ValueError, match="unknown preset"):
         EngineConfig.preset("tgi")
 
@@ -145,3 +156,114 @@ def test_a_policy_written_as_a_plain_function_schedules_the_engine(reference):
         _assert_nothing_leaks(llm)
     assert runs["arrival_order"] == runs["fcfs"]
     assert runs["newest_first"] != runs["fcfs"]
+
+
+class WholeBlockCache(PrefixCacheHooks):
+    """A second prefix cache, written here the simplest way: a dict from a prompt's full-block
+    prefix (as a tuple of tokens) to the blocks that hold its KV, published after the forward
+    (`cache_computed`), with reference counts; LRU order is ignored (evicts in id order)."""
+
+    def __init__(self, num_blocks, block_size):
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.refs = [0] * num_blocks
+        self.tables: dict[int, list[int]] = {}
+        self.prefix_of: dict[int, tuple] = {}  # block -> the prefix it ends (cached blocks)
+        self.cached: dict[tuple, int] = {}  # prefix -> block
+
+    @property
+    def num_free_blocks(self):
+        return self.refs.count(0)
+
+    @property
+    def num_cached_blocks(self):
+        return len(self.cached)
+
+    def blocks_for(self, n):
+        return -(-n // self.block_size)
+
+    def block_table(self, seq_id):
+        return self.tables[seq_id]
+
+    def _hits(self, tokens):
+        bs, out = self.block_size, []
+        for end in range(bs, len(tokens), bs):  # never the last token
+            if tuple(tokens[:end]) not in self.cached:
+                break
+            out.append(self.cached[tuple(tokens[:end])])
+        return out
+
+    def match_len(self, tokens):
+        return len(self._hits(tokens)) * self.block_size
+
+    def can_allocate(self, tokens, n):
+        hits = self._hits(tokens)[: self.blocks_for(n)]
+        free_hits = sum(self.refs[b] == 0 for b in hits)
+        return self.blocks_for(n) - len(hits) <= self.num_free_blocks - free_hits
+
+    def allocate(self, seq_id, tokens, n):
+        hits = self._hits(tokens)[: self.blocks_for(n)]
+        for b in hits:
+            self.refs[b] += 1
+        self.tables[seq_id] = list(hits)
+        self.append(seq_id, n)
+        return len(hits) * self.block_size
+
+    def can_append(self, seq_id, n):
+        return self.blocks_for(n) - len(self.tables[seq_id]) <= self.num_free_blocks
+
+    def append(self, seq_id, n):
+        table = self.tables[seq_id]
+        while len(table) < self.blocks_for(n):
+            b = next(b for b in range(self.num_blocks) if self.refs[b] == 0)
+            self.cached.pop(self.prefix_of.pop(b, None), None)  # reused: forget its content
+            self.refs[b] = 1
+            table.append(b)
+
+    def cache_computed(self, seq_id, tokens, n):
+        table, bs = self.tables[seq_id], self.block_size
+        for i in range(n // bs):
+            prefix = tuple(tokens[: (i + 1) * bs])
+            if prefix not in self.cached and table[i] not in self.prefix_of:
+                self.cached[prefix], self.prefix_of[table[i]] = table[i], prefix
+
+    def truncate(self, seq_id, n):
+        table, freed = self.tables[seq_id], []
+        while len(table) > self.blocks_for(n):
+            b = table.pop()
+            self.refs[b] -= 1
+            freed += [b] if self.refs[b] == 0 else []
+        for b in table[n // self.block_size :]:  # a partly valid block: not a cache entry
+            self.cached.pop(self.prefix_of.pop(b, None), None)
+        return freed
+
+    def free(self, seq_id):
+        for b in self.tables.pop(seq_id):
+            self.refs[b] -= 1
+
+    def evict(self, num_blocks=None):
+        gone = [b for b in self.prefix_of if self.refs[b] == 0][:num_blocks]
+        for b in gone:
+            self.cached.pop(self.prefix_of.pop(b))
+        return len(gone)
+
+    def to_dict(self):
+        return {"tables": {str(k): v for k, v in self.tables.items()}}
+
+    def check_invariants(self):
+        held = [0] * self.num_blocks
+        for table in self.tables.values():
+            for b in table:
+                held[b] += 1
+        assert held == self.refs
+
+
+def test_a_prefix_cache_written_in_the_test_serves_the_engine(reference):
+    """A named part: the prefix cache. The engine runs on a cache class written above, with
+    chunked prefill and preemption: the same greedy tokens, real hits, nothing leaked."""
+    prompts, want = reference
+    llm = LLM(**SMALL, prefix_cache=WholeBlockCache, trace=True)
+    for _ in range(2):  # the second round hits what the first cached
+        assert [o.token_ids for o in llm.generate(prompts, PARAMS, use_tqdm=False)] == want
+    assert llm.last_stats.num_cached_tokens > 0
+    assert llm.recorder.meta["engine_config"]["prefix_cache"] == "WholeBlockCache"
+    _assert_nothing_leaks(llm)

@@ -10,7 +10,7 @@ from minirt.tools.kv_cost import decode_with_cache, decode_without_cache
 
 def test_no_cache_loop_makes_the_same_tokens_with_quadratic_work(qwen3_checkpoint):
     folder, _ = qwen3_checkpoint
-    llm = LLM(folder, device="cpu", trace=True, enable_prefix_caching=False)
+    llm = LLM(folder, device="cpu", trace=True, prefix_cache=None)
     prompt = list(range(65, 75))  # 10 tokens
     cached = decode_with_cache(llm, prompt, 6)
     recomputed = decode_without_cache(llm, prompt, 6)
@@ -24,7 +24,7 @@ def test_no_cache_loop_refuses_an_engine_whose_prefix_cache_would_act_as_a_cache
     qwen3_checkpoint,
 ):
     folder, _ = qwen3_checkpoint
-    with pytest.raises(ValueError, match="enable_prefix_caching=False"):
+    with pytest.raises(ValueError, match="prefix_cache=None"):
         decode_without_cache(LLM(folder, device="cpu", trace=True), [65, 66], 2)
 
 

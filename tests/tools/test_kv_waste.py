@@ -54,7 +54,7 @@ def test_waste_over_trace_follows_block_tables_step_by_step():
 
 def test_on_a_real_run_paged_slack_stays_under_one_block_per_sequence(qwen3_checkpoint):
     folder, _ = qwen3_checkpoint
-    llm = LLM(folder, device="cpu", trace=True, block_size=8, enable_prefix_caching=False)
+    llm = LLM(folder, device="cpu", trace=True, block_size=8, prefix_cache=None)
     prompts = [[65 + i] * n for i, n in enumerate((3, 8, 13, 30))]
     llm.generate(prompts, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True), False)
     steps = [e for e in llm.recorder.events if e["type"] == "step"]

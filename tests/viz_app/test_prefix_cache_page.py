@@ -21,7 +21,8 @@ def settings():
 def test_the_tree_rows_are_the_radix_cache_nodes_of_a_direct_run(settings):
     runs = pc.run_both.__wrapped__(settings, "lpm")
     with torch_threads(1):
-        llm = LLM(**settings.engine_kwargs(), prefix_cache="radix", schedule_policy="lpm")
+        kw = {**settings.engine_kwargs(), "prefix_cache": "radix", "schedule_policy": "lpm"}
+        llm = LLM(**kw)
         llm.generate(list(PROMPTS), settings.sampling_params(), use_tqdm=False)
     radix = runs["radix"]
     last = pc.tree_rows(radix["steps"], len(radix["steps"]) - 1, radix["prompts"])

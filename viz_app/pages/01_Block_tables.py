@@ -50,7 +50,7 @@ def live_settings() -> RunSettings:
         block_size=block_size,
         kv_cache_bytes=kv_bytes_for_blocks(num_blocks, block_size),
         max_num_batched_tokens=budget,
-        enable_prefix_caching=caching,
+        prefix_cache="hash" if caching else None,
         max_model_len=256,
     )
 

@@ -28,7 +28,7 @@ def run_both(settings: RunSettings, policy: str = "lpm") -> dict[str, Any]:
     for cache in ("radix", "hash"):
         extra = {"prefix_cache": cache, "schedule_policy": policy if cache == "radix" else "fcfs"}
         with torch_threads(1):
-            llm = LLM(**{**settings.engine_kwargs(), **extra, "enable_prefix_caching": True})
+            llm = LLM(**{**settings.engine_kwargs(), **extra})
             llm.trace_cache = True
             prompts = [llm.tokenizer.encode(p) for p in settings.prompts]
             llm.generate(prompts, settings.sampling_params(), use_tqdm=False)

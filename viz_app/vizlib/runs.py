@@ -55,7 +55,7 @@ class RunSettings:
     kv_cache_bytes: int = 1024 * 1024
     max_num_batched_tokens: int = 32
     enable_chunked_prefill: bool = True
-    enable_prefix_caching: bool = True
+    prefix_cache: str | None = "hash"  # None: no prefix caching
     max_model_len: int = 128
     extra: dict[str, Any] = field(default_factory=dict)  # any other LLM(...) argument
 
@@ -68,7 +68,7 @@ class RunSettings:
             "kv_cache_bytes": self.kv_cache_bytes,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_chunked_prefill": self.enable_chunked_prefill,
-            "enable_prefix_caching": self.enable_prefix_caching,
+            "prefix_cache": self.prefix_cache,
             "max_model_len": self.max_model_len,
             **self.extra,
         }
