@@ -1,0 +1,206 @@
+"""A discrete-event model of the server: arrivals -> continuous-batching scheduler -> step times.
+
+Each step the model does what minirt's scheduler does: running sequences decode one token each,
+then waiting ones are admitted first-come-first-served under the token budget (prompts chunked),
+while KV tokens and batch slots last. A step lasts what a `CostModel` says, a line fitted to
+measured minirt steps: fixed cost + per prefill token + per decoding sequence + per token of
+context read. It predicts the latency-throughput curve (and goodput) without running a model.
+
+Vidur (Agrawal et al., MLSys '24) is the anchor for such simulators. Where ours differs: Vidur
+profiles each operator (GEMMs, attention by prefill/decode shape, all-reduce) and predicts them
+with random forests, so one profile covers many models and parallel layouts; it simulates
+replicas, a global router and preemption. Ours fits four numbers to whole-step times of one
+model on one device, one replica, no preemption (a request waits until its whole prompt and
+output fit the pool), and ignores HTTP and detokenisation. Notebook 03.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+
+from minirt.tools.slo import RequestTiming, Slo, summarize
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV."""
+
+    base_ms: float
+    prefill_ms: float  # per prompt token computed this step
+    decode_ms: float  # per sequence decoding this step
+    context_ms: float = 0.0  # per token of KV the step's decodes read
+
+    def step_ms(self, prefill_tokens: int, decodes: int, context_tokens: int) -> float:
+        return (
+            self.base_ms
+            + self.prefill_ms * prefill_tokens
+            + self.decode_ms * decodes
+            + self.context_ms * context_tokens
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_cost_model(steps: list[dict]) -> CostModel:
+    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms}."""
+    import numpy as np
+
+    if len(steps) < 4:
+        raise ValueError(
+            f"fitting 4 coefficients needs at least 4 measured steps, got {len(steps)}"
+        )
+    x = np.array([[1.0, s["prefill_tokens"], s["decodes"], s["context_tokens"]] for s in steps])
+    y = np.array([s["step_ms"] for s in steps])
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return CostModel(*(max(0.0, float(c)) for c in coef))  # a cost is never negative
+
+
+def steps_from_trace(events: list[dict]) -> list[dict]:
+    """Observations for `fit_cost_model` from a minirt trace's step events (LLM(trace=True))."""
+    rows = []
+    for ev in events:
+        if ev.get("type") != "step":
+            continue
+        decodes = [s for s in ev["scheduled"] if not s["is_prefill"]]
+        rows.append(
+            {
+                "prefill_tokens": ev["num_prefill_tokens"],
+                "decodes": len(decodes),
+                "context_tokens": sum(s["num_computed_tokens"] + 1 for s in decodes),
+                "step_ms": ev["schedule_ms"] + ev["forward_ms"],
+            }
+        )
+    return rows
+
+
+@dataclass
+class SimRequest:
+    arrival_s: float
+    prompt_len: int
+    output_len: int
+
+
+@dataclass
+class SchedulerModel:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 2048
+    kv_capacity_tokens: int = 1 << 30  # the pool; a request is admitted when all of it fits
+
+
+def simulate(requests: list[SimRequest], cost: CostModel, sched: SchedulerModel) -> list:
+    """Run the model to the end; one RequestTiming per request, in the order given."""
+    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
+    pending = deque(order)  # not yet arrived
+    waiting: deque[int] = deque()
+    running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, tokens generated]
+    first, stamps = {}, {i: [] for i in range(len(requests))}
+    kv_used, t = 0, 0.0
+    while pending or waiting or running:
+        while pending and requests[pending[0]].arrival_s <= t:
+            waiting.append(pending.popleft())
+        if not waiting and not running:
+            t = requests[pending[0]].arrival_s
+            continue
+        budget = sched.max_num_batched_tokens
+        decoding, context, prefill, chunks = set(), 0, 0, {}
+        for i, (done, gen) in running.items():
+            if done == requests[i].prompt_len and budget > 0:
+                decoding.add(i)
+                context, budget = context + done + gen, budget - 1
+            elif done < requests[i].prompt_len and budget > 0:
+                chunks[i] = min(budget, requests[i].prompt_len - done)
+                prefill, budget = prefill + chunks[i], budget - chunks[i]
+        while waiting and budget > 0 and len(running) < sched.max_num_seqs:
+            r = requests[waiting[0]]
+            need = r.prompt_len + r.output_len
+            if kv_used + need > sched.kv_capacity_tokens:
+                break
+            i = waiting.popleft()
+            kv_used += need
+            running[i] = [0, 0]
+            chunks[i] = min(budget, r.prompt_len)
+            prefill, budget = prefill + chunks[i], budget - chunks[i]
+        t += cost.step_ms(prefill, len(decoding), context) / 1e3
+        for i in list(running):
+            if i in chunks:
+                running[i][0] += chunks[i]
+                if running[i][0] < requests[i].prompt_len:
+                    continue  # more prompt chunks to go: no token yet
+            elif i not in decoding:
+                continue  # no room in this step's budget
+            running[i][1] += 1
+            stamps[i].append(t)
+            first.setdefault(i, t)
+            if running[i][1] == requests[i].output_len:
+                kv_used -= requests[i].prompt_len + requests[i].output_len
+                del running[i]
+    out = []
+    for i, r in enumerate(requests):
+        gaps = [b - a for a, b in zip(stamps[i], stamps[i][1:], strict=False)]
+        ttft, e2e = first[i] - r.arrival_s, stamps[i][-1] - r.arrival_s
+        out.append(RequestTiming(r.arrival_s, ttft, e2e, r.output_len, gaps))
+    return out
+
+
+def predict_curve(
+    lengths: list[tuple[int, int]],
+    arrivals: dict[float, list[float]],
+    cost: CostModel,
+    sched: SchedulerModel,
+    slo: Slo,
+) -> list[dict]:
+    """One row per rate, shaped like `bench serve`'s: `arrivals` maps a rate to send times."""
+    rows = []
+    for rate, times in arrivals.items():
+        reqs = [SimRequest(t, p, o) for t, (p, o) in zip(times, lengths, strict=True)]
+        timings = simulate(reqs, cost, sched)
+        duration = max(r.start_s + r.e2e_s for r in timings) - min(times)
+        row = {"name": "simulated", "rate": "inf" if math.isinf(rate) else rate}
+        rows.append(row | summarize(timings, 0, duration, slo))
+    return rows
+
+
+def measured_steps(llm, lengths: list[tuple[int, int]], batch_sizes=(1, 4, 16)) -> list[dict]:
+    """Steps of a real engine built with `LLM(..., trace=True)`, ready for `fit_cost_model`:
+    the requests `lengths` (prompt, output) run in groups of each batch size."""
+    import random
+
+    from minirt.sampling_params import SamplingParams
+
+    rng = random.Random(0)
+    llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
+    steps = []
+    for size in batch_sizes:
+        group = lengths[:size]
+        prompts = [[rng.randrange(256) for _ in range(p)] for p, _ in group]
+        params = [SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True) for _, o in group]
+        llm.generate(prompts, params, use_tqdm=False)
+        steps += steps_from_trace(llm.recorder.events)
+    return steps
+
+
+def cost_from_gpu_record(record: dict) -> CostModel:
+    """A CostModel from a committed `bench gpu` run: decode steps of the CUDA-graph engine by
+    batch size give base, per-sequence and per-context-token costs; prefill is priced at the
+    measured bf16 matmul rate (2 FLOPs per weight per token)."""
+    rows = record["results"]
+    decode = [r for r in rows if r["name"] == "decode" and r["system"] == "minirt-graphs"]
+    steps = []
+    for r in decode:
+        context = r["batch"] * (r["prompt_len"] + r["new_tokens"] // 2)
+        steps.append(
+            {
+                "prefill_tokens": 0,
+                "decodes": r["batch"],
+                "step_ms": r["step_ms"],
+                "context_tokens": context,
+            }
+        )
+    fit = fit_cost_model(steps)
+    weight_bytes = next(r["weight_bytes"] for r in rows if r["name"] == "roofline")
+    tflops = next(r["tflop_per_s"] for r in rows if r["name"] == "bf16_matmul")
+    prefill_ms = 2 * (weight_bytes / 2) / (tflops * 1e12) * 1e3  # bf16: 2 bytes a weight
+    return CostModel(fit.base_ms, prefill_ms, fit.decode_ms, fit.context_ms)
