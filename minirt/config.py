@@ -151,7 +151,8 @@ class EngineConfig:
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
     seed: int = 0  # for requests without their own seed
     trace: bool = False  # record every step (minirt.trace)
-    kernel_backend: str = "auto"  # "auto" -> triton on CUDA, torch on CPU (minirt.kernels.backend)
+    # "auto" -> triton on CUDA, torch on CPU, or a KernelBackend (minirt.kernels.backend)
+    kernel_backend: str | object = "auto"
     enforce_eager: bool = False  # CUDA: True launches every kernel from Python (no CUDA graphs)
     cuda_graph_sizes: list[int] | None = None  # batch sizes to capture; default: vLLM's ladder
     # Speculative decoding (minirt.spec): a draft model ("draft" = the embedded one, or a folder)
@@ -169,9 +170,14 @@ class EngineConfig:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-        if self.kernel_backend not in ("auto", "torch", "triton"):
+        if isinstance(self.kernel_backend, str) and self.kernel_backend not in (
+            "auto",
+            "torch",
+            "triton",
+        ):
             raise ValueError(
-                f"kernel_backend must be 'auto', 'torch' or 'triton', got {self.kernel_backend!r}"
+                f"kernel_backend must be 'auto', 'torch', 'triton' or a KernelBackend, got "
+                f"{self.kernel_backend!r}"
             )
         if self.cuda_graph_sizes is not None and not self.cuda_graph_sizes:
             raise ValueError("cuda_graph_sizes must list at least one batch size, or be None")
@@ -259,6 +265,8 @@ class EngineConfig:
         for name in ("schedule_policy", "prefix_cache"):  # a learner's part: its name
             if callable(getattr(self, name)):
                 out[name] = getattr(getattr(self, name), "__name__", "custom")
+        if not isinstance(self.kernel_backend, str):
+            out["kernel_backend"] = getattr(self.kernel_backend, "name", "custom")
         return out
 
 

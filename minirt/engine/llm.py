@@ -185,7 +185,7 @@ class LLM:
         # the references index with data-dependent masks, so with them the engine stays eager.
         if (
             self.device.type == "cuda"
-            and self.kernels.name == "triton"
+            and self.kernels.capturable
             and not self.config.enforce_eager
         ):
             # With speculation a verify is k + 1 one-token rows per sequence (batch expansion),

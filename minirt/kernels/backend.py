@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -27,7 +27,11 @@ from minirt.kernels import store_kv as store_kv_mod
 
 @dataclass(frozen=True)
 class KernelBackend:
-    name: str  # "torch" | "triton"
+    """The model's kernels by role, each with the signature of its `*_ref`. A learner's backend
+    is one of these, e.g. `dataclasses.replace(TORCH, name="mine", decode_attention=my_fn)`,
+    passed as `LLM(kernel_backend=...)`."""
+
+    name: str  # "torch" | "triton" | a learner's
     store_kv: Callable
     decode_attention: Callable
     prefill_attention: Callable
@@ -35,6 +39,9 @@ class KernelBackend:
     silu_mul: Callable
     rope: Callable
     qk_norm_rope: Callable
+    # Fixed launch shapes, whatever the data: a decode step can be captured in a CUDA graph
+    # (the references index with data-dependent masks; with them the engine stays eager).
+    capturable: bool = False
 
 
 TORCH = KernelBackend(
@@ -57,14 +64,18 @@ TRITON = KernelBackend(
     silu_mul=activation.silu_mul,
     rope=rotary.rope,
     qk_norm_rope=qk_norm_rope.qk_norm_rope,
+    capturable=True,
 )
 
 BACKENDS = {"torch": TORCH, "triton": TRITON}
 
 
-def get_backend(name: str, device: torch.device | str) -> KernelBackend:
-    """ "auto" -> Triton on CUDA, the references on CPU; or ask for "torch"/"triton" by name."""
+def get_backend(name: str | KernelBackend, device: torch.device | str) -> KernelBackend:
+    """ "auto" -> Triton on CUDA, the references on CPU; or ask for "torch"/"triton" by name,
+    or pass a KernelBackend of your own (checked: every role must be callable)."""
     device = torch.device(device)
+    if not isinstance(name, str):
+        return _checked(name)
     if name == "auto":
         name = "triton" if device.type == "cuda" else "torch"
     if name not in BACKENDS:
@@ -75,3 +86,15 @@ def get_backend(name: str, device: torch.device | str) -> KernelBackend:
             "starting Python (Triton's interpreter, slow but exact) or use kernel_backend='torch'"
         )
     return BACKENDS[name]
+
+
+def _checked(backend) -> KernelBackend:
+    roles = [f.name for f in fields(KernelBackend) if f.name not in ("name", "capturable")]
+    missing = [r for r in roles if not callable(getattr(backend, r, None))]
+    if missing:
+        raise ValueError(
+            f"kernel_backend {getattr(backend, 'name', backend)!r} lacks callable "
+            f"{', '.join(missing)}; build one with dataclasses.replace(minirt.kernels.backend."
+            "TORCH, name=..., <role>=your_function)"
+        )
+    return backend

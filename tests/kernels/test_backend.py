@@ -75,3 +75,27 @@ def test_the_padded_static_buffer_decode_path_gives_the_eager_tokens(qwen3_check
     b = [o.token_ids for o in padded.generate(prompts, params, use_tqdm=False)]
     assert a == b
     assert padded.block_manager.num_free_blocks == padded.num_blocks
+
+
+def test_a_backend_of_the_learners_own_runs_the_engine_and_a_missing_role_is_named():
+    """A named part: the kernel backend. Attention written in the test (the reference, counted)
+    gives the same tokens as the default; a backend without a role is refused by name."""
+    from dataclasses import replace
+
+    from minirt.kernels.decode_attention import decode_attention_ref
+
+    calls = []
+
+    def my_decode_attention(*args, **kwargs):
+        calls.append(1)
+        return decode_attention_ref(*args, **kwargs)
+
+    mine = replace(TORCH, name="mine", decode_attention=my_decode_attention)
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    want = LLM(device="cpu").generate(["def f(x):"], params, use_tqdm=False)[0].token_ids
+    llm = LLM(device="cpu", kernel_backend=mine, trace=True)
+    assert llm.generate(["def f(x):"], params, use_tqdm=False)[0].token_ids == want
+    assert calls, "the engine never called the learner's decode attention"
+    assert llm.recorder.meta["engine_config"]["kernel_backend"] == "mine"
+    with pytest.raises(ValueError, match="lacks callable rms_norm"):
+        LLM(device="cpu", kernel_backend=replace(TORCH, name="half", rms_norm=None))
