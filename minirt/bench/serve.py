@@ -89,14 +89,15 @@ def served_model(url: str) -> str:
 
 
 def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
-    """One row per offered rate (the same requests at each), plus a short warm-up first."""
+    """One row per offered rate: the same lengths at each, fresh tokens (no prefix-cache hits
+    from an earlier rate), after a warm-up of the whole workload at once."""
     model = cfg.model or served_model(cfg.url)
-    requests = make_requests(cfg.workload, cfg.num_prompts)
-    asyncio.run(run_rate(cfg, model, requests[:2], math.inf))  # warm-up: first-call costs
+    asyncio.run(run_rate(cfg, model, make_requests(cfg.workload, cfg.num_prompts), math.inf))
     rows = []
-    for rate in cfg.rates:
+    for i, rate in enumerate(cfg.rates, start=1):
+        requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
         done, errors, duration = asyncio.run(run_rate(cfg, model, requests, rate))
-        row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate}
+        row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
         row |= summarize(done, len(errors), duration, cfg.slo)
         row["errors"] = sorted(set(errors))[:5]
         rows.append(row)
@@ -118,7 +119,9 @@ def _line(r: dict) -> str:
 
 
 def summary(rows: list[dict], slo: Slo | None = None) -> str:
-    lines = [_line(r) for r in rows if r["name"] == "rate"]
+    measured = [r for r in rows if r["name"] == "rate"]
+    simulated = [r for r in rows if r["name"] == "simulated"]
+    lines = [_line(r) for r in measured] + ["simulated " + _line(r) for r in simulated]
     for r in rows:
         if r["name"] == "offline":
             lines.append(
@@ -126,26 +129,31 @@ def summary(rows: list[dict], slo: Slo | None = None) -> str:
                 f"{r['server_output_throughput']:.1f} tok/s = {r['http_efficiency']:.0%}"
             )
     if slo is not None:
-        best = max_rate_meeting([r for r in rows if r["name"] == "rate"], slo)
         goal = f"p99 TTFT <= {slo.ttft_ms:g} ms and p99 TPOT <= {slo.tpot_ms:g} ms"
-        lines.append(f"max rate with {goal}: {best if best is not None else 'none measured'}")
+        for name, some in (("measured", measured), ("simulated", simulated)):
+            if some:
+                best = max_rate_meeting(some, slo)
+                lines.append(f"max rate with {goal} ({name}): {best}")
     return "\n".join(lines)
 
 
-def offline_row(llm, requests: list[RequestSpec], server_rows: list[dict]) -> dict:
-    """The same requests through `LLM.generate` at once: the server's ceiling."""
+def offline_row(llm, cfg: LoadConfig, server_rows: list[dict]) -> dict:
+    """The requests of the sweep's rate "inf" (or its last rate) through `LLM.generate` at
+    once, after a warm-up on the warm-up's requests: the server's ceiling."""
     from minirt import SamplingParams
 
+    at_once = [r for r in server_rows if r["rate"] == "inf"] or server_rows[-1:]
+    warm = make_requests(cfg.workload, cfg.num_prompts)
+    requests = make_requests(cfg.workload, cfg.num_prompts, variant=at_once[0]["variant"])
     params = [
         SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True) for r in requests
     ]
-    llm.generate([r.prompt for r in requests[:2]], params[:2], use_tqdm=False)  # warm-up
+    llm.generate([r.prompt for r in warm], params, use_tqdm=False)
     t0 = time.perf_counter()
     outs = llm.generate([r.prompt for r in requests], params, use_tqdm=False)
     elapsed = time.perf_counter() - t0
     tok_s = sum(len(o.token_ids) for o in outs) / elapsed
-    at_once = [r for r in server_rows if r["rate"] == "inf"] or server_rows
-    server = max(r["output_throughput"] for r in at_once)
+    server = at_once[0]["output_throughput"]
     row = {"name": "offline", "output_throughput": tok_s, "duration_s": elapsed}
     return row | {"server_output_throughput": server, "http_efficiency": server / tok_s}
 
@@ -170,6 +178,10 @@ def plot(record: dict, path: Path) -> Path:
             ax.annotate(
                 str(r["rate"]), where, fontsize=7, textcoords="offset points", xytext=(3, 3)
             )
+        sim = [r for r in record["results"] if r["name"] == "simulated" and r["completed"]]
+        if sim:
+            x_sim = [r["request_throughput"] for r in sim]
+            ax.plot(x_sim, [r[f"{metric}_p99_ms"] for r in sim], "^:", label="p99 simulated")
         ax.axhline(limit, color="gray", ls=":", label=f"SLO {limit:g} ms")
         name = metric.upper()
         ax.set(xlabel="throughput (requests/s)", ylabel=f"{name} (ms)", yscale="log")

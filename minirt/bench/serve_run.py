@@ -21,7 +21,7 @@ import httpx
 
 from minirt.bench.results import DEFAULT_OUT, load_results, write_results
 from minirt.bench.serve import TOPIC, LoadConfig, offline_row, plot, summary, sweep
-from minirt.bench.serve_workload import make_requests
+from minirt.bench.serve_workload import arrival_times, make_requests
 from minirt.ports import free_port
 
 
@@ -94,7 +94,7 @@ def run(
         extra = ["--max-num-seqs", "256"]
         with launched(model, device, threads, extra) as url:
             rows = sweep(replace(cfg, url=url), progress)
-        rows.append(_offline(model, device, threads, cfg, rows))
+        rows += _offline(model, device, threads, cfg, rows)
     config |= {"launch": launch, "device": device, "threads": threads}
     device_label = label or _device_label(device)
     path = write_results(TOPIC, device_label, rows, out_dir, command, config=config)
@@ -115,7 +115,8 @@ def _model_folder(launch: str, folder: str) -> str | None:
     return launch
 
 
-def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> dict:
+def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> list[dict]:
+    """The offline row, then the simulator's rows for the same rates (fitted to this engine)."""
     import torch
 
     from minirt import LLM
@@ -123,11 +124,30 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
     if threads:
         torch.set_num_threads(threads)
     llm = LLM(model, device=device, max_num_seqs=256)
-    row = offline_row(llm, make_requests(cfg.workload, cfg.num_prompts), rows)
+    out = [offline_row(llm, cfg, rows)]
+    out += simulated_rows(llm, cfg)
     del llm
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return row
+    return out
+
+
+def simulated_rows(llm, cfg: LoadConfig) -> list[dict]:
+    """minirt.tools.serving's prediction of the sweep: a cost model fitted to this engine's
+    traced steps (batches of 1, 8 and 64 of the workload), the same lengths and arrivals."""
+    from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps, predict_curve
+
+    lengths = [(len(r.prompt), r.max_tokens) for r in make_requests(cfg.workload, cfg.num_prompts)]
+    llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
+    cost = fit_cost_model(measured_steps(llm, lengths, batch_sizes=(1, 8, 64)))
+    llm.config.trace = False
+    c = llm.config
+    sched = SchedulerModel(c.max_num_seqs, c.max_num_batched_tokens, llm.pool_capacity_tokens)
+    times = {
+        r: arrival_times(len(lengths), r, cfg.burstiness, cfg.workload.seed) for r in cfg.rates
+    }
+    rows = predict_curve(lengths, times, cost, sched, cfg.slo)
+    return [{"name": "cost_model", **cost.to_dict()}, *rows]
 
 
 def _with_plot(path: Path) -> Path:

@@ -75,16 +75,20 @@ def _lengths(spec: WorkloadSpec, n: int, rng: random.Random) -> list[tuple[int, 
     return [(_lognormal(rng, *d["prompt"]), _lognormal(rng, *d["output"])) for _ in range(n)]
 
 
-def make_requests(spec: WorkloadSpec, n: int) -> list[RequestSpec]:
-    """`n` requests, the same for the same spec (seeded)."""
+def make_requests(spec: WorkloadSpec, n: int, variant: int = 0) -> list[RequestSpec]:
+    """`n` requests, the same for the same spec (seeded). Each `variant` has the same lengths
+    and shared prefixes but its own tokens after them, so a sweep's rates (and its warm-up) do
+    not find each other's prompts in the prefix cache."""
     rng = random.Random(spec.seed)
     prefixes = [
         [rng.randrange(spec.vocab) for _ in range(spec.shared_prefix_len)]
         for _ in range(spec.num_prefixes)
     ]
+    lengths = _lengths(spec, n, rng)
+    tokens = random.Random(f"{spec.seed}/{variant}")
     requests = []
-    for i, (prompt_len, output_len) in enumerate(_lengths(spec, n, rng)):
-        own = [rng.randrange(spec.vocab) for _ in range(max(1, prompt_len))]
+    for i, (prompt_len, output_len) in enumerate(lengths):
+        own = [tokens.randrange(spec.vocab) for _ in range(max(1, prompt_len))]
         requests.append(RequestSpec(prefixes[i % len(prefixes)] + own, max(1, output_len)))
     return requests
 

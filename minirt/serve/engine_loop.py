@@ -42,7 +42,6 @@ class ServeRequest:
     prompt_token_ids: list[int]
     params: SamplingParams
     queue: asyncio.Queue  # of TokenDelta, read by the HTTP handler
-    loop: asyncio.AbstractEventLoop
     arrival_s: float = field(default_factory=time.perf_counter)
     seq: Sequence | None = None
     num_sent: int = 0  # output tokens already handed to the queue
@@ -91,6 +90,8 @@ class EngineLoop:
         self._ids = itertools.count(2**40)
         self._inbox: deque[tuple[str, ServeRequest]] = deque()
         self._live: dict[int, ServeRequest] = {}  # engine thread only
+        self._outbox: list[tuple[asyncio.Queue, TokenDelta]] = []  # engine thread only
+        self._loop: asyncio.AbstractEventLoop | None = None  # the HTTP side's, set by submit
         self._num_admitted = 0  # submitted, not finished; under _lock
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -140,8 +141,8 @@ class EngineLoop:
                     "wait beside a full batch); retry after the Retry-After seconds"
                 )
             self._num_admitted += 1
-        loop = asyncio.get_running_loop()
-        req = ServeRequest(prompt_token_ids, params, asyncio.Queue(), loop)
+        self._loop = asyncio.get_running_loop()  # one event loop serves every request
+        req = ServeRequest(prompt_token_ids, params, asyncio.Queue())
         self._inbox.append(("add", req))
         self._wake.set()
         return req
@@ -192,6 +193,7 @@ class EngineLoop:
                 self.llm.scheduler.finish(req.seq, "abort")
                 self.llm.runner.release(req.seq.seq_id)
                 self._finish(req, "abort")
+        self._flush()
 
     def _deliver(self, finished: list[Sequence]) -> None:
         now = time.perf_counter()
@@ -207,6 +209,7 @@ class EngineLoop:
                 self._finish(req, req.seq.finish_reason or "stop", new)
             else:
                 self._put(req, TokenDelta(new))
+        self._flush()
 
     def _finish(self, req: ServeRequest, reason: str, tokens=(), error: str | None = None) -> None:
         req.finish_s = time.perf_counter()
@@ -231,10 +234,19 @@ class EngineLoop:
             what, req = self._inbox.popleft()
             if what == "add":
                 self._finish(req, "error", error=message)
+        self._flush()
 
     def _put(self, req: ServeRequest, delta: TokenDelta) -> None:
+        self._outbox.append((req.queue, delta))
+
+    def _flush(self) -> None:
+        """Hand this step's deltas over in one callback: one wake-up of the event loop per step,
+        not one per request (with hundreds of streams that is most of the HTTP side's cost)."""
+        if not self._outbox:
+            return
+        batch, self._outbox = self._outbox, []
         try:
-            req.loop.call_soon_threadsafe(req.queue.put_nowait, delta)
+            self._loop.call_soon_threadsafe(_put_all, batch)
         except RuntimeError:  # the event loop closed: nobody is listening any more
             pass
 
@@ -245,3 +257,8 @@ class EngineLoop:
         self.snapshot.num_waiting = waiting + sum(1 for w, _ in list(self._inbox) if w == "add")
         self.snapshot.num_blocks_used = bm.num_blocks - bm.num_free_blocks
         self.snapshot.num_steps = s.num_steps
+
+
+def _put_all(batch: list[tuple[asyncio.Queue, TokenDelta]]) -> None:
+    for queue, delta in batch:
+        queue.put_nowait(delta)
