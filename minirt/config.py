@@ -131,6 +131,7 @@ class EngineConfig:
 
     block_size: int = 16  # tokens per KV block (vLLM's default)
     kv_cache_bytes: int | None = None  # explicit KV budget; default 256 MiB on CPU
+    num_kv_blocks: int | None = None  # or the pool's size in blocks (overrides the budget)
     gpu_memory_utilization: float = 0.9  # CUDA: share of total memory the process may fill
     max_num_seqs: int = 256  # running sequences at once
     max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
@@ -206,6 +207,9 @@ class EngineConfig:
         if self.max_model_len is not None:
             hint = "; None means the model's max_position_embeddings"
             self.max_model_len = as_int("max_model_len", self.max_model_len, 1, hint=hint)
+        if self.num_kv_blocks is not None:
+            hint = "; None sizes the pool from kv_cache_bytes"
+            self.num_kv_blocks = as_int("num_kv_blocks", self.num_kv_blocks, 1, hint=hint)
         if self.kv_cache_bytes is not None:
             self.kv_cache_bytes = int(as_float("kv_cache_bytes", self.kv_cache_bytes, 1))
         self.swap_space_bytes = int(as_float("swap_space_bytes", self.swap_space_bytes, 0))

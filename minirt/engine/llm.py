@@ -125,15 +125,8 @@ class LLM:
         # The pool is allocated once, now, after the weights: a budget that is too small fails
         # here at start-up, not in the middle of a request.
         self.draft_model, self.draft_config = self._load_draft()
-        budget = kv_budget_bytes(
-            self.device, self.config.kv_cache_bytes, self.config.gpu_memory_utilization
-        )
         bs = self.config.block_size
-        if self.draft_config is not None:  # both pools get the same number of blocks
-            per_token = kv_cache_bytes_per_token(mc, self.dtype)
-            both = per_token + kv_cache_bytes_per_token(self.draft_config, self.dtype)
-            budget = budget * per_token // both
-        self.num_blocks = num_kv_blocks(mc, bs, self.dtype, budget)
+        self.num_blocks = self.config.num_kv_blocks or self._blocks_in_budget()
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
         # the block books: hash blocks, radix tree, none, or the learner's (minirt.kv.caches)
         self.block_manager = make_prefix_cache(self.config.prefix_cache, self.num_blocks, bs)
@@ -183,11 +176,7 @@ class LLM:
         kernels and weights it recorded: after swapping layers (quantize_model) capture again."""
         # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
         # the references index with data-dependent masks, so with them the engine stays eager.
-        if (
-            self.device.type == "cuda"
-            and self.kernels.capturable
-            and not self.config.enforce_eager
-        ):
+        if self.device.type == "cuda" and self.kernels.capturable and not self.config.enforce_eager:
             # With speculation a verify is k + 1 one-token rows per sequence (batch expansion),
             # and so is a draft pass: both models replay decode graphs up to that many rows.
             rows = self.config.max_num_seqs * (1 + self.config.num_speculative_tokens)
@@ -377,6 +366,19 @@ class LLM:
 
     def _spec_counts(self) -> tuple[int, int]:
         return (self.spec.num_proposed, self.spec.num_accepted) if self.spec else (0, 0)
+
+    def _blocks_in_budget(self) -> int:
+        """Blocks that fit the KV budget (kv_cache_bytes, or free GPU memory x utilisation);
+        with a draft, both pools get the same number of blocks out of the one budget."""
+        mc, bs = self.model_config, self.config.block_size
+        budget = kv_budget_bytes(
+            self.device, self.config.kv_cache_bytes, self.config.gpu_memory_utilization
+        )
+        if self.draft_config is not None:
+            per_token = kv_cache_bytes_per_token(mc, self.dtype)
+            both = per_token + kv_cache_bytes_per_token(self.draft_config, self.dtype)
+            budget = budget * per_token // both
+        return num_kv_blocks(mc, bs, self.dtype, budget)
 
     def _load_draft(self):
         """The speculative decoding draft (EngineConfig.speculative_model), or (None, None)."""

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from minirt import LLM, SamplingParams
@@ -110,3 +111,11 @@ def test_trace_is_written_and_loads_back(tmp_path, embedded_llm):
         len(llm.tokenizer.encode(s)) for s in code_snippets(3)
     )
     assert trace.meta["num_blocks"] == llm.num_blocks
+
+
+def test_the_pool_can_be_sized_in_blocks_for_the_target_and_the_draft_alike():
+    llm = LLM(device="cpu", num_kv_blocks=7, speculative_model="draft", num_speculative_tokens=2)
+    assert llm.num_blocks == 7 and llm.block_manager.num_blocks == 7
+    assert llm.kv_pool.shape[2] == 7 and llm.spec.draft.kv_pool.shape[2] == 7
+    with pytest.raises(ValueError, match="num_kv_blocks must be >= 1"):
+        LLM(device="cpu", num_kv_blocks=0)

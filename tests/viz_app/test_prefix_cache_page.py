@@ -5,7 +5,7 @@ import pytest
 
 from minirt import LLM
 from vizlib import prefix_cache as pc
-from vizlib.runs import RunSettings, kv_bytes_for_blocks, torch_threads
+from vizlib.runs import RunSettings, torch_threads
 
 PAGE = "pages/09_Prefix_cache.py"
 HEADER = "You are a careful assistant.\nAnswer in one line.\n"
@@ -15,7 +15,7 @@ PROMPTS = (HEADER + "Q: capital of France?", HEADER + "Q: capital of Spain?", "Q
 @pytest.fixture(scope="module")
 def settings():
     return RunSettings(prompts=PROMPTS, max_tokens=2, block_size=8, max_num_batched_tokens=64,
-                       kv_cache_bytes=kv_bytes_for_blocks(48, 8), max_model_len=256)  # fmt: skip
+                       num_kv_blocks=48, max_model_len=256)  # fmt: skip
 
 
 def test_the_tree_rows_are_the_radix_cache_nodes_of_a_direct_run(settings):

@@ -14,7 +14,6 @@ from vizlib.runs import (
     DTYPE,
     RunSettings,
     embedded_model_config,
-    kv_bytes_for_blocks,
     parse_prompts,
 )
 from vizlib.source import choose_trace, engine_setting
@@ -48,7 +47,7 @@ def live_settings() -> RunSettings:
         prompts=parse_prompts(text),
         max_tokens=max_tokens,
         block_size=block_size,
-        kv_cache_bytes=kv_bytes_for_blocks(num_blocks, block_size),
+        num_kv_blocks=num_blocks,
         max_num_batched_tokens=budget,
         prefix_cache="hash" if caching else None,
         max_model_len=256,

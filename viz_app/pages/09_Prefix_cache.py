@@ -10,7 +10,7 @@ import streamlit as st
 from minirt.sched.policy import POLICIES
 from vizlib import prefix_cache as pc
 from vizlib.registry import page_for
-from vizlib.runs import RunSettings, kv_bytes_for_blocks, parse_prompts
+from vizlib.runs import RunSettings, parse_prompts
 
 PAGE = page_for(__file__)
 st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
@@ -38,7 +38,7 @@ budget = sb.slider("Token budget per step", 16, 256, 32, step=16, key="pc_budget
 max_tokens = sb.slider("New tokens per prompt", 1, 32, 4, key="pc_max_tokens")
 settings = RunSettings(
     prompts=parse_prompts(text), max_tokens=max_tokens, block_size=block_size,
-    kv_cache_bytes=kv_bytes_for_blocks(num_blocks, block_size), max_num_batched_tokens=budget,
+    num_kv_blocks=num_blocks, max_num_batched_tokens=budget,
     max_model_len=256,
 )  # fmt: skip
 if not settings.prompts:

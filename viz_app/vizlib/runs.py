@@ -18,7 +18,6 @@ import torch
 
 from minirt import LLM, SamplingParams
 from minirt.config import ModelConfig
-from minirt.kv import kv_cache_bytes_per_token
 from minirt.model.loader import resolve_model_path
 
 # The dashboard runs the embedded model on CPU in float32 on every machine: it is tiny (a run
@@ -53,6 +52,7 @@ class RunSettings:
     max_tokens: int = 24
     block_size: int = 8
     kv_cache_bytes: int = 1024 * 1024
+    num_kv_blocks: int | None = None  # the pool in blocks (then kv_cache_bytes is unused)
     max_num_batched_tokens: int = 32
     enable_chunked_prefill: bool = True
     prefix_cache: str | None = "hash"  # None: no prefix caching
@@ -66,6 +66,7 @@ class RunSettings:
             "trace": True,
             "block_size": self.block_size,
             "kv_cache_bytes": self.kv_cache_bytes,
+            "num_kv_blocks": self.num_kv_blocks,
             "max_num_batched_tokens": self.max_num_batched_tokens,
             "enable_chunked_prefill": self.enable_chunked_prefill,
             "prefix_cache": self.prefix_cache,
@@ -88,11 +89,6 @@ def parse_prompts(text: str) -> tuple[str, ...]:
 def embedded_model_config() -> ModelConfig:
     """The shapes of the embedded target (read once): what one KV block of it costs."""
     return ModelConfig.from_pretrained(resolve_model_path(None))
-
-
-def kv_bytes_for_blocks(num_blocks: int, block_size: int) -> int:
-    """The kv_cache_bytes that gives the embedded model exactly `num_blocks` blocks."""
-    return num_blocks * block_size * kv_cache_bytes_per_token(embedded_model_config(), DTYPE)
 
 
 @contextmanager

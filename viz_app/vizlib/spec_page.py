@@ -24,16 +24,13 @@ from typing import Any
 
 import altair as alt
 import pandas as pd
-import streamlit as st
 
 from minirt import SamplingParams
-from minirt.config import PRESETS, ModelConfig
-from minirt.kv import kv_cache_bytes_per_token
-from minirt.model.loader import resolve_model_path
+from minirt.config import PRESETS
 from minirt.results import load_results
 from minirt.tools.results import ResultFile, find_results, results_root
 from minirt.tools.spec import CostCurve, break_even_batch, predict, speedup
-from vizlib.runs import DTYPE, RunSettings, embedded_model_config
+from vizlib.runs import RunSettings
 
 # --------------------------------------------------------------------------- live runs
 
@@ -67,19 +64,6 @@ class SpecSettings(RunSettings):
         )
 
 
-@st.cache_resource
-def draft_model_config() -> ModelConfig:
-    return ModelConfig.from_pretrained(resolve_model_path(DRAFT))
-
-
-def pool_bytes(num_blocks: int, block_size: int, with_draft: bool) -> int:
-    """kv_cache_bytes giving `num_blocks` blocks: with a draft, the budget pays both pools."""
-    per_token = kv_cache_bytes_per_token(embedded_model_config(), DTYPE)
-    if with_draft:
-        per_token += kv_cache_bytes_per_token(draft_model_config(), DTYPE)
-    return num_blocks * block_size * per_token
-
-
 def live_settings(k: int, num_prompts: int, max_tokens: int, temperature: float) -> SpecSettings:
     """The page's run: the embedded target with the embedded draft guessing k tokens a step
     (k = 0: no draft, the plain engine on the same prompts and the same pool)."""
@@ -87,7 +71,7 @@ def live_settings(k: int, num_prompts: int, max_tokens: int, temperature: float)
         prompts=SPEC_PROMPTS[:num_prompts],
         max_tokens=max_tokens,
         block_size=BLOCK_SIZE,
-        kv_cache_bytes=pool_bytes(NUM_BLOCKS, BLOCK_SIZE, k > 0),
+        num_kv_blocks=NUM_BLOCKS,  # with a draft too: both pools get NUM_BLOCKS
         max_num_batched_tokens=256,
         max_model_len=256,
         extra={"speculative_model": DRAFT, "num_speculative_tokens": k} if k else {},
