@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from statistics import median
 
 import torch
 
@@ -308,8 +307,3 @@ def _issue(i: int, op: Op, buffers: _Buffers, a: torch.Tensor) -> None:
 
 def copy_gbps(result: RunResult, nbytes: int) -> float:
     return nbytes / (result.timeline.of("copy").ms * 1e6)
-
-
-def op_ms(results: list[RunResult], name: str) -> float:
-    """Median over runs of one op's duration."""
-    return median(r.timeline.of(name).ms for r in results)

@@ -11,7 +11,6 @@ the throughput of FCFS without a prefix cache, with a hit rate within 5 points o
 from __future__ import annotations
 
 import gc
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -192,10 +191,3 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"{r['cpu_hidden']:>10.0%}"
         )
     return "\n".join(lines)
-
-
-def median_speedup(rows: list[dict[str, Any]], config: str) -> float:
-    """The median throughput ratio of `config` over the baseline on the shared-prefix workloads."""
-    return statistics.median(
-        r["speedup_vs_baseline"] for r in rows if r["config"] == config and r["workload"] in SHARED
-    )

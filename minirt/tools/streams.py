@@ -269,9 +269,6 @@ class Timeline:
                 return iv
         raise KeyError(f"no GPU interval named {name!r} in {self.program!r}")
 
-    def busy_ms(self, lane: str) -> float:
-        return sum(iv.ms for iv in self.intervals if iv.lane == lane)
-
     def cpu_blocked_ms(self) -> float:
         """Time the host thread spent held inside CUDA calls (not doing its own work)."""
         return sum(iv.ms for iv in self.intervals if iv.lane == CPU and iv.kind == "blocked")
