@@ -45,7 +45,9 @@ class CostModel:
 
 
 def fit_cost_model(steps: list[dict]) -> CostModel:
-    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms}."""
+    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms},
+    no coefficient below zero: one that comes out negative is dropped and the rest refitted
+    (a noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
     import numpy as np
 
     if len(steps) < 4:
@@ -54,23 +56,38 @@ def fit_cost_model(steps: list[dict]) -> CostModel:
         )
     x = np.array([[1.0, s["prefill_tokens"], s["decodes"], s["context_tokens"]] for s in steps])
     y = np.array([s["step_ms"] for s in steps])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return CostModel(*(max(0.0, float(c)) for c in coef))  # a cost is never negative
+    keep = [0, 1, 2, 3]
+    while True:
+        coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
+        if (coef >= 0).all():
+            break
+        keep.pop(int(np.argmin(coef)))
+    full = [0.0] * 4
+    for column, c in zip(keep, coef, strict=True):
+        full[column] = float(c)
+    return CostModel(*full)
 
 
 def steps_from_trace(events: list[dict]) -> list[dict]:
-    """Observations for `fit_cost_model` from a minirt trace's step events (LLM(trace=True))."""
-    rows = []
+    """Observations for `fit_cost_model` from a minirt trace's step events (LLM(trace=True)).
+    A step lasts from the end of the previous one to its own end: scheduling, the forward, and
+    the bookkeeping after it, everything the next request waits for."""
+    rows, last_s = [], None
     for ev in events:
         if ev.get("type") != "step":
             continue
         decodes = [s for s in ev["scheduled"] if not s["is_prefill"]]
+        if last_s is None:
+            step_ms = ev["schedule_ms"] + ev["forward_ms"]
+        else:
+            step_ms = (ev["time_s"] - last_s) * 1e3
+        last_s = ev["time_s"]
         rows.append(
             {
                 "prefill_tokens": ev["num_prefill_tokens"],
                 "decodes": len(decodes),
                 "context_tokens": sum(s["num_computed_tokens"] + 1 for s in decodes),
-                "step_ms": ev["schedule_ms"] + ev["forward_ms"],
+                "step_ms": step_ms,
             }
         )
     return rows

@@ -74,3 +74,13 @@ def test_the_cost_model_can_be_fitted_to_the_embedded_engine_on_cpu():
     assert len(steps) >= 4 and any(s["prefill_tokens"] for s in steps)
     fit = fit_cost_model(steps)
     assert all(v >= 0 for v in fit.to_dict().values())
+
+
+def test_a_cost_that_fits_negative_is_dropped_and_the_rest_refitted():
+    steps = [
+        {"prefill_tokens": 0, "decodes": d, "context_tokens": 100 * d, "step_ms": 5.0 + 0.5 * d}
+        for d in range(1, 9)
+    ]
+    steps[0]["step_ms"] += 3.0  # noise: makes the fitted per-decode cost negative on its own
+    fit = fit_cost_model(steps + [dict(steps[0], prefill_tokens=10, step_ms=13.0)])
+    assert min(fit.to_dict().values()) >= 0.0
