@@ -34,6 +34,7 @@ class LoadConfig:
     slo: Slo = field(default_factory=lambda: Slo(ttft_ms=500, tpot_ms=50))
     model: str | None = None  # default: the first model /v1/models lists
     timeout_s: float = 600.0
+    slos: dict[str, Slo] = field(default_factory=dict)  # more goodputs: row["goodput_<name>"]
 
 
 async def send(client: httpx.AsyncClient, url: str, model: str, req: RequestSpec, t0: float):
@@ -92,18 +93,32 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     """One row per offered rate: the same lengths at each, fresh tokens (no prefix-cache hits
     from an earlier rate), after a warm-up of the whole workload at once."""
     model = cfg.model or served_model(cfg.url)
-    asyncio.run(run_rate(cfg, model, make_requests(cfg.workload, cfg.num_prompts), math.inf))
+    _run(run_rate(cfg, model, make_requests(cfg.workload, cfg.num_prompts), math.inf))
     rows = []
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
-        done, errors, duration = asyncio.run(run_rate(cfg, model, requests, rate))
+        done, errors, duration = _run(run_rate(cfg, model, requests, rate))
         row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
         row |= summarize(done, len(errors), duration, cfg.slo)
+        for name, slo in cfg.slos.items():
+            row[f"goodput_{name}"] = summarize(done, len(errors), duration, slo)["goodput"]
         row["errors"] = sorted(set(errors))[:5]
         rows.append(row)
         if progress:
             print(_line(row), flush=True)
     return rows
+
+
+def _run(coro):
+    """asyncio.run, also from a notebook (whose event loop is already running: use a thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _line(r: dict) -> str:
@@ -159,17 +174,30 @@ def offline_row(llm, cfg: LoadConfig, server_rows: list[dict]) -> dict:
 
 
 def plot(record: dict, path: Path) -> Path:
-    """Latency against throughput, one point per offered rate, the SLO as dashed lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The record's latency-throughput figure as a PNG at `path`."""
     import matplotlib.pyplot as plt
 
-    rows = [r for r in record["results"] if r["name"] == "rate" and r["completed"]]
-    slo = record["config"]["slo"]
+    title = f"bench serve on {record['device']}: {record['config'].get('model', '')}"
+    fig = plot_rows(record["results"], Slo(**record["config"]["slo"]), title)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_rows(results: list[dict], slo: Slo, title: str = ""):
+    """Latency against throughput, one point per offered rate, the SLO as dotted lines; the
+    simulator's p99 too when the rows have it."""
+    import matplotlib
+
+    if not matplotlib.get_backend().lower().startswith(("module://", "inline")):
+        matplotlib.use("Agg")  # files only, unless a notebook draws inline
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if r["name"] == "rate" and r["completed"]]
+    sim = [r for r in results if r["name"] == "simulated" and r["completed"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, metric in zip(axes, ("ttft", "tpot"), strict=True):
-        limit = slo[f"{metric}_ms"]
+        limit = getattr(slo, f"{metric}_ms")
         x = [r["request_throughput"] for r in rows]
         for q, style in (("p50", "o-"), ("p99", "s--")):
             ax.plot(x, [r[f"{metric}_{q}_ms"] for r in rows], style, label=f"{q}")
@@ -178,7 +206,6 @@ def plot(record: dict, path: Path) -> Path:
             ax.annotate(
                 str(r["rate"]), where, fontsize=7, textcoords="offset points", xytext=(3, 3)
             )
-        sim = [r for r in record["results"] if r["name"] == "simulated" and r["completed"]]
         if sim:
             x_sim = [r["request_throughput"] for r in sim]
             ax.plot(x_sim, [r[f"{metric}_p99_ms"] for r in sim], "^:", label="p99 simulated")
@@ -187,8 +214,6 @@ def plot(record: dict, path: Path) -> Path:
         ax.set(xlabel="throughput (requests/s)", ylabel=f"{name} (ms)", yscale="log")
         ax.set_title(f"{name} vs throughput (labels: offered rate)")
         ax.legend()
-    fig.suptitle(f"bench serve on {record['device']}: {record['config'].get('model', '')}")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig

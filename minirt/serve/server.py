@@ -48,7 +48,8 @@ class ServerThread:
         self.url = f"http://{host}:{port}"
         self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 
-    def __enter__(self) -> str:
+    def start(self) -> str:
+        """Start serving; return the URL once uvicorn listens."""
         self._thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -57,9 +58,16 @@ class ServerThread:
             time.sleep(0.02)
         return self.url
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """Stop uvicorn and the engine thread; the LLM is free for offline use again."""
         self.server.should_exit = True
         self._thread.join(timeout=30)
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def serve(
