@@ -1,8 +1,11 @@
 """What a graded task is, how one is run against a learner's code, and the registry of labs.
 
 A lab's grader module (`minirt/grading/labNN.py`) lists `TASKS`; each task draws fresh random
-cases and compares the learner's answer with minirt's own. `run_task` turns whatever happens
-(right, wrong, NotImplementedError, a crash) into a `TaskResult`; it never raises for the learner.
+cases and compares the learner's answer with minirt's own. `run_task` plays every case and turns
+whatever happens (right, wrong, NotImplementedError, a crash) into a `TaskResult`: credit in
+proportion to the cases passed, and the smallest failing case with what differs. It never raises
+for the learner. A grader may also name what its tasks are compared with (`FORBIDDEN`, see
+minirt.grading.guard): the learner's code may not use it.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import importlib
 import os
 import random
 import re
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -29,9 +34,21 @@ LABS: dict[str, str] = {
 # Set in the grader's worker processes, so that self-check cells become no-ops there.
 GRADING_ENV = "MINIRT_GRADING"
 
+# The lab sources (solutions, with their author cells) in a checkout of the repository; the
+# guard tells the learner's cells from the author's by them. Absent in an installed package.
+SOURCE_DIR = Path(__file__).resolve().parents[2] / "labs" / "source"
+
 
 class Mismatch(Exception):
-    """The learner's answer differs from minirt's on one case; the message shows the case."""
+    """The learner's answer differs from minirt's on one case; the message shows the case.
+
+    `size` measures the case's input (tokens, operations, requests): of the failing cases the
+    report shows the one of smallest size, the easiest to debug (without a size: the first).
+    """
+
+    def __init__(self, message: str, size: int | None = None):
+        super().__init__(message)
+        self.size = size
 
 
 @dataclass(frozen=True)
@@ -55,12 +72,14 @@ class Task:
 
 @dataclass
 class TaskResult:
-    """How one task went: `status` is one of STATUSES, `message` says why it did not pass."""
+    """How one task went: `status` is one of STATUSES (for a task that lost points, the status of
+    the case shown), `score` the points in proportion to the cases passed, `message` the smallest
+    failing case and what differs."""
 
     task_id: str
     title: str
     points: int
-    score: int
+    score: float
     status: str
     cases_passed: int
     num_cases: int
@@ -71,6 +90,7 @@ class TaskResult:
 
 
 STATUSES = ("passed", "wrong", "not implemented", "error", "missing", "timeout", "crashed")
+STATUSES += ("refused",)  # the learner's code uses what the task is compared with
 
 
 def load_lab(lab: str) -> ModuleType:
@@ -95,11 +115,18 @@ def task_seed(seed: int, task_id: str) -> random.Random:
     return random.Random(f"{seed}:{task_id}")
 
 
-def run_task(task: Task, namespace: Mapping[str, Any], seed: int) -> TaskResult:
-    """Play the task's cases against the names in `namespace`; stop at the first failure."""
+def run_task(
+    task: Task, namespace: Mapping[str, Any], seed: int, deadline: float | None = None
+) -> TaskResult:
+    """Play every case of the task against the names in `namespace`.
+
+    The score is the task's points times the share of cases passed. Of the failing cases the
+    message shows the smallest (`Mismatch.size`; else the first). Cases not played by `deadline`
+    (a `time.monotonic()` value) count as failed, so a slow task keeps the credit it earned.
+    """
 
     def result(status: str, passed: int, message: str = "") -> TaskResult:
-        score = task.points if status == "passed" else 0
+        score = round(task.points * passed / task.num_cases, 2)
         return TaskResult(
             task.id, task.title, task.points, score, status, passed, task.num_cases, message
         )
@@ -109,17 +136,32 @@ def run_task(task: Task, namespace: Mapping[str, Any], seed: int) -> TaskResult:
         return result("missing", 0, f"the notebook defines no {', '.join(missing)}")
     learner = SimpleNamespace(**{name: namespace[name] for name in task.needs})
     rng = task_seed(seed, task.id)
+    passed, failures = 0, []  # (size, case index, status, message)
     for i in range(task.num_cases):
+        if deadline is not None and time.monotonic() > deadline:
+            message = f"ran out of time after {i} of {task.num_cases} cases (a slow loop?)"
+            failures.append((float("inf"), i, "timeout", message))
+            break
         try:
             task.check(learner, rng, i)
+            passed += 1
         except NotImplementedError as e:
             hint = f" — hint: {e}" if str(e) else ""
-            return result("not implemented", i, f"not implemented yet{hint}")
+            if passed == 0 and not failures:  # nothing works yet: one line, no case
+                return result("not implemented", 0, f"not implemented yet{hint}")
+            failures.append((float("inf"), i, "not implemented", f"not implemented{hint}"))
         except Mismatch as e:
-            return result("wrong", i, f"case {i + 1}: {e}{_where(e.__cause__)}")
-        except (Exception, SystemExit) as e:  # the learner's code crashed: that is their task's 0
-            return result("error", i, f"case {i + 1}: {type(e).__name__}: {e}{_where(e)}")
-    return result("passed", task.num_cases)
+            size = float("inf") if e.size is None else e.size
+            failures.append((size, i, "wrong", f"{e}{_where(e.__cause__)}"))
+        except (Exception, SystemExit) as e:  # the learner's code crashed: that case fails
+            failures.append((float("inf"), i, "error", f"{type(e).__name__}: {e}{_where(e)}"))
+    if not failures:
+        return result("passed", passed)
+    size, i, status, message = min(failures, key=lambda f: (f[0], f[1]))
+    failed = task.num_cases - passed
+    smallest = "the smallest" if size != float("inf") else "the first"
+    head = f"{failed} of {task.num_cases} cases fail; {smallest}, case {i + 1}: "
+    return result(status, passed, head + message)
 
 
 def _where(e: BaseException | None) -> str:
@@ -142,7 +184,10 @@ def describe(result: TaskResult) -> str:
         return (
             f"✓ {head}: {result.num_cases}/{result.num_cases} fresh random cases agree with minirt"
         )
-    return f"✗ {head}: {result.status} — {result.message}" if result.message else f"✗ {head}"
+    score = f"{result.score:g}/{result.points}"
+    return (
+        f"✗ {head} ({score}): {result.status} — {result.message}" if result.message else f"✗ {head}"
+    )
 
 
 def self_check(lab: str, task_id: str, namespace: Mapping[str, Any], seed: int | None = None):

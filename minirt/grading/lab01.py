@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from minirt.config import PRESETS, ModelConfig
 from minirt.grading.core import Mismatch, Task
+from minirt.grading.guard import Forbidden
 from minirt.kv import BlockManager, kv_cache_bytes_per_token, num_kv_blocks
 from minirt.kv.pool import dtype_bytes
 
@@ -225,15 +226,16 @@ def check_chain_hashes(learner: SimpleNamespace, rng: random.Random, i: int) -> 
     call = f"chain_hashes({shown}, block_size={bs})"
     got = learner.chain_hashes(list(tokens), bs)
     if not isinstance(got, list):
-        raise Mismatch(f"{call} returned a {type(got).__name__}; expected a list of ints")
+        raise Mismatch(f"{call} returned a {type(got).__name__}; expected a list of ints", n)
     if len(got) != len(want):
         raise Mismatch(
             f"{call} returned {len(got)} hashes; {n} tokens fill {len(want)} full block(s) "
-            f"of {bs}, and only full blocks are hashed"
+            f"of {bs}, and only full blocks are hashed",
+            size=n,
         )
     for k, (g, w) in enumerate(zip(got, want, strict=True)):
         if g != w:
-            raise Mismatch(f"{call}: hash {k} is {g!r}; minirt's BlockManager has {w}")
+            raise Mismatch(f"{call}: hash {k} is {g!r}; minirt's BlockManager has {w}", size=n)
 
 
 TASKS = [
@@ -242,3 +244,10 @@ TASKS = [
     Task("2", "BlockAllocator", 4, ("BlockAllocator",), check_allocator, num_cases=40),
     Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60),
 ]
+
+# What the tasks are compared with; block_hash is not graded (task 3 builds the chain with it).
+FORBIDDEN = Forbidden(
+    modules=("minirt.kv.pool",),
+    names=("kv_cache_bytes_per_token", "num_kv_blocks", "BlockManager"),
+    what="minirt's KV sizing and block manager",
+)

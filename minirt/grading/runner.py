@@ -1,9 +1,11 @@
 """Grade a learner's notebook: each task in its own fresh process, with a time limit.
 
-The worker runs the notebook's code cells (not its self-check cells) top to bottom in a fresh
-namespace, a cell that raises is noted and skipped, then plays one task's cases. A process per task
-means a crash, an endless loop or a stray `sys.exit` in one task costs that task only, and no
-state leaks between tasks; forking is cheap because minirt is already imported.
+First the guard reads the learner's cells (minirt.grading.guard): a notebook that uses what the
+lab compares it with scores 0 on every task, with the line that does it. The worker then runs the
+notebook's code cells (not its self-check cells) top to bottom in a fresh namespace, a cell that
+raises is noted and skipped, checks the objects the task needs, then plays the task's cases. A
+process per task means a crash, an endless loop or a stray `sys.exit` in one task costs that task
+only, and no state leaks between tasks; forking is cheap because minirt is already imported.
 """
 
 from __future__ import annotations
@@ -15,13 +17,22 @@ import multiprocessing
 import os
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 import torch
 
-from minirt.grading.core import GRADING_ENV, TaskResult, find_lab, load_lab, run_task
+from minirt.grading import guard
+from minirt.grading.core import (
+    GRADING_ENV,
+    SOURCE_DIR,
+    TaskResult,
+    find_lab,
+    load_lab,
+    run_task,
+)
 
 SKIP_TAGS = {"self-check", "grader-skip"}  # cells the grader does not run
 
@@ -36,8 +47,8 @@ class GradeReport:
     results: list[TaskResult] = field(default_factory=list)
 
     @property
-    def score(self) -> int:
-        return sum(r.score for r in self.results)
+    def score(self) -> float:
+        return round(sum(r.score for r in self.results), 2)
 
     @property
     def points(self) -> int:
@@ -62,8 +73,8 @@ class GradeReport:
         rows = [("task", "what", "score", "cases", "result")]
         for r in self.results:
             cases = f"{r.cases_passed}/{r.num_cases}"
-            rows.append((r.task_id, r.title, f"{r.score}/{r.points}", cases, r.status))
-        rows.append(("total", "", f"{self.score}/{self.points}", "", ""))
+            rows.append((r.task_id, r.title, f"{r.score:g}/{r.points}", cases, r.status))
+        rows.append(("total", "", f"{self.score:g}/{self.points}", "", ""))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         lines = [
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -75,6 +86,11 @@ class GradeReport:
 
 def notebook_cells(path: Path) -> list[tuple[int, str]]:
     """(cell number, Python source) of the code cells the grader runs, IPython magics removed."""
+    return [(number, source) for number, source, _ in _code_cells(path)]
+
+
+def _code_cells(path: Path) -> list[tuple[int, str, bool]]:
+    """notebook_cells, and whether each is a solution cell (nbgrader's metadata)."""
     nb = nbformat.read(path, as_version=4)
     cells = []
     for number, cell in enumerate(nb.cells, start=1):
@@ -85,19 +101,40 @@ def notebook_cells(path: Path) -> list[tuple[int, str]]:
             lines = lines[1:]
         # `%matplotlib`, `!pip`: IPython, not Python; the grader does not need them
         lines = ["pass  # " + ln if ln.lstrip().startswith(("%", "!")) else ln for ln in lines]
-        cells.append((number, "\n".join(lines)))
+        solution = bool(cell.metadata.get("nbgrader", {}).get("solution"))
+        cells.append((number, "\n".join(lines), solution))
     return cells
 
 
-def _worker(conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: int) -> None:
-    """In the child: run the cells into a fresh namespace, then the task; send its result."""
+def learner_cells(path: Path, lab: str) -> list[tuple[int, str]]:
+    """The cells the learner wrote: the solution cells, and every cell that is not one of the
+    lab's author cells as published (added or edited). Without the lab's source at hand (an
+    installed package), the solution cells."""
+    source = SOURCE_DIR / f"{lab}.ipynb"
+    authored = set()
+    if source.is_file():
+        authored = {src for _, src, solution in _code_cells(source) if not solution}
+    return [
+        (number, src)
+        for number, src, solution in _code_cells(path)
+        if solution or (authored and src not in authored)
+    ]
+
+
+def _worker(
+    conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: int, timeout: float
+) -> None:
+    """In the child: run the cells into a fresh namespace, check what the task needs is the
+    learner's own, play the task; send its result."""
+    started = time.monotonic()
     os.environ[GRADING_ENV] = "1"
     # A forked child that enters an OpenMP parallel region after its parent did hangs (libgomp
     # is not fork-safe); one thread keeps torch out of OpenMP, and grading cases are small.
     torch.set_num_threads(1)
     os.environ.setdefault("MPLBACKEND", "Agg")  # plots in the notebook must not open windows
     sys.stdin = open(os.devnull)  # an input() in the notebook must not wait for a person
-    task = next(t for t in load_lab(lab).TASKS if t.id == task_id)
+    grader = load_lab(lab)
+    task = next(t for t in grader.TASKS if t.id == task_id)
     os.environ.update(dict(task.env))
     namespace: dict = {"__name__": "__main__"}
     failed_cells = []
@@ -113,11 +150,25 @@ def _worker(conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: in
             except (Exception, SystemExit) as e:
                 first = source.strip().splitlines()[0][:40] if source.strip() else ""
                 failed_cells.append(f"cell {number} ({first!r}) raised {type(e).__name__}: {e}")
-        result = run_task(task, namespace, seed)
+        forbidden = getattr(grader, "FORBIDDEN", None)
+        needed = {n: namespace[n] for n in task.needs if n in namespace}
+        refusals = guard.check_objects(needed, forbidden) if forbidden else []
+        if refusals:
+            result = refused(task, refusals)
+        else:  # cases not played by 90% of the time limit fail; the others keep their credit
+            result = run_task(task, namespace, seed, deadline=started + 0.9 * timeout)
     if result.status == "missing" and failed_cells:
         result.message += "; " + "; ".join(failed_cells)
     conn.send(result.to_dict())
     conn.close()
+
+
+def refused(task, refusals: list[guard.Refusal]) -> TaskResult:
+    shown = "; ".join(map(str, refusals[:3]))
+    more = f" (and {len(refusals) - 3} more)" if len(refusals) > 3 else ""
+    return TaskResult(
+        task.id, task.title, task.points, 0, "refused", 0, task.num_cases, shown + more
+    )
 
 
 def _context(task):
@@ -147,7 +198,8 @@ def _environ(env: dict[str, str]):
 def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResult:
     ctx = _context(task)
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, cells, lab, task.id, seed), daemon=True)
+    args = (send, cells, lab, task.id, seed, timeout)
+    proc = ctx.Process(target=_worker, args=args, daemon=True)
     with _environ(dict(task.env)):
         proc.start()
     send.close()  # so that recv() sees EOF if the child dies without answering
@@ -174,10 +226,15 @@ def grade_notebook(
     lab = lab or find_lab(path.stem)
     if lab is None:
         raise KeyError(f"{path.name} is not a known lab; name it after one or pass lab=...")
-    tasks = load_lab(lab).TASKS
+    grader = load_lab(lab)
     seed = random.SystemRandom().randrange(2**32) if seed is None else seed
     cells = notebook_cells(path)
     report = GradeReport(lab, str(path), seed)
-    for task in tasks:
-        report.results.append(_run_isolated(cells, lab, task, seed, timeout))
+    forbidden = getattr(grader, "FORBIDDEN", None)
+    refusals = guard.check_source(learner_cells(path, lab), forbidden) if forbidden else []
+    for task in grader.TASKS:
+        if refusals:  # nothing of the notebook runs
+            report.results.append(refused(task, refusals))
+        else:
+            report.results.append(_run_isolated(cells, lab, task, seed, timeout))
     return report

@@ -65,8 +65,12 @@ LAB01_BUGS = {  # task id -> a planted bug that only that task's cases can see
 def test_a_planted_bug_loses_its_own_task_only(task, tmp_path):
     path = planted(tmp_path, "lab01_kv_blocks", *LAB01_BUGS[task])
     report = grade_notebook(path, seed=0)
-    wrong = {r.task_id: r.status for r in report.results if r.score == 0}
+    wrong = {r.task_id: r.status for r in report.results if r.status != "passed"}
     assert wrong == {task: "wrong"}
+    result = next(r for r in report.results if r.task_id == task)
+    assert result.score == round(result.points * result.cases_passed / result.num_cases, 2)
+    failed = result.num_cases - result.cases_passed
+    assert result.message.startswith(f"{failed} of {result.num_cases} cases fail; the ")
 
 
 LAB02_BUGS = {  # a planted bug -> (the one task that catches it, edits, what its message says)
@@ -107,7 +111,7 @@ LAB02_BUGS = {  # a planted bug -> (the one task that catches it, edits, what it
 def test_a_planted_lab02_bug_loses_its_own_task_and_says_why(bug, tmp_path):
     task, edits, says = LAB02_BUGS[bug]
     report = grade_notebook(planted(tmp_path, "lab02_swap_prefetch", *edits), seed=0)
-    wrong = {r.task_id: r for r in report.results if r.score == 0}
+    wrong = {r.task_id: r for r in report.results if r.status != "passed"}
     assert {t: r.status for t, r in wrong.items()} == {task: "wrong"}
     assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
 
@@ -188,7 +192,7 @@ LAB03_BUGS = {  # a planted bug -> (the one task that catches it, edits, what it
 def test_a_planted_lab03_bug_loses_its_own_task_and_says_why(bug, tmp_path):
     task, edits, says = LAB03_BUGS[bug]
     report = grade_notebook(planted(tmp_path, "lab03_speculative", *edits), seed=0)
-    wrong = {r.task_id: r for r in report.results if r.score == 0}
+    wrong = {r.task_id: r for r in report.results if r.status != "passed"}
     assert {t: r.status for t, r in wrong.items()} == {task: "wrong"}
     assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
 
@@ -241,7 +245,7 @@ LAB05_BUGS = {  # a planted bug -> (the one task that catches it, edits, what it
 def test_a_planted_lab05_bug_loses_its_own_task_and_says_why(bug, tmp_path):
     task, edits, says = LAB05_BUGS[bug]
     report = grade_notebook(planted(tmp_path, "lab05_bank_conflicts", *edits), seed=0)
-    wrong = {r.task_id: r for r in report.results if r.score == 0}
+    wrong = {r.task_id: r for r in report.results if r.status != "passed"}
     assert {t: r.status for t, r in wrong.items()} == {task: "wrong"}
     assert all(fragment in wrong[task].message for fragment in says), wrong[task].message
 
@@ -291,5 +295,6 @@ def test_self_check_shows_the_failing_case_and_how_to_replay_it(capsys):
 
     self_check("lab01_kv_blocks", "3", {"chain_hashes": chain_hashes}, seed=7)
     out = capsys.readouterr().out
-    assert out.startswith("✗ task 3 chain_hashes: wrong — case ")
+    assert out.startswith("✗ task 3 chain_hashes (0.17/2): wrong — 55 of 60 cases fail; the ")
+    assert "smallest, case 2: chain_hashes([10505], block_size=2)" in out  # 1 token, 1 hash
     assert "seed=7" in out
