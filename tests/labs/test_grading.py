@@ -15,6 +15,7 @@ from minirt.grading.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_NAMES = sorted(LABS)
+SOURCES = ROOT / "labs"  # the lab sources: the solutions
 
 
 def planted(tmp_path, lab, *edits):
@@ -33,11 +34,18 @@ def scores(report):
     return {r.task_id: r.score for r in report.results}
 
 
-@pytest.mark.parametrize("lab", LAB_NAMES)
-def test_the_solution_scores_full_marks(lab, capsys):
-    assert main([str(ROOT / "labs" / f"{lab}.ipynb")]) == 0
+def test_every_solution_scores_full_marks_in_one_command_with_a_report(tmp_path, capsys):
+    report_path = tmp_path / "class" / "report.json"
+    assert main([str(SOURCES), "--report", str(report_path), "--seed", "5"]) == 0
     out = capsys.readouterr().out
-    assert "passed" in out and "not implemented" not in out
+    assert "not implemented" not in out and f"over {len(LAB_NAMES)} labs" in out
+    report = json.loads(report_path.read_text())
+    assert report["schema"] == 1 and report["seed"] == 5
+    assert [lab["lab"] for lab in report["labs"]] == LAB_NAMES
+    assert report["score"] == report["points"] == sum(lab["points"] for lab in report["labs"])
+    for lab in report["labs"]:
+        assert {r["status"] for r in lab["results"]} == {"passed"}, lab["lab"]
+        assert all(r["cases_passed"] == r["num_cases"] for r in lab["results"])
 
 
 @pytest.mark.parametrize("lab", LAB_NAMES)
