@@ -160,6 +160,12 @@ class EngineConfig:
     # proposes num_speculative_tokens tokens per step and the target verifies them in one forward.
     speculative_model: str | None = None
     num_speculative_tokens: int = 0  # k; 0 = off
+    # Named parts a learner may replace (None: minirt's own). sampler: (logits [n, vocab] fp32,
+    # params, generators) -> n token ids, as minirt.sampler.sample; spec_verifier: (drafts
+    # [b, k], q [k, vocab] or None, target logits [b, k + 1, vocab], params, generator) ->
+    # Verdict, as minirt.spec.rejection.verify.
+    sampler: Callable | None = None
+    spec_verifier: Callable | None = None
     # Weight quantization (minirt.quant): a method name such as "w4a16-g128", "fp8-dynamic" or
     # "int8"; the decoder's projections are quantized at load, before the graphs are captured.
     quantization: str | None = None
@@ -234,6 +240,10 @@ class EngineConfig:
         cache = self.prefix_cache  # a name is looked up when the engine builds the cache
         if not (cache is None or isinstance(cache, str) or callable(cache)):
             raise ValueError(f"prefix_cache must be a name, None or a class, got {cache!r}")
+        for name in ("sampler", "spec_verifier"):
+            part = getattr(self, name)
+            if part is not None and not callable(part):
+                raise ValueError(f"{name} must be a function or None (minirt's), got {part!r}")
         valid = ("decode-first", "prefill-first")
         if self.batch_priority not in valid:
             raise ValueError(f"batch_priority must be one of {valid}, got {self.batch_priority!r}")
@@ -266,7 +276,7 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for name in ("schedule_policy", "prefix_cache"):  # a learner's part: its name
+        for name in ("schedule_policy", "prefix_cache", "sampler", "spec_verifier"):
             if callable(getattr(self, name)):
                 out[name] = getattr(getattr(self, name), "__name__", "custom")
         if not isinstance(self.kernel_backend, str):

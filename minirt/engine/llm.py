@@ -30,6 +30,7 @@ from minirt.quant.linear import check_engine_method
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Scheduler, Sequence
 from minirt.spec.decoder import SpecRunner
+from minirt.spec.rejection import verify
 from minirt.trace import Recorder, RequestEvent, ScheduledSeq, StepEvent
 
 
@@ -143,7 +144,12 @@ class LLM:
             self.max_model_len,
         )
         self.runner = ModelRunner(
-            self.model, self.kv_pool, self.block_manager, self.config.seed, swap=swap
+            self.model,
+            self.kv_pool,
+            self.block_manager,
+            self.config.seed,
+            swap=swap,
+            sampler=self.config.sampler,
         )
         self.spec: SpecRunner | None = None
         if self.draft_model is not None:  # its own pool, the target's block tables
@@ -151,7 +157,7 @@ class LLM:
                 self.draft_config, self.num_blocks, bs, self.dtype, self.device
             )
             draft = ModelRunner(self.draft_model, draft_pool, self.block_manager, self.config.seed)
-            self.spec = SpecRunner(self.runner, draft)
+            self.spec = SpecRunner(self.runner, draft, self.config.spec_verifier or verify)
         self.capture_graphs()
         self.eos_ids = set(mc.eos_token_id)
         if self.tokenizer.eos_token_id is not None:

@@ -31,8 +31,12 @@ class ModelRunner:
         seed: int,
         graphs: DecodeGraphs | None = None,
         swap: SwapSpace | None = None,
+        sampler=None,
     ):
         self.model = model
+        # (logits [n, vocab] fp32, params, generators) -> n token ids: minirt.sampler.sample, or
+        # the learner's (a named part: LLM(sampler=fn))
+        self.sampler = sampler or sample
         self.graphs = graphs
         self.swap = swap  # preemption_mode="swap": where swapped-out KV waits (minirt.kv.swap)
         self.swapped_host: dict[int, list[int]] = {}  # seq_id -> its host blocks
@@ -145,7 +149,10 @@ class ModelRunner:
             return None
         seqs = [batch.seqs[i] for i in rows]
         gens = [self._generator(s) for s in seqs]
-        return sample_on_device(logits, [s.sampling_params for s in seqs], gens)
+        params = [s.sampling_params for s in seqs]
+        if self.sampler is not sample:  # a host-side sampler: the step waits for its logits
+            return self.to_device(self.sampler(logits, params, gens))
+        return sample_on_device(logits, params, gens)
 
     def to_device(self, values: list[int]) -> torch.Tensor:
         """int64 [len(values)] on the device, through pinned memory when `pin_inputs`."""
@@ -177,7 +184,7 @@ class ModelRunner:
         logits = self.logits(batch, last)  # [len(rows), vocab]
         seqs = [batch.seqs[i] for i in rows]
         gens = [self._generator(s) for s in seqs]
-        tokens = sample(logits, [s.sampling_params for s in seqs], gens)
+        tokens = self.sampler(logits, [s.sampling_params for s in seqs], gens)
         return {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
 
     def _generator(self, seq) -> torch.Generator:

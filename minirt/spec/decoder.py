@@ -39,10 +39,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from minirt.sampler import filter_logits, sample
-from minirt.sampling_params import SamplingParams
+from minirt.sampler import filter_logits
 from minirt.sched import Batch, Sequence
-from minirt.spec.rejection import greedy_verify, rejection_sample
+from minirt.spec.rejection import verify
 
 if TYPE_CHECKING:  # the engine builds the runners and hands them in: no import of it here
     from minirt.engine.model_runner import ModelRunner
@@ -86,10 +85,11 @@ class SpecStep:
 class SpecRunner:
     """Runs a batch with speculation: a draft `ModelRunner` on its own pool, and the target's."""
 
-    def __init__(self, target: ModelRunner, draft: ModelRunner):
+    def __init__(self, target: ModelRunner, draft: ModelRunner, verifier=verify):
         if draft.bm is not target.bm:
             raise ValueError("the draft must read the target's block tables (one BlockManager)")
         self.target, self.draft, self.bm = target, draft, target.bm
+        self.verifier = verifier  # minirt.spec.rejection.verify, or the learner's
         self.last_steps: list[SpecStep] = []  # the last batch's speculation, for the trace
         self.num_proposed = 0  # draft tokens proposed, over the engine's life
         self.num_accepted = 0  # of those, accepted
@@ -128,7 +128,7 @@ class SpecRunner:
             seqs = [batch.seqs[i] for i in plain]
             gens = [self.target._generator(s) for s in seqs]
             params = [s.sampling_params for s in seqs]
-            tokens = sample(logits[: len(plain)], params, gens)
+            tokens = self.target.sampler(logits[: len(plain)], params, gens)
             out = {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
         # 4b. Accept or reject the guesses: greedy requests with as many guesses together, in
         # one call (one device sync, not one per sequence); sampled ones each with its generator.
@@ -209,12 +209,8 @@ class SpecRunner:
     def _verify(self, seq: Sequence, drafts: torch.Tensor, q, p_logits: torch.Tensor):
         """Greedy: drafts [b, k] against the target's logits [b, k + 1, V]. Sampled (b = 1, the
         sequence `seq`): rejection sampling with its q [k, V] and its own generator."""
-        params: SamplingParams = seq.sampling_params
-        if params.greedy:
-            return greedy_verify(drafts, p_logits)
-        p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])
-        gen = self.target._generator(seq)
-        return rejection_sample(drafts, q.unsqueeze(0), p.unsqueeze(0), generator=gen)
+        gen = None if seq.sampling_params.greedy else self.target._generator(seq)
+        return self.verifier(drafts, q, p_logits, seq.sampling_params, gen)
 
     def _roll_back(self, seq: Sequence, guesses: list[int], a: int, emitted: list[int]) -> None:
         """Keep the KV of x_0 and the a accepted guesses; free what only rejected ones used."""

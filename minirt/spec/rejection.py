@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from minirt.sampler import filter_logits
+
 
 @dataclass
 class Verdict:
@@ -73,3 +75,16 @@ def _verdict(draft_tokens, num_accepted, last) -> Verdict:
     n = num_accepted.tolist()
     drafts, last = draft_tokens.tolist(), last.tolist()
     return Verdict(n, [d[:a] + [t] for d, a, t in zip(drafts, n, last, strict=True)])
+
+
+def verify(drafts, q, p_logits, params, generator=None) -> Verdict:
+    """The speculative verifier (a named part: `LLM(spec_verifier=fn)` with this signature).
+
+    drafts [b, k] guesses; p_logits [b, k + 1, V] the target's logits after x_0 and each guess.
+    Greedy requests (b >= 1): accept while each guess is the target's argmax. Sampled (b = 1):
+    q [k, V] the draft's distributions, the target's through the request's own filter
+    (temperature, top-k, top-p), then exact rejection sampling with `generator`."""
+    if params.greedy:
+        return greedy_verify(drafts, p_logits)
+    p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])
+    return rejection_sample(drafts, q.unsqueeze(0), p.unsqueeze(0), generator=generator)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-import minirt.spec.decoder as decoder
 from minirt import LLM, SamplingParams
+from minirt.sampler import filter_logits
 from minirt.spec.rejection import Verdict
 from minirt.trace import load_trace
 
@@ -167,18 +167,18 @@ def test_sampled_tokens_follow_the_targets_distribution(sampled_reference):
 
 
 @pytest.mark.slow
-def test_the_test_catches_a_rule_that_keeps_every_guess(sampled_reference, monkeypatch):
-    """Accepting every guess emits the draft's distribution: the same test must reject it."""
+def test_the_test_catches_a_rule_that_keeps_every_guess(sampled_reference):
+    """Accepting every guess emits the draft's distribution: the same test must reject it. The
+    wrong rule goes in as the engine's verifier (a named part)."""
 
-    def accept_all(draft_tokens, draft_probs, target_probs, generator=None):
-        b, k = draft_tokens.shape
-        bonus = torch.multinomial(target_probs[:, k], 1, generator=generator).squeeze(1)
-        return Verdict([k] * b, [d + [t] for d, t in zip(draft_tokens.tolist(), bonus.tolist(),
-                                                         strict=True)])  # fmt: skip
+    def accept_all(drafts, q, p_logits, params, generator=None):
+        b, k = drafts.shape
+        p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])
+        bonus = torch.multinomial(p[k], 1, generator=generator).tolist()
+        return Verdict([k] * b, [d + bonus for d in drafts.tolist()])
 
-    monkeypatch.setattr(decoder, "rejection_sample", accept_all)
     prompt, want = sampled_reference
-    llm = spec_llm(2, max_num_seqs=512, kv_cache_bytes=2**30)
+    llm = spec_llm(2, max_num_seqs=512, kv_cache_bytes=2**30, spec_verifier=accept_all)
     assert homogeneity_p(second_tokens(llm, prompt), want) < 1e-3
 
 
