@@ -152,6 +152,16 @@ PAGES: tuple[Page, ...] = (
         data="a live minirt.moe routing decision, minirt.tools.moe, and committed "
         "bench/results/cpu/moe-*.json",
     ),
+    Page(
+        file="pages/11_Serving.py",
+        title="Serving",
+        icon=":material/dns:",
+        shows="An OpenAI-compatible minirt server under open-loop load: TTFT and TPOT against "
+        "throughput per offered rate, the knee, goodput under an SLO you set, the simulator's "
+        "prediction, and the server against offline generate.",
+        notebooks=("03_latency_vs_throughput",),
+        data="committed bench/results/<device>/serve-*.json (python -m minirt.bench serve)",
+    ),
 )
 
 
