@@ -1,9 +1,10 @@
 """Build the student version of each lab: `python -m minirt.labs build` (or `check`).
 
-A lab's source `labs/labNN_topic.ipynb` holds the solution between nbgrader's `### BEGIN SOLUTION`
-/ `### END SOLUTION` markers. nbgrader's ClearSolutions (run through nbconvert) swaps each region
-for `raise NotImplementedError("<hint>")`, the hint taken from the region's `# HINT:` comment, and
-outputs are cleared; the result goes to `labs/student/`, which is committed for learners to open.
+A lab's source `labs/source/labNN_topic.ipynb` holds the solution between nbgrader's
+`### BEGIN SOLUTION` / `### END SOLUTION` markers. nbgrader's ClearSolutions (run through
+nbconvert) swaps each region for `raise NotImplementedError("<hint>")`, the hint taken from the
+region's `# HINT:` comment, and outputs are cleared; the result goes to `labs/labNN_topic.ipynb`,
+which is committed for learners to open (the solutions stay off their path, in `labs/source/`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ except ImportError as e:  # a test extra: learners don't need it, lab authors do
     raise ImportError("building labs needs nbgrader: pip install -e '.[test]'") from e
 
 ROOT = Path(__file__).resolve().parent.parent
-LABS_DIR = ROOT / "labs"
+LABS_DIR = ROOT / "labs"  # the student notebooks, which learners open
+SOURCE_DIR = LABS_DIR / "source"  # the lab sources, with their solutions
 HINT = "# HINT:"
 # ClearSolutions writes one fixed stub for every region; the placeholder is then replaced by the
 # hint of the region it stands for (regions and stubs come in the same order).
@@ -76,26 +78,24 @@ def student_version(source: Path) -> nbformat.NotebookNode:
     return nbformat.reads(body, as_version=4)
 
 
-def lab_sources(labs_dir: Path = LABS_DIR) -> list[Path]:
-    return sorted(labs_dir.glob("lab[0-9]*.ipynb"))
+def lab_sources(source_dir: Path = SOURCE_DIR) -> list[Path]:
+    return sorted(source_dir.glob("lab[0-9]*.ipynb"))
 
 
-def build(labs_dir: Path = LABS_DIR, out_dir: Path | None = None) -> list[Path]:
-    """Write the student version of every lab in `labs_dir` to `out_dir` (default labs/student)."""
-    out_dir = out_dir or labs_dir / "student"
+def build(source_dir: Path = SOURCE_DIR, out_dir: Path = LABS_DIR) -> list[Path]:
+    """Write the student version of every lab in `source_dir` to `out_dir` (default labs/)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for source in lab_sources(labs_dir):
+    for source in lab_sources(source_dir):
         nbformat.write(student_version(source), out_dir / source.name)
         written.append(out_dir / source.name)
     return written
 
 
-def stale(labs_dir: Path = LABS_DIR, out_dir: Path | None = None) -> list[str]:
+def stale(source_dir: Path = SOURCE_DIR, out_dir: Path = LABS_DIR) -> list[str]:
     """Why the committed student notebooks differ from a fresh build (empty: they are current)."""
-    out_dir = out_dir or labs_dir / "student"
     problems = []
-    for source in lab_sources(labs_dir):
+    for source in lab_sources(source_dir):
         committed = out_dir / source.name
         if not committed.is_file():
             problems.append(f"{committed} is missing")
@@ -114,8 +114,8 @@ def stale(labs_dir: Path = LABS_DIR, out_dir: Path | None = None) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m minirt.labs", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["build", "check"], help="write, or compare with a build")
-    p.add_argument("--labs", type=Path, default=LABS_DIR, help="folder of the lab sources")
-    p.add_argument("--out", type=Path, help="student folder (default: <labs>/student)")
+    p.add_argument("--labs", type=Path, default=SOURCE_DIR, help="folder of the lab sources")
+    p.add_argument("--out", type=Path, default=LABS_DIR, help="student folder (default: labs/)")
     args = p.parse_args(argv)
     if args.command == "build":
         for path in build(args.labs, args.out):

@@ -78,8 +78,9 @@ def launch(dash_port: int | None = None, lab_port: int | None = None, root: Path
                 return 1
         print("\nminirt workbench is running (Ctrl-C stops both):")
         print(f"  dashboard   http://127.0.0.1:{ports['dashboard']}/")
-        print(f"  notebooks   http://127.0.0.1:{ports['jupyterlab']}/lab/tree/notebooks?token={token}\n",
-              flush=True)  # fmt: skip
+        lab_url = f"http://127.0.0.1:{ports['jupyterlab']}/lab/tree"
+        print(f"  notebooks   {lab_url}/notebooks?token={token}")
+        print(f"  labs        {lab_url}/labs?token={token}  (your lab notebooks)\n", flush=True)
         while all(p.poll() is None for p in procs.values()):
             time.sleep(0.5)
         print("a server stopped; shutting down the other", file=sys.stderr)

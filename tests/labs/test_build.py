@@ -23,13 +23,13 @@ def cells(path):
 
 
 def test_every_lab_source_has_a_registered_grader():
-    assert SOURCES, "no labs/lab*.ipynb found"
+    assert SOURCES, "no labs/source/lab*.ipynb found"
     assert [s.stem for s in SOURCES if s.stem not in LABS] == []
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_the_committed_student_notebook_matches_a_fresh_build(source, fresh_build):
-    committed = labs.LABS_DIR / "student" / source.name
+    committed = labs.LABS_DIR / source.name
     assert committed.is_file(), "run: python -m minirt.labs build"
     assert cells(committed) == cells(fresh_build / source.name), (
         f"{committed} is stale; run: python -m minirt.labs build"

@@ -15,12 +15,12 @@ from minirt.grading.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_NAMES = sorted(LABS)
-SOURCES = ROOT / "labs"  # the lab sources: the solutions
+SOURCES = ROOT / "labs" / "source"  # the lab sources: the solutions
 
 
 def planted(tmp_path, lab, *edits):
     """A copy of the lab's solution notebook with (old, new) source edits, each in one cell."""
-    nb = nbformat.read(ROOT / "labs" / f"{lab}.ipynb", as_version=4)
+    nb = nbformat.read(SOURCES / f"{lab}.ipynb", as_version=4)
     for old, new in edits:
         hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
         assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
@@ -50,7 +50,7 @@ def test_every_solution_scores_full_marks_in_one_command_with_a_report(tmp_path,
 
 @pytest.mark.parametrize("lab", LAB_NAMES)
 def test_the_untouched_student_notebook_scores_zero_without_crashing(lab):
-    notebook = ROOT / "labs" / "student" / f"{lab}.ipynb"
+    notebook = ROOT / "labs" / f"{lab}.ipynb"  # the student version
     cmd = [sys.executable, "-m", "minirt.grading", str(notebook), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 1, proc.stderr
@@ -125,7 +125,7 @@ def test_a_planted_lab02_bug_loses_its_own_task_and_says_why(bug, tmp_path):
 
 
 def test_lab02_notebook_builds_its_steps_with_the_graders_decode_step():
-    nb = nbformat.read(ROOT / "labs" / "lab02_swap_prefetch.ipynb", as_version=4)
+    nb = nbformat.read(SOURCES / "lab02_swap_prefetch.ipynb", as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert inspect.getsource(lab02.decode_step).strip() in code
     assert f"TOKEN_BYTES = {lab02.TOKEN_BYTES}" in code and f"HOST_MS = {lab02.HOST_MS}" in code

@@ -84,7 +84,7 @@ def test_objects_from_the_graded_module_are_refused_however_they_were_reached():
 
 
 def test_lab01_delegating_to_minirt_is_refused_on_every_task(tmp_path):
-    nb = nbformat.read(ROOT / "labs" / "lab01_kv_blocks.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "labs" / "source" / "lab01_kv_blocks.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "def kv_bytes_per_token" in c.source)
     cell.source = cell.source.replace(
         "return 2 * num_layers * num_kv_heads * head_dim * dtype_bytes",

@@ -22,7 +22,7 @@ from minirt.grading.runner import notebook_cells
 from minirt.quant import formats as F
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = ROOT / "labs" / "lab04_quantization.ipynb"
+SOURCE = ROOT / "labs" / "source" / "lab04_quantization.ipynb"
 
 
 def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
