@@ -109,6 +109,11 @@ def _model_folder(launch: str, folder: str) -> str | None:
 
         from minirt.bench.roofline import qwen3_06b_checkpoint
 
+        if not torch.cuda.is_available():
+            raise ValueError(
+                "--launch qwen3-0.6b-shape builds its random weights on a CUDA GPU and this "
+                "machine has none; use --launch embedded (or a checkpoint folder) on a CPU"
+            )
         qwen3_06b_checkpoint(folder)  # made on the GPU: free it before the server starts
         torch.cuda.empty_cache()
         return folder

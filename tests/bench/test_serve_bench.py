@@ -95,3 +95,14 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
     assert path.with_suffix(".png").stat().st_size > 0
     assert json.loads(path.read_text())["config"]["slo"] == {"ttft_ms": 500.0, "tpot_ms": 50.0}
     assert "max rate with p99 TTFT <= 500 ms" in capsys.readouterr().out
+
+
+def test_the_qwen3_shape_without_a_gpu_is_refused_with_what_to_use_instead(tmp_path):
+    import torch
+
+    from minirt.bench.__main__ import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the shape would be built")
+    with pytest.raises(ValueError, match="--launch embedded"):
+        main(["serve", "--launch", "qwen3-0.6b-shape", "--out", str(tmp_path)])
