@@ -9,21 +9,64 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 GIB = 2**30
+THREADS_HELP = "torch CPU threads (default: by model size, 1 for the embedded models)"
+
+
+def _model_path(model: str | None, what: str = "omit --model for the embedded model"):
+    """The checkpoint folder; a missing one names what a command line can pass (not None)."""
+    from minirt.model.loader import resolve_model_path
+
+    if model is not None and model not in ("target", "draft") and not Path(model).exists():
+        raise FileNotFoundError(
+            f"model {model!r} does not exist; pass a checkpoint folder (config.json + "
+            f"*.safetensors + tokenizer.json), 'target' or 'draft', or {what}"
+        )
+    return resolve_model_path(model)
+
+
+def _cpu_threads(args, model_path: Path) -> None:
+    """On a CPU run, torch's threads: few enough that a busy machine cannot make them spin."""
+    import torch
+
+    from minirt.config import ModelConfig
+    from minirt.threads import pin_cpu_threads
+
+    if args.device == "cpu" or (args.device == "auto" and not torch.cuda.is_available()):
+        pin_cpu_threads(ModelConfig.from_pretrained(model_path), args.threads)
+
+
+def _progress() -> bool:
+    """A progress bar only on a terminal: in a log, each redraw would be one more line."""
+    return sys.stderr.isatty()
+
+
+def _traced_pool_blocks(prompts: list[str], max_tokens: int, block_size: int) -> int:
+    """A pool for a traced run: twice what the prompts can need, so the Block tables page draws
+    the blocks that were used rather than a wall of free ones (a byte is at most one token)."""
+    need = sum(-(-(len(p.encode()) + 2 + max_tokens) // block_size) for p in prompts)
+    return max(32, 2 * need)
 
 
 def _engine_kwargs(args) -> dict:
     kw = {"block_size": args.block_size, "device": args.device, "trace": bool(args.trace)}
     if args.kv_cache_mb is not None:
         kw["kv_cache_bytes"] = args.kv_cache_mb * 2**20  # EngineConfig checks it
+    elif args.trace:
+        blocks = _traced_pool_blocks(args.prompts, args.max_tokens, args.block_size)
+        kw["num_kv_blocks"] = blocks
     return kw
 
 
 def cmd_generate(args) -> int:
     from minirt import LLM, SamplingParams
 
-    llm = LLM(args.model, **_engine_kwargs(args))
+    model_path = _model_path(args.model)
+    kw = _engine_kwargs(args)  # checks block_size before it divides
+    _cpu_threads(args, model_path)
+    llm = LLM(model_path, **kw)
     params = SamplingParams(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -32,7 +75,7 @@ def cmd_generate(args) -> int:
         seed=args.seed,
         stop=args.stop or [],
     )
-    outs = llm.generate(args.prompts, params, use_tqdm=False)
+    outs = llm.generate(args.prompts, params, use_tqdm=_progress())
     for out in outs:
         print(out.prompt + out.text)
         print(f"--- {len(out.token_ids)} tokens, finish_reason={out.finish_reason}")
@@ -59,9 +102,8 @@ def cmd_kv_size(args) -> int:
     if args.model in PRESETS:
         config = PRESETS[args.model]
     else:
-        from minirt.model.loader import resolve_model_path
-
-        config = ModelConfig.from_pretrained(resolve_model_path(args.model))
+        presets = ", ".join(PRESETS)
+        config = ModelConfig.from_pretrained(_model_path(args.model, f"a preset: {presets}"))
     per_token = kv_cache_bytes_per_token(config, args.dtype)
     per_seq = per_token * args.seq_len
     weights = config.num_parameters() * dtype_bytes(args.dtype)
@@ -95,10 +137,13 @@ def cmd_demo(args) -> int:
     from minirt import LLM, SamplingParams
 
     print("minirt workbench — the embedded byte-level model (CPU is fine, nothing is downloaded)\n")
-    llm = LLM(args.model, trace=True, device=args.device)
+    model_path = _model_path(args.model)
+    _cpu_threads(args, model_path)
+    llm = LLM(model_path, trace=True, device=args.device)
     header = "# utilities for working with files\nimport os\n\n"
     prompts = [header + "def read_lines(path):", header + "class Config:", "def fib(n):"]
-    outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=args.max_tokens))
+    params = SamplingParams(temperature=0.0, max_tokens=args.max_tokens)
+    outs = llm.generate(prompts, params, use_tqdm=_progress())
     for out in outs:
         print("=" * 72 + f"\n{out.prompt}\033[1m{out.text}\033[0m\n")
     s = llm.last_stats
@@ -154,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", default=None, help="checkpoint folder (default: embedded)")
     demo.add_argument("--max-tokens", type=int, default=48)
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     demo.set_defaults(func=cmd_demo)
 
     gen = sub.add_parser("generate", help="generate a continuation of one or more prompts")
@@ -168,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--block-size", type=int, default=16)
     gen.add_argument("--kv-cache-mb", type=float, default=None, help="KV budget in MiB")
     gen.add_argument("--device", default="auto")
-    gen.add_argument("--trace", default=None, help="write the engine trace to this JSON file")
+    gen.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    gen.add_argument(
+        "--trace",
+        default=None,
+        help="write the engine trace to this JSON file (the pool is sized to the prompts unless "
+        "--kv-cache-mb is given)",
+    )
     gen.set_defaults(func=cmd_generate)
 
     kv = sub.add_parser("kv-size", help="KV-cache bytes for a model, sequence length and batch")

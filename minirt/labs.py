@@ -22,8 +22,14 @@ from traitlets.config import Config
 
 try:
     from nbgrader.preprocessors import ClearSolutions
-except ImportError as e:  # a test extra: learners don't need it, lab authors do
-    raise ImportError("building labs needs nbgrader: pip install -e '.[test]'") from e
+except ImportError as e:  # a test extra: learners don't need it (labs/student/ comes built)
+    NEEDS = (
+        "building the student labs needs nbgrader, one of the test extras: run "
+        "`.venv/bin/pip install -e '.[test]'` (or `./workbench test` once), then build again"
+    )
+    if __name__ == "__main__":  # the command line: one line, no traceback
+        sys.exit(f"error: {NEEDS}")
+    raise ImportError(NEEDS) from e
 
 ROOT = Path(__file__).resolve().parent.parent
 LABS_DIR = ROOT / "labs"  # the student notebooks, which learners open

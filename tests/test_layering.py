@@ -20,7 +20,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "minirt"
 
 LAYERS = [
-    ["checks", "config", "hf_config", "sampling_params", "results", "hardware", "ports", "trace"],
+    [
+        "checks",
+        "config",
+        "hf_config",
+        "sampling_params",
+        "results",
+        "hardware",
+        "ports",
+        "trace",
+        "threads",
+    ],
     ["kernels", "sampler", "quant.formats"],
     ["model", "kv", "sched", "quant"],
     ["engine", "spec"],

@@ -47,3 +47,14 @@ def test_the_student_version_hides_every_solution_and_keeps_its_hint(source, fre
     assert len(stubs) == regions > 0
     assert labs.ClearSolutionsWithHints().default_hint not in stubs  # every region has a hint
     assert all(c.get("outputs", []) == [] for c in student.cells)
+
+
+def test_building_without_nbgrader_is_one_line_naming_what_to_install():
+    import subprocess
+    import sys
+
+    hide = "import sys, runpy; sys.modules['nbgrader'] = None; sys.argv[1:] = ['build']; "
+    run = "runpy.run_module('minirt.labs', run_name='__main__')"
+    r = subprocess.run([sys.executable, "-c", hide + run], capture_output=True, text=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "pip install -e '.[test]'" in r.stderr, r.stderr
