@@ -8,6 +8,7 @@ random cases against the learner's functions and compares them with minirt's own
 from minirt.grading.core import (
     LABS,
     Mismatch,
+    Refused,
     Task,
     TaskResult,
     describe,
@@ -29,5 +30,6 @@ __all__ = [
     "grade_notebook",
     "load_lab",
     "run_task",
+    "Refused",
     "self_check",
 ]

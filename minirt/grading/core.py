@@ -29,6 +29,7 @@ LABS: dict[str, str] = {
     "lab03_speculative": "minirt.grading.lab03",
     "lab04_quantization": "minirt.grading.lab04",
     "lab05_bank_conflicts": "minirt.grading.lab05",
+    "lab06_radix_tree": "minirt.grading.lab06",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.
@@ -37,6 +38,10 @@ GRADING_ENV = "MINIRT_GRADING"
 # The lab sources (solutions, with their author cells) in a checkout of the repository; the
 # guard tells the learner's cells from the author's by them. Absent in an installed package.
 SOURCE_DIR = Path(__file__).resolve().parents[2] / "labs" / "source"
+
+
+class Refused(Exception):
+    """The object under test comes from what the task compares it with (see guard.py)."""
 
 
 class Mismatch(Exception):
@@ -145,6 +150,8 @@ def run_task(
         try:
             task.check(learner, rng, i)
             passed += 1
+        except Refused as e:  # no credit for the task: its cases did not test the learner
+            return result("refused", 0, str(e))
         except NotImplementedError as e:
             hint = f" — hint: {e}" if str(e) else ""
             if passed == 0 and not failures:  # nothing works yet: one line, no case

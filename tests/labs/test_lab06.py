@@ -1,0 +1,153 @@
+"""Lab 6's grader: each planted bug in the radix tree loses its task with a message that names the
+difference; the engine task catches what the tree tasks cannot see; code that reaches minirt's
+radix cache is refused, by its source or by the objects it builds.
+
+(Full marks for the solution and 0 for the student notebook are in test_grading.py, for every
+lab.) Planted bugs run in this process (the cells into one namespace, as the grader's worker runs
+them); the refusals go through `grade_notebook`, as a learner's notebook does.
+"""
+
+from __future__ import annotations
+
+import linecache
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from minirt.grading import grade_notebook, lab06, run_task
+from minirt.grading.runner import notebook_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "labs" / "source" / "lab06_radix_tree.ipynb"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The embedded model is tiny: one thread is as fast, and steady on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    """A copy of the solution notebook with (old, new) source edits, each in exactly one cell."""
+    nb = nbformat.read(SOURCE, as_version=4)
+    for old, new in edits:
+        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
+        assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
+        hits[0].source = hits[0].source.replace(old, new)
+    path = tmp_path / SOURCE.name
+    nbformat.write(nb, path)
+    return path
+
+
+def grade_in_process(path: Path, tasks: set[str]) -> dict:
+    namespace: dict = {"__name__": "__main__"}
+    for number, source in notebook_cells(path):
+        if "LLM(" in source and "def chat" not in source and "chat(" in source:
+            continue  # the demo at the end: not graded, and slow
+        name = f"<cell {number}>"
+        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+        exec(compile(source, name, "exec"), namespace)
+    return {t.id: run_task(t, namespace, seed=0) for t in lab06.TASKS if t.id in tasks}
+
+
+BUGS = {  # a planted bug -> (the tasks it costs, edits, what the first one's message says)
+    "match walks on after an edge that agrees only in part": (
+        {"1": "wrong"},  # the engine's prompts (256 token ids) rarely leave an edge and agree again
+        [("        if k < len(child.key):\n            break\n", "")],
+        ["tree of the token lists", "tokens agree; minirt says"],
+    ),
+    "split forgets the sequences that lock the edge": (
+        {"5": "wrong"},  # the tree's shape is right; only the engine sees the lost lock
+        [("child.lock_ref, child.last_access, new_id())", "0, child.last_access, new_id())")],
+        ["round", "step", "minirt has"],
+    ),
+    "insert re-inserts tokens the tree has": (
+        {"2": "wrong", "5": "wrong"},
+        [("child = Node(list(tokens[m:]), list(slots[m:])", "child = Node(list(tokens), slots")],
+        ["insert returned the node of the path", "expected the node of the whole token list"],
+    ),
+    "lock counts the root too": (
+        {"3": "wrong"},
+        [
+            (
+                "    while node.parent is not None:\n        node.lock_ref += d",
+                "    while node is not None:\n        node.lock_ref += d",
+            )
+        ],
+        ["the root has lock_ref", "minirt's has 1"],
+    ),
+    "evict_lru takes the newest leaf first": (
+        {"4": "wrong", "5": "wrong"},
+        [
+            (
+                "heap.append((n.last_access, n.node_id, n))",
+                "heap.append((-n.last_access, n.node_id, n))",
+            )
+        ],
+        ["minirt removes", "the least recently used unlocked leaf"],
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", BUGS)
+def test_a_planted_bug_loses_its_tasks_with_partial_credit_and_says_why(bug, tmp_path):
+    costs, edits, says = BUGS[bug]
+    tasks = {"1", "2", "3", "4", "5"} if len(costs) > 1 or "5" not in costs else {"2", "5"}
+    results = grade_in_process(planted(tmp_path, *edits), tasks)
+    lost = {t: r.status for t, r in results.items() if r.status != "passed"}
+    assert lost == costs
+    first = results[min(costs)]
+    assert all(fragment in first.message for fragment in says), first.message
+    assert "cases fail; the smallest, case" in first.message
+    assert first.score < first.points
+
+
+def test_the_engine_task_names_the_first_step_that_differs(tmp_path):
+    edits = [("heap.append((n.last_access, n.node_id, n))", "heap.append((-n.last_access, 0, n))")]
+    result = grade_in_process(planted(tmp_path, *edits), {"5"})["5"]
+    assert result.status == "wrong"
+    assert "step" in result.message and "minirt" in result.message, result.message
+
+
+DELEGATE = "    from minirt.kv.radix_tree import match as theirs\n    return theirs(root, tokens)\n"
+HIDDEN = "MyRadixCache = type(LLM(preset='sg' + 'lang').block_manager)\n\n\n"
+CHEATS = {  # how a notebook reaches minirt's radix cache -> what the refusal names
+    "imports the tree's match": (
+        [
+            (
+                "    ### BEGIN SOLUTION\n    # HINT: children",
+                DELEGATE + "    ### BEGIN SOLUTION\n    # HINT: children",
+            )
+        ],
+        "`from minirt.kv.radix_tree import match`",
+    ),
+    "builds the engine's radix cache by a name the source does not show": (
+        [
+            (
+                "def show(root: Node, depth: int = 0)",
+                HIDDEN + "def show(root: Node, depth: int = 0)",
+            )
+        ],
+        "derives from minirt.kv.radix_cache.RadixCache",
+    ),
+}
+
+
+@pytest.mark.parametrize("cheat", CHEATS)
+def test_code_that_reaches_minirts_radix_cache_is_refused(cheat, tmp_path):
+    edits, says = CHEATS[cheat]
+    path = planted(tmp_path, *edits)
+    if "preset=" in edits[0][1]:  # the class cell comes later and would redefine it: drop it
+        nb = nbformat.read(path, as_version=4)
+        nb.cells = [c for c in nb.cells if "class MyRadixCache(" not in c.source]
+        nbformat.write(nb, path)
+    report = grade_notebook(path, seed=0, timeout=60)
+    refused = {r.task_id for r in report.results if r.status == "refused"}
+    assert refused and report.score < report.points
+    message = next(r.message for r in report.results if r.status == "refused")
+    assert says in message and "refused" in message, message
