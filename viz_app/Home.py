@@ -6,9 +6,9 @@ The list below comes from `vizlib.registry.PAGES`; add a page there and it appea
 
 import streamlit as st
 
-from vizlib.registry import NOTEBOOKS, PAGES
+from vizlib.registry import FAVICON, NOTEBOOKS, PAGES
 
-st.set_page_config(page_title="minirt workbench", page_icon=":material/memory:", layout="wide")
+st.set_page_config(page_title="minirt workbench", page_icon=FAVICON, layout="wide")
 
 st.title("minirt workbench")
 st.markdown(

@@ -1,8 +1,14 @@
-"""Every dashboard page in a real headless Chromium: it renders and shows no exception.
+"""Every dashboard page in a real headless Chromium, reached as a learner does: from Home.
 
 One `streamlit run viz_app/Home.py` server for the module (stopped in a `finally`), Debian's
 /usr/bin/chromium driven by Playwright (never `playwright install`: it would download a
-browser). Screenshots go to test-artifacts/screenshots/ for a person to look at.
+browser). Each page's default view must show no exception and no warning, log no console error
+(a failed request included: the dashboard works offline), put no literal None or nan in a table,
+and offer no "Deploy". Screenshots go to test-artifacts/screenshots/ for a person to look at.
+
+Pages are opened from Home's sidebar, as the launcher's URL leads a learner: loading a page's own
+URL first makes Streamlit probe `/<Page>/_stcore/health` and `/<Page>/_stcore/host-config`
+(404s, then it finds the root; streamlit/streamlit#7074).
 """
 
 from __future__ import annotations
@@ -71,7 +77,8 @@ def server_url():
 
 
 @pytest.fixture(scope="module")
-def page():
+def browser_page(server_url):
+    """A Chromium tab on Home, and the console errors it logs (the test empties the list)."""
     from playwright.sync_api import sync_playwright
 
     if not CHROMIUM.exists():  # a failure, not a skip: the test command installs it (as root)
@@ -81,23 +88,53 @@ def page():
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
         )
         try:
-            yield browser.new_page(viewport={"width": 1400, "height": 2200})
+            tab = browser.new_page(viewport={"width": 1400, "height": 2200})
+            errors: list[str] = []
+            tab.on(
+                "console", lambda m: m.type == "error" and errors.append(f"{m.text} {m.location}")
+            )
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+            tab.goto(server_url, wait_until="domcontentloaded")
+            yield tab, errors
         finally:
             browser.close()
 
 
+def table_cells(tab) -> list[str]:
+    """The text of every cell of every table and dataframe on the page. A dataframe's grid is drawn
+    on a canvas; its accessible twin holds the same text, except that a missing value the canvas
+    draws as "None" is "" there."""
+    cells = tab.locator(
+        '[data-testid="stTable"] td, [data-testid="stTable"] th, '
+        '[data-testid="stDataFrame"] td, [data-testid="stDataFrame"] th'
+    )
+    return [t.strip() for t in cells.all_inner_texts()]
+
+
 @pytest.mark.parametrize(("name", "path", "title"), TARGETS, ids=[t[0] for t in TARGETS])
-def test_page_renders_in_chromium_without_an_exception(server_url, page, name, path, title):
-    page.goto(f"{server_url}/{path}", wait_until="domcontentloaded")
-    page.get_by_role("heading", level=1).filter(has_text=title).wait_for(timeout=30_000)
+def test_page_renders_in_chromium_without_an_exception(server_url, browser_page, name, path, title):
+    tab, errors = browser_page
+    errors.clear()
+    link = tab.locator(f'[data-testid="stSidebarNavLink"][href="{server_url}/{path}"]')
+    link.first.click()
+    tab.get_by_role("heading", level=1).filter(has_text=title).wait_for(timeout=30_000)
     # The script has run to the end (a live engine run included) when the app says so.
-    page.wait_for_selector(
+    tab.wait_for_selector(
         '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=45_000
     )
-    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    charts = tab.locator('[data-testid="stVegaLiteChart"]')
     for i in range(charts.count()):  # Vega draws after the script: wait for each canvas/svg
         charts.nth(i).locator("canvas, svg").first.wait_for(timeout=15_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
-    exceptions = page.locator('[data-testid="stException"]')
+    tab.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    exceptions = tab.locator('[data-testid="stException"]')
     assert exceptions.count() == 0, exceptions.first.inner_text()
+    warnings = tab.locator(
+        '[data-testid="stAlertContentWarning"], [data-testid="stAlertContentError"]'
+    )
+    assert warnings.count() == 0, f"{name}: {warnings.all_inner_texts()}"
+    bad = [c for c in table_cells(tab) if c in ("", "None", "nan", "NaN", "<NA>")]
+    assert not bad, f"{name}: {len(bad)} table cells read {sorted(set(bad))}"
+    assert tab.get_by_text("Deploy", exact=True).count() == 0
+    assert not errors, f"{name}: console errors {errors}"

@@ -201,7 +201,7 @@ def test_switching_the_result_set_changes_the_chart_data(open_page):
 def test_the_gpu_fixture_draws_one_curve_per_system(open_page):
     at = upload(open_page, "gpu-fixture.json", FIXTURE.read_bytes())
     assert not at.error
-    assert any("hf-compile at batch 256" in w.value for w in at.warning)
+    assert any("hf-compile at batch 256" in c.value for c in at.caption)  # a line, not a warning
     for i in (0, 1):  # both charts: one coloured line per system, plus the model's
         frame = measured_data(at, i)
         assert set(frame["system"]) == GPU_SYSTEMS
@@ -224,7 +224,7 @@ def measured_hw(record: dict) -> Hardware:
 
 
 def shown_crossover(expected: int | None) -> str:
-    return "never" if expected is None else str(expected)
+    return "none: memory-bound" if expected is None else str(expected)
 
 
 def crossover_rule(at) -> list[int]:

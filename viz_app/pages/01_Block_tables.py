@@ -8,7 +8,7 @@ import streamlit as st
 
 from minirt.kv import kv_cache_bytes_per_token
 from vizlib import blocks
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import (
     BLOCK_TABLE_PROMPTS,
     DTYPE,
@@ -19,7 +19,7 @@ from vizlib.runs import (
 from vizlib.source import choose_trace, engine_setting
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "A sequence's KV lives in fixed-size **blocks** anywhere in one preallocated pool; its "

@@ -8,12 +8,12 @@ short prompts: a 32-token budget and a pool of 16 blocks of 8. Notebook 02 (sche
 import streamlit as st
 
 from vizlib import schedule
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import SCHEDULER_PROMPTS, RunSettings, parse_prompts
 from vizlib.source import choose_trace, engine_setting
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "Every step the scheduler fills a **token budget**: running sequences first (a decode is one "

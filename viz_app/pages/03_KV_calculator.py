@@ -8,11 +8,11 @@ import streamlit as st
 
 from minirt.config import PRESETS, ModelConfig
 from vizlib import kv_calc
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import embedded_model_config
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "Every token keeps a key and a value vector in every layer: **2 × layers × KV heads × "

@@ -10,11 +10,11 @@ import streamlit as st
 from minirt.config import PRESETS
 from minirt.tools.roofline import H100_SXM, Hardware
 from vizlib import roofline_page as rp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import embedded_model_config
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "A decode step reads every weight once, whatever the batch, so while the batch is small its "
@@ -65,8 +65,9 @@ st.markdown(
     f"**{name}** — topic `{topic}` on `{device}` ({where}), {record.get('date', '?')}  \n"
     f"`{record.get('command', '?')}`"
 )
-for failure in rp.failed_rows(record):
-    st.warning(f"The benchmark recorded a failed run, left out: {failure}")
+failures = rp.failed_rows(record)
+if failures:  # the run's own record of what it skipped: worth a line, not an alarm
+    st.caption("Not drawn (the benchmark recorded these rows as not run): " + "; ".join(failures))
 if measured.empty:
     st.warning(f"{name} has no decode rows: nothing measured to draw.")
     st.stop()
@@ -132,7 +133,7 @@ c[3].metric(
 )
 c[4].metric(
     "Crossover batch",
-    "never" if cross is None else str(cross),
+    "none: memory-bound" if cross is None else str(cross),
     help="smallest batch whose modelled step is compute-bound (minirt.tools.roofline)",
 )
 about = f"Model: `{model}` shape, {context} tokens of context, ceilings {hw.name}. "

@@ -15,11 +15,11 @@ import streamlit as st
 from minirt.tools.streams import Hardware, simulate
 from minirt.trace import TraceError
 from vizlib import streams_page as sp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.source import parse_trace
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "What the host thread issues and when each part of the machine does it: one row per CUDA "

@@ -18,12 +18,12 @@ from minirt.model.tokenizer import VOCAB_SIZE, load_tokenizer
 from minirt.tools.spec import expected_tokens, speedup
 from minirt.trace import Trace, TraceError, load_trace
 from vizlib import spec_page as sp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import run_engine
 from vizlib.source import engine_setting, parse_trace
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "Each step a small **draft** model guesses *k* tokens; the **target** runs once over the "

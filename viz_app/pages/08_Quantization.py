@@ -14,11 +14,11 @@ from minirt.quant.grid import fake_quant_groups, relative_error
 from minirt.quant.linear import target_linears
 from minirt.quant.outliers import activation_outliers
 from vizlib import quant_page as qp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import torch_threads
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "Each group of weights shares one scale (and, asymmetric, a zero point): its values round to "

@@ -9,11 +9,11 @@ import streamlit as st
 
 from minirt.sched.policy import POLICIES
 from vizlib import prefix_cache as pc
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 from vizlib.runs import RunSettings, parse_prompts
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "SGLang keeps every cached token in a **radix tree** (a match can end anywhere, even inside "

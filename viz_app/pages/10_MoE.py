@@ -14,10 +14,10 @@ import streamlit as st
 from minirt.moe.demo import Recipe
 from minirt.tools.moe import DEPLOYMENTS, Fixes
 from vizlib import moe_page as mp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "A router sends each token to **k** of **E** experts. Under expert parallelism the experts "

@@ -10,10 +10,10 @@ from minirt.bench.serve import plot_rows
 from minirt.results import load_results
 from minirt.tools.slo import Slo
 from vizlib import serve_page as sp
-from vizlib.registry import page_for
+from vizlib.registry import FAVICON, page_for
 
 PAGE = page_for(__file__)
-st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=PAGE.icon, layout="wide")
+st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
 st.title(PAGE.title)
 st.caption(
     "Requests arrive on their own schedule (**open loop**). Below the **knee** the server keeps "

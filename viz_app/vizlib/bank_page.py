@@ -9,6 +9,7 @@ kernels). Everything here is data shaping and drawing. Notebook 09 (bank conflic
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +142,8 @@ def heatmap_chart(frame: pd.DataFrame) -> alt.Chart:
             y=alt.Y("thread:O", title="thread", sort=list(range(bank.WARP)),
                     scale=alt.Scale(domain=list(range(bank.WARP)))),
             color=alt.Color("wavefront:O", title="pass in its phase",
-                            scale=alt.Scale(scheme="viridis", domain=list(range(passes)))),
+                            scale=alt.Scale(scheme="viridis", domain=list(range(passes))),
+                            legend=alt.Legend(columns=2, symbolLimit=0)),  # all 32 passes fit
             stroke=alt.condition("datum.conflict", alt.value("#e45756"), alt.value("white")),
             strokeWidth=alt.condition("datum.conflict", alt.value(2.5), alt.value(0.5)),
             tooltip=["thread", "address", "word", "bank", "phase", "wavefront", "conflict"],
@@ -197,6 +199,23 @@ def sgemm_frame(record: dict[str, Any]) -> pd.DataFrame:
     rows = [{**r, "dtype": r.get("dtype", "fp32")} for r in record.get("results", [])
             if "kernel" in r]  # fmt: skip
     return pd.DataFrame([{c: r.get(c) for c in SGEMM_COLUMNS} for r in rows], columns=SGEMM_COLUMNS)
+
+
+def with_dashes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame for a table: a value a row lacks (a metric its kernel was not measured on) as
+    "—" rather than Streamlit's literal None; only the columns with gaps become text."""
+    shown = frame.copy()
+    for col in shown.columns[shown.isna().any()]:
+        shown[col] = shown[col].map(_dash_or_number)
+    return shown
+
+
+def _dash_or_number(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value)}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def sgemm_chart(frame: pd.DataFrame) -> alt.Chart:

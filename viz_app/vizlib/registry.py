@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APP_DIR = Path(__file__).resolve().parent.parent  # viz_app/
+# The browser tab's icon: a PNG shipped here. Streamlit draws a :material: or emoji page icon
+# from a font or emoji CDN, which a machine offline cannot reach.
+FAVICON = str(APP_DIR / "assets" / "favicon.png")
 
 
 @dataclass(frozen=True)
