@@ -22,7 +22,7 @@ from traitlets.config import Config
 
 try:
     from nbgrader.preprocessors import ClearSolutions
-except ImportError as e:  # a test extra: learners don't need it (labs/student/ comes built)
+except ImportError as e:  # a test extra: learners don't need it (labs/ comes built)
     NEEDS = (
         "building the student labs needs nbgrader, one of the test extras: run "
         "`.venv/bin/pip install -e '.[test]'` (or `./workbench test` once), then build again"
