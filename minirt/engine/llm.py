@@ -29,6 +29,7 @@ from minirt.model.tokenizer import Tokenizer, load_tokenizer
 from minirt.quant.linear import check_engine_method
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Scheduler, Sequence
+from minirt.sched.stop import StopRule
 from minirt.spec.decoder import SpecRunner
 from minirt.spec.rejection import verify
 from minirt.trace import Recorder, RequestEvent, ScheduledSeq, StepEvent
@@ -137,11 +138,18 @@ class LLM:
                 bs * kv_cache_bytes_per_token(mc, self.dtype)
             )
             swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
+        self.eos_ids = set(mc.eos_token_id)
+        if self.tokenizer.eos_token_id is not None:
+            self.eos_ids.add(self.tokenizer.eos_token_id)
+        stop = StopRule(
+            self.max_model_len, self.pool_capacity_tokens, self.eos_ids, self.tokenizer.decode
+        )
         self.scheduler = Scheduler(
             self.config,
             self.block_manager,
             swap.host.shape[0] if swap is not None else 0,
             self.max_model_len,
+            stop,
         )
         self.runner = ModelRunner(
             self.model,
@@ -159,9 +167,6 @@ class LLM:
             draft = ModelRunner(self.draft_model, draft_pool, self.block_manager, self.config.seed)
             self.spec = SpecRunner(self.runner, draft, self.config.spec_verifier or verify)
         self.capture_graphs()
-        self.eos_ids = set(mc.eos_token_id)
-        if self.tokenizer.eos_token_id is not None:
-            self.eos_ids.add(self.tokenizer.eos_token_id)
         self.recorder: Recorder | None = None
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
         self.overlap = OverlapLoop(self) if self.config.overlap_schedule else None
@@ -274,22 +279,9 @@ class LLM:
         self.runner.prepare_s = 0.0
         sampled = (self.spec or self.runner).run(batch)
         t_done = time.perf_counter()
-        for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
-            if seq.seq_id in sampled:
-                sampled[seq.seq_id] = self._until_finished(seq, sampled[seq.seq_id])
-        self.scheduler.update(batch, sampled)
-        finished = []
-        for seq in batch.seqs:
-            if seq.seq_id not in sampled:
-                continue
-            if seq.first_token_s is None:
-                seq.first_token_s = t_done - t0
-            reason = self._finish_reason(seq.token_ids, seq.num_prompt_tokens, seq.sampling_params)
-            if reason:
-                seq.finish_s = t_done - t0
-                self.scheduler.finish(seq, reason)
-                self.runner.release(seq.seq_id)
-                finished.append(seq)
+        finished = self.scheduler.postprocess(batch, sampled, t_done - t0)
+        for seq in finished:
+            self.runner.release(seq.seq_id)
         if self.recorder is not None:
             device = t_done - t_fwd - self.runner.prepare_s
             cpu = time.perf_counter() - t_sched - device
@@ -348,27 +340,6 @@ class LLM:
                 f"{self.config.block_size}); raise kv_cache_bytes or shorten the prompt"
             )
         return toks
-
-    def _finish_reason(self, token_ids: list[int], num_prompt: int, p: SamplingParams):
-        """Why a sequence with these tokens stops now, or None if it goes on."""
-        if not p.ignore_eos and token_ids[-1] in self.eos_ids:
-            return "stop"
-        if p.stop and any(s in self.tokenizer.decode(token_ids[num_prompt:]) for s in p.stop):
-            return "stop"
-        if len(token_ids) - num_prompt >= p.max_tokens or len(token_ids) >= self.max_model_len:
-            return "length"
-        if len(token_ids) >= self.pool_capacity_tokens:
-            return "length"  # alone it would fill the whole pool: nothing left to preempt
-        return None
-
-    def _until_finished(self, seq: Sequence, tokens: list[int]) -> list[int]:
-        """The new tokens up to and including the first that ends the sequence (an EOS among
-        accepted guesses, max_tokens): what the plain engine, one token a step, would emit."""
-        for i in range(len(tokens) - 1):
-            if self._finish_reason(seq.token_ids + tokens[: i + 1], seq.num_prompt_tokens,
-                                   seq.sampling_params):  # fmt: skip
-                return tokens[: i + 1]
-        return tokens
 
     def _spec_counts(self) -> tuple[int, int]:
         return (self.spec.num_proposed, self.spec.num_accepted) if self.spec else (0, 0)

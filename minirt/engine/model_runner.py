@@ -121,9 +121,10 @@ class ModelRunner:
 
     @torch.inference_mode()
     def launch(self, batch: Batch, prev_tokens: torch.Tensor | None) -> torch.Tensor | None:
-        """overlap_schedule: enqueue the forward and the sampling, return the tokens [rows]
-        on the device without waiting for them. An input id -(i + 1) is a placeholder for row i
-        of `prev_tokens`, the last step's tokens, which the host has not read yet."""
+        """Enqueue the forward and the sampling; return the tokens [sampling rows] on the
+        device without waiting for them (None when no row samples). The overlapped loop reads
+        them a step later: an input id -(i + 1) is a placeholder for row i of `prev_tokens`,
+        the last step's tokens, which the host has not read yet."""
         if batch.swap_out or batch.swap_in:
             self.do_swaps(batch)
         self.copy_blocks(batch.kv_copies)
@@ -169,23 +170,14 @@ class ModelRunner:
             src, dst = (self.to_device(list(x)) for x in zip(*pairs, strict=True))
             self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]
 
-    @torch.inference_mode()
     def run(self, batch: Batch) -> dict[int, list[int]]:
-        """One forward over the batch; returns {seq_id: [next token]} for those that sample."""
-        if batch.swap_out or batch.swap_in:
-            self.do_swaps(batch)
-        self.copy_blocks(batch.kv_copies)
-        rows = [i for i, s in enumerate(batch.samples) if s]
-        if not rows:
-            self.logits(batch, [])  # still run it: the KV of a non-final prefill chunk
+        """One forward over the batch, waited for: {seq_id: [next token]} for those that
+        sample. The same path as the overlapped loop's `launch`, read back at once."""
+        tokens = self.launch(batch, None)
+        if tokens is None:
             return {}
-        ends = itertools.accumulate(batch.num_new_tokens)
-        last = [end - 1 for i, end in enumerate(ends) if batch.samples[i]]  # each one's last token
-        logits = self.logits(batch, last)  # [len(rows), vocab]
-        seqs = [batch.seqs[i] for i in rows]
-        gens = [self._generator(s) for s in seqs]
-        tokens = self.sampler(logits, [s.sampling_params for s in seqs], gens)
-        return {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
+        seqs = [s for s, smp in zip(batch.seqs, batch.samples, strict=True) if smp]
+        return {s.seq_id: [t] for s, t in zip(seqs, tokens.tolist(), strict=True)}
 
     def _generator(self, seq) -> torch.Generator:
         seed = seq.sampling_params.seed

@@ -108,12 +108,7 @@ class OverlapLoop:
             if seq.is_finished:
                 continue  # it stopped a step earlier: this token was never its own
             seq.token_ids[at] = token
-            if seq.first_token_s is None:
-                seq.first_token_s = t_done
-            reason = llm._finish_reason(seq.token_ids, seq.num_prompt_tokens, seq.sampling_params)
-            if reason:
-                seq.finish_s = t_done
-                llm.scheduler.finish(seq, reason)
+            if llm.scheduler.check_stop(seq, t_done):
                 llm.runner.release(seq.seq_id)
                 finished.append(seq)
         fl.cpu_s += time.perf_counter() - c0

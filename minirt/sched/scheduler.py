@@ -19,6 +19,7 @@ from minirt.config import EngineConfig
 from minirt.kv import BlockManager, RadixCache
 from minirt.sched.policy import InBatchPrefixes, fcfs, resolve_policy
 from minirt.sched.sequence import Sequence, SequenceStatus
+from minirt.sched.stop import StopRule
 
 
 @dataclass
@@ -81,11 +82,14 @@ class Scheduler:
         block_manager: BlockManager,
         num_host_blocks: int = 0,
         max_model_len: int | None = None,
+        stop: StopRule | None = None,
     ):
         self.config = config
         self.bm = block_manager
         self.policy = resolve_policy(config.schedule_policy, block_manager)  # sched/policy.py
         self.max_model_len = max_model_len or config.max_model_len  # caps speculation's lookahead
+        pool_tokens = block_manager.num_blocks * block_manager.block_size
+        self.stop = stop or StopRule(self.max_model_len or pool_tokens, pool_tokens)
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
@@ -215,6 +219,29 @@ class Scheduler:
             batch.add(seq, n)
             budget -= n
         return budget
+
+    def postprocess(
+        self, batch: Batch, sampled: dict[int, list[int]], now_s: float
+    ) -> list[Sequence]:
+        """After the forward, the one owner of what follows (nano-vllm's postprocess): keep each
+        sequence's new tokens up to a stop, append them, finish and free whoever stopped.
+        Returns the finished sequences (the runner drops their generators and host blocks)."""
+        for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
+            if seq.seq_id in sampled:
+                sampled[seq.seq_id] = self.stop.keep(seq, sampled[seq.seq_id])
+        self.update(batch, sampled)
+        return [s for s in batch.seqs if s.seq_id in sampled and self.check_stop(s, now_s)]
+
+    def check_stop(self, seq: Sequence, now_s: float) -> bool:
+        """Stamp the first token's time; finish the sequence if its last token stops it."""
+        if seq.first_token_s is None:
+            seq.first_token_s = now_s
+        reason = self.stop.reason(seq.token_ids, seq.num_prompt_tokens, seq.sampling_params)
+        if reason is None:
+            return False
+        seq.finish_s = now_s
+        self.finish(seq, reason)
+        return True
 
     def update(self, batch: Batch, sampled: dict[int, list[int]]) -> None:
         """After the forward: advance computed counts and append the new tokens. A sequence
