@@ -151,6 +151,9 @@ class EngineConfig:
     device: str = "auto"  # "auto" -> cuda when available, else cpu
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
     seed: int = 0  # for requests without their own seed
+    # CPU: torch's intra-op threads (process-wide). None: one per 64M weights, at most the usable
+    # cores, or OMP_NUM_THREADS when set (minirt.threads); an embedded model gets 1.
+    cpu_threads: int | None = None
     trace: bool = False  # record every step (minirt.trace)
     # "auto" -> triton on CUDA, torch on CPU, or a KernelBackend (minirt.kernels.backend)
     kernel_backend: str | object = "auto"
@@ -213,6 +216,8 @@ class EngineConfig:
         if self.max_model_len is not None:
             hint = "; None means the model's max_position_embeddings"
             self.max_model_len = as_int("max_model_len", self.max_model_len, 1, hint=hint)
+        if self.cpu_threads is not None:
+            self.cpu_threads = as_int("cpu_threads", self.cpu_threads, 1, hint="; None chooses")
         if self.num_kv_blocks is not None:
             hint = "; None sizes the pool from kv_cache_bytes"
             self.num_kv_blocks = as_int("num_kv_blocks", self.num_kv_blocks, 1, hint=hint)

@@ -7,6 +7,7 @@ after bad input. With `trace=True` each step is recorded (minirt.trace). Noteboo
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from minirt.sched import Batch, Scheduler, Sequence
 from minirt.sched.stop import StopRule
 from minirt.spec.decoder import SpecRunner
 from minirt.spec.rejection import verify
+from minirt.threads import pin_cpu_threads
 from minirt.trace import Recorder, RequestEvent, ScheduledSeq, StepEvent
 
 
@@ -105,6 +107,8 @@ class LLM:
         self.device = _pick_device(self.config.device)
         self.dtype = _pick_dtype(self.config.dtype, self.device)
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
+        if self.device.type == "cpu":  # few threads: a tiny model's waiting threads only spin
+            pin_cpu_threads(self.model_config, self.config.cpu_threads)
         self.kernels = get_backend(self.config.kernel_backend, self.device)
         self.model.use_kernels(self.kernels)
         if self.config.quantization:  # before the pool is sized and the graphs captured
@@ -222,7 +226,11 @@ class LLM:
             self._next_seq_id += 1
         steps0, preempt0 = self.scheduler.num_steps, self.scheduler.num_preemptions
         drafted0, accepted0 = self._spec_counts()
-        bar = tqdm(total=len(seqs), desc="generate", disable=not use_tqdm, unit="req")
+        # in a log (stderr not a terminal) a refresh every 30 s, not hundreds of \r updates
+        interval = 0.1 if sys.stderr.isatty() else 30.0
+        bar = tqdm(
+            total=len(seqs), desc="generate", disable=not use_tqdm, unit="req", mininterval=interval
+        )
         try:
             for seq in seqs:
                 self.scheduler.add(seq)

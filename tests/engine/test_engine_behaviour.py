@@ -119,3 +119,17 @@ def test_the_pool_can_be_sized_in_blocks_for_the_target_and_the_draft_alike():
     assert llm.kv_pool.shape[2] == 7 and llm.spec.draft.kv_pool.shape[2] == 7
     with pytest.raises(ValueError, match="num_kv_blocks must be >= 1"):
         LLM(device="cpu", num_kv_blocks=0)
+
+
+def test_on_cpu_the_engine_picks_few_threads_unless_told(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    try:
+        LLM(device="cpu")
+        assert torch.get_num_threads() == 1  # the embedded model: one thread is as fast
+        LLM(device="cpu", cpu_threads=2)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="cpu_threads must be >= 1"):
+            LLM(device="cpu", cpu_threads=0)
+    finally:
+        torch.set_num_threads(before)
