@@ -74,3 +74,15 @@ def _show(value: Any) -> str:
     text = repr(value)
     text = text if len(text) <= 60 else text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+def named_part(what: str, value, registry: dict, otherwise: str, kinds: str):
+    """A swappable part given by name or as an object: registry[value] for a name (an unknown
+    one is refused, listing the names and `otherwise`), `value` itself when callable."""
+    if isinstance(value, str):
+        if value not in registry:
+            raise ValueError(f"unknown {what} {value!r}; use one of {sorted(registry)}{otherwise}")
+        return registry[value]
+    if not callable(value):
+        raise ValueError(f"{what} must be {kinds}, got {value!r}")
+    return value

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from minirt.checks import named_part
 from minirt.kv.block_manager import BlockManager
 from minirt.kv.prefix_cache import PrefixCache
 from minirt.kv.radix_cache import RadixCache
@@ -25,15 +26,8 @@ def make_prefix_cache(kind, num_blocks: int, block_size: int) -> PrefixCache:
     every method the object lacks."""
     if kind is None:
         return BlockManager(num_blocks, block_size, enable_prefix_caching=False)
-    if isinstance(kind, str):
-        if kind not in PREFIX_CACHES:
-            raise ValueError(
-                f"unknown prefix_cache {kind!r}; use one of {sorted(PREFIX_CACHES)}, None, or a "
-                "class implementing minirt.kv.PrefixCache"
-            )
-        kind = PREFIX_CACHES[kind]
-    if not callable(kind):
-        raise ValueError(f"prefix_cache must be a name, None or a class, got {kind!r}")
+    otherwise = ", None, or a class implementing minirt.kv.PrefixCache"
+    kind = named_part("prefix_cache", kind, PREFIX_CACHES, otherwise, "a name, None or a class")
     cache = kind(num_blocks, block_size)
     missing = [name for name in _members() if not hasattr(cache, name)]
     if missing:

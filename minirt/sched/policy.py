@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from minirt.checks import named_part
 from minirt.kv.radix_tree import RadixNode, common_len, insert, match
 from minirt.sched.sequence import Sequence as Seq
 
@@ -73,15 +74,8 @@ POLICIES: dict[str, Policy] = {"fcfs": fcfs, "lpm": lpm, "dfs-weight": dfs_weigh
 
 def resolve_policy(policy: str | Policy, cache) -> Policy:
     """The policy function for a name or a function, checked against the prefix cache."""
-    if isinstance(policy, str):
-        if policy not in POLICIES:
-            raise ValueError(
-                f"unknown schedule_policy {policy!r}; use one of {sorted(POLICIES)} or pass a "
-                "function (waiting, cache) -> waiting in admission order"
-            )
-        policy = POLICIES[policy]
-    if not callable(policy):
-        raise ValueError(f"schedule_policy must be a name or a function, got {policy!r}")
+    otherwise = " or pass a function (waiting, cache) -> waiting in admission order"
+    policy = named_part("schedule_policy", policy, POLICIES, otherwise, "a name or a function")
     missing = [m for m in getattr(policy, "needs", ()) if not hasattr(cache, m)]
     if missing:
         name = getattr(policy, "__name__", repr(policy))
