@@ -5,7 +5,10 @@ reach them). Two checks refuse a notebook that hands minirt's part back as its o
 message that says what was found, where, and why: `check_source` reads the AST of the learner's
 cells (imports, names, dynamic imports, computed `getattr`, the part's registry names as strings);
 `check_objects` looks at what the cells defined (a function's or a class's module, its MRO, the
-globals its code refers to, the attributes of an instance the grader built).
+globals its code refers to, the attributes of an instance the grader built). In every lab that has
+such a list the learner's cells may not reach the grader itself (`minirt.grading`, but for
+`self_check`) nor change what they imported (`module.name = ...`, `setattr(module, ...)`): the
+grader and the engine it runs must be the ones shipped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import builtins
 import functools
 import inspect
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,20 @@ DYNAMIC = {
     "exec": "runs code built at run time",
     "eval": "runs code built at run time",
     "compile": "builds code at run time",
+    "__globals__": "reaches a function's module, and from there any module",
+    "__subclasses__": "reaches any class by walking the class tree",
+    "__code__": "swaps a function's code",
+    "gc": "reaches any live object through the garbage collector",
+    "ctypes": "writes to memory directly",
 }
+
+# The grader: a learner's cell may import `self_check` from it, nothing else.
+GRADER = "minirt.grading"
+GRADER_ALLOWED = {"self_check"}
+GRADER_WHY = (
+    "reaches the grader (minirt.grading) — refused: the grader must run as shipped; a cell may "
+    "import only self_check from it"
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class Forbidden:
     names: tuple[str, ...] = ()
     strings: tuple[str, ...] = ()
     what: str = "minirt's implementation of this lab's part"
+    # a module's last name that is also an everyday word (`policy`): not refused by itself
+    allow: tuple[str, ...] = ()
 
     def module_is_forbidden(self, module: str | None) -> bool:
         return bool(module) and any(module == m or module.startswith(m + ".") for m in self.modules)
@@ -53,7 +72,7 @@ class Forbidden:
     @property
     def all_names(self) -> set[str]:
         # a module's own name reaches it as an attribute (`minirt.kv.radix_cache`)
-        return set(self.names) | {m.rsplit(".", 1)[-1] for m in self.modules}
+        return (set(self.names) | {m.rsplit(".", 1)[-1] for m in self.modules}) - set(self.allow)
 
 
 @dataclass(frozen=True)
@@ -73,20 +92,99 @@ def _refused(forbidden: Forbidden) -> str:
     )
 
 
-def check_source(cells: list[tuple[int, str]], forbidden: Forbidden) -> list[Refusal]:
+def check_source(
+    cells: list[tuple[int, str]], forbidden: Forbidden, imported: Iterable[str] = ()
+) -> list[Refusal]:
     """Refusals for the learner's cells `(cell number, Python source)`; [] when clean. A cell
-    that does not parse is skipped here (the grader reports it when it runs the cell)."""
+    that does not parse is skipped here (the grader reports it when it runs the cell).
+    `imported`: names the notebook's other cells import (`torch`, `LLM`): assigning to their
+    attributes changes code the grader runs."""
     out: list[Refusal] = []
+    trees = []
     for number, source in cells:
         try:
-            tree = ast.parse(source)
+            trees.append((number, ast.parse(source)))
         except SyntaxError:
             continue
+    modules = set(imported) | {n for _, tree in trees for n in imported_names(tree)}
+    for number, tree in trees:
         for node in ast.walk(tree):
-            for found, why in _node_problems(node, forbidden):
+            problems = [*_node_problems(node, forbidden), *_grader_problems(node)]
+            problems += _patch_problems(node, modules)
+            for found, why in problems:
                 where = f"cell {number}, line {getattr(node, 'lineno', '?')}"
                 out.append(Refusal(where, found, why))
     return out
+
+
+def imported_names(tree: ast.AST) -> set[str]:
+    """The names import statements bind in `tree` (`import a.b` binds `a`)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.asname or a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            out |= {a.asname or a.name for a in node.names if a.name != "*"}
+    return out
+
+
+def _grader_problems(node: ast.AST):
+    """Imports and attributes that reach minirt.grading (but for self_check)."""
+    if isinstance(node, ast.Import):
+        for alias in node.names:
+            if alias.name == GRADER or alias.name.startswith(GRADER + "."):
+                yield f"`import {alias.name}`", GRADER_WHY
+    elif isinstance(node, ast.ImportFrom) and node.module:
+        grader = node.module == GRADER or node.module.startswith(GRADER + ".")
+        for alias in node.names:
+            reaches = f"{node.module}.{alias.name}" == GRADER
+            if reaches or (grader and alias.name not in GRADER_ALLOWED):
+                yield f"`from {node.module} import {alias.name}`", GRADER_WHY
+    elif isinstance(node, ast.Attribute) and node.attr == "grading":
+        yield "the attribute `.grading`", GRADER_WHY
+
+
+def _root(node: ast.AST) -> str | None:
+    """`a` for `a.b.c`, `a.b[0]`, `a[1].c`; None for anything else."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+GRADER_PART = Forbidden(modules=(GRADER,), what="the grader (minirt.grading)")
+
+PATCH_WHY = (
+    "changes what was imported (a module, a class or a function the grader and the engine run "
+    "too) — refused: write your own code instead of patching theirs"
+)
+
+
+def _patch_problems(node: ast.AST, modules: set[str]) -> list[tuple[str, str]]:
+    """Assignments and deletions into an imported name's attributes, and setattr/delattr on one:
+    monkeypatching, which would change minirt (or the grader) for every run of the process."""
+    targets: list[ast.AST] = []
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+        targets = [node.target]
+    elif isinstance(node, ast.Delete):
+        targets = list(node.targets)
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("setattr", "delattr")
+        and node.args
+        and _root(node.args[0]) in modules
+    ):
+        return [(f"`{node.func.id}({_root(node.args[0])}, …)`", PATCH_WHY)]
+    flat = []
+    while targets:
+        t = targets.pop()
+        if isinstance(t, (ast.Tuple, ast.List)):
+            targets += t.elts
+        elif isinstance(t, (ast.Attribute, ast.Subscript)) and _root(t) in modules:
+            flat.append((f"`{ast.unparse(t)} = …`", PATCH_WHY))
+    return flat
 
 
 def _node_problems(node: ast.AST, f: Forbidden):
@@ -142,6 +240,9 @@ def check_objects(objects: dict[str, Any], forbidden: Forbidden) -> list[Refusal
     seen: set[int] = set()
     for name, obj in objects.items():
         out += _object_problems(name, obj, forbidden, seen)
+    seen = set()
+    for name, obj in objects.items():  # and nothing of the grader's
+        out += _object_problems(name, obj, GRADER_PART, seen)
     return out
 
 

@@ -10,6 +10,7 @@ only, and no state leaks between tasks; forking is cheap because minirt is alrea
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import linecache
@@ -135,6 +136,9 @@ def _worker(
     sys.stdin = open(os.devnull)  # an input() in the notebook must not wait for a person
     grader = load_lab(lab)
     task = next(t for t in grader.TASKS if t.id == task_id)
+    # bound before the learner's cells run: a cell that rebinds them in their modules changes
+    # nothing here (the guard refuses such cells first; this is the second line)
+    play, check_objects = run_task, guard.check_objects
     os.environ.update(dict(task.env))
     namespace: dict = {"__name__": "__main__"}
     failed_cells = []
@@ -152,11 +156,11 @@ def _worker(
                 failed_cells.append(f"cell {number} ({first!r}) raised {type(e).__name__}: {e}")
         forbidden = getattr(grader, "FORBIDDEN", None)
         needed = {n: namespace[n] for n in task.needs if n in namespace}
-        refusals = guard.check_objects(needed, forbidden) if forbidden else []
+        refusals = check_objects(needed, forbidden) if forbidden else []
         if refusals:
             result = refused(task, refusals)
         else:  # cases not played by 90% of the time limit fail; the others keep their credit
-            result = run_task(task, namespace, seed, deadline=started + 0.9 * timeout)
+            result = play(task, namespace, seed, deadline=started + 0.9 * timeout)
     if result.status == "missing" and failed_cells:
         result.message += "; " + "; ".join(failed_cells)
     conn.send(result.to_dict())
@@ -231,7 +235,15 @@ def grade_notebook(
     cells = notebook_cells(path)
     report = GradeReport(lab, str(path), seed)
     forbidden = getattr(grader, "FORBIDDEN", None)
-    refusals = guard.check_source(learner_cells(path, lab), forbidden) if forbidden else []
+    refusals = []
+    if forbidden:
+        imported = set()  # what every cell imports: patching it would change minirt or the grader
+        for _, source in cells:
+            try:
+                imported |= guard.imported_names(ast.parse(source))
+            except SyntaxError:
+                continue
+        refusals = guard.check_source(learner_cells(path, lab), forbidden, imported)
     for task in grader.TASKS:
         if refusals:  # nothing of the notebook runs
             report.results.append(refused(task, refusals))

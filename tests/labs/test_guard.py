@@ -31,6 +31,15 @@ CHEATS = {
     "exec": "exec('from minirt.kv.radix_cache import Radix' + 'Cache')",
     "sys.modules": "import sys\nm = sys.modules['minirt.kv']",
     "module path string": "name = 'minirt.kv.radix_tree'",
+    # the grader and the engine must run as shipped, whatever the lab grades
+    "the grader's runner": "from minirt.grading import runner",
+    "the grader as a module": "import minirt.grading.lab06 as g",
+    "the grader by attribute": "import minirt\nf = minirt.grading",
+    "a patched module": "import minirt.kv.block_manager as b\nb.BlockManager.evict = print",
+    "a patched import": "from minirt import LLM\nLLM.generate = print",
+    "setattr on a module": "import torch\nsetattr(torch, 'softmax', print)",
+    "a function's globals": "g = print.__globals__",
+    "the class tree": "classes = object.__subclasses__()",
 }
 
 
@@ -56,6 +65,25 @@ class MyCache(PrefixCacheHooks):
 """
     assert check_source([(1, code)], RADIX) == []
     assert check_source([(1, "this is ( not python")], RADIX) == []  # reported when it runs
+    own = """
+from minirt.grading import self_check
+
+class Mine:
+    def __init__(self):
+        self.clock = 0
+        self.tables = {}
+
+    def tick(self, seq_id):
+        self.clock += 1
+        self.tables[seq_id] = [self.clock]
+"""
+    assert check_source([(1, own)], RADIX, imported={"torch", "LLM"}) == []
+
+
+def test_patching_a_name_another_cell_imported_is_refused():
+    refusals = check_source([(9, "x = 1\nLLM.generate = print")], RADIX, imported={"LLM"})
+    assert [r.where for r in refusals] == ["cell 9, line 2"]
+    assert "changes what was imported" in str(refusals[0])
 
 
 def test_objects_from_the_graded_module_are_refused_however_they_were_reached():
