@@ -1,7 +1,8 @@
 """minirt workbench dashboard — the home page: what each page shows and which notebook to read.
 
 Run with `streamlit run viz_app/Home.py` (or `./workbench`, which starts it beside JupyterLab).
-The list below comes from `vizlib.registry.PAGES`; add a page there and it appears here.
+The pages come from `vizlib.registry.PAGES` (add a page there and it appears here); the
+chapters from the notebooks folder itself.
 """
 
 import streamlit as st
@@ -26,7 +27,12 @@ for page in PAGES:
         st.caption(f"{label}: {books}  ·  Data: {page.data}")
 
 st.subheader("Notebooks")
-st.markdown("\n".join(f"- `notebooks/{name}.ipynb` — {what}" for name, what in NOTEBOOKS.items()))
+chapters = []
+for name, title in NOTEBOOKS.items():  # every notebooks/NN_<topic>.ipynb, in reading order
+    pages = [p.title for p in PAGES if name in p.notebooks]
+    shown = f" · page: {', '.join(pages)}" if pages else ""
+    chapters.append(f"- `notebooks/{name}.ipynb` — {title}{shown}")
+st.markdown("\n".join(chapters))
 st.caption(
     "Start with `00_tour`. A trace of your own run: "
     '`python -m minirt generate "def fib(n):" --trace run.json`, then upload it on a page.'

@@ -1,6 +1,9 @@
-"""Home lists every registered page with what it shows and the notebooks that go with it."""
+"""Home lists every registered page with what it shows, and every chapter in notebooks/."""
 
-from vizlib.registry import NOTEBOOKS, PAGES
+import json
+from pathlib import Path
+
+from vizlib.registry import NOTEBOOK_DIR, NOTEBOOKS, PAGES, notebook_titles
 
 
 def test_home_links_every_page_and_names_its_notebooks(open_page):
@@ -11,6 +14,22 @@ def test_home_links_every_page_and_names_its_notebooks(open_page):
     captions = [c.value for c in at.caption]
     for p in PAGES:
         assert any(all(f"`{nb}`" in c for nb in p.notebooks) for c in captions), p.title
-    text = "\n".join(m.value for m in at.markdown)
-    for name in NOTEBOOKS:
-        assert f"notebooks/{name}.ipynb" in text
+
+
+def test_home_lists_every_notebook_in_the_folder_with_its_title(open_page):
+    on_disk = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert list(NOTEBOOKS) == on_disk
+    text = "\n".join(m.value for m in open_page().markdown)
+    for name, title in NOTEBOOKS.items():
+        assert f"`notebooks/{name}.ipynb` — {title}" in text
+
+
+def test_a_new_notebook_is_listed_by_its_heading_without_the_chapter_number(tmp_path: Path):
+    def write(name: str, *cells: tuple[str, str]) -> None:
+        nb = {"cells": [{"cell_type": t, "source": [s], "metadata": {}} for t, s in cells]}
+        (tmp_path / name).write_text(json.dumps(nb))
+
+    write("13_new_topic.ipynb", ("code", "# not a heading"), ("markdown", "# 13 · A new topic"))
+    write("02_old.ipynb", ("markdown", "intro\n# Old one"))
+    write("scratch.ipynb", ("markdown", "# not a chapter"))
+    assert notebook_titles(tmp_path) == {"02_old": "Old one", "13_new_topic": "A new topic"}

@@ -6,6 +6,7 @@ files in `viz_app/pages/` agree. To add a page: write `pages/NN_<Topic>.py` and 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,19 +31,27 @@ class Page:
         return Path(self.file).stem.split("_", 1)[1]
 
 
-# The course's notebooks, in reading order (notebooks/<name>.ipynb).
-NOTEBOOKS: dict[str, str] = {
-    "00_tour": "a tour of minirt: generate, look at the trace, find each part in the code",
-    "01_kv_cache": "the KV cache: what it costs, paged blocks, prefix sharing",
-    "02_scheduling": "continuous batching: token budget, chunked prefill, preemption",
-    "03_latency_vs_throughput": "batch size against latency and throughput",
-    "06_pinned_memory_and_streams": "pinned vs pageable memory, non_blocking copies, streams",
-    "07_speculative_decoding": "speculative decoding: draft, verify, rollback",
-    "08_quantization": "INT4 groups, FP8 and INT8: accuracy, outliers and the speed crossover",
-    "09_bank_conflicts_and_smem_gemm": "bank conflicts, swizzles and the shared-memory GEMM",
-    "11_vllm_vs_sglang": "vLLM vs SGLang: radix vs hash prefix cache, policies, overlap",
-    "12_moe_communication": "MoE: routing, expert parallelism, the all-to-all and its fixes",
-}
+NOTEBOOK_DIR = APP_DIR.parent / "notebooks"
+
+
+def notebook_title(path: Path) -> str:
+    """A chapter's title: the first "# " heading of the notebook, without its "NN · " prefix."""
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        for line in "".join(cell["source"]).splitlines():
+            if line.startswith("# "):
+                return line[2:].strip().split(" · ", 1)[-1]
+    return path.stem
+
+
+def notebook_titles(folder: Path = NOTEBOOK_DIR) -> dict[str, str]:
+    """The course's chapters in reading order, read from notebooks/NN_<topic>.ipynb:
+    {"00_tour": "A tour of the engine", ...}. A new notebook appears on Home by itself."""
+    return {p.stem: notebook_title(p) for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
+
+
+NOTEBOOKS: dict[str, str] = notebook_titles()
 
 PAGES: tuple[Page, ...] = (
     Page(
