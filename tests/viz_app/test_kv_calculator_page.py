@@ -80,3 +80,29 @@ def test_weights_that_do_not_fit_are_reported_not_a_negative_budget(calculator):
     assert numbers(at)["max concurrent sequences"] == 0
     assert any("weights alone" in e.value for e in at.error)
     assert not at.exception
+
+
+def test_llama_70b_on_an_h100_says_why_nothing_fits_and_draws_no_concurrency_line(calculator):
+    at = calculator
+    at.selectbox(key="kv_model").set_value("llama-3-70b").run()
+    assert numbers(at)["max concurrent sequences"] == 0
+    (error,) = at.error
+    assert "0 concurrent sequences" in error.value and "8 bits" in error.value
+    assert "2+ GPUs" in error.value
+    assert (
+        len(at.get("vega_lite_chart")) == 1
+    )  # the memory bar only: no line of zeros on a log axis
+    assert any("no sequence of any length fits" in c.value for c in at.caption)
+
+
+def test_lengths_at_which_nothing_fits_are_left_off_the_log_chart_and_named():
+    from vizlib import kv_calc
+
+    frame = kv_calc.concurrency_frame(PRESETS["llama-3-70b"], "bfloat16", 16, 80, "int8", 1 << 17)
+    none = frame[frame["max_sequences"] == 0]
+    assert not none.empty and (frame["max_sequences"] > 0).any()
+    caption = kv_calc.concurrency_caption(frame, 4096, 7)
+    assert f"From {int(none['seq_len'].min()):,} tokens on not one sequence fits" in caption
+    chart = kv_calc.concurrency_chart(frame, 4096, 7).to_dict()
+    drawn = chart["datasets"][chart["layer"][0]["data"]["name"]]
+    assert all(r["max_sequences"] > 0 for r in drawn)

@@ -78,10 +78,16 @@ c[2].metric(
 c[3].metric(
     "Max concurrent sequences", f"{n['max_concurrent_sequences']:,}", help="beside the weights"
 )
+weights_fit = n["weight_bytes"] < n["gpu_bytes"]
 if n["batch_fits"]:
     st.success(f"A batch of {batch:,} × {seq_len:,} tokens fits beside the weights.")
-elif n["weight_bytes"] >= n["gpu_bytes"]:
-    st.error(f"The weights alone ({fmt(n['weight_bytes'])}) don't fit in {mem_gb:g} GB.")
+elif not weights_fit:
+    st.error(kv_calc.weights_too_big(n, weight_dtype, mem_gb))
+elif n["max_concurrent_sequences"] == 0:
+    st.warning(
+        f"Not one sequence of {seq_len:,} tokens fits: it needs {fmt(n['bytes_per_sequence'])} "
+        f"of KV and {fmt(n['gpu_bytes'] - n['weight_bytes'])} are left beside the weights."
+    )
 else:
     st.warning(
         f"A batch of {batch:,} doesn't fit: at most {n['max_concurrent_sequences']:,} sequences "
@@ -91,11 +97,15 @@ else:
 st.subheader("Device memory")
 st.altair_chart(kv_calc.memory_chart(n), width="stretch")
 st.subheader("Longer sequences, fewer of them")
-max_len = max(seq_len, config.max_position_embeddings, 1024)
-curve = kv_calc.concurrency_frame(config, kv_dtype, block_size, mem_gb, weight_dtype, max_len)
-st.altair_chart(
-    kv_calc.concurrency_chart(curve, seq_len, n["max_concurrent_sequences"]), width="stretch"
-)
+if weights_fit:
+    max_len = max(seq_len, config.max_position_embeddings, 1024)
+    curve = kv_calc.concurrency_frame(config, kv_dtype, block_size, mem_gb, weight_dtype, max_len)
+    st.altair_chart(
+        kv_calc.concurrency_chart(curve, seq_len, n["max_concurrent_sequences"]), width="stretch"
+    )
+    st.caption(kv_calc.concurrency_caption(curve, seq_len, n["max_concurrent_sequences"]))
+else:
+    st.caption("Nothing to draw: with no room beside the weights, no sequence of any length fits.")
 
 rows = [
     ("KV bytes per token", n["bytes_per_token"]),

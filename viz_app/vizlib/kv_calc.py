@@ -7,6 +7,7 @@ functions `python -m minirt kv-size` and notebook 01 (KV cache) use. GB here are
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import altair as alt
@@ -96,25 +97,58 @@ def concurrency_frame(
 
 
 def concurrency_chart(frame: pd.DataFrame, seq_len: int, max_seqs: int) -> alt.LayerChart:
-    """Log-log: how many sequences fit as they get longer; the chosen length is the red dot."""
-    # log scales can't show 0: sequences that don't fit at all sit on the axis at 0.5
-    shown = frame.assign(plotted=frame["max_sequences"].clip(lower=0.5))
-    line = (
-        alt.Chart(shown)
-        .mark_line(point=True)
-        .encode(
-            x=alt.X("seq_len:Q", scale=alt.Scale(type="log", base=2), title="sequence length"),
-            y=alt.Y("plotted:Q", scale=alt.Scale(type="log"), title="max concurrent sequences"),
-            tooltip=["seq_len", "max_sequences"],
-        )
+    """Log-log: how many sequences fit as they get longer; the chosen length is the red dot.
+
+    Lengths at which not one sequence fits are left out: a log axis has no 0 to put them at.
+    """
+    fits = frame[frame["max_sequences"] > 0]
+    x = alt.X(
+        "seq_len:Q",
+        scale=alt.Scale(
+            type="log", base=2, domain=[frame["seq_len"].min(), frame["seq_len"].max()]
+        ),
+        title="sequence length",
     )
-    here = pd.DataFrame({"seq_len": [seq_len], "plotted": [max(max_seqs, 0.5)], "n": [max_seqs]})
+    y = alt.Y("max_sequences:Q", scale=alt.Scale(type="log"), title="max concurrent sequences")
+    line = (
+        alt.Chart(fits).mark_line(point=True).encode(x=x, y=y, tooltip=["seq_len", "max_sequences"])
+    )
+    here = pd.DataFrame({"seq_len": [seq_len], "max_sequences": [max_seqs]})
     dot = (
-        alt.Chart(here)
+        alt.Chart(here[here["max_sequences"] > 0])
         .mark_point(color="#e45756", size=140, filled=True)
-        .encode(x="seq_len:Q", y="plotted:Q", tooltip=["seq_len", alt.Tooltip("n", title="fits")])
+        .encode(x=x, y=y, tooltip=["seq_len", alt.Tooltip("max_sequences", title="fits")])
     )
     return (line + dot).properties(height=280)
+
+
+def concurrency_caption(frame: pd.DataFrame, seq_len: int, max_seqs: int) -> str:
+    """What the chart shows, and where it stops: the first length at which nothing fits."""
+    text = (
+        f"Red: your length ({seq_len:,} tokens, {max_seqs:,} sequences). Twice the length, half "
+        "the sequences: the KV beside the weights is a fixed number of tokens."
+    )
+    none = frame[frame["max_sequences"] == 0]
+    if not none.empty:
+        text += f" From {int(none['seq_len'].min()):,} tokens on not one sequence fits."
+    return text
+
+
+def weights_too_big(numbers: dict[str, Any], weight_dtype: str, gpu_mem_gb: float) -> str:
+    """Why nothing fits when the weights alone fill the device, and what would make room."""
+    weights, mem = numbers["weight_bytes"], numbers["gpu_bytes"]
+    text = (
+        f"The weights alone ({weights / GB:,.1f} GB in {weight_dtype}) need more than the "
+        f"device's {gpu_mem_gb:g} GB, so no sequence fits: 0 concurrent sequences."
+    )
+    eight_bit = numbers["num_parameters"]  # one byte a weight
+    if eight_bit < mem and dtype_bytes(weight_dtype) > 1:
+        text += f" In 8 bits (float8_e4m3fn or int8) they take {eight_bit / GB:,.1f} GB."
+    gpus = math.ceil(weights / mem)
+    return text + (
+        f" Or split the model over {gpus}+ GPUs (tensor parallelism divides weights and KV), "
+        "or pick a GPU with more memory."
+    )
 
 
 def memory_chart(numbers: dict[str, Any]) -> alt.Chart:
