@@ -97,9 +97,13 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a results file back, refusing files of another schema with a clear message."""
     record = json.loads(Path(path).read_text())
     if not isinstance(record, dict) or record.get("schema") != SCHEMA:
-        got = record.get("schema") if isinstance(record, dict) else type(record).__name__
+        if not isinstance(record, dict):
+            what = f"holds a JSON {type(record).__name__}, not a minirt benchmark result"
+        elif "schema" not in record:
+            what = 'has no "schema" field: not a minirt benchmark result'
+        else:
+            what = f"is a result of schema {record['schema']!r}, not schema {SCHEMA}"
         raise ValueError(
-            f"{path} is not a minirt benchmark result of schema {SCHEMA} (got {got!r}); "
-            "re-run the benchmark with `python -m minirt.bench` to regenerate it"
+            f"{path} {what}; re-run the benchmark with `python -m minirt.bench` to regenerate it"
         )
     return record

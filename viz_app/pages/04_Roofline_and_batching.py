@@ -53,10 +53,14 @@ try:
         record = rp.load_set(chosen, name)
     measured = rp.normalise(record)
 except rp.ResultError as e:
-    st.error(
-        f"Can't draw {name}: {e}. Pick another set (or upload a file written by "
-        "`python -m minirt.bench roofline|gpu|cpu`), or re-run that benchmark to regenerate it."
+    hint = (
+        ""
+        if "python -m minirt.bench" in str(e)
+        else (
+            " Pick another set, or re-run `python -m minirt.bench roofline|gpu|cpu` to write one."
+        )
     )
+    st.error(f"Can't draw {name}: {e}.{hint}")
     st.stop()
 
 topic, device = record["topic"], record.get("device", "?")
@@ -133,7 +137,7 @@ c[3].metric(
 )
 c[4].metric(
     "Crossover batch",
-    "none: memory-bound" if cross is None else str(cross),
+    "none" if cross is None else str(cross),
     help="smallest batch whose modelled step is compute-bound (minirt.tools.roofline)",
 )
 about = f"Model: `{model}` shape, {context} tokens of context, ceilings {hw.name}. "

@@ -16,6 +16,7 @@ ceilings measured in the set (or the H100 datasheet's). Notebook 03 (latency vs 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tempfile
@@ -69,9 +70,10 @@ def load_set(path: str | Path, name: str | None = None) -> dict[str, Any]:
         record = load_results(path)
     except UnicodeDecodeError:
         raise ResultError("not a text (UTF-8) file") from None
-    except ValueError as e:  # not JSON (JSONDecodeError is a ValueError), or another schema
-        text = str(e).replace(str(path), name)
-        raise ResultError(text if name in text else f"not valid JSON ({e})") from None
+    except json.JSONDecodeError as e:
+        raise ResultError(f"not valid JSON ({e})") from None
+    except ValueError as e:  # load_results: not a result of this schema
+        raise ResultError(str(e).replace(str(path), "the file")) from None
     except OSError as e:
         raise ResultError(f"can't read it ({e.strerror or e})") from None
     topic = record.get("topic")
