@@ -405,7 +405,7 @@ def test_comparison_and_op_fit_tables():
     measured, predicted = simulate(program, HW), simulate(program, Hardware(h2d_gbps=27.1))
     table = sp.comparison_frame(sp.summarize(measured), sp.summarize(predicted))
     total = table[table["quantity"] == "total (ms)"].iloc[0]
-    assert total["error"] == pytest.approx(sp.total_error(measured, predicted))
+    assert total["error"] == f"{sp.total_error(measured, predicted):+.1%}"
     fit = sp.op_fit(measured, predicted)
     assert set(fit["name"]) == {"load next", "compute"}
     load = fit[fit["name"] == "load next"].iloc[0]
@@ -413,6 +413,13 @@ def test_comparison_and_op_fit_tables():
     other = Program("other").kernel("different", ms=1.0).synchronize()
     assert sp.op_fit(measured, simulate(other, HW)).empty
     assert sp.total_error(Timeline("e", [], 0.0), predicted) is None
+
+
+def test_an_error_against_zero_is_a_difference_not_minus_100_percent():
+    assert sp.relative_error(2.0, 2.5) == "+25.0%"
+    assert sp.relative_error(0.1083, 0.0) == "-0.108 (difference)"
+    assert sp.relative_error(0.0, 0.0) == "+0.000 (difference)"
+    assert sp.relative_error(None, 1.0) == "—"
 
 
 def test_program_table_lists_the_calls_in_order():

@@ -152,7 +152,6 @@ if source == MEASURED:
         sp.comparison_frame(m, p),
         hide_index=True,
         key="streams_compare",
-        column_config={"error": st.column_config.NumberColumn(format="percent")},
     )
     with st.expander("Each GPU operation: measured vs simulated"):
         st.dataframe(sp.op_fit(measured, predicted), hide_index=True, key="streams_fit")

@@ -352,12 +352,21 @@ def metric_values(s: Summary) -> dict[str, str]:
     }
 
 
+def relative_error(measured: float | None, simulated: float | None) -> str:
+    """simulated / measured - 1 as a signed percentage; where either side is 0 (a ratio would
+    read -100 % or infinite) the absolute difference instead, in the row's unit; "—" if absent."""
+    if measured is None or simulated is None:
+        return "—"
+    if measured and simulated:
+        return f"{simulated / measured - 1:+.1%}"
+    return f"{simulated - measured:+,.3f} (difference)"
+
+
 def comparison_frame(measured: Summary, predicted: Summary) -> pd.DataFrame:
     """Measured against simulated, one row per quantity."""
 
     def row(what, m, p):
-        err = p / m - 1 if m and p is not None and m is not None else None
-        return {"quantity": what, "measured": m, "simulated": p, "error": err}
+        return {"quantity": what, "measured": m, "simulated": p, "error": relative_error(m, p)}
 
     return pd.DataFrame(
         [
