@@ -144,3 +144,12 @@ def test_the_fullest_run_is_chosen_over_a_newer_partial_rerun(tmp_path):
     paths = qp.runs(tmp_path)
     assert [p.name for p in paths][0] == "quant-20260201-000000.json"  # newest first
     assert paths[qp.fullest(paths)].name == "quant-20260101-000000.json"
+
+
+def test_every_outlier_measure_has_an_axis_title_that_fits_beside_the_chart():
+    assert set(qp.OUTLIER_AXES) == set(qp.OUTLIER_METRICS)
+    values = {m: [1.0] for m in qp.OUTLIER_METRICS}
+    frame = pd.DataFrame({"layer": ["L0 q"], "side": ["weight"], "order": [0], **values})
+    for m, title in qp.OUTLIER_AXES.items():
+        assert len(title) <= 24  # about the 300-pixel chart's height in axis-title characters
+        assert qp.outlier_chart(frame, m).to_dict()["encoding"]["y"]["title"] == title

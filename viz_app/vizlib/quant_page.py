@@ -107,6 +107,12 @@ OUTLIER_METRICS = {
     "channel_ratio": "largest channel max / median channel max",
     "int8_rel_error": "INT8 round-trip error (per token / per output row)",
 }
+# The y-axis titles: short enough to fit beside a 300-pixel chart (the radio says the rest).
+OUTLIER_AXES = {
+    "row_ratio_median": "max / median |x|",
+    "channel_ratio": "channel max / median",
+    "int8_rel_error": "INT8 relative error",
+}
 
 
 def outlier_frame(stats: list[dict[str, Any]]) -> pd.DataFrame:
@@ -129,7 +135,7 @@ def outlier_chart(frame: pd.DataFrame, metric: str) -> alt.Chart:
         .encode(
             x=alt.X("layer:N", sort=order, title=None),
             xOffset="side:N",
-            y=alt.Y(f"{metric}:Q", title=OUTLIER_METRICS[metric]),
+            y=alt.Y(f"{metric}:Q", title=OUTLIER_AXES[metric]),
             color=alt.Color("side:N", title=None),
             tooltip=["layer", "side", alt.Tooltip(f"{metric}:Q", format=".3f")],
         )
