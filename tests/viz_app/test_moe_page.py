@@ -161,3 +161,14 @@ def test_the_measured_section_draws_the_committed_cpu_run(page):
     at.radio(key="moe_measured_mb").set_value(1).run()
     lanes = [f for f in frames(ok(at)) if "lane" in f and f["lane"].str.startswith("rank").any()]
     assert lanes and set(lanes[0]["lane"]) == {f"rank {r}" for r in range(4)}
+
+
+def test_every_rank_and_token_gets_room_for_its_label():
+    lanes = [f"rank {r}" for r in range(8)]
+    rows = [{"lane": lane, "op": "experts", "micro_batch": 0, "start": 0.0, "end": 1.0}
+            for lane in lanes]  # fmt: skip
+    chart = mp.timeline_chart(mp.timeline_frame(rows, "run", scale=1.0)).to_dict()
+    assert chart["height"] == {"step": 22}  # a lane's row of pixels: no label dropped
+    routed = {"experts": [[0, 1]] * 24, "weights": [[0.5, 0.5]] * 24, "keep": [[True, True]] * 24}
+    flow = mp.flow_chart(mp.flow_frame(routed, 16, 4), 24, 16).to_dict()
+    assert flow["height"] >= 20 * 24

@@ -79,8 +79,12 @@ def flow_chart(frame: pd.DataFrame, num_tokens: int, num_experts: int) -> alt.La
         + [{"side": 1.0, "y": e / max(1, num_experts - 1), "label": f"e{e}"}
            for e in range(num_experts)]
     )  # fmt: skip
-    labels = alt.Chart(ends).mark_text(fontSize=9).encode(x="side:Q", y="y:Q", text="label:N")
-    return (lines + labels).properties(height=max(240, 14 * max(n, num_experts)))
+    # tokens labelled left of their end, experts right of theirs: never on top of the lines
+    label = alt.Chart(ends).mark_text(fontSize=11).encode(x="side:Q", y="y:Q", text="label:N")
+    tokens = label.transform_filter("datum.side == 0").mark_text(fontSize=11, align="right", dx=-4)
+    experts = label.transform_filter("datum.side == 1").mark_text(fontSize=11, align="left", dx=4)
+    rows = max(n, num_experts)
+    return (lines + tokens + experts).properties(height=max(240, 20 * rows))
 
 
 def load_frame(stats, num_ranks: int) -> pd.DataFrame:
@@ -130,7 +134,7 @@ def timeline_chart(frame: pd.DataFrame, unit: str = "µs") -> alt.Chart:
         color=alt.Color("op:N", scale=alt.Scale(domain=OPS, range=OP_COLORS)),
         tooltip=["run", "lane", "op", "micro_batch", alt.Tooltip("start:Q", format=".1f"),
                  alt.Tooltip("end:Q", format=".1f")],
-    ).properties(height=70)  # fmt: skip
+    ).properties(height=alt.Step(22))  # fmt: skip
 
 
 def newest_cpu_run() -> tuple[str | None, dict | None]:
