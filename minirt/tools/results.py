@@ -92,13 +92,39 @@ def latest_results(
     return max(records, key=lambda r: (str(r.get("date", "")), Path(r["path"]).name))
 
 
+def select_rows(
+    rows: Sequence[dict[str, Any]],
+    name: str | None = None,
+    where: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The rows of a run that measured `name` and match `where`: each key's value equals the
+    given one, or is among them when a list or tuple is given (`{"batch": [1, 64]}`)."""
+
+    def matches(value: Any, wanted: Any) -> bool:
+        return value in wanted if isinstance(wanted, list | tuple) else value == wanted
+
+    return [
+        r
+        for r in rows
+        if (name is None or r.get("name") == name)
+        and all(matches(r.get(k), v) for k, v in (where or {}).items())
+    ]
+
+
 def results_section(
     topics: str | Sequence[str],
     device: str = "h100",
     root: str | os.PathLike[str] | None = None,
     command: str | None = None,
+    name: str | None = None,
+    where: dict[str, Any] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> str:
-    """What a notebook prints under "real H100 numbers": the newest run, or why there is none."""
+    """What a notebook prints under "real H100 numbers": the newest run, or why there is none.
+
+    A run often measures several things; `name`, `where` (see `select_rows`) and `columns` print
+    only the part a chapter is about, as one table.
+    """
     topics = [topics] if isinstance(topics, str) else list(topics)
     record = latest_results(topics, device, root)
     if record is None:
@@ -111,18 +137,21 @@ def results_section(
             "the published figures quoted above stand in, and they are not ours."
         )
     machine = record.get("machine", {})
-    where = machine.get("gpu") or machine.get("cpu") or record.get("device")
+    config = record.get("config") or {}
+    host = machine.get("gpu") or config.get("gpu") or machine.get("cpu") or record.get("device")
     head = [
-        f"{record['topic']} on {record['device']} ({where}), {record.get('date', '?')}",
+        f"{record['topic']} on {record['device']} ({host}), {record.get('date', '?')}",
         f"command: {record.get('command', '?')}",
         f"file: {Path(record['path']).name}",
         "",
     ]
     rows = record.get("results", [])
+    if name is not None or where or columns:
+        return "\n".join(head) + format_table(select_rows(rows, name, where), columns)
     if not all("name" in r for r in rows):
         return "\n".join(head) + format_table(rows)
     # Rows of one run often measure different things ("name"): one table each.
     tables = []
-    for name in dict.fromkeys(r["name"] for r in rows):
-        tables.append(f"[{name}]\n" + format_table([r for r in rows if r["name"] == name]))
+    for kind in dict.fromkeys(r["name"] for r in rows):
+        tables.append(f"[{kind}]\n" + format_table([r for r in rows if r["name"] == kind]))
     return "\n".join(head) + "\n\n".join(tables)

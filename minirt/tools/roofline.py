@@ -164,12 +164,17 @@ def max_batch_under_tpot(
     return lo
 
 
-def compare_with_bench(record: dict[str, Any] | None, config: ModelConfig) -> list[dict[str, Any]]:
-    """Measured decode steps of a `python -m minirt.bench roofline` record beside the model.
+def compare_with_bench(
+    record: dict[str, Any] | None, config: ModelConfig, system: str = "minirt-graphs"
+) -> list[dict[str, Any]]:
+    """Measured decode steps of a benchmark record beside the model.
 
-    The record's `hbm_copy` and `bf16_matmul` rows give measured ceilings; each `eager_decode`
-    row (batch, prompt_len, new_tokens, step_ms) is compared with the model at the run's mean
-    context, under datasheet and under measured ceilings. Empty when there is no such record.
+    The record's `hbm_copy` and `bf16_matmul` rows give measured ceilings. Its decode rows
+    (batch, prompt_len, new_tokens, step_ms) are compared with the model at the run's mean
+    context, under datasheet and under measured ceilings: `decode` rows of `system` (a
+    `python -m minirt.bench gpu` run; "minirt-graphs" is the engine with CUDA graphs) and the
+    `eager_decode` rows of the older `python -m minirt.bench roofline` runs. Empty when there is
+    no such record.
     """
     if record is None:
         return []
@@ -184,7 +189,8 @@ def compare_with_bench(record: dict[str, Any] | None, config: ModelConfig) -> li
     )
     out = []
     for r in rows:
-        if r.get("name") != "eager_decode":
+        wanted = r.get("name") == "decode" and r.get("system") == system
+        if not (wanted or r.get("name") == "eager_decode") or "step_ms" not in r:
             continue
         context = r["prompt_len"] + r["new_tokens"] // 2
         sheet = decode_step(config, r["batch"], context, H100_SXM)
@@ -199,3 +205,36 @@ def compare_with_bench(record: dict[str, Any] | None, config: ModelConfig) -> li
             }
         )
     return out
+
+
+def measure_cpu(
+    threads: int = 1, nbytes: int = 64 << 20, n: int = 512, repeats: int = 5
+) -> Hardware:
+    """This machine's CPU as the roofline's two numbers, measured on `threads` torch threads.
+
+    Bandwidth: the best of `repeats` copies of `nbytes` (bytes read plus bytes written, as a
+    GPU's copy benchmark counts them); compute: the best of `repeats` fp32 n x n matmuls. The
+    embedded model runs in fp32 on one thread, so those are the ceilings its decode steps meet.
+    """
+    import time
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.ones(nbytes // 4)
+        dst = torch.empty_like(src)
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        copy_s, matmul_s = float("inf"), float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            dst.copy_(src)
+            copy_s = min(copy_s, time.perf_counter() - t)
+            t = time.perf_counter()
+            torch.mm(a, b)
+            matmul_s = min(matmul_s, time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+    name = f"this CPU ({threads} thread{'s' if threads > 1 else ''})"
+    return Hardware(name, 2 * nbytes / copy_s, 2 * n**3 / matmul_s)

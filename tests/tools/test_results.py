@@ -47,3 +47,25 @@ def test_a_file_of_another_schema_is_refused(tmp_path):
     (tmp_path / "h100" / "decode-20250101-000000.json").write_text('{"schema": 99}')
     with pytest.raises(ValueError, match="not a minirt benchmark result"):
         latest_results("decode", root=tmp_path)
+
+
+def test_the_section_can_print_only_the_rows_a_chapter_is_about(tmp_path):
+    rows = [
+        {"name": "decode", "system": "graphs", "batch": 1, "step_ms": 1.5, "configs": [1, 2]},
+        {"name": "decode", "system": "eager", "batch": 1, "step_ms": 22.8},
+        {"name": "decode", "system": "graphs", "batch": 64, "step_ms": 2.7},
+        {"name": "hbm_copy", "gb_per_s": 2829.0},
+    ]
+    _write(tmp_path, "gpu", "2025-01-01T00:00:00+00:00", rows)
+    text = results_section(
+        "gpu",
+        root=tmp_path,
+        name="decode",
+        where={"system": ["graphs"]},
+        columns=["batch", "step_ms"],
+    )
+    assert "file: gpu-" in text
+    table = text.split("\n")[-3:]
+    assert table[0].split() == ["batch", "step_ms"]
+    assert [line.split() for line in table[1:]] == [["1", "1.5"], ["64", "2.7"]]
+    assert "22.8" not in text and "2829" not in text and "configs" not in text

@@ -11,6 +11,7 @@ from minirt.tools.roofline import (
     decode_step,
     matmul_params,
     max_batch_under_tpot,
+    measure_cpu,
 )
 
 # Per layer: attention 8*2*4*2 + 8*1*4*2 = 192, MLP 3*8*16 = 384, two norms 16 -> 592.
@@ -97,3 +98,29 @@ def test_bench_comparison_uses_the_measured_ceilings():
     assert row["measured_over_model"] == pytest.approx(2.0)
     assert compare_with_bench(None, TOY) == []
     assert compare_with_bench({"results": []}, TOY) == []
+
+
+def test_bench_comparison_reads_the_cuda_graph_decode_rows_of_a_gpu_run():
+    def decode(system, step_ms):
+        shape = {"batch": 2, "prompt_len": 2, "new_tokens": 2}
+        return {"name": "decode", "system": system, "step_ms": step_ms, **shape}
+
+    ceilings = [
+        {"name": "hbm_copy", "gb_per_s": 1e-6},
+        {"name": "bf16_matmul", "tflop_per_s": 1e-8},
+    ]
+    skipped = {"name": "decode", "system": "hf-compile", "batch": 1, "error": "skipped"}
+    rows = [decode("minirt-graphs", 4240), decode("minirt-eager", 9999), skipped]
+    (row,) = compare_with_bench({"results": ceilings + rows}, TOY)
+    assert row["measured_ms"] == 4240 and row["measured_over_model"] == pytest.approx(1.0)
+    (eager,) = compare_with_bench({"results": ceilings + rows}, TOY, system="minirt-eager")
+    assert eager["measured_ms"] == 9999
+
+
+def test_this_cpu_is_measured_as_two_positive_numbers_and_threads_are_restored():
+    import torch
+
+    before = torch.get_num_threads()
+    cpu = measure_cpu(threads=1, nbytes=1 << 20, n=64, repeats=2)
+    assert cpu.mem_bandwidth > 0 and cpu.peak_flops > 0 and "1 thread" in cpu.name
+    assert torch.get_num_threads() == before
