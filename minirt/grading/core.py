@@ -30,6 +30,7 @@ LABS: dict[str, str] = {
     "lab04_quantization": "minirt.grading.lab04",
     "lab05_bank_conflicts": "minirt.grading.lab05",
     "lab06_radix_tree": "minirt.grading.lab06",
+    "lab07_scheduling": "minirt.grading.lab07",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.
