@@ -58,7 +58,9 @@ cols[2].metric("Radix steps", radix["stats"]["num_steps"])
 cols[3].metric("Hash steps", hashed["stats"]["num_steps"])
 
 last = max(len(radix["steps"]), len(hashed["steps"])) - 1
-i = st.slider("Scheduler step", 0, last, 0, key=f"pc_step_{last}") if last > 0 else 0
+# Open where requests found the shared prompt in the cache (the key: a new run starts afresh).
+start = min(pc.default_step(radix["steps"]), last)
+i = st.slider("Scheduler step", 0, last, start, key=f"pc_step_{last}") if last > 0 else 0
 left, right = st.columns(2)
 with left:
     st.subheader("Radix tree (SGLang)")
@@ -66,8 +68,12 @@ with left:
         step = radix["steps"][i]
         rows = pc.tree_rows(radix["steps"], i, radix["prompts"])
         st.altair_chart(pc.tree_chart(rows), width="stretch")
-        st.caption(f"{len(rows)} nodes, {step['cache']['num_cached_tokens']} cached tokens; "
-                   f"{step['prefix_hit_tokens']} tokens hit in this step.")  # fmt: skip
+        st.caption(
+            f"{len(rows)} nodes, {step['cache']['num_cached_tokens']} cached tokens; "
+            f"{step['prefix_hit_tokens']} tokens hit in this step. A node is the run of tokens "
+            "on its segment (◆ is the root; · a space, ⏎ a newline); ×n: n running requests "
+            "hold it, so it can't be evicted."
+        )
     else:
         st.info("The radix run had finished by this step.")
 with right:

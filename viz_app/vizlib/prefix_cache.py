@@ -33,9 +33,28 @@ def run_both(settings: RunSettings, policy: str = "lpm") -> dict[str, Any]:
             prompts = [llm.tokenizer.encode(p) for p in settings.prompts]
             llm.generate(prompts, settings.sampling_params(), use_tqdm=False)
         events = llm.recorder.to_dict()["events"]
+        for e in events:  # each radix node's tokens as text, for its label
+            for node in (e.get("cache") or {}).get("nodes", []):
+                node["text"] = llm.tokenizer.decode(node["tokens"])
         out[cache] = {"steps": [e for e in events if e["type"] == "step"], "prompts": prompts,
                       "stats": llm.last_stats.to_dict(), "num_blocks": llm.num_blocks}  # fmt: skip
     return out
+
+
+def default_step(steps: list[dict]) -> int:
+    """The step to open on: the one whose admissions hit the most cached tokens (the tree shows
+    sharing there), else the last (the whole tree)."""
+    hits = [e["prefix_hit_tokens"] for e in steps]
+    return hits.index(max(hits)) if max(hits, default=0) > 0 else len(steps) - 1
+
+
+def node_label(text: str, lock_ref: int, width: int = 24) -> str:
+    """A node's label: its tokens as text (whitespace made visible, cut to `width` characters)
+    and its lock count — the running requests that hold it (they keep it from eviction)."""
+    shown = text.replace("\n", "⏎").replace(" ", "·")
+    if len(shown) > width:
+        shown = shown[: width - 1] + "…"
+    return f"{shown}  ×{lock_ref}" if lock_ref else shown
 
 
 def admitted(step: dict, prompts: list[list[int]]) -> dict[int, list[int]]:
@@ -60,41 +79,39 @@ def _paths(nodes: dict[int, dict]) -> dict[int, list[int]]:
     return paths
 
 
-def _leaf_order(nodes: dict[int, dict]) -> dict[int, float]:
-    """x of each node: leaves left to right (by their tokens), a parent over its children."""
+def _rows(nodes: dict[int, dict]) -> dict[int, int]:
+    """Each node's row as a file browser lists a tree: the root (id 0) on row 0, then depth
+    first, children in the order of their tokens."""
     children: dict[int, list[int]] = {}
     for nid, n in nodes.items():
         children.setdefault(n["parent"], []).append(nid)
-    x: dict[int, float] = {}
-    stack, leaves = [(0, False)], 0
+    row, stack = {}, [0]
     while stack:
-        nid, done = stack.pop()
-        kids = sorted(children.get(nid, []), key=lambda c: nodes[c]["tokens"])
-        if done or not kids:
-            x[nid] = sum(x[c] for c in kids) / len(kids) if kids else float(leaves)
-            leaves += not kids
-            continue
-        stack.append((nid, True))
-        stack += [(c, False) for c in reversed(kids)]
-    return x
+        nid = stack.pop()
+        row[nid] = len(row)
+        stack += sorted(children.get(nid, []), key=lambda c: nodes[c]["tokens"], reverse=True)
+    return row
 
 
 def tree_rows(steps: list[dict], i: int, prompts: list[list[int]]) -> pd.DataFrame:
-    """One row per radix node after step i: x (leaf order), depth in tokens, state, parent."""
+    """One row per radix node after step i: its row in the drawing, depth in tokens, parent, text,
+    label, state."""
     nodes = {n["id"]: n for n in steps[i]["cache"]["nodes"]}
     prev = {n["id"]: n for n in steps[i - 1]["cache"]["nodes"]} if i > 0 else {}
     before = list(_paths(prev).values())  # a node split since keeps its tokens: not new
     hits = list(admitted(steps[i], prompts).values())
-    paths, x = _paths(nodes), _leaf_order(nodes)
+    paths, row = _paths(nodes), _rows(nodes)
     rows = []
     for nid, n in nodes.items():
         p = paths[nid]
         hit = any(len(h) >= len(p) and h[: len(p)] == p for h in hits)
         old = any(len(b) >= len(p) and b[: len(p)] == p for b in before)
         state = "hit" if hit else "cached" if old else "new"
-        rows.append({"id": nid, "parent": n["parent"], "x": x[nid], "depth": len(p),
-                     "parent_x": x[n["parent"]], "parent_depth": len(p) - len(n["tokens"]),
-                     "tokens": len(n["tokens"]), "locked": n["lock_ref"] > 0,
+        text = n.get("text", " ".join(map(str, n["tokens"])))
+        rows.append({"id": nid, "parent": n["parent"], "row": row[nid], "depth": len(p),
+                     "parent_row": row[n["parent"]], "parent_depth": len(p) - len(n["tokens"]),
+                     "tokens": len(n["tokens"]), "text": text, "ref": n["lock_ref"],
+                     "label": node_label(text, n["lock_ref"]),
                      "blocks": ", ".join(map(str, n["blocks"])), "state": state})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -123,32 +140,31 @@ def _colour() -> alt.Color:
     return alt.Color("state:N", scale=alt.Scale(domain=list(COLOURS), range=list(COLOURS.values())))
 
 
-def tree_chart(rows: pd.DataFrame) -> alt.Chart:
-    """Nodes at (leaf order, depth in tokens), an edge to each parent; colour = hit/new/cached."""
+def tree_chart(rows: pd.DataFrame) -> alt.LayerChart:
+    """The tree as a file browser draws one, one node a row: a node is a segment of its tokens
+    from its parent's end (x = tokens from the root) to its own (the dot), labelled with its
+    text and lock count, hung from its parent by a grey line; colour = hit / new / cached."""
     if rows.empty:
-        return alt.Chart(pd.DataFrame({"x": [0], "depth": [0]})).mark_text(text="empty tree")
-    y = alt.Y("depth:Q", title="tokens from the root", scale=alt.Scale(reverse=True))
-    edges = (
-        alt.Chart(rows)
-        .mark_rule(color="#bbbbbb")
-        .encode(
-            x=alt.X("parent_x:Q", axis=None),
-            x2="x:Q",
-            y=alt.Y("parent_depth:Q", scale=alt.Scale(reverse=True)),
-            y2="depth:Q",  # fmt: skip
-        )
+        return alt.Chart(pd.DataFrame({"depth": [0]})).mark_text(text="empty tree")
+    x = alt.X("depth:Q", title="tokens from the root")
+    y = alt.Y("row:Q", axis=None, scale=alt.Scale(reverse=True, padding=16))
+    tooltip = ["text", "tokens", "depth", "ref", "blocks", "state"]
+    base = alt.Chart(rows)
+    hangers = base.mark_rule(color="#bbbbbb").encode(x="parent_depth:Q", y=y, y2="parent_row:Q")
+    segments = base.mark_rule(strokeWidth=3).encode(
+        x="parent_depth:Q", x2="depth:Q", y=y, color=_colour()
     )
-    points = (
-        alt.Chart(rows)
-        .mark_circle(size=160, opacity=1)
-        .encode(
-            x="x:Q",
-            y=y,
-            color=_colour(),
-            tooltip=["id", "tokens", "depth", "blocks", "locked", "state"],
-        )
+    ends = base.mark_circle(size=90, opacity=1).encode(x=x, y=y, color=_colour(), tooltip=tooltip)
+    labels = base.mark_text(align="left", dy=-10, fontSize=12, font="monospace").encode(
+        x="parent_depth:Q", y=y, text="label:N", tooltip=tooltip
     )
-    return (edges + points).properties(height=360)
+    root = (
+        alt.Chart(pd.DataFrame({"depth": [0], "row": [0]}))
+        .mark_point(shape="diamond", size=90, filled=True, color="black")
+        .encode(x=x, y=y, tooltip=[alt.Tooltip("depth:Q", title="root")])
+    )
+    height = 32 * (len(rows) + 1) + 40
+    return (hangers + segments + ends + labels + root).properties(height=height)
 
 
 def blocks_chart(rows: pd.DataFrame) -> alt.Chart:
