@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from minirt.model.tokenizer import EOS_ID, Tokenizer, build_byte_tokenizer
 from minirt.sampling_params import SamplingParams
 from minirt.serve.chat import PLAIN_TEMPLATE, ChatTemplate
@@ -46,3 +49,33 @@ def test_a_checkpoint_template_is_rendered_with_its_special_tokens(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     text = ChatTemplate(tmp_path).render([{"role": "user", "content": "hi"}])
     assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(max_size=40), st.lists(st.integers(1, 4), min_size=1, max_size=40))
+def test_stepwise_pieces_join_to_the_whole_decode(text, step_sizes):
+    """The windowed decode sends, step by step, exactly what decoding everything gives."""
+    ids = list(text.encode())
+    inc = IncrementalText(TOK, {EOS_ID}, SamplingParams())
+    pieces, i, k = [], 0, 0
+    while i < len(ids):
+        n = step_sizes[k % len(step_sizes)]
+        pieces.append(inc.add(ids[i : i + n], finished=i + n >= len(ids)))
+        i, k = i + n, k + 1
+        assert "\ufffd" not in "".join(pieces) or "\ufffd" in text
+    assert "".join(pieces) == text
+
+
+def test_a_step_decodes_a_window_not_the_whole_answer():
+    class Counting(Tokenizer):
+        decoded = 0
+
+        def decode(self, ids):
+            Counting.decoded += len(ids)
+            return super().decode(ids)
+
+    tok = Counting(build_byte_tokenizer(), EOS_ID)
+    inc = IncrementalText(tok, {EOS_ID}, SamplingParams())
+    for t in b"x" * 2000:
+        inc.add([t], finished=False)
+    assert Counting.decoded < 10 * 2000  # the whole answer each step would be ~2,000,000
