@@ -152,3 +152,129 @@ def test_every_citation_of_the_references_file_is_a_link_to_an_entry(path):
             f"{path.name} cell {i} names REFERENCES.md without linking it: write "
             "[...](../REFERENCES.md#entry)"
         )
+
+
+# --- The parts every chapter has, in English and Chinese ---------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _markdown(path: Path) -> list[str]:
+    return [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"]
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers a text states ("4,096" and "4096" are one number): both languages must agree."""
+    return {n.replace(",", "") for n in re.findall(r"\d+(?:[.,]\d+)*", text)}
+
+
+def english_words(text: str) -> int:
+    return len(re.findall(r"\b[A-Za-z]{2,}\b", text))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_opens_with_learning_objectives_in_both_languages(path):
+    cells = nbformat.read(path, as_version=4).cells[:3]
+    found = [c.source for c in cells if "## Learning objectives · 学习目标" in c.source]
+    assert found, f"{path.name}: no learning-objectives cell among its first three"
+    rows = [line for line in found[0].splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) >= 4, f"{path.name}: a header and at least three objectives"
+    for row in rows:
+        english, chinese = (part.strip() for part in row.strip("|").split("|"))
+        assert english_words(english) >= 3 and CJK.search(chinese), row
+        assert numbers(english) == numbers(chinese), row
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_ends_with_a_60_second_answer_in_english_and_chinese(path):
+    found = [s for s in _markdown(path) if s.startswith("## 60-second answer · 60 秒回答")]
+    assert len(found) == 1, f"{path.name}: one 60-second answer cell"
+    english, chinese = found[0].split("**EN** —", 1)[1].split("**中文** ——", 1)
+    assert english_words(english) >= 120, f"{path.name}: the English answer is too thin"
+    assert len(CJK.findall(chinese)) >= 200, f"{path.name}: the Chinese answer is too thin"
+    assert numbers(english) == numbers(chinese), (
+        f"{path.name}: the two answers state different numbers: "
+        f"{sorted(numbers(english) ^ numbers(chinese))}"
+    )
+    cells = _markdown(path)
+    answer = cells.index(found[0])
+    assert cells[answer + 1].startswith("## What to remember"), (
+        "the answer precedes what to remember"
+    )
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_what_to_remember_is_said_in_english_and_in_chinese_with_the_same_numbers(path):
+    (cell,) = [s for s in _markdown(path) if s.startswith("## What to remember")]
+    english, rest = cell.split("## What to remember", 1)[1].split("### 要点回顾（中文）", 1)
+    chinese = rest.split("## Exercises", 1)[0]
+    assert english.count("\n- ") == chinese.count("\n- "), (
+        f"{path.name}: one Chinese point per point"
+    )
+    assert len(CJK.findall(chinese)) >= 100
+    assert numbers(english) == numbers(chinese), (
+        f"{path.name}: the two lists state different numbers: "
+        f"{sorted(numbers(english) ^ numbers(chinese))}"
+    )
+
+
+# --- The glossary and the course map -----------------------------------------------------------
+
+GLOSSARY = NOTEBOOKS / "GLOSSARY.md"
+
+
+def test_the_glossary_pairs_each_term_with_its_chinese_and_its_chapter():
+    rows = [r for r in GLOSSARY.read_text().splitlines() if r.startswith("| ") and "---" not in r]
+    rows = [r for r in rows if not r.startswith("| English")]
+    assert len(rows) >= 80
+    terms = {}
+    for row in rows:
+        english, chinese, chapters, meaning = (p.strip() for p in row.strip("|").split("|"))
+        kept = chinese.replace("（", " (").replace("）", ")") == english  # English, as usual
+        assert CJK.search(chinese) or kept, row
+        assert re.fullmatch(r"\d\d(, \d\d)*", chapters), row
+        assert english_words(meaning) >= 2 and CJK.search(meaning), row
+        terms[english] = chinese
+    for term, chinese in {
+        "KV cache": "键值缓存",
+        "prefill": "预填充",
+        "decode": "解码",
+        "paged attention": "分页注意力",
+        "bank conflict": "存储体冲突",
+        "pinned memory": "锁页内存",
+        "speculative decoding": "投机解码",
+        "continuous batching": "连续批处理",
+    }.items():
+        assert chinese in terms.get(term, ""), f"the glossary lacks {term} ({chinese})"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_links_the_glossary(path):
+    assert any("](GLOSSARY.md)" in s for s in _markdown(path)), f"{path.name}: no glossary link"
+
+
+def _course_map() -> dict[str, set[str]]:
+    text = (NOTEBOOKS / "README.md").read_text()
+    table = text.split("## Course map", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for row in table.splitlines():
+        if m := re.match(r"\| `(\d\d)_\w+` \| ([^|]*) \|", row):
+            rows[m.group(1)] = set(re.findall(r"\b\d\d\b", m.group(2)))
+    return rows
+
+
+def test_the_course_map_lists_every_chapter_and_only_earlier_or_named_prerequisites():
+    rows = _course_map()
+    assert sorted(rows) == sorted(p.name[:2] for p in CHAPTERS)
+    for chapter, before in rows.items():
+        assert chapter not in before and before <= set(rows), (chapter, before)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_says_what_to_read_before_it_as_the_course_map_does(path):
+    first = nbformat.read(path, as_version=4).cells[0].source
+    lines = [line for line in first.splitlines() if line.startswith("**Before this:**")]
+    assert lines, f"{path.name}: no 'Before this:' line at the top"
+    before = set(re.findall(r"\b\d\d\b", lines[0].split("**先读：**")[0]))
+    assert before == _course_map()[path.name[:2]], f"{path.name}: {before} against the course map"
+    assert "](README.md#course-map)" in lines[0]
