@@ -1,8 +1,10 @@
 """Lab 3 (labs/lab03_speculative.ipynb): speculative decoding's acceptance rule, greedy and
-sampled, and the KV rollback after a rejection. Expected answers come from minirt:
-`greedy_verify`, `rejection_sample` played on the very random numbers it draws (so the learner's
-answer must be minirt's exactly), `BlockManager.truncate`; task 2 ends with a chi-square test of
-the learner's rule with real random numbers, as tests/spec/test_rejection.py tests minirt's own.
+sampled, and the KV rollback after a rejection, then all three inside the engine. Expected
+answers come from minirt: `greedy_verify`, `rejection_sample` played on the very random numbers
+it draws (so the learner's answer must be minirt's exactly), `BlockManager.truncate`; task 2 ends
+with a chi-square test of the learner's rule with real random numbers, as
+tests/spec/test_rejection.py tests minirt's own. Task 4 (lab03_engine.py) runs
+`LLM(spec_verifier=my_verifier, prefix_cache=MyBlocks)` beside minirt's speculative engine.
 """
 
 from __future__ import annotations
@@ -17,8 +19,25 @@ import torch
 from scipy.stats import chisquare
 
 from minirt.grading.core import Mismatch, Task
+from minirt.grading.guard import Forbidden
+from minirt.grading.lab03_engine import check_engine
 from minirt.kv import BlockManager
 from minirt.spec import greedy_verify, rejection_sample
+
+FORBIDDEN = Forbidden(
+    modules=("minirt.spec.rejection", "minirt.spec.decoder"),
+    names=(
+        "greedy_verify",
+        "rejection_sample",
+        "verify",
+        "verifier",  # the engine's verifier: minirt's, unless it is yours
+        "truncate",
+        "BlockManager.truncate",  # (by its qualified name: the object check)
+        "SpecRunner",
+    ),
+    what="minirt's speculative verifier and rollback",
+    allow=("rejection", "decoder"),  # everyday words; the modules' contents stay refused
+)
 
 F64 = torch.float64
 STAT_SEED, STAT_STEPS, STAT_VOCAB, STAT_K = 3, 20_000, 5, 3  # task 2's statistical check
@@ -487,4 +506,12 @@ TASKS = [
     Task("1", "greedy_accept", 2, ("greedy_accept",), check_greedy, num_cases=60),
     Task("2", "accept_or_reject", 5, ("accept_or_reject",), check_sampled, SAMPLED_CASES),
     Task("3", "roll_back", 3, ("roll_back",), check_roll_back, num_cases=80),
+    Task(
+        "4",
+        "your verifier and rollback in the engine",
+        5,
+        ("greedy_accept", "accept_or_reject", "roll_back", "my_verifier", "MyBlocks"),
+        check_engine,
+        num_cases=6,
+    ),
 ]
