@@ -78,6 +78,8 @@ class Mine:
         self.tables[seq_id] = [self.clock]
 """
     assert check_source([(1, own)], RADIX, imported={"torch", "LLM"}) == []
+    env = 'import os\nos.environ["TRITON_INTERPRET"] = "1"'  # a setting, not a patch
+    assert check_source([(1, env)], RADIX) == []
 
 
 def test_patching_a_name_another_cell_imported_is_refused():
