@@ -97,7 +97,15 @@ def test_the_page_opens_on_a_step_where_the_shared_header_blocks_have_ref_count_
     assert metric(at, "Shared (ref > 1)") == "6"
 
 
-def test_a_pool_too_small_for_a_prompt_shows_the_engines_message(open_page):
-    at = run_page(open_page, num_blocks=4)
-    assert not at.exception
-    assert any("whole KV pool holds 16" in e.value for e in at.error), [e.value for e in at.error]
+def test_the_pool_slider_starts_at_the_smallest_pool_the_engine_accepts(open_page):
+    at = run_page(open_page)
+    assert not at.exception and not at.error
+    fewest = int(at.slider(key="bt_num_blocks").min)
+    prompts = [p.replace("\\n", "\n") for p in PROMPT_LINES]
+    params = SamplingParams(max_tokens=1, ignore_eos=True)
+    with torch_threads(1):
+        LLM(device="cpu", block_size=4, num_kv_blocks=fewest).generate(prompts, params)
+        with pytest.raises(ValueError, match="whole KV pool holds"):
+            LLM(device="cpu", block_size=4, num_kv_blocks=fewest - 1).generate(prompts, params)
+    at.select_slider(key="bt_block_size").set_value(16).run()  # bigger blocks: fewer of them
+    assert at.slider(key="bt_num_blocks").min < fewest and not at.error

@@ -111,3 +111,20 @@ def test_without_chunked_prefill_every_prompt_is_prefilled_in_one_step(scheduler
     }
     for seq_id, s in first.items():
         assert s["num_computed_tokens"] + s["num_new_tokens"] == prompt_len[seq_id]
+
+
+def test_the_kv_budget_slider_starts_where_the_engine_accepts_the_prompts(scheduler):
+    at = scheduler
+    fewest = int(at.slider(key="sch_kv_kib").min)
+    at.slider(key="sch_kv_kib").set_value(fewest).run()
+    assert not at.exception and not at.error
+    with pytest.raises(ValueError, match="whole KV pool holds"):
+        engine_run({**knobs(at), "kv_cache_bytes": (fewest - 256) * 1024})
+
+
+def test_the_captions_tell_swap_from_recompute(scheduler):
+    at = scheduler
+    assert any("prefills again: its KV is recomputed" in c.value for c in at.caption)
+    at.radio(key="sch_preemption").set_value("swap").run()
+    captions = " ".join(c.value for c in at.caption)
+    assert "swapped back in, nothing recomputed" in captions and "prefills again" not in captions

@@ -6,15 +6,16 @@ trace); every step event holds each sequence's block table. Notebook 01 (KV cach
 
 import streamlit as st
 
-from minirt.kv import kv_cache_bytes_per_token
 from vizlib import blocks
 from vizlib.registry import FAVICON, page_for
 from vizlib.runs import (
     BLOCK_TABLE_PROMPTS,
     DTYPE,
     RunSettings,
-    embedded_model_config,
+    block_bytes,
+    min_pool_blocks,
     parse_prompts,
+    slider_from,
 )
 from vizlib.source import choose_trace, engine_setting
 
@@ -36,15 +37,26 @@ def live_settings() -> RunSettings:
         height=140,
         key="bt_prompts",
     )
+    prompts = parse_prompts(text)
     max_tokens = sb.slider("New tokens per prompt", 1, 64, 16, key="bt_max_tokens")
     block_size = sb.select_slider("Block size (tokens)", [4, 8, 16, 32], 8, key="bt_block_size")
-    num_blocks = sb.slider("Pool size (blocks)", 4, 128, 32, key="bt_num_blocks")
+    fewest = min_pool_blocks(prompts, block_size)  # the engine refuses a smaller pool
+    num_blocks = slider_from(
+        sb,
+        "Pool size (blocks)",
+        fewest,
+        128,
+        32,
+        key="bt_num_blocks",
+        help=f"from {fewest}: the longest prompt and its first new token must fit the pool",
+    )
     budget = sb.slider("Token budget per step", 8, 256, 32, step=8, key="bt_budget")
     caching = sb.toggle("Prefix caching", True, key="bt_prefix_caching")
-    per_block = block_size * kv_cache_bytes_per_token(embedded_model_config(), DTYPE)
-    sb.caption(f"One block of the embedded model = {per_block / 1024:,.0f} KiB ({DTYPE}).")
+    sb.caption(
+        f"One block of the embedded model = {block_bytes(block_size) / 1024:,.0f} KiB ({DTYPE})."
+    )
     return RunSettings(
-        prompts=parse_prompts(text),
+        prompts=prompts,
         max_tokens=max_tokens,
         block_size=block_size,
         num_kv_blocks=num_blocks,

@@ -9,7 +9,14 @@ import streamlit as st
 
 from vizlib import schedule
 from vizlib.registry import FAVICON, page_for
-from vizlib.runs import SCHEDULER_PROMPTS, RunSettings, parse_prompts
+from vizlib.runs import (
+    SCHEDULER_PROMPTS,
+    RunSettings,
+    block_bytes,
+    min_pool_blocks,
+    parse_prompts,
+    slider_from,
+)
 from vizlib.source import choose_trace, engine_setting
 
 PAGE = page_for(__file__)
@@ -19,7 +26,7 @@ st.caption(
     "Every step the scheduler fills a **token budget**: running sequences first (a decode is one "
     "token, an unfinished prefill its next chunk), then waiting ones in arrival order. When the "
     "KV pool has no block left, the newest running sequence is **preempted**: its blocks are "
-    "freed and its KV recomputed later."
+    "freed, and its KV is either recomputed later or copied to host memory and back (swap)."
 )
 
 
@@ -31,10 +38,23 @@ def live_settings() -> RunSettings:
         height=140,
         key="sch_prompts",
     )
+    prompts = parse_prompts(text)
     max_tokens = sb.slider("New tokens per prompt", 1, 64, 24, key="sch_max_tokens")
     sb.markdown("**Engine knobs**")
     block_size = sb.select_slider("Block size (tokens)", [4, 8, 16, 32], 8, key="sch_block_size")
-    kv_kib = sb.slider("KV budget (KiB)", 256, 8192, 1024, step=256, key="sch_kv_kib")
+    # from the smallest budget the engine accepts: the longest prompt's blocks, in 256 KiB steps
+    need = min_pool_blocks(prompts, block_size) * block_bytes(block_size)
+    fewest = 256 * -(-need // (256 * 1024))
+    kv_kib = slider_from(
+        sb,
+        "KV budget (KiB)",
+        fewest,
+        8192,
+        1024,
+        step=256,
+        key="sch_kv_kib",
+        help=f"from {fewest:,} KiB: the longest prompt and its first new token must fit the pool",
+    )
     budget = sb.slider("Token budget per step", 8, 512, 32, step=8, key="sch_budget")
     chunked = sb.toggle("Chunked prefill", True, key="sch_chunked")
     max_len = sb.slider("Max model len (tokens per sequence)", 64, 1024, 128, 64, key="sch_len")
@@ -49,7 +69,7 @@ def live_settings() -> RunSettings:
     if not chunked and budget < max_len:
         sb.caption("Without chunking a whole prompt must fit one step: budget ≥ max model len.")
     return RunSettings(
-        prompts=parse_prompts(text),
+        prompts=prompts,
         max_tokens=max_tokens,
         block_size=block_size,
         kv_cache_bytes=kv_kib * 1024,
@@ -70,6 +90,7 @@ frame = schedule.step_frame(steps)
 total = schedule.totals(steps, requests)
 budget = engine_setting(trace, "max_num_batched_tokens")
 chunked = engine_setting(trace, "enable_chunked_prefill")
+swap = engine_setting(trace, "preemption_mode") == "swap"
 st.markdown(
     f"Pool: **{trace.meta.get('num_blocks', '?')} blocks** of "
     f"{trace.meta.get('block_size', '?')} tokens · token budget **{budget}** · chunked prefill "
@@ -98,13 +119,22 @@ st.caption(
 
 st.subheader("Queues")
 st.altair_chart(schedule.queue_chart(frame), width="stretch")
-st.caption("Running and waiting sequences after each step; red bars: sequences preempted in it.")
+st.caption(
+    "Running and waiting sequences after each step"
+    + ("; swapped: preempted ones whose KV waits in host memory" if swap else "")
+    + "; red bars: sequences preempted in it."
+)
 
 st.subheader("Each sequence, step by step")
 st.altair_chart(schedule.lane_chart(schedule.lane_frame(steps)), width="stretch")
 st.caption(
-    "Orange: prefill (the number is the chunk's tokens); blue: a decode. A preempted sequence "
-    "leaves a gap, then prefills again: recompute."
+    "Orange: prefill (the number is the chunk's tokens); blue: a decode. "
+    + (
+        "A preempted sequence leaves a gap while its KV is in host memory, then decodes on "
+        "where it stopped: swapped back in, nothing recomputed."
+        if swap
+        else "A preempted sequence leaves a gap, then prefills again: its KV is recomputed."
+    )
 )
 
 with st.expander("Per request"):

@@ -10,7 +10,7 @@ import streamlit as st
 from minirt.sched.policy import POLICIES
 from vizlib import prefix_cache as pc
 from vizlib.registry import FAVICON, page_for
-from vizlib.runs import RunSettings, parse_prompts
+from vizlib.runs import RunSettings, min_pool_blocks, parse_prompts, slider_from
 
 PAGE = page_for(__file__)
 st.set_page_config(page_title=f"{PAGE.title} · minirt", page_icon=FAVICON, layout="wide")
@@ -33,7 +33,8 @@ text = sb.text_area("Prompts (one per line, `\\n` = newline)", "\n".join(PROMPTS
 names = sorted(POLICIES, key=lambda n: n != "lpm")
 policy = sb.selectbox("Radix admission policy", names, key="pc_policy")
 block_size = sb.select_slider("Block size (tokens)", [4, 8, 16], 8, key="pc_block_size")
-num_blocks = sb.slider("Pool size (blocks)", 16, 128, 48, key="pc_num_blocks")
+fewest = max(16, min_pool_blocks(parse_prompts(text), block_size))  # what the engine accepts
+num_blocks = slider_from(sb, "Pool size (blocks)", fewest, 128, 48, key="pc_num_blocks")
 budget = sb.slider("Token budget per step", 16, 256, 32, step=16, key="pc_budget")
 max_tokens = sb.slider("New tokens per prompt", 1, 32, 4, key="pc_max_tokens")
 settings = RunSettings(

@@ -18,7 +18,9 @@ import torch
 
 from minirt import LLM, SamplingParams
 from minirt.config import ModelConfig
+from minirt.kv import kv_cache_bytes_per_token
 from minirt.model.loader import resolve_model_path
+from minirt.model.tokenizer import Tokenizer, load_tokenizer
 
 # The dashboard runs the embedded model on CPU in float32 on every machine: it is tiny (a run
 # takes about a second), the pictures are then identical everywhere, and the block count a knob
@@ -89,6 +91,31 @@ def parse_prompts(text: str) -> tuple[str, ...]:
 def embedded_model_config() -> ModelConfig:
     """The shapes of the embedded target (read once): what one KV block of it costs."""
     return ModelConfig.from_pretrained(resolve_model_path(None))
+
+
+@st.cache_resource
+def embedded_tokenizer() -> Tokenizer:
+    return load_tokenizer(resolve_model_path(None))
+
+
+def min_pool_blocks(prompts: tuple[str, ...], block_size: int) -> int:
+    """The smallest pool the engine runs these prompts in: it refuses a prompt that fills the
+    whole pool, since the first new token needs a slot too (LLM checks every prompt)."""
+    longest = max((len(embedded_tokenizer().encode(p)) for p in prompts), default=0)
+    return longest // block_size + 1
+
+
+def slider_from(container: Any, label: str, lo: int, hi: int, default: int, key: str, **kw) -> int:
+    """A slider whose lower end moves with other widgets (the prompts, the block size): it keeps
+    the learner's value while that is still allowed and moves up to the new lower end when not.
+    (A change of range makes Streamlit a new widget; the value is carried over by its key.)"""
+    value = max(lo, st.session_state.get(key, default))
+    return container.slider(label, lo, max(hi, lo), value, key=key, **kw)
+
+
+def block_bytes(block_size: int) -> int:
+    """Bytes of one KV block of the embedded target in the dashboard's dtype."""
+    return block_size * kv_cache_bytes_per_token(embedded_model_config(), DTYPE)
 
 
 @contextmanager
