@@ -89,6 +89,16 @@ def served_model(url: str) -> str:
     return models[0]["id"]
 
 
+def server_steps(url: str, since: int = 0) -> tuple[int | None, list[list]]:
+    """(steps logged so far, the steps after `since`) from a minirt server's GET /steps;
+    (None, []) from a server without one."""
+    r = httpx.get(url + "/steps", params={"since": since}, timeout=60)
+    if r.status_code != 200:
+        return None, []
+    body = r.json()
+    return body["next"], body["steps"]
+
+
 def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     """One row per offered rate: the same lengths at each, fresh tokens (no prefix-cache hits
     from an earlier rate), after a warm-up of the whole workload at once."""
@@ -97,8 +107,11 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     rows = []
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
+        first = server_steps(cfg.url)[0]
         done, errors, duration = _run(run_rate(cfg, model, requests, rate))
         row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
+        if first is not None:  # a minirt server: its step log for this rate (the simulator's)
+            row["server_steps"] = server_steps(cfg.url, first)[1]
         row |= summarize(done, len(errors), duration, cfg.slo)
         for name, slo in cfg.slos.items():
             row[f"goodput_{name}"] = summarize(done, len(errors), duration, slo)["goodput"]
@@ -133,6 +146,26 @@ def _line(r: dict) -> str:
     )
 
 
+SIM_METRICS = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
+
+
+def simulator_errors(rows: list[dict]) -> list[dict]:
+    """Per finite rate below saturation (the server kept up: >= 90 % of the offered rate), the
+    simulator's relative error on TTFT and TPOT p50/p99 against the measured server."""
+    sim = {r["rate"]: r for r in rows if r["name"] == "simulated"}
+    out = []
+    for m in (r for r in rows if r["name"] == "rate" and r["rate"] != "inf"):
+        s = sim.get(m["rate"])
+        if s is None or m["request_throughput"] < 0.9 * float(m["rate"]):
+            continue
+        errors = {k: (s[k] - m[k]) / m[k] for k in SIM_METRICS if m.get(k) and s.get(k) is not None}
+        worst = max(errors, key=lambda k: abs(errors[k]))
+        out.append(
+            {"rate": m["rate"], "errors": errors, "worst": worst, "worst_error": errors[worst]}
+        )
+    return out
+
+
 def summary(rows: list[dict], slo: Slo | None = None) -> str:
     measured = [r for r in rows if r["name"] == "rate"]
     simulated = [r for r in rows if r["name"] == "simulated"]
@@ -143,6 +176,9 @@ def summary(rows: list[dict], slo: Slo | None = None) -> str:
                 f"offline generate {r['output_throughput']:.1f} tok/s; server at rate inf "
                 f"{r['server_output_throughput']:.1f} tok/s = {r['http_efficiency']:.0%}"
             )
+    for e in simulator_errors(rows):
+        each = "  ".join(f"{k[:-3]} {v:+.0%}" for k, v in e["errors"].items())
+        lines.append(f"simulator vs server at rate {e['rate']}: {each}")
     if slo is not None:
         goal = f"p99 TTFT <= {slo.ttft_ms:g} ms and p99 TPOT <= {slo.tpot_ms:g} ms"
         for name, some in (("measured", measured), ("simulated", simulated)):

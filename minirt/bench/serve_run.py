@@ -95,10 +95,40 @@ def run(
         with launched(model, device, threads, extra) as url:
             rows = sweep(replace(cfg, url=url), progress)
         rows += _offline(model, device, threads, cfg, rows)
+    steps_path = _without_step_logs(rows)
     config |= {"launch": launch, "device": device, "threads": threads}
     device_label = label or _device_label(device)
     path = write_results(TOPIC, device_label, rows, out_dir, command, config=config)
+    _write_step_logs(path, steps_path)
     return _with_plot(path)
+
+
+def _without_step_logs(rows: list[dict]) -> dict:
+    """Take the raw step logs out of the rows (thousands of steps a rate) and summarise them;
+    the logs go to a compressed file beside the results."""
+    import statistics
+
+    logs = {}
+    for r in rows:
+        steps = r.pop("server_steps", None)
+        if steps:
+            ms = sorted(s[1] for s in steps)
+            r["server_num_steps"] = len(steps)
+            r["server_step_ms_p50"] = statistics.median(ms)
+            r["server_step_ms_p99"] = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+            r["server_decodes_mean"] = statistics.fmean(s[3] for s in steps)
+            logs[str(r["rate"])] = steps
+    return logs
+
+
+def _write_step_logs(path: Path, logs: dict) -> None:
+    import gzip
+    import json
+
+    if logs:
+        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
+        with gzip.open(path.with_name(path.stem + "-steps.json.gz"), "wt") as f:
+            json.dump({"fields": fields, "by_rate": logs}, f, separators=(",", ":"))
 
 
 def _model_folder(launch: str, folder: str) -> str | None:
@@ -130,29 +160,44 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
         torch.set_num_threads(threads)
     llm = LLM(model, device=device, max_num_seqs=256)
     out = [offline_row(llm, cfg, rows)]
-    out += simulated_rows(llm, cfg)
+    out += simulated_rows(llm, cfg, rows)
     del llm
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
 
 
-def simulated_rows(llm, cfg: LoadConfig) -> list[dict]:
-    """minirt.tools.serving's prediction of the sweep: a cost model fitted to this engine's
-    traced steps (batches of 1, 8 and 64 of the workload), the same lengths and arrivals."""
+def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:
+    """minirt.tools.serving's prediction of the sweep, the same lengths and arrivals. Its cost
+    model is fitted to the server's own step log at two calibration rates, the lowest and the
+    highest (so it prices what the server really pays a step, HTTP included); the rates between
+    are predictions to check. A server without a step log: this engine's traced offline steps
+    (batches of 1, 8 and 64 of the workload)."""
     from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps, predict_curve
 
     lengths = [(len(r.prompt), r.max_tokens) for r in make_requests(cfg.workload, cfg.num_prompts)]
-    llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
-    cost = fit_cost_model(measured_steps(llm, lengths, batch_sizes=(1, 8, 64)))
-    llm.config.trace = False
+    logged = [r for r in rows if r.get("server_steps")]
+    if len(logged) >= 2:
+        calibration = [logged[0], logged[-1]]
+        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
+        steps = [dict(zip(fields, s, strict=True)) for r in calibration for s in r["server_steps"]]
+        cost = fit_cost_model([{**s, "step_ms": s["ms"]} for s in steps])
+        fitted_on = {
+            "fitted_on": "server steps",
+            "calibration_rates": [r["rate"] for r in calibration],
+        }
+    else:
+        llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
+        cost = fit_cost_model(measured_steps(llm, lengths, batch_sizes=(1, 8, 64)))
+        llm.config.trace = False
+        fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
     c = llm.config
     sched = SchedulerModel(c.max_num_seqs, c.max_num_batched_tokens, llm.pool_capacity_tokens)
     times = {
         r: arrival_times(len(lengths), r, cfg.burstiness, cfg.workload.seed) for r in cfg.rates
     }
     rows = predict_curve(lengths, times, cost, sched, cfg.slo)
-    return [{"name": "cost_model", **cost.to_dict()}, *rows]
+    return [{"name": "cost_model", **cost.to_dict(), **fitted_on}, *rows]
 
 
 def _with_plot(path: Path) -> Path:

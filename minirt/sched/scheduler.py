@@ -96,6 +96,7 @@ class Scheduler:
         self.free_host_blocks = num_host_blocks  # the runner's SwapSpace holds the bytes
         self.num_swap_outs = 0
         self.num_steps = 0
+        self.last_batch: Batch | None = None
         self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
@@ -145,6 +146,7 @@ class Scheduler:
     def _done(self, batch: Batch) -> Batch:
         batch.kv_copies += self.bm.take_copies()
         self.num_steps += 1
+        self.last_batch = batch  # for those who log steps (the server's step log)
         return batch
 
     def _schedule_running(self, batch: Batch, budget: int, prefills_only: bool = False) -> int:

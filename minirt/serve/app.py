@@ -176,6 +176,14 @@ def build_app(engine: EngineLoop, model_name: str, chat: ChatTemplate) -> FastAP
     async def health():
         return {"status": "ok", **engine.snapshot.to_dict()}
 
+    @app.get("/steps")
+    async def steps(since: int = 0):
+        """minirt's own endpoint: the engine's step log after the `since`-th step, as rows of
+        [end_s, ms, prefill_tokens, decodes, context_tokens] (the serving simulator's data)."""
+        total, rows = engine.steps_since(since)
+        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
+        return {"next": total, "fields": fields, "steps": [r.to_list() for r in rows]}
+
     @app.get("/metrics")
     async def prometheus():
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)

@@ -75,6 +75,23 @@ class EngineSnapshot:
         return {**asdict(self), "prefix_cache_hit_rate": self.prefix_cache_hit_rate}
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One engine step as the server saw it: when it ended, how long the engine thread spent on
+    it (admissions, the step, handing tokens over: what the next request waits for), and its
+    work. The serving simulator fits its cost model to these (`GET /steps`)."""
+
+    end_s: float  # since the engine thread started
+    ms: float
+    prefill_tokens: int
+    decodes: int
+    context_tokens: int  # KV tokens the step's decodes read
+
+    def to_list(self) -> list:
+        return [round(self.end_s, 6), round(self.ms, 4), self.prefill_tokens, self.decodes,
+                self.context_tokens]  # fmt: skip
+
+
 class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
@@ -97,6 +114,8 @@ class EngineLoop:
         self._wake = threading.Event()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self.steps: deque[StepRecord] = deque(maxlen=500_000)  # the newest steps, for GET /steps
+        self.num_steps_logged = 0  # ever, so a reader can ask for the steps after the Nth
 
     # -- called from the event loop ----------------------------------------------------------
     @property
@@ -167,6 +186,7 @@ class EngineLoop:
         t0 = time.perf_counter()
         scheduler = self.llm.scheduler
         while not self._stop:
+            start = time.perf_counter()
             self._take_inbox()
             if not scheduler.has_unfinished():
                 self._publish()
@@ -180,7 +200,24 @@ class EngineLoop:
                 continue
             self._deliver(finished)
             self._publish()
+            self._log_step(scheduler.last_batch, start, t0)
         self._fail_all("the server is shutting down")
+
+    def _log_step(self, batch, start: float, t0: float) -> None:
+        end = time.perf_counter()
+        decodes = [s for s, p in zip(batch.seqs, batch.is_prefill, strict=True) if not p]
+        record = StepRecord(end - t0, (end - start) * 1e3, batch.num_prefill_tokens,
+                            len(decodes), sum(s.num_computed_tokens for s in decodes))  # fmt: skip
+        with self._lock:
+            self.steps.append(record)
+            self.num_steps_logged += 1
+
+    def steps_since(self, n: int) -> tuple[int, list[StepRecord]]:
+        """(steps logged so far, the steps after the n-th that are still kept)."""
+        with self._lock:
+            total, kept = self.num_steps_logged, list(self.steps)
+        first = total - len(kept)
+        return total, kept[max(0, n - first) :]
 
     def _take_inbox(self) -> None:
         while self._inbox:

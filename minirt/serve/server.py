@@ -7,6 +7,7 @@ gets one or two CPU threads and uvicorn keeps a core for HTTP. Notebook 03.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ def serve(
         torch.set_num_threads(threads)
     llm = LLM(model, **engine_kwargs)
     app = make_app(llm, served_name(model), max_waiting)
+    # The model, tokenizer and graphs live as long as the server: move them out of the garbage
+    # collector's sight, so its full collections stay short pauses (vLLM does the same).
+    gc.collect()
+    gc.freeze()
     print(f"minirt serving {served_name(model)!r} at http://{host}:{port}/v1 (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

@@ -61,3 +61,19 @@ def test_the_server_answers_normally_after_refusing_bad_requests(server):
     assert response.status_code == 200
     assert response.json()["usage"]["completion_tokens"] == 4
     assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+def test_the_step_log_counts_the_steps_that_served_a_request(server):
+    """GET /steps: the engine's steps as the server saw them, the simulator's calibration."""
+    server, _ = server
+    first = httpx.get(server + "/steps").json()["next"]
+    body = {**GOOD, "max_tokens": 5}
+    body |= {"temperature": 0.0, "ignore_eos": True}
+    assert httpx.post(server + "/v1/completions", json=body, timeout=60).status_code == 200
+    log = httpx.get(server + "/steps", params={"since": first}).json()
+    rows = [dict(zip(log["fields"], s, strict=True)) for s in log["steps"]]
+    assert log["next"] == first + len(rows)
+    assert sum(r["decodes"] for r in rows) >= 4  # 5 tokens: one from the prefill, 4 decodes
+    assert sum(r["prefill_tokens"] for r in rows) >= 1
+    assert all(r["ms"] > 0 for r in rows)
+    assert [r["end_s"] for r in rows] == sorted(r["end_s"] for r in rows)
