@@ -333,12 +333,17 @@ def speedup_constant_cost(alpha: float, k: int, c: float) -> float:
 
 
 def best_k(
-    alpha: float, batch: int, target: CostCurve, draft: CostCurve, ks: Iterable[int] = DEFAULT_KS
+    alpha: float,
+    batch: int,
+    target: CostCurve,
+    draft: CostCurve,
+    ks: Iterable[int] = DEFAULT_KS,
+    host_ms: HostMs = 0.0,
 ) -> int:
     """The k in `ks` with the largest speedup; on a tie the smallest (same tokens, less work)."""
     best, best_speedup = None, -math.inf
     for k in ks:
-        s = speedup(alpha, k, batch, target, draft)
+        s = speedup(alpha, k, batch, target, draft, host_ms)
         if s > best_speedup:
             best, best_speedup = k, s
     if best is None:
@@ -383,19 +388,21 @@ def predict(
     draft: CostCurve,
     batches: Iterable[int] | None = None,
     ks: Iterable[int] = DEFAULT_KS,
+    host_ms: HostMs = 0.0,
 ) -> list[Prediction]:
-    """One row per batch (default: the target's grid): the best k, its tokens, time, speedup."""
+    """One row per batch (default: the target's grid): the best k, its tokens, time, speedup
+    (`host_ms` as in `step_time_ms`: the host's time per forward, when the curves lack it)."""
     ks = list(ks)
     out = []
     for b in target.batches if batches is None else batches:
-        k = best_k(alpha, b, target, draft, ks)
+        k = best_k(alpha, b, target, draft, ks, host_ms)
         out.append(
             Prediction(
                 batch=b,
                 k=k,
                 expected_tokens=expected_tokens(alpha, k),
-                step_ms=step_time_ms(target, draft, b, k),
-                speedup=speedup(alpha, k, b, target, draft),
+                step_ms=step_time_ms(target, draft, b, k, host_ms),
+                speedup=speedup(alpha, k, b, target, draft, host_ms),
             )
         )
     return out

@@ -215,6 +215,16 @@ def test_best_k_shrinks_as_the_batch_grows_and_predict_rows_say_so():
     json.dumps([r.to_dict() for r in rows])
 
 
+def test_host_time_per_forward_favours_fewer_guesses_and_predict_charges_it():
+    host = 0.5  # ms the host adds to every forward: k draft forwards pay it k times
+    plain, charged = predict(0.8, TARGET, DRAFT), predict(0.8, TARGET, DRAFT, host_ms=host)
+    assert all(c.k <= p.k for p, c in zip(plain, charged, strict=True))
+    for r in charged:
+        assert r.k == best_k(0.8, r.batch, TARGET, DRAFT, host_ms=host)
+        assert r.step_ms == step_time_ms(TARGET, DRAFT, r.batch, r.k, host)
+        assert r.speedup == speedup(0.8, r.k, r.batch, TARGET, DRAFT, host)
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
