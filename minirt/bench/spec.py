@@ -28,8 +28,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from minirt.sched import Batch
-from minirt.spec.decoder import _batch, _expand, _Rows
+from minirt.sched import Row
+from minirt.spec.decoder import _expand
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WORKLOADS = ("closed", "steady", "decode")
@@ -68,10 +68,9 @@ def cost_curve(llm, model: str, batches=BATCHES, tokens=TOKENS, context_len: int
         for i in range(b):
             ids = torch.randint(0, 256, (context_len + t,), generator=g).tolist()
             bm.allocate(-1 - i, [], context_len + t)  # no cache hits, no hashes
-            seqs.append(_Rows(-1 - i, ids, context_len))
-        batch: Batch = _batch(0, seqs, [t] * b)
-        expanded = [_expand(s.seq_id, s.token_ids, context_len, t, True) for s in seqs]
-        wide = _batch(0, [r for rs, _ in expanded for r in rs], [1] * (b * t))
+            seqs.append(Row(-1 - i, ids, context_len, t))
+        batch = seqs
+        wide = [r for s in seqs for r in _expand(s.seq_id, s.token_ids, context_len, t, True)]
         try:
             ms = _wall_ms(lambda batch=batch: runner.logits(batch), reps)
             gpu = torch.cuda.is_available()
@@ -87,7 +86,7 @@ def cost_curve(llm, model: str, batches=BATCHES, tokens=TOKENS, context_len: int
 
 
 @torch.inference_mode()
-def _graph_ms(runner, batch: Batch, reps: int) -> float:
+def _graph_ms(runner, batch: list[Row], reps: int) -> float:
     """The same forward's GPU time alone: captured once in a CUDA graph, replayed `reps` times
     between two CUDA events (no Python, no launch gaps: what the memory and the SMs cost)."""
     ids, pos, meta = runner.prepare(batch)

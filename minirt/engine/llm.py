@@ -316,7 +316,7 @@ class LLM:
             for start in range(0, len(toks), self.config.max_num_batched_tokens):
                 batch = Batch(step=-1)
                 batch.add(seq, min(self.config.max_num_batched_tokens, len(toks) - start))
-                chunks.append(self.runner.logits(batch).cpu())
+                chunks.append(self.runner.logits(batch.rows()).cpu())
                 seq.num_computed_tokens += batch.num_new_tokens[0]
         finally:
             self.block_manager.free(seq.seq_id)

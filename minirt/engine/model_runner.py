@@ -19,7 +19,7 @@ from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
 from minirt.model.qwen3 import CausalLM
 from minirt.sampler import sample, sample_on_device
-from minirt.sched import Batch
+from minirt.sched import Batch, Row
 
 
 class ModelRunner:
@@ -51,14 +51,14 @@ class ModelRunner:
         self.pin_inputs = False
         model.bind_kv_cache(kv_pool)
 
-    def host_inputs(self, batch: Batch) -> dict[str, list]:
-        """The step's inputs as Python lists, built on the CPU from the block tables."""
+    def host_inputs(self, rows: list[Row]) -> dict[str, list]:
+        """The forward's inputs as Python lists, built on the CPU from the block tables."""
         bs = self.bm.block_size
         ids, positions, slots, q_starts, ctx_lens, tables = [], [], [], [0], [], []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
-            start, end = seq.num_computed_tokens, seq.num_computed_tokens + n
-            table = self.bm.block_table(seq.seq_id)  # shared blocks were un-shared by schedule()
-            ids += seq.token_ids[start:end]
+        for row in rows:
+            start, end, n = row.start, row.start + row.n, row.n
+            table = self.bm.block_table(row.seq_id)  # shared blocks were un-shared by schedule()
+            ids += row.token_ids[start:end]
             positions += range(start, end)
             slots += [table[p // bs] * bs + p % bs for p in range(start, end)]
             q_starts.append(q_starts[-1] + n)
@@ -68,12 +68,12 @@ class ModelRunner:
                 "query_start_loc": q_starts, "context_lens": ctx_lens,
                 "block_tables": tables}  # fmt: skip
 
-    def prepare(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
+    def prepare(self, rows: list[Row]) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
         """Device tensors for an eager forward. Each host-to-device copy costs ~20 µs of CPU
         time, so the integer inputs travel packed in one tensor and are split on the device."""
         t0 = time.perf_counter()
-        h = self.host_inputs(batch)
-        n, s = len(h["input_ids"]), len(batch.seqs)
+        h = self.host_inputs(rows)
+        n, s = len(h["input_ids"]), len(rows)
         width = max(len(t) for t in h["block_tables"])
         tables = [t + [-1] * (width - len(t)) for t in h["block_tables"]]
         flat = [*h["input_ids"], *h["positions"], *h["slot_mapping"], *h["query_start_loc"],
@@ -85,22 +85,29 @@ class ModelRunner:
             query_start_loc=starts,
             context_lens=ctx,
             block_tables=tab.view(s, width),
-            max_query_len=max(batch.num_new_tokens),
+            max_query_len=max(r.n for r in rows),
             max_context_len=max(h["context_lens"]),
         )
         self.prepare_s += time.perf_counter() - t0
         return ids, pos, meta
 
     @torch.inference_mode()
-    def logits(self, batch: Batch, rows: list[int] | None = None) -> torch.Tensor:
-        """Logits [len(rows), vocab] fp32 at token rows `rows` of the batch (default: all)."""
-        decode = max(batch.num_new_tokens) == 1  # one new token per sequence
-        if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
-            out = self.graphs.run(self.host_inputs(batch))  # a decode step: replay its graph
-            return self.take_rows(out, rows)
-        input_ids, positions, meta = self.prepare(batch)
+    def logits(self, rows: list[Row], wanted: list[int] | None = None) -> torch.Tensor:
+        """Logits [len(wanted), vocab] fp32 at the forward's tokens `wanted` (default: all)."""
+        return self.forward(rows, wanted)
+
+    def forward(self, rows: list[Row], wanted: list[int] | None, resolve=None) -> torch.Tensor:
+        """The one forward path: logits at tokens `wanted` (None: all), from a captured graph
+        for a decode-shaped batch (one token a row) or eagerly. `resolve` maps the input ids
+        on the device first (the overlapped loop's placeholders)."""
+        decode = max(r.n for r in rows) == 1
+        if decode and self.graphs is not None and len(rows) <= self.graphs.max_batch:
+            return self.take_rows(self.graphs.run(self.host_inputs(rows), resolve), wanted)
+        input_ids, positions, meta = self.prepare(rows)
+        if resolve is not None:
+            input_ids = resolve(input_ids)
         hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        return self.model.compute_logits(self.take_rows(hidden, rows))
+        return self.model.compute_logits(self.take_rows(hidden, wanted))
 
     def take_rows(self, t: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
         """t[rows] (all of t when rows is None or every row). The index travels as a device
@@ -136,16 +143,7 @@ class ModelRunner:
 
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
-        last = [ends[i] - 1 for i in rows]
-        decode = max(batch.num_new_tokens) == 1
-        if decode and self.graphs is not None and len(batch.seqs) <= self.graphs.max_batch:
-            logits = self.take_rows(self.graphs.run(self.host_inputs(batch), resolve), rows)
-        else:
-            input_ids, positions, meta = self.prepare(batch)
-            hidden = self.model(resolve(input_ids), positions, meta)  # [num_tokens, hidden]
-            if not rows:
-                return None
-            logits = self.model.compute_logits(self.take_rows(hidden, last))
+        logits = self.forward(batch.rows(), [ends[i] - 1 for i in rows], resolve)
         if not rows:
             return None
         seqs = [batch.seqs[i] for i in rows]

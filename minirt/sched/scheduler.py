@@ -22,6 +22,22 @@ from minirt.sched.sequence import Sequence, SequenceStatus
 from minirt.sched.stop import StopRule
 
 
+@dataclass(frozen=True)
+class Row:
+    """What one forward computes for one sequence: `token_ids[start : start + n]`, at positions
+    start .. start + n - 1, reading and writing the sequence's block table.
+
+    A scheduled sequence is one row (`Batch.rows()`); speculative decoding builds its own rows:
+    the draft runs ahead of the target (its own `start`), and a verify runs on tokens not yet in
+    the sequence (the guesses appended to `token_ids`), one row per guess.
+    """
+
+    seq_id: int
+    token_ids: list[int]
+    start: int
+    n: int
+
+
 @dataclass
 class Batch:
     """One step's decision: sequences, how many new tokens each computes, and why."""
@@ -62,6 +78,13 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.seqs)
+
+    def rows(self) -> list[Row]:
+        """The forward's input: each sequence's new tokens after its computed ones."""
+        return [
+            Row(s.seq_id, s.token_ids, s.num_computed_tokens, n)
+            for s, n in zip(self.seqs, self.num_new_tokens, strict=True)
+        ]
 
 
 def is_decode(seq: Sequence, n: int) -> bool:

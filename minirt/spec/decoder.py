@@ -40,24 +40,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from minirt.sampler import filter_logits
-from minirt.sched import Batch, Sequence
+from minirt.sched import Batch, Row, Sequence
 from minirt.spec.rejection import verify
 
 if TYPE_CHECKING:  # the engine builds the runners and hands them in: no import of it here
     from minirt.engine.model_runner import ModelRunner
-
-
-@dataclass
-class _Rows:
-    """What one forward computes for a sequence: `token_ids` from `num_computed_tokens` on.
-
-    ModelRunner builds its inputs from these three fields, so the draft can run ahead of the
-    target (its own count) and the target can run on tokens not yet in the sequence (guesses).
-    """
-
-    seq_id: int
-    token_ids: list[int]
-    num_computed_tokens: int
 
 
 @dataclass
@@ -107,20 +94,18 @@ class SpecRunner:
 
         # 3. The target: the batch as scheduled, each speculating decode widened by its guesses
         # into k + 1 rows of one token each (batch expansion: see _expand).
-        rows, widths, last = [], [], []
+        rows, last = [], []
         for i, s in enumerate(batch.seqs):
             g = guesses.get(i, [])
             n = batch.num_new_tokens[i] + len(g)
-            r, w = _expand(s.seq_id, s.token_ids + g, s.num_computed_tokens, n, i in guesses)
-            rows += r
-            widths += w
+            rows += _expand(s.seq_id, s.token_ids + g, s.num_computed_tokens, n, i in guesses)
             last.append(len(rows))
-        ends = list(itertools.accumulate(widths))
+        ends = list(itertools.accumulate(r.n for r in rows))
         plain = [i for i, s in enumerate(batch.samples) if s and i not in guesses]
         wanted = [ends[last[i] - 1] - 1 for i in plain]  # a plain row: its last token's logits
         for i in spec:  # a speculating row: the logits after x_0 and after every guess
             wanted += [ends[j] - 1 for j in range(last[i] - len(guesses[i]) - 1, last[i])]
-        logits = self.target.logits(_batch(batch.step, rows, widths), wanted)
+        logits = self.target.logits(rows, wanted)
         self._advance_draft(batch)
 
         out: dict[int, list[int]] = {}
@@ -159,16 +144,16 @@ class SpecRunner:
         each speculating one. Returns {batch index: guesses} and {batch index: [k, vocab] q}."""
         # Pass 1: every token the draft lacks, up to what the target will have computed (for a
         # speculating decode: up to and including x_0, whose logits give the first guess).
-        rows, widths, wanted, speculating = [], [], [], set(spec)
+        rows, wanted, speculating, num_tokens = [], [], set(spec), 0
         for i, seq in enumerate(batch.seqs):
             end = seq.num_computed_tokens + batch.num_new_tokens[i]
             start = seq.num_draft_computed_tokens
-            r, w = _expand(seq.seq_id, seq.token_ids, start, end - start, i in speculating)
-            rows += r
-            widths += w
+            new = _expand(seq.seq_id, seq.token_ids, start, end - start, i in speculating)
+            rows += new
+            num_tokens += sum(r.n for r in new)
             if i in speculating:
-                wanted.append(sum(widths) - 1)
-        logits = self.draft.logits(_batch(batch.step, rows, widths), wanted)
+                wanted.append(num_tokens - 1)
+        logits = self.draft.logits(rows, wanted)
         guesses: dict[int, list[int]] = {i: [] for i in spec}
         q: dict[int, list[torch.Tensor]] = {}  # sampled requests only: greedy needs no q
         live = spec  # the sequences whose rows `logits` holds, in order
@@ -181,11 +166,11 @@ class SpecRunner:
             # Pass 2..k: the newest guess d_m (at position x_0 + m) in, q_{m+1} out.
             live = [i for i in live if len(guesses[i]) < batch.lookahead[i]]
             rows = [
-                _Rows(s.seq_id, s.token_ids + guesses[i], s.num_tokens - 1 + len(guesses[i]))
+                Row(s.seq_id, s.token_ids + guesses[i], s.num_tokens - 1 + len(guesses[i]), 1)
                 for i, s in ((i, batch.seqs[i]) for i in live)
             ]
             if rows:
-                logits = self.draft.logits(_batch(batch.step, rows, [1] * len(rows)))
+                logits = self.draft.logits(rows)
         return guesses, {i: torch.stack(v) for i, v in q.items()}  # q: [k, vocab] each
 
     def _draw(self, seqs: list[Sequence], logits: torch.Tensor):
@@ -226,7 +211,7 @@ class SpecRunner:
         self.last_steps.append(SpecStep(seq.seq_id, guesses, a, emitted, table_before, freed))
 
 
-def _expand(seq_id: int, token_ids: list[int], start: int, n: int, expand: bool):
+def _expand(seq_id: int, token_ids: list[int], start: int, n: int, expand: bool) -> list[Row]:
     """Rows for a forward over tokens start .. start + n - 1 of a sequence: one row of n tokens,
     or (expand) n rows of one token each, row j seeing the context up to its own token.
 
@@ -236,12 +221,5 @@ def _expand(seq_id: int, token_ids: list[int], start: int, n: int, expand: bool)
     it runs on the decode kernel, which splits the context across the GPU instead of leaving most
     of a prefill kernel's query tile empty, and replays a captured CUDA graph like any decode."""
     if not expand:
-        return [_Rows(seq_id, token_ids, start)], [n]
-    return [_Rows(seq_id, token_ids, start + j) for j in range(n)], [1] * n
-
-
-def _batch(step: int, rows: list[_Rows], widths: list[int]) -> Batch:
-    """A Batch for one forward over `rows` (ModelRunner.logits reads seqs and num_new_tokens)."""
-    b = Batch(step=step)
-    b.seqs, b.num_new_tokens = rows, widths
-    return b
+        return [Row(seq_id, token_ids, start, n)]
+    return [Row(seq_id, token_ids, start + j, 1) for j in range(n)]
