@@ -1,5 +1,6 @@
 """The Speculative decoding page: a live run of the embedded pair, uploaded traces, the cost model
-(over the roofline model, and over measured curves from a spec-*.json); and vizlib/spec_page.py.
+(over the roofline model, and over measured curves from a spec-*.json); and vizlib/spec_page.py
+and vizlib/spec_cost.py.
 
 Reference numbers come from minirt itself: an `LLM` with the embedded draft run here (its
 `last_stats` and its trace), and `minirt.tools.spec` on the same curves. The measured path uses
@@ -17,8 +18,9 @@ import pytest
 
 from minirt import LLM, SamplingParams
 from minirt.results import write_results
-from minirt.tools.spec import CostCurve, break_even_batch, predict, speedup
+from minirt.tools.spec import CostCurve, break_even_batch, host_overhead, predict, speedup
 from minirt.trace import TraceError, load_trace
+from vizlib import spec_cost as sc
 from vizlib import spec_page as sp
 from vizlib.runs import torch_threads
 
@@ -93,7 +95,7 @@ def test_live_run_shows_the_engines_own_counts_with_and_without_the_draft(open_p
     stats, trace = reference(6, 3)
     plain, _ = reference(0, 3)
     assert metric(at, "Acceptance rate α") == f"{stats['acceptance_rate']:.1%}"
-    assert metric(at, "Steps with speculation") == str(stats["num_steps"])
+    assert metric(at, "Steps with the draft") == str(stats["num_steps"])
     assert metric(at, "Steps without") == str(plain["num_steps"])
     assert stats["num_steps"] < plain["num_steps"]  # the point of it
     entries = [s for e in trace["events"] if e["type"] == "step" for s in e.get("spec", [])]
@@ -209,14 +211,14 @@ def test_cost_model_metrics_are_minirt_tools_spec_on_the_roofline_curves(open_pa
     at.slider(key="spec_alpha").set_value(0.7)
     at.slider(key="spec_cost_k").set_value(3).run()
     ok(at)
-    target, draft = sp.roofline_pair(sp.DEFAULT_TARGET, sp.DEFAULT_DRAFT)
+    target, draft = sc.roofline_pair(sc.DEFAULT_TARGET, sc.DEFAULT_DRAFT)
     assert metric(at, "Speedup at batch 1") == f"{speedup(0.7, 3, 1, target, draft):.2f}×"
     (best1, *_) = predict(0.7, target, draft, [1], range(0, 9))
     assert metric(at, "Best k at batch 1") == str(best1.k)
     even = break_even_batch(0.7, 3, target, draft, range(1, 1025))
     assert as_batch(metric(at, "Break-even batch")) == (math.inf if even is None else even)
     (table,) = [d.value for d in at.dataframe]
-    assert table["batch"].tolist() == list(sp.ROOFLINE_BATCHES)
+    assert table["batch"].tolist() == list(sc.ROOFLINE_BATCHES)
     assert table["best k"].tolist() == [p.k for p in predict(0.7, target, draft, ks=range(9))]
     assert any("memory-bound" in c.value and "compute-bound" in c.value for c in at.caption)
     assert any("roofline model" in c.value for c in at.caption)
@@ -236,33 +238,38 @@ def test_cost_model_draws_measured_curves_and_points_from_a_spec_json(
     open_page, metric, monkeypatch, tmp_path
 ):
     write_synthetic_spec(tmp_path)
-    monkeypatch.setattr(sp, "results_root", lambda: tmp_path)
+    monkeypatch.setattr(sc, "results_root", lambda: tmp_path)
     at = open_page(PAGE)
     at.radio(key="spec_source").set_value("Cost model").run()
     assert ok(at).radio(key="spec_curves").value == "Measured on a GPU"
+    at.toggle(key="spec_all_k").set_value(True)
     at.slider(key="spec_alpha").set_value(0.75).run()
-    loaded = sp.load_spec(sp.discover(tmp_path)[0])
+    loaded = sc.load_spec(sc.discover(tmp_path)[0])
     k = at.slider(key="spec_cost_k").value
     for time, mode, measured in [("ms", "eager", [2.0, 2.5]), ("gpu_ms", "CUDA graphs", [1.5])]:
         at.selectbox(key="spec_time").set_value(time).run()
-        target = loaded.curve(sp.EMBEDDED_TARGET, 128, time)
-        draft = loaded.curve(sp.EMBEDDED_DRAFT, 128, time)
+        target = loaded.curve(sc.EMBEDDED_TARGET, 128, time)
+        draft = loaded.curve(sc.EMBEDDED_DRAFT, 128, time)
+        # a GPU time gets the host's: the plain CUDA-graph run's 1 s over 10 steps, less the GPU
+        host = 0.0 if time == "ms" else host_overhead(target, {1: 100.0})
         shown = metric(ok(at), "Speedup at batch 1")
-        assert shown == f"{speedup(0.75, k, 1, target, draft):.2f}×", time
+        assert shown == f"{speedup(0.75, k, 1, target, draft, host):.2f}×", time
         points = frame_with(at, "mode")  # the end-to-end runs of the same engine mode only
         assert set(points["mode"]) == {mode} and sorted(points["speedup"]) == measured
         assert frame_with(at, "k", 1)["batch"].max() == 64  # the measured grid, not roofline's
+    at.toggle(key="spec_host").set_value(False).run()  # the GPU alone
+    assert metric(ok(at), "Speedup at batch 1") == f"{speedup(0.75, k, 1, target, draft):.2f}×"
     at.selectbox(key="spec_draft_model").set_value("qwen3-0.6b").run()
     assert not [f for f in frames(ok(at)) if "mode" in f]  # not a pair: no measured points
     assert any("embedded-target + embedded-draft" in c.value for c in at.caption)
 
 
 def test_every_committed_spec_run_gives_curves_and_draws(open_page, metric):
-    sets = sp.discover()
+    sets = sc.discover()
     if not sets:
         pytest.skip("no bench/results/*/spec-*.json is committed")
     for s in sets:
-        loaded = sp.load_spec(s)
+        loaded = sc.load_spec(s)
         for model in loaded.models():
             for time in loaded.times():
                 for context in loaded.contexts():
@@ -271,9 +278,45 @@ def test_every_committed_spec_run_gives_curves_and_draws(open_page, metric):
     at.radio(key="spec_source").set_value("Cost model").run()
     assert ok(at).radio(key="spec_curves").value == "Measured on a GPU" and not at.error
     assert at.selectbox(key="spec_set").options == [s.label for s in sets]
-    for time in sp.load_spec(sets[0]).times():
+    for time in sc.load_spec(sets[0]).times():
         at.selectbox(key="spec_time").set_value(time).run()
         assert not ok(at).error and metric(at, "Break-even batch")
+
+
+def test_the_default_cost_view_shows_where_speculation_stops_paying_measured_and_modelled(
+    open_page, metric
+):
+    sets = sc.discover()
+    if not sets:
+        pytest.skip("no bench/results/*/spec-*.json is committed")
+    at = open_page(PAGE)
+    at.radio(key="spec_source").set_value("Cost model").run()
+    ok(at)
+    assert at.selectbox(key="spec_time").value == sc.ENGINE_TIME  # as the engine runs
+    assert at.toggle(key="spec_host").value and not at.warning and not at.error
+    newest = sc.load_spec(sets[0])
+    curves = sc.load_spec(sc.curve_run(sets, sets[0]))
+    target = curves.curve("gpu-target", 256, sc.ENGINE_TIME)
+    draft = curves.curve("gpu-draft", 256, sc.ENGINE_TIME)
+    # the full-batch decode steps in CUDA graphs: the plain ones fit the host's time
+    decode = [r for r in newest.end_to_end if r["cuda_graphs"] and r["workload"] == "decode"]
+    plain = {r["batch"]: r for r in decode if r["k"] == 0}
+    host = host_overhead(
+        target, {b: 1e3 * r["elapsed_s"] / r["num_steps"] for b, r in plain.items()}
+    )
+    even = break_even_batch(0.9, 4, target, draft, range(1, 513), host)
+    assert even is not None and metric(at, "Break-even batch") == str(even)
+    gain = {
+        r["batch"]: r["tokens_per_s"] / plain[r["batch"]]["tokens_per_s"]
+        for r in decode
+        if r["k"] == 4
+    }
+    assert metric(at, "Measured at batch 1") == f"{gain[1]:.2f}×"
+    slower = min(b for b, g in gain.items() if g < 1)
+    captions = " ".join(c.value for c in at.caption)
+    assert "memory-bound" in captions and "compute-bound" in captions
+    assert f"stops paying from batch {even}" in captions
+    assert f"slower than none from batch {slower}" in captions
 
 
 # --- vizlib.spec_page -----------------------------------------------------------------------
@@ -306,7 +349,9 @@ def test_totals_and_step_frame_count_what_the_spec_entries_say():
     assert t["tokens_per_step"] == (2 + 5) / 2  # emitted: accepted + the target's own
     frame = sp.step_frame(steps)
     assert frame.set_index(["step", "verdict"])["tokens"].to_dict() == {
+        (0, "accepted"): 0, (0, "rejected"): 0,  # a prefill: on the axis, no bar
         (5, "accepted"): 1, (5, "rejected"): 3, (6, "accepted"): 4, (6, "rejected"): 0,
+        (7, "accepted"): 0, (7, "rejected"): 0,
     }  # fmt: skip
     assert sp.has_spec(steps) and not sp.has_spec([{"step": 0}, {"step": 1, "spec": []}])
     assert sp.step_frame([{"step": 0}]).empty
@@ -388,8 +433,8 @@ def synthetic_rows() -> list[dict]:
     """A small measured-looking grid: flat while memory-bound, then linear in batch x tokens."""
     rows = []
     for model, base, per_token in (
-        (sp.EMBEDDED_TARGET, 2.0, 0.02),
-        (sp.EMBEDDED_DRAFT, 0.8, 0.004),
+        (sc.EMBEDDED_TARGET, 2.0, 0.02),
+        (sc.EMBEDDED_DRAFT, 0.8, 0.004),
         ("qwen3-0.6b", 5.0, 0.05),
     ):
         for b in (1, 2, 4, 8, 16, 32, 64):
@@ -426,40 +471,40 @@ def test_discover_finds_spec_runs_newest_first(tmp_path):
     ]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}")
-    assert [s.label for s in sp.discover(tmp_path)] == [
+    assert [s.label for s in sc.discover(tmp_path)] == [
         "h100 / 2026-02-01 00:00:00 (#2)",
         "h100 / 2026-02-01 00:00:00",
         "h100 / 2026-01-01 00:00:00",
     ]
-    assert sp.discover(tmp_path / "missing") == []
+    assert sc.discover(tmp_path / "missing") == []
 
 
 def test_load_spec_builds_median_curves_and_refuses_what_it_cant_use(tmp_path):
     write_synthetic_spec(tmp_path)
-    loaded = sp.load_spec(sp.discover(tmp_path)[0])
-    assert loaded.models() == sorted([sp.EMBEDDED_DRAFT, sp.EMBEDDED_TARGET, "qwen3-0.6b"])
+    loaded = sc.load_spec(sc.discover(tmp_path)[0])
+    assert loaded.models() == sorted([sc.EMBEDDED_DRAFT, sc.EMBEDDED_TARGET, "qwen3-0.6b"])
     assert loaded.contexts() == [128]
-    target = loaded.curve(sp.EMBEDDED_TARGET, 128)
+    target = loaded.curve(sc.EMBEDDED_TARGET, 128)
     assert target.ms(1, 1) == 2.0  # median of 2.0, 2.0, 1000.0
     assert target.ms(64, 9) == pytest.approx(0.02 * 64 * 9)
-    assert loaded.curve(sp.EMBEDDED_TARGET, 128, "gpu_ms").ms(64, 9) == target.ms(64, 9) / 4
+    assert loaded.curve(sc.EMBEDDED_TARGET, 128, "gpu_ms").ms(64, 9) == target.ms(64, 9) / 4
     assert loaded.times() == ["ms", "gpu_ms"] and loaded.pairs() == ["embedded"]
-    with pytest.raises(sp.SpecError, match="no rows"):
-        loaded.curve(sp.EMBEDDED_TARGET, 128, "gpu_ms_expanded")  # not measured in this run
-    with pytest.raises(sp.SpecError, match="no rows"):
-        loaded.curve(sp.EMBEDDED_TARGET, 4096)
-    path = sp.discover(tmp_path)[0].path
+    with pytest.raises(sc.SpecError, match="no rows"):
+        loaded.curve(sc.EMBEDDED_TARGET, 128, "gpu_ms_expanded")  # not measured in this run
+    with pytest.raises(sc.SpecError, match="no rows"):
+        loaded.curve(sc.EMBEDDED_TARGET, 4096)
+    path = sc.discover(tmp_path)[0].path
     record = json.loads(path.read_text())
     path.write_text(json.dumps({**record, "topic": "transfers"}))
-    with pytest.raises(sp.SpecError, match="not a spec run"):
-        sp.load_spec(sp.discover(tmp_path)[0])
+    with pytest.raises(sc.SpecError, match="not a spec run"):
+        sc.load_spec(sc.discover(tmp_path)[0])
     record["results"].append({"experiment": "cost_curve", "model": "x", "batch": 1})
     path.write_text(json.dumps(record))
-    with pytest.raises(sp.SpecError, match="malformed row"):
-        sp.load_spec(sp.discover(tmp_path)[0])
+    with pytest.raises(sc.SpecError, match="malformed row"):
+        sc.load_spec(sc.discover(tmp_path)[0])
     path.write_text("{}")
-    with pytest.raises(sp.SpecError, match="unreadable"):
-        sp.load_spec(sp.discover(tmp_path)[0])
+    with pytest.raises(sc.SpecError, match="unreadable"):
+        sc.load_spec(sc.discover(tmp_path)[0])
 
 
 def write_decode_only_spec(root) -> None:
@@ -476,15 +521,15 @@ def write_decode_only_spec(root) -> None:
 def test_a_run_without_cost_curves_borrows_those_of_the_newest_run_of_its_gpu(tmp_path):
     write_synthetic_spec(tmp_path)
     write_decode_only_spec(tmp_path)
-    decode_only, full = sp.discover(tmp_path)
-    assert not sp.load_spec(decode_only).cost_rows
-    assert sp.curve_run(sp.discover(tmp_path), decode_only) == full
-    assert sp.curve_run(sp.discover(tmp_path), full) == full
-    assert sp.curve_run([decode_only], decode_only) is None
-    models = sp.load_spec(full).models()
-    assert [models[i] for i in sp.default_models(models)] == [sp.EMBEDDED_TARGET, sp.EMBEDDED_DRAFT]
-    assert sp.default_models(["gpu-draft", "gpu-target", "x"]) == (1, 0)
-    assert sp.default_models(["a", "b"]) == (0, 0)
+    decode_only, full = sc.discover(tmp_path)
+    assert not sc.load_spec(decode_only).cost_rows
+    assert sc.curve_run(sc.discover(tmp_path), decode_only) == full
+    assert sc.curve_run(sc.discover(tmp_path), full) == full
+    assert sc.curve_run([decode_only], decode_only) is None
+    models = sc.load_spec(full).models()
+    assert [models[i] for i in sc.default_models(models)] == [sc.EMBEDDED_TARGET, sc.EMBEDDED_DRAFT]
+    assert sc.default_models(["gpu-draft", "gpu-target", "x"]) == (1, 0)
+    assert sc.default_models(["a", "b"]) == (0, 0)
 
 
 def test_the_newest_run_decode_only_draws_borrowed_curves_and_its_decode_points(
@@ -492,7 +537,7 @@ def test_the_newest_run_decode_only_draws_borrowed_curves_and_its_decode_points(
 ):
     write_synthetic_spec(tmp_path)
     write_decode_only_spec(tmp_path)
-    monkeypatch.setattr(sp, "results_root", lambda: tmp_path)
+    monkeypatch.setattr(sc, "results_root", lambda: tmp_path)
     at = open_page(PAGE)
     at.radio(key="spec_source").set_value("Cost model").run()
     assert ok(at).selectbox(key="spec_set").index == 0  # the decode-only run, the newest
@@ -504,48 +549,76 @@ def test_the_newest_run_decode_only_draws_borrowed_curves_and_its_decode_points(
 
 def test_measured_speedups_divide_by_the_plain_run_of_the_same_batch_and_mode():
     e2e = [r for r in synthetic_rows() if r["experiment"] == "end_to_end"]
-    got = sp.measured_speedups(e2e).sort_values(["batch", "mode"]).reset_index(drop=True)
+    got = sc.measured_speedups(e2e).sort_values(["batch", "mode"]).reset_index(drop=True)
     assert got[["pair", "batch", "k", "mode"]].values.tolist() == [
         ["embedded", 1, 4, "CUDA graphs"], ["embedded", 1, 4, "eager"], ["embedded", 8, 4, "eager"],
     ]  # fmt: skip
     assert got["speedup"].tolist() == [1.5, 2.5, 2.0]
-    assert sp.measured_speedups([]).empty
-    assert sp.pair_of("embedded-target", "embedded-draft") == "embedded"
-    assert sp.pair_of("gpu-target", "gpu-draft") == "gpu"
-    assert sp.pair_of("embedded-target", "qwen3-0.6b") is None
-    assert sp.pair_of("qwen3-0.6b", "qwen3-0.6b-draft") is None
+    assert sc.measured_speedups([]).empty
+    assert sc.pair_of("embedded-target", "embedded-draft") == "embedded"
+    assert sc.pair_of("gpu-target", "gpu-draft") == "gpu"
+    assert sc.pair_of("embedded-target", "qwen3-0.6b") is None
+    assert sc.pair_of("qwen3-0.6b", "qwen3-0.6b-draft") is None
 
 
 def test_cost_model_helpers_agree_with_minirt_tools_spec():
-    target, draft = sp.roofline_pair("qwen3-8b", "qwen3-0.6b", overhead_ms=0.1)
-    direct = CostCurve.roofline(sp.PRESETS["qwen3-8b"], batches=sp.ROOFLINE_BATCHES,
+    target, draft = sc.roofline_pair("qwen3-8b", "qwen3-0.6b", overhead_ms=0.1)
+    direct = CostCurve.roofline(sc.PRESETS["qwen3-8b"], batches=sc.ROOFLINE_BATCHES,
                                 overhead_ms=0.1)  # fmt: skip
     assert target.ms_grid == direct.ms_grid
-    batches = sp.plot_batches(target, draft)
-    assert batches[0] == 1 and batches[-1] == 1024 and set(sp.ROOFLINE_BATCHES) <= set(batches)
-    lines = sp.speedup_frame(0.8, target, draft, [2, 5], batches)
+    batches = sc.plot_batches(target, draft)
+    assert batches[0] == 1 and batches[-1] == 1024 and set(sc.ROOFLINE_BATCHES) <= set(batches)
+    lines = sc.speedup_frame(0.8, target, draft, [2, 5], batches)
     row = lines[(lines["k"] == 5) & (lines["batch"] == 64)].iloc[0]
     assert row["speedup"] == speedup(0.8, 5, 64, target, draft)
-    assert sp.break_even(0.8, 5, target, draft) == break_even_batch(
+    assert sc.break_even(0.8, 5, target, draft) == break_even_batch(
         0.8, 5, target, draft, range(1, 1025)
     )
-    assert sp.verify_cost(target, 1, 4) == pytest.approx(1.0, abs=0.01)  # memory-bound
-    assert sp.verify_cost(target, 1024, 4) == pytest.approx(5.0, rel=0.05)  # compute-bound
-    assert sp.usable_ks(target) == list(sp.KS)
-    assert sp.usable_ks(CostCurve.flat(1.0, tokens=(1, 2, 3))) == [1, 2]
+    assert sc.verify_cost(target, 1, 4) == pytest.approx(1.0, abs=0.01)  # memory-bound
+    assert sc.verify_cost(target, 1024, 4) == pytest.approx(5.0, rel=0.05)  # compute-bound
+    assert sc.usable_ks(target) == list(sc.KS)
+    assert sc.usable_ks(CostCurve.flat(1.0, tokens=(1, 2, 3))) == [1, 2]
 
 
 def test_speedup_chart_has_a_log2_batch_axis_and_every_layer():
-    target, draft = sp.roofline_pair()
-    batches = sp.plot_batches(target, draft)
-    lines = sp.speedup_frame(0.8, target, draft, list(sp.KS), batches)
-    best = sp.best_frame(0.8, target, draft, list(sp.ROOFLINE_BATCHES), list(sp.KS))
-    points = sp.measured_speedups([r for r in synthetic_rows() if r["experiment"] == "end_to_end"])
-    spec = sp.speedup_chart(lines, best, 4, 170, points).to_dict()
+    target, draft = sc.roofline_pair()
+    batches = sc.plot_batches(target, draft)
+    lines = sc.speedup_frame(0.8, target, draft, list(sc.KS), batches)
+    best = sc.best_frame(0.8, target, draft, list(sc.ROOFLINE_BATCHES), list(sc.KS))
+    points = sc.measured_speedups([r for r in synthetic_rows() if r["experiment"] == "end_to_end"])
+    spec = sc.speedup_chart(lines, best, 4, 170, points).to_dict()
     curves, envelope, one, even, dots = spec["layer"]
     assert curves["encoding"]["x"]["scale"] == {"type": "log", "base": 2, "nice": False}
-    assert curves["encoding"]["x"]["axis"]["values"] == list(sp.ROOFLINE_BATCHES)
+    assert curves["encoding"]["x"]["axis"]["values"] == list(sc.ROOFLINE_BATCHES)
     assert envelope["mark"]["strokeDash"] == [5, 4]
     assert dots["encoding"]["shape"]["field"] == "mode"
-    assert len(sp.speedup_chart(lines, best, 4, None).to_dict()["layer"]) == 3
+    assert len(sc.speedup_chart(lines, best, 4, None).to_dict()["layer"]) == 3
     assert best["best k"].iloc[-1] == 0  # at batch 1024 not speculating is best
+
+
+def test_the_host_is_fitted_on_plain_graph_steps_decode_first_and_none_without_them():
+    def run(workload, elapsed_s, k=0, graphs=True):
+        return {
+            "pair": "gpu",
+            "batch": 8,
+            "k": k,
+            "cuda_graphs": graphs,
+            "workload": workload,
+            "elapsed_s": elapsed_s,
+            "num_steps": 10,
+            "tokens_per_s": 1.0,
+        }
+
+    runs = [
+        run("closed", 2.0),
+        run("decode", 1.0),
+        run("decode", 9.0, k=4),
+        run("decode", 5, 0, False),
+    ]
+    assert sc.plain_step_ms(runs, "gpu") == {8: 100.0}  # 1 s over 10 steps
+    assert sc.plain_step_ms(runs[:1], "gpu") == {8: 200.0}  # closed batches when no decode run
+    target = CostCurve.flat(1.0)
+    assert sc.host_model(runs, "gpu", target)(8) == pytest.approx(99.0)  # the step less the GPU
+    assert (
+        sc.host_model(runs, "other", target) is None and sc.host_model(runs, None, target) is None
+    )

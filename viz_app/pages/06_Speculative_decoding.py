@@ -17,6 +17,7 @@ from minirt.model.loader import resolve_model_path
 from minirt.model.tokenizer import VOCAB_SIZE, load_tokenizer
 from minirt.tools.spec import expected_tokens, speedup
 from minirt.trace import Trace, TraceError, load_trace
+from vizlib import spec_cost as sc
 from vizlib import spec_page as sp
 from vizlib.registry import FAVICON, page_for
 from vizlib.runs import run_engine
@@ -51,9 +52,9 @@ def tokenizer_for(meta: dict):
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def load_spec(path: str) -> sp.LoadedSpec:
-    (found,) = [s for s in sp.discover() if str(s.path) == path]
-    return sp.load_spec(found)
+def load_spec(path: str) -> sc.LoadedSpec:
+    (found,) = [s for s in sc.discover() if str(s.path) == path]
+    return sc.load_spec(found)
 
 
 def show_trace(trace: Trace, where: str, plain_steps: int | None = None) -> None:
@@ -81,11 +82,17 @@ def show_trace(trace: Trace, where: str, plain_steps: int | None = None) -> None
         help=f"per speculating sequence; the cost model expects 1 + α + … + α^k = "
         f"{expected_tokens(alpha, k):.2f} for α = {alpha:.2f}, k = {k}",
     )
-    c[2].metric("Steps with speculation", t["steps"])
+    prefills = t["steps"] - t["spec_steps"]
+    c[2].metric(
+        "Steps with the draft",
+        t["steps"],
+        help=f"{prefills} prefill step{'s' * (prefills != 1)} (no guesses) and "
+        f"{t['spec_steps']} that speculated: the steps of the chart below",
+    )
     c[3].metric(
         "Steps without",
         "—" if plain_steps is None else plain_steps,
-        help="the same prompts on the plain engine (no draft)"
+        help="the same prompts on the plain engine (no draft), prefill steps included"
         if plain_steps is not None
         else "a trace holds one run: the live run compares with the plain engine",
     )
@@ -96,7 +103,7 @@ def show_trace(trace: Trace, where: str, plain_steps: int | None = None) -> None
     st.caption(
         f"Green: guesses the target accepted; red: guesses it rejected — the first rejection "
         f"and every guess after it (k = {k} per speculating sequence, fewer near max_tokens). "
-        "Steps without bars are prefills."
+        "A step without a bar is a prefill: no guesses."
     )
 
     st.subheader("One rollback")
@@ -202,14 +209,22 @@ if source == LIVE:
 
 # ---------------------------------------------------------------- cost model
 elif source == COST:
-    sets = sp.discover()
+    sets = sc.discover()
     curves = sb.radio(
         "Cost curves", [MEASURED, ROOFLINE] if sets else [ROOFLINE], key="spec_curves"
     )
-    alpha = sb.slider("Acceptance rate α", 0.0, 1.0, 0.8, 0.01, key="spec_alpha")
+    alpha = sb.slider(
+        "Acceptance rate α",
+        0.0,
+        1.0,
+        0.9,
+        0.01,
+        key="spec_alpha",
+        help="the chance that one guess is accepted, given the ones before it were",
+    )
     k = sb.slider("Draft tokens per step (k)", 1, 8, 4, key="spec_cost_k")
-    all_k = sb.toggle("Draw every k = 1..8", True, key="spec_all_k")
-    points = None
+    all_k = sb.toggle("Draw every k = 1..8", False, key="spec_all_k")
+    points, host = None, 0.0
     if curves == MEASURED:
         by_path = {str(s.path): s for s in sets}
         chosen = sb.selectbox(
@@ -218,21 +233,24 @@ elif source == COST:
         name = f"bench/results/{by_path[chosen].device}/{by_path[chosen].path.name}"
         try:
             loaded = load_spec(chosen)
-            source = sp.curve_run(sets, by_path[chosen])  # a decode-only run has no curves
+            source = sc.curve_run(sets, by_path[chosen])  # a decode-only run has no curves
             if source is None:
-                raise sp.SpecError(f"no {by_path[chosen].device} run has cost_curve rows")
+                raise sc.SpecError(f"no {by_path[chosen].device} run has cost_curve rows")
             curves_from = load_spec(str(source.path)) if source.path != Path(chosen) else loaded
             models = curves_from.models()
-            first_target, first_draft = sp.default_models(models)
+            first_target, first_draft = sc.default_models(models)
             target_name = sb.selectbox("Target", models, first_target, key="spec_target_model")
             draft_name = sb.selectbox("Draft", models, first_draft, key="spec_draft_model")
             context = sb.selectbox(
                 "Context length (tokens)", curves_from.contexts(), key="spec_ctx"
             )
+            times = curves_from.times()
             time = sb.selectbox(
                 "Forward time",
-                curves_from.times(),
-                format_func=sp.TIMES.get,
+                times,
+                # the engine's own way: CUDA graphs, the verify as k + 1 one-token rows
+                index=times.index(sc.ENGINE_TIME) if sc.ENGINE_TIME in times else 0,
+                format_func=sc.TIMES.get,
                 key="spec_time",
                 help="which measured time prices a forward: the eager engine's, or a CUDA "
                 "graph's (the engine verifies k + 1 tokens as one-token rows and replays "
@@ -240,18 +258,33 @@ elif source == COST:
             )
             target = curves_from.curve(target_name, context, time)
             draft = curves_from.curve(draft_name, context, time)
-        except sp.SpecError as e:
+        except sc.SpecError as e:
             st.error(f"Can't use {name}: {e}. Pick another run, or the roofline model.")
             st.stop()
-        pair, mode = sp.pair_of(target_name, draft_name), sp.MODES[time]
+        pair, mode = sc.pair_of(target_name, draft_name), sc.MODES[time]
         if pair is not None:  # every workload of the engine mode: closed, steady, decode
-            points = sp.measured_speedups(loaded.end_to_end)
+            points = sc.measured_speedups(loaded.end_to_end)
             points = points[(points["pair"] == pair) & points["mode"].str.startswith(mode)]
+            if not all_k:
+                points = points[points["k"] == k]
+        fitted = None
+        if time != "ms":  # eager wall times already hold the host's time
+            runs = loaded.end_to_end + (curves_from.end_to_end if curves_from is not loaded else [])
+            fitted = sc.host_model(runs, pair, target)
+        if fitted is not None and sb.toggle(
+            "Add the host's time per forward",
+            True,
+            key="spec_host",
+            help="a GPU time leaves out what the host spends on each forward (building its "
+            "rows, the launch, reading tokens back): fitted on this pair's runs without a "
+            "draft, by the rows a forward carries (minirt.tools.spec.host_overhead)",
+        ):
+            host = fitted
         gpu = (loaded.record.get("config") or {}).get("gpu", loaded.record.get("device", "?"))
         st.markdown(
             f"Measured on **{gpu}**: **{name}** (`{loaded.record.get('command', '?')}`) — "
             f"target **{target_name}**, draft **{draft_name}**, context {context} tokens, "
-            f"{sp.TIMES[time]}."
+            f"{sc.TIMES[time]}."
         )
         if curves_from is not loaded:
             st.caption(
@@ -261,10 +294,10 @@ elif source == COST:
     else:
         names = list(PRESETS)
         target_name = sb.selectbox(
-            "Target (PRESETS)", names, names.index(sp.DEFAULT_TARGET), key="spec_target"
+            "Target (PRESETS)", names, names.index(sc.DEFAULT_TARGET), key="spec_target"
         )
         draft_name = sb.selectbox(
-            "Draft (PRESETS)", names, names.index(sp.DEFAULT_DRAFT), key="spec_draft"
+            "Draft (PRESETS)", names, names.index(sc.DEFAULT_DRAFT), key="spec_draft"
         )
         overhead = sb.slider(
             "Fixed cost per forward (ms)",
@@ -275,7 +308,7 @@ elif source == COST:
             key="spec_overhead",
             help="launches, Python, sampling: what a measured curve has and the roofline lacks",
         )
-        target, draft = sp.roofline_pair(target_name, draft_name, overhead)
+        target, draft = sc.roofline_pair(target_name, draft_name, overhead)
         model = (
             f"the **roofline model** of an H100 SXM (`CostCurve.roofline`: max(weight bytes / "
             f"bandwidth, FLOPs / peak) per forward, short context): target {target_name}, draft "
@@ -290,61 +323,49 @@ elif source == COST:
                 "its measured curves and end-to-end speedups appear here."
             )
 
-    ks = sp.usable_ks(target)
+    ks = sc.usable_ks(target)
     if not ks:
         st.error(f"The target curve stops at {target.tokens[-1]} tokens: no k can be priced.")
         st.stop()
     if k not in ks:
         st.warning(f"The target curve prices k ≤ {ks[-1]} only: showing k = {ks[-1]}.")
         k = ks[-1]
-    batches = sp.plot_batches(target, draft)
+    batches = sc.plot_batches(target, draft)
     lo, hi = batches[0], batches[-1]
     grid = sorted({lo, hi} | {b for b in target.batches if lo <= b <= hi})
-    lines = sp.speedup_frame(alpha, target, draft, ks if all_k else [k], batches)
-    best = sp.best_frame(alpha, target, draft, grid, ks)
-    even = sp.break_even(alpha, k, target, draft)
-    c = st.columns(4)
-    c[0].metric(
+    lines = sc.speedup_frame(alpha, target, draft, ks if all_k else [k], batches, host)
+    best = sc.best_frame(alpha, target, draft, grid, ks, host)
+    even = sc.break_even(alpha, k, target, draft, host)
+    seen = sc.measured_summary(points, k) if points is not None else None
+    c = iter(st.columns(5 if seen else 4))
+    next(c).metric(
         f"Speedup at batch {lo}",
-        f"{speedup(alpha, k, lo, target, draft):.2f}×",
-        help=f"k = {k}, α = {alpha:.2f}",
+        f"{speedup(alpha, k, lo, target, draft, host):.2f}×",
+        help=f"the model: k = {k}, α = {alpha:.2f}",
     )
-    c[1].metric(f"Best k at batch {lo}", int(best["best k"].iloc[0]))
-    c[2].metric(
+    if seen:
+        next(c).metric(
+            f"Measured at batch {seen['first_batch']}",
+            f"{seen['first_speedup']:.2f}×",
+            help=f"k = {k}, {seen['mode']}: tokens/s with the draft over tokens/s without",
+        )
+    next(c).metric(f"Best k at batch {lo}", int(best["best k"].iloc[0]))
+    next(c).metric(
         "Break-even batch",
         "—" if even is None else even,
-        help=f"the smallest batch at which k = {k} guesses are slower than none"
-        + (f"; none up to {hi}" if even is None else ""),
+        help=f"the model: the smallest batch at which k = {k} guesses are slower than none"
+        + (f"; none up to {hi}" if even is None else "")
+        + (f". Measured: {sc.measured_break_even_text(seen)}" if seen else ""),
     )
-    c[3].metric(
+    next(c).metric(
         f"Verify cost at batch {lo}",
-        f"{sp.verify_cost(target, lo, k):.2f}×",
-        help=f"one forward of {k + 1} tokens per sequence over a 1-token decode",
+        f"{sc.verify_cost(target, lo, k):.2f}×",
+        help=f"one forward of {k + 1} tokens per sequence over a 1-token decode (GPU time)",
     )
-    st.altair_chart(sp.speedup_chart(lines, best, k, even, points), width="stretch")
-    stops = (
-        f"speculation stops paying from batch {even} (red line)"
-        if even
-        else f"speculation still pays at batch {hi}"
-    )
-    st.caption(
-        "**Why it pays at small batch and stops at large batch.** While a forward is "
-        "**memory-bound** (small batch) it reads every weight once whatever the tokens: a verify "
-        f"of k + 1 tokens costs about one decode, so the {expected_tokens(alpha, k):.2f} tokens "
-        "a step emits on average come almost free. Once it is **compute-bound** (large batch) a "
-        "verify costs the FLOPs of k + 1 decodes and every rejected guess is work thrown away: "
-        f"the speedup falls below 1. On these curves, for k = {k}: a verify costs "
-        f"{sp.verify_cost(target, lo, k):.2f}× a decode at batch {lo} and "
-        f"{sp.verify_cost(target, hi, k):.2f}× at batch {hi}; one draft forward costs "
-        f"{draft.ms(lo, 1) / target.ms(lo, 1):.2f}× a target decode at batch {lo}; "
-        f"{stops}. Dashed: the best k at each batch (k = 0, no speculation, 1×)."
-    )
-    if points is not None and not points.empty:
-        st.caption(
-            f"Points: measured end-to-end speedups of the {pair} pair, {mode} (tokens/s with k "
-            "guesses over k = 0 at the same batch, same mode), each at its own measured α "
-            "(tooltip); the lines are the model at the slider's α."
-        )
+    st.altair_chart(sc.speedup_chart(lines, best, k, even, points), width="stretch")
+    st.caption(sc.why_it_pays(alpha, k, target, draft, lo, hi, even, host))
+    if seen:
+        st.caption(sc.measured_text(seen, k, alpha, host_fitted=callable(host)))
     elif curves == MEASURED:
         pairs = ", ".join(f"{p}-target + {p}-draft" for p in loaded.pairs()) or "none"
         st.caption(
