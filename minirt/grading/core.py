@@ -31,6 +31,7 @@ LABS: dict[str, str] = {
     "lab05_bank_conflicts": "minirt.grading.lab05",
     "lab06_radix_tree": "minirt.grading.lab06",
     "lab07_scheduling": "minirt.grading.lab07",
+    "lab08_paged_attention": "minirt.grading.lab08",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.

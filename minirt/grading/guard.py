@@ -37,6 +37,12 @@ DYNAMIC = {
     "__subclasses__": "reaches any class by walking the class tree",
     "__code__": "swaps a function's code",
     "gc": "reaches any live object through the garbage collector",
+    "_getframe": "reaches the grader's frames and their variables",
+    "currentframe": "reaches the grader's frames and their variables",
+    "f_back": "reaches the grader's frames and their variables",
+    "f_locals": "reaches the grader's frames and their variables",
+    "f_globals": "reaches the grader's frames and their variables",
+    "tb_frame": "reaches the grader's frames and their variables",
     "ctypes": "writes to memory directly",
 }
 

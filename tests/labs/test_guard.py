@@ -40,6 +40,7 @@ CHEATS = {
     "setattr on a module": "import torch\nsetattr(torch, 'softmax', print)",
     "a function's globals": "g = print.__globals__",
     "the class tree": "classes = object.__subclasses__()",
+    "the grader's frame": "import sys\nconn = sys._getframe(2).f_locals['conn']",
 }
 
 
