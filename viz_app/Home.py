@@ -24,7 +24,8 @@ for page in PAGES:
         st.markdown(page.shows)
         books = ", ".join(f"`{nb}` — {NOTEBOOKS[nb]}" for nb in page.notebooks)
         label = "Notebook" if len(page.notebooks) == 1 else "Notebooks"
-        st.caption(f"{label}: {books}  ·  Data: {page.data}")
+        data = page.data.replace("*", "\\*")  # a glob, not markdown emphasis
+        st.caption(f"{label}: {books}  ·  Data: {data}")
 
 st.subheader("Notebooks")
 chapters = []
