@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from minirt.bench.cli import add_out
 from minirt.bench.ncu import _number
 from minirt.tools.bank import PATTERNS, simulate
 
@@ -194,8 +195,8 @@ def summary(results: list[dict[str, Any]]) -> str:
 def run(out_dir, command: str) -> Path:
     import torch
 
-    from minirt.bench.gpu import _device
     from minirt.bench.ncu import ncu_version
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     measured, ops = measure()
@@ -203,7 +204,26 @@ def run(out_dir, command: str) -> Path:
     config = {"gpu": torch.cuda.get_device_name(), "compute_capability": f"{major}.{minor}",
               "ncu": ncu_version(), "metric_ops": list(ops),
               "launch": "1 block x 32 threads, one access per kernel"}  # fmt: skip
-    return write_results("bank", _device(), rows(measured, ops), out_dir, command, config=config)
+    return write_results("bank", gpu_device(), rows(measured, ops), out_dir, command, config=config)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "bank",
+        help="(CUDA + CuPy + Nsight Compute) shared-memory bank conflicts of each access pattern",
+        description="One tiny kernel per pattern of minirt.tools.bank.PATTERNS (one warp, one "
+        "shared-memory instruction), all profiled by one ncu process; ncu's wavefronts and bank "
+        "conflicts beside the simulator's. Writes OUT/<gpu>/bank-<date>.json.",
+    )
+    add_out(p)
+
+
+def main(args, command: str) -> Path:
+    from minirt.results import load_results
+
+    path = run(args.out, command)
+    print(summary(load_results(path)["results"]))
+    return path
 
 
 if __name__ == "__main__":  # the process ncu profiles

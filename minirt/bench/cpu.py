@@ -15,7 +15,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from minirt.results import DEFAULT_OUT, write_results
+from minirt.bench.cli import add_no_progress, add_out, int_list, progress
+from minirt.results import DEFAULT_OUT, load_results, write_results
 
 TOPIC = "engine"
 
@@ -215,3 +216,44 @@ def run(
     rows = measure(cfg, progress=progress, llm=llm)
     config = {**asdict(cfg), "batch_sizes": list(cfg.batch_sizes)}
     return write_results(TOPIC, "cpu", rows, out_dir=out_dir, command=command, config=config)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "cpu",
+        help="decode tokens/s at batch 1 vs 32 and the prefix-cache hit rate, on CPU",
+        description="Decode tokens/s at two batch sizes (and their ratio) and the prefix-cache "
+        "hit rate on a shared-prefix workload, with the embedded model on CPU. Writes "
+        "OUT/cpu/engine-<date>.json.",
+    )
+    add_out(p, help=f"results folder (default: {DEFAULT_OUT})")
+    p.add_argument(
+        "--batch-sizes", type=int_list, default=(1, 32), help="comma-separated (default: 1,32)"
+    )
+    p.add_argument(
+        "--max-tokens", type=int, default=64, help="decode tokens per sequence (default: 64)"
+    )
+    p.add_argument(
+        "--prefix-prompts", type=int, default=16, help="prompts sharing the prefix (default: 16)"
+    )
+    p.add_argument(
+        "--model", default=None, help="a Hugging Face checkpoint folder (default: embedded)"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_no_progress(p)
+
+
+def main(args, command: str) -> Path:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = CpuBenchConfig(
+        batch_sizes=args.batch_sizes,
+        max_tokens=args.max_tokens,
+        prefix_prompts=args.prefix_prompts,
+        model=args.model,
+    )
+    path = run(cfg, out_dir=args.out, command=command, progress=progress(args))
+    print(summary(load_results(path)["results"]))
+    return path

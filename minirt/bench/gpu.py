@@ -21,7 +21,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from minirt.bench.cli import add_out
 from minirt.bench.roofline import ceilings, qwen3_06b_checkpoint
+from minirt.bench.timing import gpu_device
+from minirt.results import load_results, write_results
 
 BATCHES = (1, 8, 32, 64, 128, 256)
 PROMPT_LEN, NEW_TOKENS = 128, 256
@@ -240,29 +243,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _device() -> str:
-    name = torch.cuda.get_device_name()
-    return "h100" if "H100" in name else "h200" if "H200" in name else "cuda"
-
-
-def run_kernels(out_dir, command: str) -> Any:
-    from minirt.bench import kernels
-    from minirt.results import write_results
-
-    rows = ceilings()
-    rows += kernels.measure(rows[0]["gb_per_s"])
-    config = {"gpu": torch.cuda.get_device_name(), "dtype": "bfloat16", "heads": kernels.HEADS,
-              "kv_heads": kernels.KV_HEADS, "head_dim": kernels.HEAD_DIM,
-              "block_size": kernels.BLOCK_SIZE}  # fmt: skip
-    return write_results("kernels", _device(), rows, out_dir, command, config=config)
-
-
 def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
     """transformers with a static cache + torch.compile alone (topic "hf-compile"): compiling
     takes minutes, more than `gpu`'s 8-minute budget leaves once the padded baseline has run."""
     from transformers import AutoModelForCausalLM
-
-    from minirt.results import write_results
 
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -278,15 +262,41 @@ def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
                              "error": f"{type(e).__name__}: {str(e)[:300]}"})  # fmt: skip
     config = {"gpu": torch.cuda.get_device_name(), "model": "qwen3-0.6b shape, random bf16",
               "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}  # fmt: skip
-    return write_results("hf-compile", _device(), rows, out_dir, command, config=config)
+    return write_results("hf-compile", gpu_device(), rows, out_dir, command, config=config)
 
 
 def run(out_dir, command: str) -> Any:
-    from minirt.results import write_results
-
     name = torch.cuda.get_device_name()
-    device = _device()
+    device = gpu_device()
     results = measure()
     config = {"gpu": name, "model": "qwen3-0.6b shape, random bf16", "prompt_len": PROMPT_LEN,
               "new_tokens": NEW_TOKENS, "batches": list(BATCHES)}  # fmt: skip
     return write_results("gpu", device, results, out_dir, command, config=config)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "gpu",
+        help="(CUDA) minirt vs transformers: decode, offline throughput, kernels, roofline",
+        description="Decode tokens/s at batch 1-256 (minirt with and without CUDA graphs, "
+        "transformers eager and compiled), offline throughput on 256 random requests, the "
+        "attention kernels against the copy bandwidth and SDPA flash, and a roofline table, on "
+        "a Qwen3-0.6B-shaped model with random weights. Writes OUT/<gpu>/gpu-<date>.json.",
+    )
+    add_out(p)
+    p.add_argument(
+        "--hf-compile-only",
+        action="store_true",
+        help="only transformers static cache + torch.compile decode (OUT/<gpu>/hf-compile-*.json)",
+    )
+
+
+def main(args, command: str) -> Any:
+    if args.hf_compile_only:
+        path = run_hf_compile(args.out, command)
+        for row in load_results(path)["results"]:
+            print(row)
+    else:
+        path = run(args.out, command)
+        print(summary(load_results(path)["results"]))
+    return path

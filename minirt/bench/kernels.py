@@ -4,6 +4,7 @@ Decode attention reads each sequence's KV once: its GB/s is compared with a plai
 Prefill attention is compute-bound: its TFLOP/s is compared with torch SDPA's flash backend
 (FlashAttention-2) on the same shapes, causal, bf16. A few launch configurations are tried and
 all are kept, so the notebooks can show what tuning bought. Notebooks 04 and 05 read the rows.
+`python -m minirt.bench kernels` runs them alone (the gpu topic runs them too).
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from typing import Any
 import torch
 from triton.testing import do_bench
 
+from minirt.bench.cli import add_out
+from minirt.bench.roofline import ceilings
+from minirt.bench.timing import gpu_device
 from minirt.kernels.decode_attention import decode_attention
 from minirt.kernels.prefill_attention import prefill_attention
+from minirt.results import load_results, write_results
 
 HEADS, KV_HEADS, HEAD_DIM, BLOCK_SIZE = 16, 8, 128, 16  # Qwen3-0.6B's attention
 DECODE_CONFIGS = [  # (block_n, num_warps, num_stages)
@@ -120,3 +125,45 @@ def run_once(which: str) -> None:
         q, kc, vc, tables, lens, starts = paged_inputs(4, 4096, 4096)
         prefill_attention(q, kc, vc, tables, lens, starts, HEAD_DIM**-0.5, 4096, 4096)
     torch.cuda.synchronize()
+
+
+def run(out_dir, command: str) -> Any:
+    """The copy ceiling and every kernel row, written as OUT/<gpu>/kernels-<date>.json."""
+    rows = ceilings()
+    rows += measure(rows[0]["gb_per_s"])
+    config = {"gpu": torch.cuda.get_device_name(), "dtype": "bfloat16", "heads": HEADS,
+              "kv_heads": KV_HEADS, "head_dim": HEAD_DIM, "block_size": BLOCK_SIZE}  # fmt: skip
+    return write_results("kernels", gpu_device(), rows, out_dir, command, config=config)
+
+
+def summary(rows: list[dict[str, Any]]) -> str:
+    """The kernel rows, one dict a line (floats to 3 places), as the gpu topic prints them."""
+    names = ("decode_attention_kernel", "prefill_attention_kernel")
+    rounded = [
+        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+        for r in rows
+        if r["name"] in names
+    ]
+    return "\n".join(str(r) for r in rounded)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "kernels",
+        help="(CUDA) the attention kernels alone: decode GB/s vs copy, prefill vs SDPA flash",
+        description="The part (c) of the gpu benchmark on its own, with every launch "
+        "configuration tried. --once runs one launch per kernel and writes nothing (a target "
+        "for Nsight Compute: ncu --kernel-name regex:decode python -m minirt.bench kernels "
+        "--once decode).",
+    )
+    add_out(p)
+    p.add_argument("--once", choices=["decode", "prefill", "both"], default=None)
+
+
+def main(args, command: str) -> Any:
+    if args.once:
+        run_once(args.once)
+        return None
+    path = run(args.out, command)
+    print(summary(load_results(path)["results"]))
+    return path

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from minirt.bench.cli import add_no_progress, add_out, int_list, progress
 from minirt.bench.timing import cuda_median_ms
 from minirt.moe.demo import Recipe, ep_worker
 from minirt.moe.launch import run_ranks
@@ -202,7 +203,7 @@ def block_rows(tokens=TOKENS, reps: int = 10) -> list[dict[str, Any]]:
 
 
 def run_cuda(out_dir, command: str, progress: bool = True) -> Any:
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     rows = grouped_gemm_rows()
@@ -217,7 +218,7 @@ def run_cuda(out_dir, command: str, progress: bool = True) -> Any:
               "shapes": "Qwen3-30B-A3B: 128 experts, top-8, hidden 2048, expert width 768; "
               "tokens routed by random logits (near-uniform load)",
               "timing": "CUDA events, median of reps; ms per call"}  # fmt: skip
-    return write_results("moe", _device(), rows, out_dir, command, config=config)
+    return write_results("moe", gpu_device(), rows, out_dir, command, config=config)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -245,3 +246,30 @@ def summary(rows: list[dict[str, Any]]) -> str:
                     f"{mine['loop']:.3f} ms ({mine['loop'] / mine[best]:.1f}x)"
                 )
     return "\n".join(lines)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "moe",
+        help="MoE all-to-all vs message size (gloo on CPU; NCCL) and grouped expert GEMMs (CUDA)",
+        description="Without a GPU (or with --cpu): gloo all_to_all_single between 2 and 4 local "
+        "processes against message size, and the phases of the expert-parallel MoE block; "
+        "writes OUT/cpu/moe-<date>.json. With CUDA: Qwen3-30B-A3B expert GEMMs (Triton grouped "
+        "GEMM, per-expert loop, torch._grouped_mm, reference) for 16-4096 tokens, and NCCL "
+        "all-to-all when there are >= 2 GPUs; writes OUT/<gpu>/moe-<date>.json.",
+    )
+    add_out(p)
+    p.add_argument("--cpu", action="store_true", help="the CPU part even when CUDA is present")
+    p.add_argument("--worlds", type=int_list, default=(2, 4), help="process counts (default: 2,4)")
+    add_no_progress(p)
+
+
+def main(args, command: str) -> Any:
+    from minirt.results import load_results
+
+    if args.cpu or not torch.cuda.is_available():
+        path = run_cpu(args.out, command, worlds=args.worlds)
+    else:
+        path = run_cuda(args.out, command, progress=progress(args))
+    print(summary(load_results(path)["results"]))
+    return path

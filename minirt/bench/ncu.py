@@ -14,6 +14,8 @@ import subprocess
 import sys
 from typing import Any
 
+from minirt.bench.cli import add_out
+
 KERNELS = {"decode": "_decode_split_kernel", "prefill": "_prefill_kernel"}
 SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis")
 
@@ -54,3 +56,26 @@ def measure(which=("decode", "prefill")) -> list[dict[str, Any]]:
 def ncu_version() -> str:
     out = subprocess.run(["ncu", "--version"], capture_output=True, text=True, check=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "ncu",
+        help="(CUDA + Nsight Compute) ncu metrics of one decode and one prefill attention launch",
+    )
+    add_out(p)
+
+
+def main(args, command: str) -> Any:
+    import torch
+
+    from minirt.bench.timing import gpu_device
+    from minirt.results import write_results
+
+    rows = measure()
+    config = {
+        "gpu": torch.cuda.get_device_name(),
+        "ncu": ncu_version(),
+        "shapes": "decode: 64 x 4096 tokens; prefill: 4 x 4096 causal; bf16",
+    }
+    return write_results("ncu", gpu_device(), rows, args.out, command, config=config)

@@ -66,3 +66,12 @@ def write_plot(path: str | Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser("plot", help="draw a gpu result JSON as a PNG beside it")
+    p.add_argument("file", help="a bench/results/<device>/gpu-*.json file")
+
+
+def main(args, command: str) -> Path:
+    return write_plot(args.file)

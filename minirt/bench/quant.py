@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.kernels.scaled_gemm import scaled_gemm, scaled_gemm_ref
 from minirt.kernels.w4a16_gemm import w4a16_gemm, w4a16_gemm_ref
 from minirt.quant import formats as F
@@ -216,7 +217,7 @@ def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"), batches=(1,
 
 def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
     """All of it; or with `methods` (e.g. {"w4a16-g128"}) only those GEMMs beside bf16."""
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     rows = gemm_rows(progress=progress, methods=methods)
@@ -237,7 +238,7 @@ def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
               "listed; rel_err against scaled_gemm_ref / w4a16_gemm_ref",
               "decode": "Qwen3-0.6B shape, random weights, greedy, 64 new tokens, CUDA "
               "graphs"}  # fmt: skip
-    return write_results("quant", _device(), rows, out_dir, command, config=config)
+    return write_results("quant", gpu_device(), rows, out_dir, command, config=config)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -260,3 +261,25 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def _methods(rows) -> list[str]:
     return list(dict.fromkeys(r["method"] for r in rows if r["experiment"] == "gemm"))
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "quant",
+        help="(CUDA) quantized GEMMs (W4A16, FP8, INT8) vs cuBLAS, and decode tokens/s",
+        description="GEMM time of the Qwen3-0.6B and Llama-3-8B linear shapes at M = 1..4096: "
+        "cuBLAS bf16, torch._scaled_mm fp8, torch._int_mm, and minirt's Triton W4A16 / FP8 / "
+        "INT8 kernels; decode tokens/s with each method. Writes OUT/<gpu>/quant-<date>.json.",
+    )
+    add_out(p)
+    add_no_progress(p)
+    p.add_argument("--methods", nargs="+", help="only these GEMMs beside bf16 (no decode)")
+
+
+def main(args, command: str) -> Any:
+    from minirt.results import load_results
+
+    methods = set(args.methods) if args.methods else None
+    path = run(args.out, command, progress=progress(args), methods=methods)
+    print(summary(load_results(path)["results"]))
+    return path

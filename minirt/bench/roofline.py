@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from minirt.bench.timing import cuda_median_ms
+from minirt.bench.cli import add_out
+from minirt.bench.timing import cuda_median_ms, gpu_device
+from minirt.results import load_results, write_results
 
 
 def ceilings() -> list[dict[str, Any]]:
@@ -81,10 +83,21 @@ def decode_steps(batch_sizes=(1, 8, 32, 64, 128, 256), prompt_len=128, new_token
 
 
 def run(out_dir, command: str) -> Any:
-    from minirt.results import write_results
-
-    name = torch.cuda.get_device_name()
-    device = "h100" if "H100" in name else "h200" if "H200" in name else "cuda"
     results = ceilings() + decode_steps()
-    config = {"gpu": name, "model": "qwen3-0.6b shape, random bf16"}
-    return write_results("roofline", device, results, out_dir, command, config=config)
+    config = {"gpu": torch.cuda.get_device_name(), "model": "qwen3-0.6b shape, random bf16"}
+    return write_results("roofline", gpu_device(), results, out_dir, command, config=config)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "roofline",
+        help="(CUDA) HBM copy GB/s, bf16 matmul TFLOP/s and eager decode step times",
+    )
+    add_out(p)
+
+
+def main(args, command: str) -> Any:
+    path = run(args.out, command)
+    for row in load_results(path)["results"]:
+        print(row)
+    return path

@@ -18,7 +18,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from minirt.results import DEFAULT_OUT, write_results
+from minirt.bench.cli import add_no_progress, add_out, progress
+from minirt.results import DEFAULT_OUT, load_results, write_results
 from minirt.sched.workloads import Workload, standard
 from minirt.tools.prefix import optimal_hit_rate
 
@@ -165,8 +166,8 @@ def run_cpu(out_dir=DEFAULT_OUT, command: str | None = None, progress: bool = Tr
 def run_cuda(out_dir=DEFAULT_OUT, command: str | None = None, progress: bool = True) -> Path:
     import torch
 
-    from minirt.bench.gpu import _device
     from minirt.bench.roofline import qwen3_06b_checkpoint
+    from minirt.bench.timing import gpu_device
 
     engine = {"device": "cuda", "gpu_memory_utilization": 0.6, "max_num_batched_tokens": 8192}
     works = standard(scale=8, vocab=151936, length=4)
@@ -177,7 +178,7 @@ def run_cuda(out_dir=DEFAULT_OUT, command: str | None = None, progress: bool = T
     config = {"model": "qwen3-0.6b shape, random bf16", "gpu": torch.cuda.get_device_name(),
               "engine": engine, "repeats": 4,
               "workloads": [w.to_dict() for w in works]}  # fmt: skip
-    return write_results(TOPIC, _device(), rows, out_dir, command, config=config)
+    return write_results(TOPIC, gpu_device(), rows, out_dir, command, config=config)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -191,3 +192,27 @@ def summary(rows: list[dict[str, Any]]) -> str:
             f"{r['cpu_hidden']:>10.0%}"
         )
     return "\n".join(lines)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "sched",
+        help="vLLM-like vs SGLang-like scheduling (prefix caches, policies, overlap) by workload",
+        description="Each preset (FCFS without a cache, vllm, sglang, and free combinations) on "
+        "few-shot, multi-turn, branching and no-sharing workloads: throughput, TTFT/TPOT p50/p99, "
+        "hit rate vs the offline optimum, CPU/device time split. CPU: the embedded model, "
+        "OUT/cpu/sched-<date>.json; CUDA: Qwen3-0.6B shape, OUT/<gpu>/sched-<date>.json.",
+    )
+    add_out(p)
+    p.add_argument("--cpu", action="store_true", help="the CPU run even when CUDA is present")
+    add_no_progress(p)
+
+
+def main(args, command: str) -> Path:
+    """The CPU run unless a GPU is there (and --cpu not given)."""
+    import torch
+
+    run = run_cpu if args.cpu or not torch.cuda.is_available() else run_cuda
+    path = run(args.out, command, progress=progress(args))
+    print(summary(load_results(path)["results"]))
+    return path

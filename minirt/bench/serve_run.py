@@ -5,10 +5,12 @@ generator in one process would share one GIL and measure each other), waits for 
 stops it after the sweep; then the same requests go through offline `LLM.generate` in this
 process. MODEL is "embedded", a checkpoint folder, or "qwen3-0.6b-shape" (random bf16 weights,
 CUDA). Results land in `<out>/<device>/serve-<date>.json` with a PNG beside it. Notebook 03.
+`python -m minirt.bench serve` is this module's `main`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import subprocess
 import sys
@@ -19,10 +21,11 @@ from pathlib import Path
 
 import httpx
 
-from minirt.bench.results import DEFAULT_OUT, load_results, write_results
+from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.bench.serve import TOPIC, LoadConfig, offline_row, plot, summary, sweep
-from minirt.bench.serve_workload import arrival_times, make_requests
+from minirt.bench.serve_workload import WorkloadSpec, arrival_times, make_requests
 from minirt.ports import free_port
+from minirt.results import DEFAULT_OUT, load_results, write_results
 
 
 @contextlib.contextmanager
@@ -60,9 +63,9 @@ def _device_label(device: str) -> str:
 
     if device == "cpu" or not torch.cuda.is_available():
         return "cpu"
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
 
-    return _device()
+    return gpu_device()
 
 
 def run(
@@ -210,3 +213,86 @@ def print_summary(path: Path) -> None:
 
     record = load_results(path)
     print(summary(record["results"], Slo(**record["config"]["slo"])))
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected rates like 1,2,4,inf, got {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be > 0 requests/s, got {text!r}")
+    return rates
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "serve",
+        help="open-loop load on an OpenAI-compatible server: TTFT/TPOT/ITL, goodput per rate",
+        description="Streamed completions at Poisson or gamma arrivals for each offered rate; "
+        "TTFT, TPOT, ITL and latency p50/p90/p99, throughput and goodput under the SLO. Against "
+        "--url (any OpenAI-compatible server) or a minirt server --launch starts (then offline "
+        "LLM.generate on the same requests too). Writes OUT/<device>/serve-<date>.json and .png.",
+    )
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    where.add_argument(
+        "--launch",
+        metavar="MODEL",
+        help="start minirt serve: embedded, qwen3-0.6b-shape or a folder",
+    )
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        default=[2.0, 4.0, 8.0, 16.0, float("inf")],
+        help="requests/s, comma-separated; inf = all at once",
+    )
+    p.add_argument("--num-prompts", type=int, default=32, help="requests per rate")
+    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape; 1 = Poisson")
+    p.add_argument(
+        "--distribution",
+        default="sharegpt-small",
+        help="sharegpt, sharegpt-small or fixed (--input-len, --output-len)",
+    )
+    p.add_argument("--input-len", type=int, default=64)
+    p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--workload", help="JSONL of {prompt_len, output_len} per request")
+    p.add_argument("--shared-prefix", type=int, default=0, help="tokens shared by prompts")
+    p.add_argument("--num-prefixes", type=int, default=1)
+    p.add_argument("--slo-ttft-ms", type=float, default=500.0)
+    p.add_argument("--slo-tpot-ms", type=float, default=50.0)
+    p.add_argument("--model", help="model name to send (default: the server's first)")
+    p.add_argument("--device", default="auto", help="with --launch: cpu, cuda or auto")
+    p.add_argument("--threads", type=int, default=None, help="with --launch: torch threads")
+    p.add_argument("--label", help="results folder name (default: cpu/h100/..., or remote)")
+    p.add_argument("--seed", type=int, default=0)
+    add_out(p)
+    add_no_progress(p, help="hide the per-rate lines")
+
+
+def main(args, command: str) -> Path:
+    from minirt.tools.slo import Slo
+
+    workload = WorkloadSpec(
+        distribution=args.distribution,
+        prompt_len=args.input_len,
+        output_len=args.output_len,
+        file=args.workload,
+        shared_prefix_len=args.shared_prefix,
+        num_prefixes=args.num_prefixes,
+        seed=args.seed,
+    )
+    cfg = LoadConfig(
+        url=args.url or "",
+        rates=args.rates,
+        num_prompts=args.num_prompts,
+        burstiness=args.burstiness,
+        workload=workload,
+        model=args.model,
+        slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
+    )
+    path = run(
+        cfg, args.launch, args.device, args.threads, args.out, command, args.label, progress(args)
+    )
+    print_summary(path)
+    return path

@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from minirt.bench.cli import add_out
 from minirt.bench.ncu import _number
 from minirt.bench.smem_gemm_half import HALF_ARGS, HALF_SHAPES, HALF_SOURCE
 from minirt.bench.timing import cuda_median_ms
@@ -444,7 +445,7 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
     """Time every step at size^3; ncu and racecheck where the tools exist (else a note)."""
     import torch
 
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     timed = time_all(size)
@@ -473,7 +474,7 @@ def run(out_dir, command: str, size: int = 4096, ncu_size: int = 1024,
                         "allow_fp16_reduced_precision_reduction=False (fp16 rows)",
               "rel_err_bound": REL_ERR_BOUND, "rel_err_bounds": REL_ERR_BOUNDS,
               "racecheck": race_text, "notes": notes}  # fmt: skip
-    return write_results("smem-gemm", _device(), rows(timed, conflicts, hazards), out_dir,
+    return write_results("smem-gemm", gpu_device(), rows(timed, conflicts, hazards), out_dir,
                          command, config=config)  # fmt: skip
 
 
@@ -540,6 +541,31 @@ def summary(results: list[dict[str, Any]]) -> str:
                      f"{r['fraction_of_cublas']:8.2f} {err:>8s} {conf:>20s} "
                      f"{r['racecheck_hazards']!s:>5}")  # fmt: skip
     return "\n".join(lines)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "smem-gemm",
+        help="(CUDA + CuPy; ncu, compute-sanitizer) fp32 GEMM from naive to register-blocked",
+        description="Each step of minirt.bench.smem_gemm (naive, shared-memory tiles, the "
+        "transposed tile with and without bank conflicts, swizzled, register-blocked, templated) "
+        "timed against cuBLAS SGEMM at SIZE^3 and checked against it; bank conflicts per kernel "
+        "under one ncu process and racecheck of the tiled kernel with and without its second "
+        "barrier, where those tools exist. Writes OUT/<gpu>/smem-gemm-<date>.json.",
+    )
+    add_out(p)
+    p.add_argument("--size", type=int, default=4096, help="M = N = K (default: 4096)")
+
+
+def main(args, command: str) -> Path:
+    from minirt.results import load_results
+
+    path = run(args.out, command, size=args.size)
+    record = load_results(path)
+    print(summary(record["results"]))
+    for note in record["config"]["notes"]:
+        print(f"note: {note}")
+    return path
 
 
 if __name__ == "__main__":  # the process ncu or compute-sanitizer watches: `ncu|racecheck SIZE K..`

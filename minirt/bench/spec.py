@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.sched import Row
 from minirt.spec.decoder import _expand
 
@@ -220,7 +221,7 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
     """A trained pair of model folders (`python -m minirt.model.train target --size gpu-target`
     and `draft --size gpu-draft`): their cost curves and end-to-end tokens/s, as pair "gpu"."""
     from minirt import LLM
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     rows, cards = [], {}
@@ -241,13 +242,13 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
               "end_to_end": "gpu pair, greedy, 64-character prompts of Python source, 128 new "
               "tokens each, ignore_eos; closed: batch requests at once; steady: 4 x batch "
               "requests through batch slots"}  # fmt: skip
-    return write_results("spec", _device(), rows, out_dir, command, config=config)
+    return write_results("spec", gpu_device(), rows, out_dir, command, config=config)
 
 
 def run(out_dir, command: str, progress: bool = True) -> Path:
     from minirt import LLM
-    from minirt.bench.gpu import _device
     from minirt.bench.roofline import qwen3_06b_checkpoint
+    from minirt.bench.timing import gpu_device
     from minirt.results import write_results
 
     rows = []
@@ -271,7 +272,7 @@ def run(out_dir, command: str, progress: bool = True) -> Path:
         "128 new tokens each, ignore_eos; tokens_per_step excludes the prefill step; closed: "
         "batch requests at once; steady: 4 x batch requests through batch slots",
     }
-    return write_results("spec", _device(), rows, out_dir, command, config=config)
+    return write_results("spec", gpu_device(), rows, out_dir, command, config=config)
 
 
 def summary(rows: list[dict[str, Any]]) -> str:
@@ -291,3 +292,40 @@ def summary(rows: list[dict[str, Any]]) -> str:
         lines.append(f"{key(r)[0]:>6} {r['batch']:>5} {r['k']:>2} {r['cuda_graphs']!s:>6} "
                      f"{r['tokens_per_s']:>9.0f} {x:>7.2f}x {alpha:>6}")  # fmt: skip
     return "\n".join(lines)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "spec",
+        help="(CUDA) speculative decoding: verify cost curves, tokens/s with and without",
+        description="The cost of one forward over batch x tokens (1-256 x 1-9) for the "
+        "Qwen3-0.6B-shaped target and the embedded pair, and end-to-end greedy tokens/s of the "
+        "embedded pair with k = 0, 2, 4, 6 draft tokens. Writes OUT/<gpu>/spec-<date>.json.",
+    )
+    add_out(p)
+    add_no_progress(p)
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        metavar=("TARGET", "DRAFT"),
+        help="instead: a trained target and draft folder (python -m minirt.model.train target "
+        "--size gpu-target, draft --size gpu-draft): their curves and tokens/s as pair 'gpu'",
+    )
+    p.add_argument(
+        "--decode-only",
+        action="store_true",
+        help="with --pair: only the full-batch decode workload",
+    )
+
+
+def main(args, command: str) -> Path:
+    from minirt.results import load_results
+
+    if args.pair:
+        path = run_pair(
+            *args.pair, args.out, command, progress=progress(args), decode_only=args.decode_only
+        )
+    else:
+        path = run(args.out, command, progress=progress(args))
+    print(summary(load_results(path)["results"]))
+    return path

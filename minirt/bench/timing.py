@@ -1,4 +1,5 @@
-"""One way to time GPU work for every benchmark: CUDA events around each call, the median."""
+"""One way to time GPU work for every benchmark: CUDA events around each call, the median; and
+the name of the GPU's results folder."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def cuda_median_ms(fn: Callable[[], object], reps: int = 10, warmup: int = 1) ->
         end.synchronize()
         times.append(start.elapsed_time(end))
     return statistics.median(times)
+
+
+def gpu_device() -> str:
+    """The results folder of this GPU: h100, h200, or cuda for any other."""
+    import torch
+
+    name = torch.cuda.get_device_name()
+    return "h100" if "H100" in name else "h200" if "H200" in name else "cuda"

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirt import transfer as tr
+from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.tools.streams import Program
 
 SWAP_SHAPE = dict(layers=28, block_size=16, kv_heads=8, head_dim=128)  # Qwen3-0.6B, bf16
@@ -205,7 +206,7 @@ def targets(rows: list[dict[str, Any]], cal: dict[str, Any]) -> list[dict[str, A
 
 
 def run(out_dir, command: str, progress: bool = True) -> Path:
-    from minirt.bench.gpu import _device
+    from minirt.bench.timing import gpu_device
     from minirt.results import machine_info, write_results
     from minirt.trace import Recorder
 
@@ -223,7 +224,7 @@ def run(out_dir, command: str, progress: bool = True) -> Path:
     name = torch.cuda.get_device_name()
     machine = {**machine_info(), "gpu": name, "cuda": torch.version.cuda}
     config = {"gpu": name, "calibration": cal, "swap_shape": SWAP_SHAPE, "sizes": list(tr.SIZES)}
-    path = write_results("transfers", _device(), rows, out_dir, command, machine, config)
+    path = write_results("transfers", gpu_device(), rows, out_dir, command, machine, config)
     recorder = Recorder({"results": path.name, "gpu": name, "what": "measured with CUDA events"})
     for result in results:
         for event in result.timeline.to_events():
@@ -247,3 +248,24 @@ def summary(rows: list[dict[str, Any]]) -> str:
         elif e in ("swap", "target", "matmul"):
             lines.append(str({k: v for k, v in r.items() if k not in ("program", "runs_ms")}))
     return "\n".join(lines)
+
+
+def add_parser(topics) -> None:
+    p = topics.add_parser(
+        "transfers",
+        help="(CUDA) pinned vs pageable copies, non_blocking, two streams, stale reads, KV swap",
+        description="Every minirt.transfer experiment (copy bandwidth 4 KiB-1 GiB both ways, "
+        "pinned and pageable; CPU hold time of non_blocking; copy-compute overlap on one and two "
+        "streams; the stale-read and stream-order bugs and their fixes) and KV swap throughput. "
+        "Writes OUT/<gpu>/transfers-<date>.json and the timelines as transfers-trace-<date>.json.",
+    )
+    add_out(p)
+    add_no_progress(p)
+
+
+def main(args, command: str) -> Path:
+    from minirt.results import load_results
+
+    path = run(args.out, command, progress=progress(args))
+    print(summary(load_results(path)["results"]))
+    return path
