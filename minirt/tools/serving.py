@@ -25,12 +25,18 @@ from minirt.tools.slo import RequestTiming, Slo, summarize
 
 @dataclass(frozen=True)
 class CostModel:
-    """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV."""
+    """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV
+    (+ eager_ms when the step has prompt tokens).
+
+    `eager_ms` is what a step with prompt tokens pays once for not being a decode: on CUDA
+    minirt replays a captured graph for a decode-only step and runs any other step eagerly, one
+    Python-launched kernel at a time (notebook 05 shows the launch cost)."""
 
     base_ms: float
     prefill_ms: float  # per prompt token computed this step
     decode_ms: float  # per sequence decoding this step
     context_ms: float = 0.0  # per token of KV the step's decodes read
+    eager_ms: float = 0.0  # once, for a step with prompt tokens
 
     def step_ms(self, prefill_tokens: int, decodes: int, context_tokens: int) -> float:
         return (
@@ -38,6 +44,7 @@ class CostModel:
             + self.prefill_ms * prefill_tokens
             + self.decode_ms * decodes
             + self.context_ms * context_tokens
+            + (self.eager_ms if prefill_tokens else 0.0)
         )
 
     def to_dict(self) -> dict:
@@ -50,19 +57,27 @@ def fit_cost_model(steps: list[dict]) -> CostModel:
     (a noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
     import numpy as np
 
-    if len(steps) < 4:
+    if len(steps) < 5:
         raise ValueError(
-            f"fitting 4 coefficients needs at least 4 measured steps, got {len(steps)}"
+            f"fitting 5 coefficients needs at least 5 measured steps, got {len(steps)}"
         )
-    x = np.array([[1.0, s["prefill_tokens"], s["decodes"], s["context_tokens"]] for s in steps])
+    x = np.array(
+        [
+            [1.0, s["prefill_tokens"], s["decodes"], s["context_tokens"], s["prefill_tokens"] > 0]
+            for s in steps
+        ],
+        dtype=float,
+    )
     y = np.array([s["step_ms"] for s in steps])
-    keep = [0, 1, 2, 3]
+    keep = [0, 1, 2, 3, 4]
+    if not x[:, 4].any() or x[:, 4].all():  # all or no steps eager: one base cost covers it
+        keep.pop()
     while True:
         coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
         if (coef >= 0).all():
             break
         keep.pop(int(np.argmin(coef)))
-    full = [0.0] * 4
+    full = [0.0] * 5
     for column, c in zip(keep, coef, strict=True):
         full[column] = float(c)
     return CostModel(*full)

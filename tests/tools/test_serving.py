@@ -23,10 +23,11 @@ COST = CostModel(base_ms=10.0, prefill_ms=0.5, decode_ms=1.0, context_ms=0.0)
 
 def test_the_fit_recovers_the_coefficients_of_noiseless_steps():
     rng = random.Random(0)
-    truth = CostModel(base_ms=2.0, prefill_ms=0.05, decode_ms=0.3, context_ms=0.001)
+    truth = CostModel(base_ms=2.0, prefill_ms=0.05, decode_ms=0.3, context_ms=0.001, eager_ms=3.0)
     steps = []
     for _ in range(40):
-        p, d, c = rng.randrange(0, 500), rng.randrange(0, 64), rng.randrange(0, 20000)
+        p = rng.choice([0, rng.randrange(1, 500)])  # decode-only steps and eager ones
+        d, c = rng.randrange(0, 64), rng.randrange(0, 20000)
         row = {"prefill_tokens": p, "decodes": d, "context_tokens": c}
         steps.append(row | {"step_ms": truth.step_ms(p, d, c)})
     fit = fit_cost_model(steps)
