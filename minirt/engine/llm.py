@@ -173,7 +173,9 @@ class LLM:
         self.capture_graphs()
         self.recorder: Recorder | None = None
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
-        self.overlap = OverlapLoop(self) if self.config.overlap_schedule else None
+        self.overlap = None
+        if self.config.overlap_schedule:
+            self.overlap = OverlapLoop(self.scheduler, self.runner, self._on_step)
         if self.overlap is not None and self.device.type == "cuda":
             self.runner.pin_inputs = True
             if self.runner.graphs is not None:
@@ -290,11 +292,10 @@ class LLM:
         finished = self.scheduler.postprocess(batch, sampled, t_done - t0)
         for seq in finished:
             self.runner.release(seq.seq_id)
-        if self.recorder is not None:
-            device = t_done - t_fwd - self.runner.prepare_s
-            cpu = time.perf_counter() - t_sched - device
-            self._record_step(batch, computed, finished, t_done - t0, t_fwd - t_sched,
-                              t_done - t_fwd, cpu_s=cpu, device_s=device)  # fmt: skip
+        device = t_done - t_fwd - self.runner.prepare_s
+        cpu = time.perf_counter() - t_sched - device
+        self._on_step(batch, computed, finished, t_done - t0, t_fwd - t_sched, t_done - t_fwd,
+                      cpu_s=cpu, device_s=device)  # fmt: skip
         return finished
 
     @torch.inference_mode()
@@ -409,8 +410,11 @@ class LLM:
             "dtype": str(self.dtype).removeprefix("torch."),
         }
 
-    def _record_step(self, batch: Batch, computed, finished, now_s, schedule_s, forward_s,
-                     cpu_s=0.0, device_s=0.0):  # fmt: skip
+    def _on_step(self, batch: Batch, computed, finished, now_s, schedule_s, forward_s,
+                 cpu_s=0.0, device_s=0.0):  # fmt: skip
+        """After each step, the plain loop's or the overlapped one's: the trace, when recording."""
+        if self.recorder is None:
+            return
         bm = self.block_manager
         self.recorder.record(
             StepEvent(

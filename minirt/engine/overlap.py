@@ -36,16 +36,19 @@ class InFlight:
 
 
 class OverlapLoop:
-    """Drives an `LLM` one step ahead of the tokens it has read (EngineConfig.overlap_schedule)."""
+    """Runs the engine's parts one step ahead of the tokens it has read
+    (EngineConfig.overlap_schedule): the same scheduler and runner as the plain step, and the
+    same `Scheduler.check_stop`; only the order differs. `on_step(batch, computed, finished,
+    now_s, schedule_s, forward_s, cpu_s=, device_s=)` hears of each resolved step (the trace)."""
 
-    def __init__(self, llm):
-        self.llm = llm
+    def __init__(self, scheduler, runner, on_step=None):
+        self.scheduler, self.runner, self.on_step = scheduler, runner, on_step
         self.inflight: InFlight | None = None
 
     def step(self, t0: float) -> list[Sequence]:
         """Schedule and launch step n + 1, then read step n's tokens; returns who finished."""
-        llm, c0 = self.llm, time.perf_counter()
-        batch = llm.scheduler.schedule()
+        c0 = time.perf_counter()
+        batch = self.scheduler.schedule()
         c1 = time.perf_counter()
         if not batch.seqs:
             if self.inflight is None:
@@ -58,7 +61,7 @@ class OverlapLoop:
         c2 = time.perf_counter()
         # The inputs of this step are resolved now: advance it (placeholders for its tokens).
         sampled = {s.seq_id: [-(i + 1)] for i, s in enumerate(fl.sampling)}
-        llm.scheduler.update(batch, sampled)
+        self.scheduler.update(batch, sampled)
         fl.placeholder_at = [s.num_tokens - 1 for s in fl.sampling]
         fl.cpu_s += time.perf_counter() - c2
         self.inflight = fl
@@ -68,15 +71,15 @@ class OverlapLoop:
         return self._resolve(t0) if self.inflight is not None else []
 
     def _launch(self, batch: Batch) -> InFlight:
-        llm = self.llm
+        runner = self.runner
         prev = self.inflight.tokens if self.inflight is not None else None
         computed = [s.num_computed_tokens for s in batch.seqs]
         sampling = [s for s, smp in zip(batch.seqs, batch.samples, strict=True) if smp]
         c0 = time.perf_counter()
-        if llm.device.type == "cuda":
+        if runner.device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            tokens = llm.runner.launch(batch, prev)
+            tokens = runner.launch(batch, prev)
             host = None
             if tokens is not None:  # queued behind the step: reading it waits for this step only
                 host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
@@ -84,15 +87,15 @@ class OverlapLoop:
             end.record()
             return InFlight(batch, tokens, sampling, computed, time.perf_counter() - c0,
                             events=(start, end), host_tokens=host)  # fmt: skip
-        llm.runner.prepare_s = 0.0
-        tokens = llm.runner.launch(batch, prev)  # synchronous: building inputs is host time,
-        prep = llm.runner.prepare_s  # the rest (forward, sampling) the "device"'s
+        runner.prepare_s = 0.0
+        tokens = runner.launch(batch, prev)  # synchronous: building inputs is host time,
+        prep = runner.prepare_s  # the rest (forward, sampling) the "device"'s
         return InFlight(batch, tokens, sampling, computed, prep, time.perf_counter() - c0 - prep)
 
     def _resolve(self, t0: float) -> list[Sequence]:
         """Read the in-flight step's tokens (waits for it), put them in place of the
         placeholders, finish the sequences that stopped."""
-        llm, fl = self.llm, self.inflight
+        fl = self.inflight
         self.inflight = None
         if fl.events is not None:  # not tokens.tolist(): that waits for the step launched since
             fl.events[1].synchronize()
@@ -108,11 +111,11 @@ class OverlapLoop:
             if seq.is_finished:
                 continue  # it stopped a step earlier: this token was never its own
             seq.token_ids[at] = token
-            if llm.scheduler.check_stop(seq, t_done):
-                llm.runner.release(seq.seq_id)
+            if self.scheduler.check_stop(seq, t_done):
+                self.runner.release(seq.seq_id)
                 finished.append(seq)
         fl.cpu_s += time.perf_counter() - c0
-        if llm.recorder is not None:
-            llm._record_step(fl.batch, fl.computed, finished, t_done, fl.schedule_s,
-                             fl.device_s, cpu_s=fl.cpu_s, device_s=fl.device_s)  # fmt: skip
+        if self.on_step is not None:
+            self.on_step(fl.batch, fl.computed, finished, t_done, fl.schedule_s, fl.device_s,
+                         cpu_s=fl.cpu_s, device_s=fl.device_s)  # fmt: skip
         return finished
