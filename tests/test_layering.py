@@ -3,7 +3,7 @@ and no module imports itself back through others (package __init__ files count: 
 `minirt.a.b` runs `minirt/a/__init__.py` first).
 
     config, sampling     checks, config, hf_config, sampling_params, results, hardware, ports,
-                         trace (plain events and their JSON)
+                         trace (plain events and their JSON), workload (seeded request sets)
     kernels              kernels, sampler, quant.formats (the layouts the kernels read)
     model, kv, sched     model, kv, sched, quant (layers that swap into the model)
     engine, spec         engine, spec
@@ -30,6 +30,7 @@ LAYERS = [
         "ports",
         "trace",
         "threads",
+        "workload",
     ],
     ["kernels", "sampler", "quant.formats"],
     ["model", "kv", "sched", "quant"],

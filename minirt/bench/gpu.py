@@ -12,7 +12,6 @@ plus a torch.profiler kernel table of one decode step, eager and graphed (notebo
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from minirt.bench.cli import add_out
 from minirt.bench.roofline import ceilings, qwen3_06b_checkpoint
 from minirt.bench.timing import gpu_device
 from minirt.results import load_results, write_results
+from minirt.workload import Workload, uniform
 
 BATCHES = (1, 8, 32, 64, 128, 256)
 PROMPT_LEN, NEW_TOKENS = 128, 256
@@ -90,27 +90,19 @@ def hf_decode(model, batch: int, static: bool) -> dict[str, Any]:
             "new_tokens": new, **row}  # fmt: skip
 
 
-def offline_workload(n: int = 256, lo: int = 100, hi: int = 1024, seed: int = 0):
-    rng = random.Random(seed)
-    return [([rng.randrange(256) for _ in range(rng.randint(lo, hi))], rng.randint(lo, hi))
-            for _ in range(n)]  # fmt: skip
-
-
-def minirt_offline(llm, work) -> dict[str, Any]:
-    from minirt import SamplingParams
-
-    prompts = [p for p, _ in work]
-    params = [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for _, m in work]
+def minirt_offline(llm, work: Workload) -> dict[str, Any]:
+    prompts, params = work.prompts, work.params
     secs = _wall(lambda: llm.generate(prompts, params, use_tqdm=False))
-    out = sum(m for _, m in work)
-    return {"name": "offline", "system": "minirt-graphs", "requests": len(work),
-            "input_tokens": sum(map(len, prompts)), "output_tokens": out, "seconds": secs,
+    out = sum(work.output_lens)
+    return {"name": "offline", "system": "minirt-graphs", "requests": len(prompts),
+            "input_tokens": work.num_prompt_tokens, "output_tokens": out, "seconds": secs,
             "output_tokens_per_s": out / secs,
             "num_preemptions": llm.last_stats.num_preemptions}  # fmt: skip
 
 
-def hf_offline(model, work, batch: int = 64) -> dict[str, Any]:
+def hf_offline(model, workload: Workload, batch: int = 64) -> dict[str, Any]:
     """Padded batches (left padding), each run until its longest request is done."""
+    work = list(zip(workload.prompts, workload.output_lens, strict=True))
     secs = 0.0
     for i in tqdm(range(0, len(work), batch), desc="hf offline", leave=False):
         chunk = work[i : i + batch]
@@ -191,7 +183,7 @@ def measure(
         for bs in tqdm(BATCHES, desc="minirt decode", disable=not progress):
             decode += [minirt_decode(llm, bs, graphs=True), minirt_decode(llm, bs, graphs=False)]
         rows += [profile_step(llm, 1, graphs=False), profile_step(llm, 1, graphs=True)]
-        work = offline_workload()
+        work = uniform(num_requests=256, lo=100, hi=1024, seed=0)
         rows.append(minirt_offline(llm, work))
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
         kv_tok = kv_cache_bytes_per_token(llm.model_config, torch.bfloat16)

@@ -1,6 +1,6 @@
 """`python -m minirt.bench sched`: vLLM-like vs SGLang-like scheduling on shared-prefix workloads.
 
-Every configuration runs every workload of `minirt.sched.workloads.standard` in one process, on
+Every configuration runs every workload of `minirt.workload.standard` in one process, on
 the same engine size: throughput, TTFT and TPOT p50/p99, the prefix-cache hit rate beside the
 offline optimum (`minirt.tools.prefix`), and the per-step CPU / device time split from the trace.
 CPU: the embedded model (`bench/results/cpu/sched-<date>.json`); CUDA: the Qwen3-0.6B shape with
@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.results import DEFAULT_OUT, load_results, write_results
-from minirt.sched.workloads import Workload, standard
 from minirt.tools.prefix import optimal_hit_rate
+from minirt.workload import Workload, standard
 
 TOPIC = "sched"
 

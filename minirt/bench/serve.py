@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from minirt.bench.serve_workload import RequestSpec, WorkloadSpec, arrival_times, make_requests
 from minirt.tools.slo import RequestTiming, Slo, max_rate_meeting, summarize
+from minirt.workload import Workload, WorkloadSpec, arrival_times, make_requests
 
 TOPIC = "serve"
 
@@ -37,9 +37,11 @@ class LoadConfig:
     slos: dict[str, Slo] = field(default_factory=dict)  # more goodputs: row["goodput_<name>"]
 
 
-async def send(client: httpx.AsyncClient, url: str, model: str, req: RequestSpec, t0: float):
+async def send(
+    client: httpx.AsyncClient, url: str, model: str, prompt: list[int], max_tokens: int, t0: float
+):
     """One streamed completion; a RequestTiming, or the error in words."""
-    body = {"model": model, "prompt": req.prompt, "max_tokens": req.max_tokens, "stream": True}
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True}
     # greedy and exactly max_tokens tokens (ignore_eos: vLLM's extension, which minirt has too)
     body |= {"temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
@@ -67,18 +69,19 @@ async def send(client: httpx.AsyncClient, url: str, model: str, req: RequestSpec
     return RequestTiming(start - t0, stamps[0] - start, stamps[-1] - start, n, itl)
 
 
-async def run_rate(cfg: LoadConfig, model: str, requests: list[RequestSpec], rate: float):
+async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float):
     """Send `requests` at `rate` (open loop); (timings, errors, duration in seconds)."""
-    times = arrival_times(len(requests), rate, cfg.burstiness, cfg.workload.seed)
+    times = arrival_times(len(requests.prompts), rate, cfg.burstiness, cfg.workload.seed)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits) as client:
         t0 = time.perf_counter()
 
-        async def one(req: RequestSpec, at: float):
+        async def one(prompt: list[int], max_tokens: int, at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            return await send(client, cfg.url, model, req, t0)
+            return await send(client, cfg.url, model, prompt, max_tokens, t0)
 
-        outs = await asyncio.gather(*(one(r, t) for r, t in zip(requests, times, strict=True)))
+        sends = zip(requests.prompts, requests.output_lens, times, strict=True)
+        outs = await asyncio.gather(*(one(p, n, t) for p, n, t in sends))
         duration = time.perf_counter() - t0
     done = [o for o in outs if isinstance(o, RequestTiming)]
     return done, [o for o in outs if isinstance(o, str)], duration
@@ -191,17 +194,13 @@ def summary(rows: list[dict], slo: Slo | None = None) -> str:
 def offline_row(llm, cfg: LoadConfig, server_rows: list[dict]) -> dict:
     """The requests of the sweep's rate "inf" (or its last rate) through `LLM.generate` at
     once, after a warm-up on the warm-up's requests: the server's ceiling."""
-    from minirt import SamplingParams
-
     at_once = [r for r in server_rows if r["rate"] == "inf"] or server_rows[-1:]
     warm = make_requests(cfg.workload, cfg.num_prompts)
     requests = make_requests(cfg.workload, cfg.num_prompts, variant=at_once[0]["variant"])
-    params = [
-        SamplingParams(temperature=0.0, max_tokens=r.max_tokens, ignore_eos=True) for r in requests
-    ]
-    llm.generate([r.prompt for r in warm], params, use_tqdm=False)
+    params = requests.params  # greedy, ignore_eos: the lengths the server was asked for
+    llm.generate(warm.prompts, params, use_tqdm=False)
     t0 = time.perf_counter()
-    outs = llm.generate([r.prompt for r in requests], params, use_tqdm=False)
+    outs = llm.generate(requests.prompts, params, use_tqdm=False)
     elapsed = time.perf_counter() - t0
     tok_s = sum(len(o.token_ids) for o in outs) / elapsed
     server = at_once[0]["output_throughput"]

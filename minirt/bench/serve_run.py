@@ -23,9 +23,9 @@ import httpx
 
 from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.bench.serve import TOPIC, LoadConfig, offline_row, plot, summary, sweep
-from minirt.bench.serve_workload import WorkloadSpec, arrival_times, make_requests
 from minirt.ports import free_port
 from minirt.results import DEFAULT_OUT, load_results, write_results
+from minirt.workload import WorkloadSpec, arrival_times, make_requests
 
 
 @contextlib.contextmanager
@@ -178,7 +178,8 @@ def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:
     (batches of 1, 8 and 64 of the workload)."""
     from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps, predict_curve
 
-    lengths = [(len(r.prompt), r.max_tokens) for r in make_requests(cfg.workload, cfg.num_prompts)]
+    work = make_requests(cfg.workload, cfg.num_prompts)
+    lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
     logged = [r for r in rows if r.get("server_steps")]
     if len(logged) >= 2:
         calibration = [logged[0], logged[-1]]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from minirt import workload
 from minirt.bench import sched
 from minirt.results import load_results
-from minirt.sched import workloads
 from minirt.tools.prefix import optimal_hit_rate
 
 ROOT = Path(__file__).resolve().parents[2] / "bench" / "results"
@@ -27,12 +27,12 @@ def newest(device: str) -> dict:
     return load_results(paths[-1])
 
 
-def _workloads(record: dict) -> dict[str, workloads.Workload]:
+def _workloads(record: dict) -> dict[str, workload.Workload]:
     """The run's workloads rebuilt from their recorded generator arguments."""
     vocab = 256 if record["device"] == "cpu" else 151936
     shot = record["config"]["workloads"][0]
     scale, length = shot["num_requests"] // 32, shot["system_len"] // 200
-    return {w.name: w for w in workloads.standard(scale=scale, vocab=vocab, length=length)}
+    return {w.name: w for w in workload.standard(scale=scale, vocab=vocab, length=length)}
 
 
 # On the H100 this held only after three fixes of session 8 (sched-20261127-173204 / 173500:
@@ -71,8 +71,7 @@ def test_the_overlapped_scheduler_hides_cpu_time_on_the_gpu(device):
 
 
 def test_the_bench_rows_agree_with_the_engine_stats_on_a_tiny_workload():
-    work = workloads.few_shot(num_requests=4, num_groups=1, system_len=40, question_len=6,
-                              max_tokens=3)  # fmt: skip
+    work = workload.few_shot(4, num_groups=1, system_len=40, question_len=6, max_tokens=3)
     engine = {"device": "cpu", "kv_cache_bytes": 64 * 16 * 8192, "max_num_batched_tokens": 64}
     configs = {k: sched.CONFIGS[k] for k in ("baseline", "sglang")}
     rows = sched.run_all(None, engine, [work], configs, progress=False, warmup=False)

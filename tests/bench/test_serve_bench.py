@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from minirt.bench.results import load_results
-from minirt.bench.serve_workload import WorkloadSpec, arrival_times, make_requests
+from minirt.results import load_results
 from minirt.tools.slo import RequestTiming, Slo, max_rate_meeting, percentile, summarize
+from minirt.workload import WorkloadSpec, arrival_times, make_requests
 
 
 def _gaps(rate: float, burstiness: float) -> list[float]:
@@ -41,14 +41,18 @@ def test_an_infinite_rate_sends_everything_at_once_and_bad_knobs_are_refused():
 def test_workloads_are_seeded_and_share_the_prefixes_they_are_told_to(tmp_path):
     spec = WorkloadSpec(distribution="sharegpt", shared_prefix_len=20, num_prefixes=2, seed=3)
     a, b = make_requests(spec, 50), make_requests(spec, 50)
-    assert [r.prompt for r in a] == [r.prompt for r in b]
-    assert len({tuple(r.prompt[:20]) for r in a}) == 2
+    assert a.prompts == b.prompts
+    assert len({tuple(p[:20]) for p in a.prompts}) == 2
     fixed = make_requests(WorkloadSpec(distribution="fixed", prompt_len=7, output_len=5), 4)
-    assert {(len(r.prompt), r.max_tokens) for r in fixed} == {(7, 5)}
+    assert set(zip(fixed.prompt_lens, fixed.output_lens, strict=True)) == {(7, 5)}
     path = tmp_path / "w.jsonl"
     path.write_text('{"prompt_len": 3, "output_len": 2}\n{"prompt_len": 9, "output_len": 4}\n')
     from_file = make_requests(WorkloadSpec(file=str(path)), 3)
-    assert [(len(r.prompt), r.max_tokens) for r in from_file] == [(3, 2), (9, 4), (3, 2)]
+    assert list(zip(from_file.prompt_lens, from_file.output_lens, strict=True)) == [
+        (3, 2),
+        (9, 4),
+        (3, 2),
+    ]
     with pytest.raises(ValueError, match="pick one of"):
         make_requests(WorkloadSpec(distribution="zipf"), 1)
 
