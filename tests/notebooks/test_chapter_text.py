@@ -278,3 +278,17 @@ def test_every_chapter_says_what_to_read_before_it_as_the_course_map_does(path):
     before = set(re.findall(r"\b\d\d\b", lines[0].split("**先读：**")[0]))
     assert before == _course_map()[path.name[:2]], f"{path.name}: {before} against the course map"
     assert "](README.md#course-map)" in lines[0]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_every_chapter_asks_for_two_predictions_and_checks_each(path):
+    cells = nbformat.read(path, as_version=4).cells
+    asks = [i for i, c in enumerate(cells) if c.source.startswith("**Predict, then check.**")]
+    assert len(asks) >= 2, f"{path.name}: {len(asks)} predict-then-check cells, want 2"
+    for i in asks:
+        guess = cells[i + 1]
+        assert guess.cell_type == "code" and guess.source.startswith("guess_"), guess.source
+        names = [n.strip() for n in guess.source.split("=")[0].split(",")]
+        later = "\n".join(c.source for c in cells[i + 2 :] if c.cell_type == "code")
+        for name in names:
+            assert f"reveal({name}," in later, f"{path.name}: {name} is never checked"
