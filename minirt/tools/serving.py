@@ -52,35 +52,46 @@ class CostModel:
 
 
 def fit_cost_model(steps: list[dict]) -> CostModel:
-    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms},
-    no coefficient below zero: one that comes out negative is dropped and the rest refitted
-    (a noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
+    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms}, in
+    two parts: decode-only steps price the fixed cost, each decode and each token of context
+    (on CUDA: a graph replay); steps with prompt tokens then price what they cost beyond that,
+    once (eager_ms) and per prompt token. With one kind of step only, one line fits them all.
+    No coefficient below zero: one that comes out negative is dropped and the rest refitted (a
+    noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
     import numpy as np
 
-    if len(steps) < 5:
-        raise ValueError(
-            f"fitting 5 coefficients needs at least 5 measured steps, got {len(steps)}"
-        )
-    x = np.array(
-        [
-            [1.0, s["prefill_tokens"], s["decodes"], s["context_tokens"], s["prefill_tokens"] > 0]
-            for s in steps
-        ],
+    if len(steps) < 4:
+        raise ValueError(f"fitting the costs needs at least 4 measured steps, got {len(steps)}")
+    rows = np.array(
+        [[s["prefill_tokens"], s["decodes"], s["context_tokens"], s["step_ms"]] for s in steps],
         dtype=float,
     )
-    y = np.array([s["step_ms"] for s in steps])
-    keep = [0, 1, 2, 3, 4]
-    if not x[:, 4].any() or x[:, 4].all():  # all or no steps eager: one base cost covers it
-        keep.pop()
-    while True:
+    eager, plain = rows[rows[:, 0] > 0], rows[rows[:, 0] == 0]
+    ones = np.ones(len(rows))
+    if len(eager) < 2 or len(plain) < 3:  # one kind of step: one line over everything
+        x = np.c_[ones, rows[:, 0], rows[:, 1], rows[:, 2]]
+        base, prefill, decode, context = _nonnegative_fit(x, rows[:, 3])
+        return CostModel(base, prefill, decode, context)
+    x = np.c_[np.ones(len(plain)), plain[:, 1], plain[:, 2]]
+    base, decode, context = _nonnegative_fit(x, plain[:, 3])
+    beyond = eager[:, 3] - (base + decode * eager[:, 1] + context * eager[:, 2])
+    eager_ms, prefill = _nonnegative_fit(np.c_[np.ones(len(eager)), eager[:, 0]], beyond)
+    return CostModel(base, prefill, decode, context, eager_ms)
+
+
+def _nonnegative_fit(x, y) -> list[float]:
+    import numpy as np
+
+    keep = list(range(x.shape[1]))
+    while keep:
         coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
         if (coef >= 0).all():
             break
         keep.pop(int(np.argmin(coef)))
-    full = [0.0] * 5
-    for column, c in zip(keep, coef, strict=True):
+    full = [0.0] * x.shape[1]
+    for column, c in zip(keep, coef if keep else [], strict=True):
         full[column] = float(c)
-    return CostModel(*full)
+    return full
 
 
 def steps_from_trace(events: list[dict]) -> list[dict]:

@@ -45,7 +45,7 @@ def test_the_section_prints_one_table_per_kind_of_row(tmp_path):
 def test_a_file_of_another_schema_is_refused(tmp_path):
     (tmp_path / "h100").mkdir()
     (tmp_path / "h100" / "decode-20250101-000000.json").write_text('{"schema": 99}')
-    with pytest.raises(ValueError, match="not a minirt benchmark result"):
+    with pytest.raises(ValueError, match="schema 99, not schema 1; re-run the benchmark"):
         latest_results("decode", root=tmp_path)
 
 
