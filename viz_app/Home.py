@@ -7,7 +7,7 @@ chapters from the notebooks folder itself.
 
 import streamlit as st
 
-from vizlib.registry import FAVICON, NOTEBOOKS, PAGES
+from vizlib.registry import FAVICON, NOTEBOOKS, PAGES, glossary_sections
 
 st.set_page_config(page_title="minirt workbench", page_icon=FAVICON, layout="wide")
 
@@ -17,6 +17,9 @@ st.markdown(
     "manager running the embedded model on this machine, or a trace it recorded — never a "
     "re-implementation. Read a page beside its notebook (`notebooks/<name>.ipynb`)."
 )
+GLOSSARY_LINK = "[Glossary · 术语表](#glossary): the course's terms in English and Chinese"
+st.markdown(GLOSSARY_LINK + " (`notebooks/GLOSSARY.md`).")
+st.sidebar.markdown(GLOSSARY_LINK + ".")
 
 for page in PAGES:
     with st.container(border=True):
@@ -38,3 +41,12 @@ st.caption(
     "Start with `00_tour`. A trace of your own run: "
     '`python -m minirt generate "def fib(n):" --trace run.json`, then upload it on a page.'
 )
+
+st.subheader("Glossary · 术语表", anchor="glossary")
+st.caption(
+    "From `notebooks/GLOSSARY.md`, which every chapter links: each term in English and in the "
+    "Chinese that practitioners write, with the chapter that teaches it."
+)
+for heading, body in glossary_sections():
+    with st.expander(heading):
+        st.markdown(body)

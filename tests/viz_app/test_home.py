@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from vizlib.registry import NOTEBOOK_DIR, NOTEBOOKS, PAGES, notebook_titles
+from vizlib.registry import NOTEBOOK_DIR, NOTEBOOKS, PAGES, glossary_sections, notebook_titles
 
 
 def test_home_links_every_page_and_names_its_notebooks(open_page):
@@ -33,3 +33,16 @@ def test_a_new_notebook_is_listed_by_its_heading_without_the_chapter_number(tmp_
     write("02_old.ipynb", ("markdown", "intro\n# Old one"))
     write("scratch.ipynb", ("markdown", "# not a chapter"))
     assert notebook_titles(tmp_path) == {"02_old": "Old one", "13_new_topic": "A new topic"}
+
+
+def test_home_links_the_glossary_and_shows_every_section_of_it(open_page):
+    at = open_page()
+    assert any("](#glossary)" in m.value for m in at.markdown), "no link to the glossary"
+    assert any("](#glossary)" in m.value for m in at.sidebar.markdown), "no sidebar link"
+    assert [h.anchor for h in at.subheader if "术语表" in h.value] == ["glossary"]
+    sections = glossary_sections()
+    assert len(sections) >= 8
+    assert [e.label for e in at.expander] == [heading for heading, _ in sections]
+    shown = "\n".join(m.value for m in at.markdown)
+    for term in ("键值缓存", "预填充", "存储体冲突", "锁页内存", "投机解码"):
+        assert term in shown, term

@@ -53,6 +53,16 @@ def notebook_titles(folder: Path = NOTEBOOK_DIR) -> dict[str, str]:
 
 NOTEBOOKS: dict[str, str] = notebook_titles()
 
+GLOSSARY = NOTEBOOK_DIR / "GLOSSARY.md"
+
+
+def glossary_sections(path: Path = GLOSSARY) -> list[tuple[str, str]]:
+    """The glossary's "## " sections as (heading, markdown body), in the file's order: Home shows
+    each in an expander. The text before the first section (its title and intro) is left out."""
+    parts = path.read_text(encoding="utf-8").split("\n## ")[1:]
+    return [(part.split("\n", 1)[0].strip(), part.split("\n", 1)[1].strip()) for part in parts]
+
+
 PAGES: tuple[Page, ...] = (
     Page(
         file="pages/01_Block_tables.py",
