@@ -170,38 +170,88 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
     return out
 
 
+STEP_FIELDS = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
+
+
 def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:
     """minirt.tools.serving's prediction of the sweep, the same lengths and arrivals. Its cost
     model is fitted to the server's own step log at two calibration rates, the lowest and the
     highest (so it prices what the server really pays a step, HTTP included); the rates between
     are predictions to check. A server without a step log: this engine's traced offline steps
     (batches of 1, 8 and 64 of the workload)."""
-    from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps, predict_curve
+    from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps
 
-    work = make_requests(cfg.workload, cfg.num_prompts)
-    lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
-    logged = [r for r in rows if r.get("server_steps")]
-    if len(logged) >= 2:
-        calibration = [logged[0], logged[-1]]
-        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
-        steps = [dict(zip(fields, s, strict=True)) for r in calibration for s in r["server_steps"]]
-        cost = fit_cost_model([{**s, "step_ms": s["ms"]} for s in steps])
-        fitted_on = {
-            "fitted_on": "server steps",
-            "calibration_rates": [r["rate"] for r in calibration],
-        }
-    else:
-        llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
-        cost = fit_cost_model(measured_steps(llm, lengths, batch_sizes=(1, 8, 64)))
-        llm.config.trace = False
-        fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
+    logs = {str(r["rate"]): r["server_steps"] for r in rows if r.get("server_steps")}
     c = llm.config
     sched = SchedulerModel(c.max_num_seqs, c.max_num_batched_tokens, llm.pool_capacity_tokens)
+    if len(logs) >= 2:
+        return predict_rows(cfg, logs, sched)
+    work = make_requests(cfg.workload, cfg.num_prompts)
+    lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
+    llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
+    cost = fit_cost_model(measured_steps(llm, lengths, batch_sizes=(1, 8, 64)))
+    llm.config.trace = False
+    return predict_rows(cfg, {}, sched, cost)
+
+
+def predict_rows(cfg: LoadConfig, logs: dict[str, list], sched, cost=None) -> list[dict]:
+    """The cost-model row and one simulated row per rate. `logs` maps a rate to its step log
+    ([end_s, ms, prefill_tokens, decodes, context_tokens] rows); without `cost` the model is
+    fitted to the logs of the first and the last rate."""
+    from dataclasses import asdict
+
+    from minirt.tools.serving import fit_cost_model, predict_curve
+
+    fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
+    if cost is None:
+        calibration = [next(iter(logs)), list(logs)[-1]]
+        steps = [dict(zip(STEP_FIELDS, s, strict=True)) for r in calibration for s in logs[r]]
+        cost = fit_cost_model([{**s, "step_ms": s["ms"]} for s in steps])
+        fitted_on = {"fitted_on": "server steps", "calibration_rates": calibration}
+    work = make_requests(cfg.workload, cfg.num_prompts)
+    lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
     times = {
         r: arrival_times(len(lengths), r, cfg.burstiness, cfg.workload.seed) for r in cfg.rates
     }
     rows = predict_curve(lengths, times, cost, sched, cfg.slo)
-    return [{"name": "cost_model", **cost.to_dict(), **fitted_on}, *rows]
+    model = {"name": "cost_model", **cost.to_dict(), **fitted_on, "scheduler": asdict(sched)}
+    return [model, *rows]
+
+
+def resimulate(path: str | Path) -> Path:
+    """Recompute a committed run's simulated rows with this version of the simulator, from the
+    step log beside it (no model, no GPU): `python -m minirt.bench serve --resimulate FILE`."""
+    import gzip
+    import json
+    from datetime import UTC, datetime
+
+    from minirt.tools.serving import SchedulerModel
+    from minirt.tools.slo import Slo
+
+    path = Path(path)
+    record = load_results(path)
+    log_path = path.with_name(path.stem + "-steps.json.gz")
+    if not log_path.is_file():
+        raise FileNotFoundError(
+            f"{log_path} not found: only a run with a step log can be resimulated"
+        )
+    logs = json.loads(gzip.open(log_path, "rt").read())["by_rate"]
+    c = record["config"]
+    cfg = LoadConfig(
+        url="",
+        rates=[float(r) for r in c["rates"]],
+        num_prompts=c["num_prompts"],
+        burstiness=c["burstiness"],
+        workload=WorkloadSpec(**c["workload"]),
+        slo=Slo(**c["slo"]),
+    )
+    old = next((r for r in record["results"] if r["name"] == "cost_model"), {})
+    sched = SchedulerModel(**old.get("scheduler", {"max_num_seqs": 256}))
+    keep = [r for r in record["results"] if r["name"] not in ("cost_model", "simulated")]
+    record["results"] = keep + predict_rows(cfg, logs, sched)
+    record["config"]["resimulated"] = datetime.now(UTC).isoformat(timespec="seconds")
+    path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+    return _with_plot(path)
 
 
 def _with_plot(path: Path) -> Path:
@@ -237,6 +287,11 @@ def add_parser(topics) -> None:
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
+    where.add_argument(
+        "--resimulate",
+        metavar="FILE",
+        help="recompute FILE's simulated rows from its step log (no server, no model)",
+    )
     where.add_argument(
         "--launch",
         metavar="MODEL",
@@ -274,6 +329,10 @@ def add_parser(topics) -> None:
 def main(args, command: str) -> Path:
     from minirt.tools.slo import Slo
 
+    if args.resimulate:
+        path = resimulate(args.resimulate)
+        print_summary(path)
+        return path
     workload = WorkloadSpec(
         distribution=args.distribution,
         prompt_len=args.input_len,

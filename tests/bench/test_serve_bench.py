@@ -99,6 +99,37 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
     assert path.with_suffix(".png").stat().st_size > 0
     assert json.loads(path.read_text())["config"]["slo"] == {"ttft_ms": 500.0, "tpot_ms": 50.0}
     assert "max rate with p99 TTFT <= 500 ms" in capsys.readouterr().out
+    # the server's step log sits beside the results, and the simulator was fitted to it
+    assert path.with_name(path.stem + "-steps.json.gz").is_file()
+    (cost,) = [r for r in record["results"] if r["name"] == "cost_model"]
+    assert cost["fitted_on"] == "server steps" and cost["calibration_rates"] == ["50.0", "inf"]
+    assert all(rate["server_num_steps"] > 0 for rate in rates)
+
+
+def test_a_committed_run_is_resimulated_from_its_step_log(tmp_path):
+    """--resimulate: the simulated rows again, from the step log; the measured ones untouched."""
+    import shutil
+    from pathlib import Path
+
+    from minirt.bench.__main__ import main
+
+    run = Path("bench/results/h100/serve-20261205-142436.json")
+    for f in (run, run.with_name(run.stem + "-steps.json.gz")):
+        shutil.copy(f, tmp_path / f.name)
+    copy = tmp_path / run.name
+    before = load_results(copy)
+    for r in before["results"]:
+        if r["name"] == "simulated":
+            r["ttft_p50_ms"] = -1.0  # planted: a resimulation must overwrite it
+    copy.write_text(json.dumps(before))
+    assert main(["serve", "--resimulate", str(copy)]) == 0
+    after = load_results(copy)
+    measured = [r for r in after["results"] if r["name"] == "rate"]
+    assert measured == [r for r in before["results"] if r["name"] == "rate"]
+    sims = [r for r in after["results"] if r["name"] == "simulated"]
+    assert [s["rate"] for s in sims] == [m["rate"] for m in measured]
+    assert all(s["ttft_p50_ms"] > 0 and s["completed"] == 300 for s in sims)
+    assert "resimulated" in after["config"]
 
 
 def test_the_qwen3_shape_without_a_gpu_is_refused_with_what_to_use_instead(tmp_path):
