@@ -43,64 +43,28 @@ def write_cards(target_dir: Path, draft_dir: Path, result: dict) -> None:
 def card_text(
     folder: Path, info: dict, infos: dict, nats: float, ratio: float, result: dict
 ) -> str:
-    a, c, cfg = info["args"], info["corpus"], json.loads((folder / "config.json").read_text())
-    is_target = info["stage"] == "target"
+    cfg = json.loads((folder / "config.json").read_text())
+    kl = info["args"].get("kl_weight")  # the draft's distillation weight
     role = (
         f"The target model of minirt's embedded pair; its draft is {ratio:.1f}x smaller."
-        if is_target
+        if info["stage"] == "target"
         else f"The draft model of minirt's embedded pair, {ratio:.1f}x smaller than the target, "
-        f"distilled from the target's logits "
-        f"(loss = {a['kl_weight']} KL + {1 - a['kl_weight']:.2g} CE)."
+        f"distilled from the target's logits (loss = {kl} KL + {1 - kl:.2g} CE)."
     )
-    size_mb = (folder / "model.safetensors").stat().st_size / 1e6
-    epochs = info["tokens_seen"] / max(1, c["train_tokens"])
-    rows = [
-        ("architecture", f"Qwen3 (`Qwen3ForCausalLM`): hidden {cfg['hidden_size']}, "
-         f"{cfg['num_hidden_layers']} layers, {cfg['num_attention_heads']} query / "
-         f"{cfg['num_key_value_heads']} KV heads of dim {cfg['head_dim']}, SwiGLU "
-         f"{cfg['intermediate_size']}, RoPE, q/k-norm, tied embeddings"),
-        ("parameters", f"{info['params']:,}"),
-        ("weights", f"bf16 safetensors, {size_mb:.2f} MB"),
-        ("tokenizer", "byte-level: id b = byte b; 256 `<|endoftext|>` (eos), 257 `<|pad|>`, "
-         "258-263 reserved; vocab 264"),
-        ("context", f"{cfg['max_position_embeddings']} tokens (= bytes)"),
-        ("corpus", f"CPython {c['python_version']} stdlib `Lib/*.py` without test suites: "
-         f"{c['train_docs']} train files ({c['train_tokens']:,} tokens), {c['val_docs']} held-out "
-         f"files ({c['val_tokens']:,} tokens); hashes in `corpus_manifest.json`"),
-        ("objective", "next-byte cross-entropy" if is_target else "KL(target || draft) + CE"),
-        ("training", f"{a['steps']:,} AdamW steps x batch {a['batch_size']} x {a['seq_len']} = "
-         f"{info['tokens_seen']:,} tokens ({epochs:.1f} epochs); lr {a['lr']} (warmup "
-         f"{a['warmup']}, cosine to {a['min_lr_ratio']}x), weight decay {a['weight_decay']}, "
-         f"seed {a['seed']}" + (f"; weights of step {info['kept_step']:,}, the best held-out "
-         "check" if info["kept_step"] != a["steps"] else "")),
-        ("held-out checks", _checks(info["evals"]) + f" (first {a['eval_tokens']:,} tokens)"),
-        ("time", f"{info['seconds']:.0f} s on {info['device']} "
-         f"({info['tokens_per_second']:,.0f} tokens/s)"),
-        ("held-out loss", f"{nats:.4f} nats/byte ({nats / math.log(2):.3f} bits/byte) over "
-         f"{result['eval_tokens']:,} held-out tokens"),
-        ("draft/target greedy agreement",
-         f"{result['agreement']:.3f} (teacher-forced, on the held-out text)"),
-        ("date", info["date"]),
-        ("software", ", ".join(f"{k} {v}" for k, v in info["versions"].items())),
-    ]  # fmt: skip
-    cmds = [f"python -m minirt.model.train corpus   # Python {c['python_version']}"]
-    for i in infos.values():
-        cmds.append(
-            i["command"]
-            + (f"   # the budget chose --steps {i['args']['steps']}" if i["time_budget"] else "")
-        )
-    cmds.append(result["command"])
+    rows = _model_rows(folder, info, cfg) + _training_rows(info, nats, result)
+    table = "| | |\n| --- | --- |\n" + "".join(f"| {k} | {v} |\n" for k, v in rows)
+    commands = _commands(info["corpus"]["python_version"], infos, result)
     samples = "\n\n".join(
         f"```text\n{s['prompt']}{s['continuation']}\n```" for s in result["samples"]
     )
     return (
         "---\nlibrary_name: transformers\npipeline_tag: text-generation\n"
         "tags: [minirt, byte-level, qwen3]\n---\n\n"
-        f"# minirt embedded {info['stage']}\n\n{role} Trained by `minirt/model/train.py`.\n\n"
-        "| | |\n| --- | --- |\n"
-        + "".join(f"| {k} | {v} |\n" for k, v in rows)
+        f"# minirt embedded {info['stage']}\n\n"
+        f"{role} Trained by `minirt/model/train.py`.\n\n"
+        + table
         + "\n## Reproduce\n\n```bash\n"
-        + "\n".join(cmds)
+        + "\n".join(commands)
         + "\n```\n\n"
         "Training on CUDA uses bf16 autocast, so a rerun matches closely but not bit for bit.\n\n"
         "## Greedy samples of the target\n\n"
@@ -109,6 +73,76 @@ def card_text(
         + USAGE.format(name=info["stage"])
         + LIMITS
     )
+
+
+def _model_rows(folder: Path, info: dict, cfg: dict) -> list[tuple[str, str]]:
+    """What the model is: architecture, size, tokenizer, context."""
+    architecture = (
+        f"Qwen3 (`Qwen3ForCausalLM`): hidden {cfg['hidden_size']}, "
+        f"{cfg['num_hidden_layers']} layers, {cfg['num_attention_heads']} query / "
+        f"{cfg['num_key_value_heads']} KV heads of dim {cfg['head_dim']}, SwiGLU "
+        f"{cfg['intermediate_size']}, RoPE, q/k-norm, tied embeddings"
+    )
+    size_mb = (folder / "model.safetensors").stat().st_size / 1e6
+    tokenizer = (
+        "byte-level: id b = byte b; 256 `<|endoftext|>` (eos), 257 `<|pad|>`, "
+        "258-263 reserved; vocab 264"
+    )
+    return [
+        ("architecture", architecture),
+        ("parameters", f"{info['params']:,}"),
+        ("weights", f"bf16 safetensors, {size_mb:.2f} MB"),
+        ("tokenizer", tokenizer),
+        ("context", f"{cfg['max_position_embeddings']} tokens (= bytes)"),
+    ]
+
+
+def _training_rows(info: dict, nats: float, result: dict) -> list[tuple[str, str]]:
+    """How it was trained and what the held-out checks measured."""
+    a, c = info["args"], info["corpus"]
+    corpus = (
+        f"CPython {c['python_version']} stdlib `Lib/*.py` without test suites: "
+        f"{c['train_docs']} train files ({c['train_tokens']:,} tokens), {c['val_docs']} held-out "
+        f"files ({c['val_tokens']:,} tokens); hashes in `corpus_manifest.json`"
+    )
+    objective = (
+        "next-byte cross-entropy" if info["stage"] == "target" else "KL(target || draft) + CE"
+    )
+    epochs = info["tokens_seen"] / max(1, c["train_tokens"])
+    training = (
+        f"{a['steps']:,} AdamW steps x batch {a['batch_size']} x {a['seq_len']} = "
+        f"{info['tokens_seen']:,} tokens ({epochs:.1f} epochs); lr {a['lr']} (warmup "
+        f"{a['warmup']}, cosine to {a['min_lr_ratio']}x), weight decay {a['weight_decay']}, "
+        f"seed {a['seed']}"
+    )
+    if info["kept_step"] != a["steps"]:
+        training += f"; weights of step {info['kept_step']:,}, the best held-out check"
+    speed = f"{info['tokens_per_second']:,.0f} tokens/s"
+    agreement = f"{result['agreement']:.3f} (teacher-forced, on the held-out text)"
+    loss = (
+        f"{nats:.4f} nats/byte ({nats / math.log(2):.3f} bits/byte) over "
+        f"{result['eval_tokens']:,} held-out tokens"
+    )
+    return [
+        ("corpus", corpus),
+        ("objective", objective),
+        ("training", training),
+        ("held-out checks", _checks(info["evals"]) + f" (first {a['eval_tokens']:,} tokens)"),
+        ("time", f"{info['seconds']:.0f} s on {info['device']} ({speed})"),
+        ("held-out loss", loss),
+        ("draft/target greedy agreement", agreement),
+        ("date", info["date"]),
+        ("software", ", ".join(f"{k} {v}" for k, v in info["versions"].items())),
+    ]
+
+
+def _commands(python_version: str, infos: dict, result: dict) -> list[str]:
+    """The command lines that rebuild the corpus, both models and the cards, in order."""
+    commands = [f"python -m minirt.model.train corpus   # Python {python_version}"]
+    for i in infos.values():
+        budget = f"   # the budget chose --steps {i['args']['steps']}" if i["time_budget"] else ""
+        commands.append(i["command"] + budget)
+    return [*commands, result["command"]]
 
 
 def _checks(evals: list[dict], most: int = 6) -> str:
