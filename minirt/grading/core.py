@@ -100,6 +100,21 @@ STATUSES = ("passed", "wrong", "not implemented", "error", "missing", "timeout",
 STATUSES += ("refused",)  # the learner's code uses what the task is compared with
 
 
+class CountingKernel:
+    """A learner's @triton.jit kernel, counting its launches (`kernel[grid](...)`): a Triton task
+    whose launcher never launched it computed its answer some other way (a PyTorch fallback)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+
 def load_lab(lab: str) -> ModuleType:
     """The grader module of `lab` (a registry key); the error lists the labs there are."""
     if lab not in LABS:

@@ -6,10 +6,15 @@ data races from `minirt.tools.streams.simulate`, and, where a GPU is usable in t
 process, stale reads from `minirt.transfer.run_cuda`. The reference schedules below only *build*
 programs (the timing always comes from the simulator); the learner's program must have no race
 and be as fast as the reference, and no more than that is asked of its shape.
+
+Task 1 is graded against `Hardware.copy_ms`, so while the learner's copy functions run that method
+refuses to answer (every route to it, `simulate` included, goes through it); tasks 2 and 3 may use
+it, as the notebook does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -17,7 +22,8 @@ import random
 from dataclasses import replace
 from types import SimpleNamespace
 
-from minirt.grading.core import Mismatch, Task
+from minirt.grading.core import Mismatch, Refused, Task
+from minirt.grading.guard import Forbidden
 from minirt.tools.streams import COMPUTE, Hardware, Op, Program, Race, Timeline, simulate
 
 MiB = 1 << 20
@@ -26,6 +32,14 @@ HOST_MS = 0.05  # the CPU schedules the next step from them
 TOL_MS, TOL_REL = 0.02, 0.002  # slack on a total time: launches, rounding
 # Set to "0" to skip the real-GPU runs (they need CUDA usable in the grading process).
 CUDA_ENV = "MINIRT_GRADING_CUDA"
+
+# The reference schedules live in this module (refused as part of the grader); task 1's reference
+# is Hardware.copy_ms, refused by name (a saved reference to it, in the object check) and, while
+# the learner's copy functions run, by `_copy_model_refused`.
+FORBIDDEN = Forbidden(
+    names=("Hardware.copy_ms",),  # (by its qualified name: the object check)
+    what="minirt's copy model (Hardware.copy_ms)",
+)
 
 
 def _call(name: str, **kwargs) -> str:
@@ -68,6 +82,26 @@ def _nbytes(rng: random.Random, i: int, hw: Hardware) -> int:
     return int(2 ** rng.uniform(10, 31))
 
 
+@contextlib.contextmanager
+def _copy_model_refused():
+    """Hardware.copy_ms raises Refused while the block runs: task 1 asks for that formula, so the
+    learner's code may not ask minirt for it (hw.copy_ms, Hardware.copy_ms(hw, ...), simulate)."""
+
+    def refuse(self, op):
+        raise Refused(
+            "your copy functions called minirt's copy model (Hardware.copy_ms, directly or through "
+            "simulate) — refused: task 1 grades your own formula against it; compute the time "
+            "from hw's fields"
+        )
+
+    original = Hardware.__dict__["copy_ms"]
+    Hardware.copy_ms = refuse
+    try:
+        yield
+    finally:
+        Hardware.copy_ms = original
+
+
 def _check_copy(learner: SimpleNamespace, rng: random.Random, i: int, pinned: bool) -> None:
     hw = _hardware(rng, 0 if i < 6 else i)  # the edge sizes on the H100, then on other machines
     nbytes = _nbytes(rng, i, hw)
@@ -75,7 +109,8 @@ def _check_copy(learner: SimpleNamespace, rng: random.Random, i: int, pinned: bo
     want = hw.copy_ms(Op(direction, "copy", "copy", nbytes=nbytes, pinned=pinned))
     call = _call("copy_time_ms", nbytes=nbytes, pinned=pinned, direction=direction)
     call = f"{call[:-1]}, hw={_short(hw)})"
-    got = learner.copy_time_ms(nbytes, pinned, direction, hw)
+    with _copy_model_refused():
+        got = learner.copy_time_ms(nbytes, pinned, direction, hw)
     if isinstance(got, bool) or not isinstance(got, int | float):
         raise Mismatch(f"{call} returned {got!r}; expected a float (milliseconds)")
     if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-12):

@@ -3,7 +3,8 @@ a W4A16 GEMV in Triton that dequantizes inside the kernel. Expected answers come
 `minirt.quant.formats` (quantize_int4, pack_int4 / unpack_int4, dequantize_int4): task 1 the
 codes and scales (symmetric) and zero points (asymmetric), exact up to rounding ties; task 2 the
 packed int32 words bit for bit; task 3 the dequantized weight; task 4 the kernel's y = W x, run
-in Triton's interpreter (the grader sets TRITON_INTERPRET=1 for it) on tiny shapes.
+in Triton's interpreter (the grader sets TRITON_INTERPRET=1 for it) on tiny shapes, its launches
+counted (a PyTorch fallback fails). The learner may not use minirt's INT4 code (`FORBIDDEN`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,31 @@ from types import SimpleNamespace
 
 import torch
 
-from minirt.grading.core import Mismatch, Task
+from minirt.grading.core import CountingKernel, Mismatch, Task
+from minirt.grading.guard import Forbidden
 from minirt.quant import formats as F
+
+# What the tasks are compared with: minirt's INT4 formats (the notebook imports them as F for its
+# demonstrations, in its own cells), the quantized layer and the W4A16 kernel.
+FORBIDDEN = Forbidden(
+    modules=("minirt.quant", "minirt.kernels"),
+    names=(
+        "formats",
+        "quantize_int4",
+        "dequantize_int4",
+        "pack_int4",
+        "unpack_int4",
+        "int4_codes",
+        "interleave_int4",
+        "Int4Weight",
+        "QuantLinear",
+        "quantize_model",
+        "w4a16_gemm",
+        "w4a16_gemm_ref",
+    ),
+    what="minirt's INT4 formats and W4A16 kernel",
+    allow=("quant", "kernels"),  # everyday words; the modules' contents stay refused
+)
 
 GROUP_SIZES = (8, 16, 32, 64, 128)
 
@@ -213,11 +237,26 @@ def check_dequantize(learner: SimpleNamespace, rng: random.Random, i: int) -> No
 def check_gemv(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
     from triton.runtime.jit import KernelInterface  # imported here: only this task needs triton
 
-    if not isinstance(learner.w4a16_gemv_kernel, KernelInterface):
+    kernel = learner.w4a16_gemv_kernel
+    if not isinstance(kernel, KernelInterface):
         raise Mismatch(
-            f"w4a16_gemv_kernel is {type(learner.w4a16_gemv_kernel).__name__}; it must be a "
+            f"w4a16_gemv_kernel is {type(kernel).__name__}; it must be a "
             "@triton.jit kernel (w4a16_gemv launches it)"
         )
+    where = getattr(learner.w4a16_gemv, "__globals__", {})  # the notebook's namespace
+    counting = CountingKernel(kernel)
+    if where.get("w4a16_gemv_kernel") is kernel:
+        where["w4a16_gemv_kernel"] = counting
+    try:
+        _play_gemv(learner, rng, i, counting)
+    finally:
+        if where.get("w4a16_gemv_kernel") is counting:
+            where["w4a16_gemv_kernel"] = kernel
+
+
+def _play_gemv(
+    learner: SimpleNamespace, rng: random.Random, i: int, counting: CountingKernel
+) -> None:
     w, gs, note = _weight(rng, i, max_in=256)
     sym = i % 2 == 1
     q = F.quantize_int4(w, gs, symmetric=sym)
@@ -230,6 +269,11 @@ def check_gemv(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
         f"(W [{w.shape[0]}, {w.shape[1]}]: {note}, {'symmetric' if sym else 'asymmetric'})"
     )
     got = learner.w4a16_gemv(x.clone(), q.packed.clone(), q.scales.clone(), zeros, gs)
+    if counting.launches == 0:
+        raise Mismatch(
+            f"{call}: w4a16_gemv_kernel was never launched; the task grades the Triton kernel, "
+            "not a PyTorch fallback (w4a16_gemv must launch it: w4a16_gemv_kernel[grid](...))"
+        )
     got = _tensor(got, call, (w.shape[0],)).float()
     tol = 1e-4 * (F.dequantize_int4(q).abs() @ x.float().abs()).max().item() + 1e-6
     bad = (got - want).abs() > tol

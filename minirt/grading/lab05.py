@@ -3,6 +3,7 @@ Expected answers come from `minirt.tools.bank.simulate`, the model Nsight Comput
 (`python -m minirt.bench bank`): task 1 the bank and wavefronts of 4-byte loads, task 2 of 8- and
 16-byte loads (phases; no warp whose thread pairs all share an address), task 3 a swizzled fp32
 tile whose row and column reads are both conflict-free, checked to store each element once.
+The learner may not use the simulator nor its swizzle (`FORBIDDEN`); the notebook's own cells do.
 """
 
 from __future__ import annotations
@@ -13,7 +14,25 @@ from collections import defaultdict
 from types import SimpleNamespace
 
 from minirt.grading.core import Mismatch, Task
+from minirt.grading.guard import Forbidden
 from minirt.tools.bank import BANKS, WARP, WORD_BYTES, _pairs_share, simulate
+
+# What the tasks are compared with: the bank simulator (and the bench that re-exports it), and
+# CuTe's swizzle as minirt computes it (task 3 asks for a layout of the learner's own design).
+FORBIDDEN = Forbidden(
+    modules=("minirt.tools.bank", "minirt.bench.bank"),
+    names=(
+        "simulate",
+        "BankAccess",
+        "_pairs_share",
+        "PATTERNS",
+        "swizzle",
+        "swizzled_column_access",
+        "ldmatrix_rows",
+    ),
+    what="minirt's bank simulator and swizzle",
+    allow=("bank",),  # an everyday word; the module's contents stay refused
+)
 
 TILE_SHAPES = [(32, 32), (64, 32), (16, 32)]  # task 3: (tile_rows, tile_cols) of fp32
 

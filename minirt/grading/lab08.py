@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 import torch
 
-from minirt.grading.core import Mismatch, Task
+from minirt.grading.core import CountingKernel, Mismatch, Task
 from minirt.grading.guard import Forbidden
 from minirt.kernels.backend import TORCH
 from minirt.kernels.decode_attention import decode_attention_ref
@@ -291,20 +291,6 @@ def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
 
 
 # -- task 4: the Triton tier ----------------------------------------------------------------------
-class _Counting:
-    """The learner's kernel, counting its launches (`kernel[grid](...)`)."""
-
-    def __init__(self, kernel):
-        self.kernel, self.launches = kernel, 0
-
-    def __getitem__(self, grid):
-        self.launches += 1
-        return self.kernel[grid]
-
-    def __getattr__(self, name):
-        return getattr(self.kernel, name)
-
-
 TRITON_CASES = 10  # then one short engine run on the kernel
 
 
@@ -318,7 +304,7 @@ def check_triton(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
             "(paged_decode_triton launches it)"
         )
     where = learner.paged_decode_triton.__globals__  # the notebook's namespace
-    counting = _Counting(kernel)
+    counting = CountingKernel(kernel)
     where["paged_decode_kernel"] = counting
     try:
         _play_triton(learner, rng, i, counting)
