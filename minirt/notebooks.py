@@ -1,8 +1,9 @@
 """Run the course notebooks top to bottom and store their outputs, as CI then checks them.
 
-`python -m minirt.notebooks execute [names]` executes `notebooks/NN_*.ipynb` (all, or those whose
-name starts with one of `names`, e.g. `00 01_kv`) in a fresh kernel on this machine, with a
-progress bar over cells, and writes each back only if every cell ran. nbval
+`python -m minirt.notebooks execute [names]` executes `notebooks/NN_*.ipynb` and the appendices
+`NNa_*.ipynb` (all, or those whose name starts with one of `names`, e.g. `00 01_kv`) in a fresh
+kernel on this machine, with a progress bar over cells, and writes each back only if every cell
+ran. nbval
 (`pytest --nbval notebooks/`) re-runs them and compares against what is stored.
 """
 
@@ -15,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+# The chapters (`07_speculative_decoding`) and their appendices (`07a_...`), which hold the
+# longer measurement stories; `07` selects a chapter and its appendix together.
+NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "[0-9][0-9]a_*.ipynb")
 
 
 def find_notebooks(names: Sequence[str] = (), folder: str | Path | None = None) -> list[Path]:
     """Notebooks in `folder` (default: the repository's notebooks/) matching `names` by prefix
     (`00`, `00_tour`, `00_tour.ipynb`) or by path; all of them when `names` is empty."""
     folder = Path(folder) if folder is not None else NOTEBOOK_DIR
-    found = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(p for glob in NOTEBOOK_GLOBS for p in folder.glob(glob))
     if not names:
         return found
     chosen = []

@@ -16,6 +16,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CHAPTERS = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+# A chapter's appendix (`07a_<topic>.ipynb`) holds the measurement story the chapter sums up. It
+# speaks the course's words, cites and links as a chapter does; its objectives, 60-second answer,
+# what to remember and predictions are its chapter's (the chapter reads whole without it), so the
+# tests of those parts cover the chapters only.
+APPENDICES = sorted(NOTEBOOKS.glob("[0-9][0-9]a_*.ipynb"))
 LAB_NOTEBOOKS = sorted((ROOT / "labs").rglob("lab[0-9]*.ipynb"))
 DASHBOARD = sorted((ROOT / "viz_app").rglob("*.py"))
 REFERENCES = ROOT / "REFERENCES.md"
@@ -86,7 +91,7 @@ def _notebook_texts(path: Path) -> list[tuple[str, str, bool]]:
     return out
 
 
-@pytest.mark.parametrize("path", CHAPTERS + LAB_NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CHAPTERS + APPENDICES + LAB_NOTEBOOKS, ids=lambda p: p.name)
 def test_chapters_and_labs_speak_of_the_course_only(path):
     found = [
         (w, hit) for w, text, prose in _notebook_texts(path) for hit in internal_words(text, prose)
@@ -138,7 +143,7 @@ def test_the_references_file_exists_and_gives_each_entry_a_source():
         assert must in anchors, must
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CHAPTERS + APPENDICES, ids=lambda p: p.name)
 def test_every_citation_of_the_references_file_is_a_link_to_an_entry(path):
     anchors = reference_anchors()
     for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
@@ -248,7 +253,7 @@ def test_the_glossary_pairs_each_term_with_its_chinese_and_its_chapter():
         assert chinese in terms.get(term, ""), f"the glossary lacks {term} ({chinese})"
 
 
-@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CHAPTERS + APPENDICES, ids=lambda p: p.name)
 def test_every_chapter_links_the_glossary(path):
     assert any("](GLOSSARY.md)" in s for s in _markdown(path)), f"{path.name}: no glossary link"
 

@@ -27,3 +27,18 @@ def test_list_prints_the_repository_notebooks(capsys):
     assert main(["list"]) == 0
     assert str(NOTEBOOK_DIR / "00_tour.ipynb") in capsys.readouterr().out
     assert main(["execute", "99_nothing"]) == 2
+
+
+def test_a_chapter_prefix_selects_its_appendix_too(tmp_path):
+    for name in ("07_spec.ipynb", "07a_spec_appendix.ipynb", "08_quant.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in find_notebooks((), tmp_path)] == [
+        "07_spec.ipynb",
+        "07a_spec_appendix.ipynb",
+        "08_quant.ipynb",
+    ]
+    assert [p.name for p in find_notebooks(("07",), tmp_path)] == [
+        "07_spec.ipynb",
+        "07a_spec_appendix.ipynb",
+    ]
+    assert [p.name for p in find_notebooks(("07a",), tmp_path)] == ["07a_spec_appendix.ipynb"]

@@ -54,6 +54,12 @@ SEED_QUESTIONS = {
 }
 
 
+# The appendices (`07a_<topic>.ipynb`): a chapter's longer measurement story, moved out so that
+# the chapter reads top to bottom. They answer no seed question of their own, so they are held
+# to the rules of stored outputs and short cells, and to being linked from their chapter.
+APPENDICES = sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]a_*.ipynb"))
+
+
 def _load(name: str) -> nbformat.NotebookNode:
     return nbformat.read(NOTEBOOKS / name, as_version=4)
 
@@ -62,7 +68,18 @@ def test_every_chapter_notebook_is_listed_here():
     assert sorted(p.name for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) == sorted(SEED_QUESTIONS)
 
 
-@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+@pytest.mark.parametrize("name", APPENDICES)
+def test_every_appendix_opens_with_a_link_to_its_chapter_which_links_back(name):
+    (chapter,) = [c for c in SEED_QUESTIONS if c[:2] == name[:2]]
+    first = _load(name).cells[0]
+    assert first.cell_type == "markdown" and f"]({chapter})" in first.source, (
+        f"{name} does not open with a link to {chapter}"
+    )
+    text = "\n".join(c.source for c in _load(chapter).cells if c.cell_type == "markdown")
+    assert f"]({name})" in text, f"{chapter} never links its appendix {name}"
+
+
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS) + APPENDICES)
 def test_every_code_cell_was_executed_and_stored_its_outputs(name):
     nb = _load(name)
     for i, cell in enumerate(nb.cells):
@@ -90,7 +107,7 @@ def test_notebook_ends_with_what_to_remember_and_exercises(name):
     assert "## What to remember" in text and "## Exercises" in text
 
 
-@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS))
+@pytest.mark.parametrize("name", sorted(SEED_QUESTIONS) + APPENDICES)
 def test_code_cells_are_short(name):
     for cell in _load(name).cells:
         if cell.cell_type == "code":

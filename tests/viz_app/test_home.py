@@ -17,7 +17,10 @@ def test_home_links_every_page_and_names_its_notebooks(open_page):
 
 
 def test_home_lists_every_notebook_in_the_folder_with_its_title(open_page):
-    on_disk = sorted(p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    chapters = [p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")]
+    appendices = [p.stem for p in NOTEBOOK_DIR.glob("[0-9][0-9]a_*.ipynb")]
+    assert appendices, "the appendices (07a_..., 11a_...) are listed too"
+    on_disk = sorted(chapters + appendices)  # 07_... then 07a_...: an appendix after its chapter
     assert list(NOTEBOOKS) == on_disk
     text = "\n".join(m.value for m in open_page().markdown)
     for name, title in NOTEBOOKS.items():
@@ -32,7 +35,12 @@ def test_a_new_notebook_is_listed_by_its_heading_without_the_chapter_number(tmp_
     write("13_new_topic.ipynb", ("code", "# not a heading"), ("markdown", "# 13 · A new topic"))
     write("02_old.ipynb", ("markdown", "intro\n# Old one"))
     write("scratch.ipynb", ("markdown", "# not a chapter"))
-    assert notebook_titles(tmp_path) == {"02_old": "Old one", "13_new_topic": "A new topic"}
+    write("02a_old_appendix.ipynb", ("markdown", "# 02a · Old one, appendix"))
+    assert list(notebook_titles(tmp_path).items()) == [
+        ("02_old", "Old one"),
+        ("02a_old_appendix", "Old one, appendix"),
+        ("13_new_topic", "A new topic"),
+    ]
 
 
 def test_home_links_the_glossary_and_shows_every_section_of_it(open_page):

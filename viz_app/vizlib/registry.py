@@ -32,6 +32,7 @@ class Page:
 
 
 NOTEBOOK_DIR = APP_DIR.parent / "notebooks"
+NOTEBOOK_GLOBS = ("[0-9][0-9]_*.ipynb", "[0-9][0-9]a_*.ipynb")  # chapters, then appendices
 
 
 def notebook_title(path: Path) -> str:
@@ -46,9 +47,11 @@ def notebook_title(path: Path) -> str:
 
 
 def notebook_titles(folder: Path = NOTEBOOK_DIR) -> dict[str, str]:
-    """The course's chapters in reading order, read from notebooks/NN_<topic>.ipynb:
+    """The course's chapters in reading order, read from notebooks/NN_<topic>.ipynb, each
+    followed by its appendix NNa_<topic>.ipynb if it has one:
     {"00_tour": "A tour of the engine", ...}. A new notebook appears on Home by itself."""
-    return {p.stem: notebook_title(p) for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))}
+    found = [p for glob in NOTEBOOK_GLOBS for p in folder.glob(glob)]
+    return {p.stem: notebook_title(p) for p in sorted(found)}
 
 
 NOTEBOOKS: dict[str, str] = notebook_titles()
