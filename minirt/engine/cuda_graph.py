@@ -15,7 +15,7 @@ import bisect
 import torch
 
 from minirt.model.attention import AttentionMetadata
-from minirt.model.qwen3 import CausalLM
+from minirt.model.decoder import CausalLM
 
 
 def default_graph_sizes(max_num_seqs: int) -> list[int]:

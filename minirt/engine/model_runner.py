@@ -17,7 +17,7 @@ from minirt.engine.cuda_graph import DecodeGraphs
 from minirt.kv import BlockManager
 from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
-from minirt.model.qwen3 import CausalLM
+from minirt.model.decoder import CausalLM
 from minirt.sampler import sample, sample_on_device
 from minirt.sched import Batch, Row
 

@@ -14,8 +14,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from minirt.config import ModelConfig
+from minirt.model.decoder import CausalLM
 from minirt.model.layers import PackedLinear
-from minirt.model.qwen3 import CausalLM
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 EMBEDDED = {"target": EMBEDDED_DIR / "target", "draft": EMBEDDED_DIR / "draft"}
