@@ -5,7 +5,8 @@ reach them). Two checks refuse a notebook that hands minirt's part back as its o
 message that says what was found, where, and why: `check_source` reads the AST of the learner's
 cells (imports, names, dynamic imports, computed `getattr`, the part's registry names as strings);
 `check_objects` looks at what the cells defined (a function's or a class's module, its MRO, the
-globals its code refers to, the attributes of an instance the grader built). In every lab that has
+globals its code refers to, and those of the notebook's helpers it calls; the attributes of an
+instance the grader built). In every lab that has
 such a list the learner's cells may not reach the grader itself (`minirt.grading`, but for
 `self_check`) nor change what they imported (`module.name = ...`, `setattr(module, ...)`): the
 grader and the engine it runs must be the ones shipped.
@@ -327,11 +328,23 @@ def _object_problems(name: str, obj: Any, f: Forbidden, seen: set[int]) -> list[
                 mod = getattr(value, "__module__", None) or getattr(value, "__name__", "")
                 found = f"{name} uses `{ref}` (from {mod})"
                 out.append(Refusal(name, found, f"— that is {f_what(f)}"))
+            elif _in_notebook(value) and func.__module__ == NOTEBOOK:
+                # a helper the notebook defined: what it uses, the task's function uses
+                out += _object_problems(f"{name} (through {ref})", value, f, seen)
         return out
     if _is_forbidden_object(obj, f):
         found = f"{name} is a {type(obj).__module__}.{type(obj).__qualname__}"
         return [Refusal(name, found, f"— that is {f_what(f)}")]
     return out
+
+
+NOTEBOOK = "__main__"  # the module of what the notebook's cells define (the grader runs them so)
+
+
+def _in_notebook(obj: Any) -> bool:
+    """A function or class the notebook's cells defined."""
+    kinds = (types.FunctionType, type)
+    return isinstance(obj, kinds) and getattr(obj, "__module__", None) == NOTEBOOK
 
 
 def _referenced(func: types.FunctionType):

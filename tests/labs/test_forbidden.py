@@ -158,3 +158,16 @@ def test_lab04_kernel_task_fails_a_launcher_that_never_launches_its_kernel():
     assert result.score == 0 and result.status == "wrong"
     assert "w4a16_gemv_kernel was never launched" in result.message
     assert namespace["w4a16_gemv_kernel"] is kernel  # the counting wrapper is taken out again
+
+
+def test_a_saved_reference_to_the_copy_model_is_refused_through_the_learners_helper(tmp_path):
+    saved = "_copy_model = Hardware.copy_ms\n\n\ndef pinned_copy_ms("
+    edits = [
+        ("def pinned_copy_ms(", saved),
+        (PINNED, '    return _copy_model(hw, Op("h2d", "c", "copy", nbytes=nbytes))'),
+    ]
+    report = grade_notebook(planted(tmp_path, "lab02_swap_prefetch", *edits), seed=0)
+    statuses = {r.task_id: r.status for r in report.results}
+    assert statuses == {"1a": "refused", "1b": "refused", "2": "passed", "3": "passed"}
+    message = report.results[0].message
+    assert "copy_time_ms (through pinned_copy_ms) uses `_copy_model`" in message, message
