@@ -297,3 +297,69 @@ def test_every_chapter_asks_for_two_predictions_and_checks_each(path):
         later = "\n".join(c.source for c in cells[i + 2 :] if c.cell_type == "code")
         for name in names:
             assert f"reveal({name}," in later, f"{path.name}: {name} is never checked"
+
+
+# --- Exercises and their solutions --------------------------------------------------------------
+
+SOLUTION = "<details><summary>Solution · 参考答案</summary>"
+# Chapters whose exercises still wait for their solutions. Each is an expected failure that must
+# fail (strict): once a chapter's solutions are written, its test passes and it leaves this set.
+SOLUTIONS_TO_WRITE = {
+    "01_kv_cache",
+    "02_scheduling",
+    "03_latency_vs_throughput",
+    "04_flash_attention_and_hopper",
+    "05_profiling",
+    "06_pinned_memory_and_streams",
+    "07_speculative_decoding",
+    "07a_speculative_decoding_appendix",
+    "08_quantization",
+    "09_bank_conflicts_and_smem_gemm",
+    "10_cpp_templates",
+    "11_vllm_vs_sglang",
+    "12_moe_communication",
+}
+
+
+def exercises(path: Path) -> list[tuple[int, str]]:
+    """(number, text) of each numbered exercise under the notebook's "## Exercises" heading."""
+    cells = [s for s in _markdown(path) if "## Exercises" in s]
+    if not cells:
+        return []
+    return exercise_items(cells[-1].split("## Exercises", 1)[1].split("\n## ", 1)[0])
+
+
+def exercise_items(section: str) -> list[tuple[int, str]]:
+    items = re.split(r"(?m)^(?=\d+\. )", section)[1:]
+    return [(int(item.split(".", 1)[0]), item) for item in items]
+
+
+def test_exercises_are_split_at_their_numbers_and_a_solution_is_found_under_each():
+    solved = f"1. Do this,\n2. not that.\n\n   {SOLUTION}\n\n   Because.\n\n   </details>\n\n"
+    items = exercise_items(solved + "3. And that.\n")
+    assert [n for n, _ in items] == [1, 2, 3]  # each number at the start of a line opens an item
+    assert [SOLUTION in text for _, text in items] == [False, True, False]
+
+
+def _solution_params() -> list:
+    marks = pytest.mark.xfail(strict=True, reason="solutions not written yet")
+    return [
+        pytest.param(p, id=p.name, marks=marks if p.stem in SOLUTIONS_TO_WRITE else ())
+        for p in CHAPTERS + APPENDICES
+        if exercises(p)
+    ]
+
+
+@pytest.mark.parametrize("path", _solution_params())
+def test_every_exercise_has_a_collapsed_solution_under_it(path):
+    for number, item in exercises(path):
+        assert SOLUTION in item and item.rstrip().endswith("</details>"), (
+            f"{path.name}: exercise {number} has no <details> solution under it"
+        )
+        answer = item.split(SOLUTION, 1)[1]
+        assert english_words(answer) >= 40, f"{path.name}: exercise {number}'s solution is thin"
+
+
+def test_every_chapter_and_appendix_with_exercises_is_checked_for_solutions():
+    assert SOLUTIONS_TO_WRITE <= {p.stem for p in CHAPTERS + APPENDICES}
+    assert len(_solution_params()) == len(CHAPTERS) + len(APPENDICES) - 1  # 11a has none
