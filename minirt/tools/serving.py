@@ -1,122 +1,55 @@
 """A discrete-event model of the server: arrivals -> continuous-batching scheduler -> step times.
 
-Each step the model does what minirt's scheduler does: running sequences decode one token each,
+Each step an `Engine` does what minirt's scheduler does: running sequences decode one token each,
 then waiting ones are admitted first-come-first-served under the token budget (prompts chunked),
 while KV tokens and batch slots last. A step lasts what a `CostModel` says, a line fitted to
 measured minirt steps: fixed cost + per prefill token + per decoding sequence + per token of
-context read. It predicts the latency-throughput curve (and goodput) without running a model.
+context read (+ once for a step with prompt tokens). It predicts the latency-throughput curve
+(and goodput) without running a model, and answers what one machine cannot show (`ClusterModel`):
+N replicas behind a router (round-robin or least-outstanding), another token budget, prefill and
+decode on separate engines with each prompt's KV copied between them (DistServe, Splitwise).
 
 Vidur (Agrawal et al., MLSys '24) is the anchor for such simulators. Where ours differs: Vidur
 profiles each operator (GEMMs, attention by prefill/decode shape, all-reduce) and predicts them
 with random forests, so one profile covers many models and parallel layouts; it simulates
-replicas, a global router and preemption. Ours fits four numbers to whole-step times of one
-model on one device, one replica, no preemption (a request waits until its whole prompt and
-output fit the pool), and ignores HTTP and detokenisation. Notebook 03.
+tensor and pipeline parallelism, global and per-replica schedulers, and preemption. Ours fits five
+numbers to whole-step times of one model on one device; replicas are copies of that one engine,
+no preemption (a request waits until its whole prompt and output fit the pool), the KV copy is
+bytes / a measured bandwidth (no contention, no overlap with compute), and it ignores HTTP and
+detokenisation beyond what the fitted step times hold. Notebook 03.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
 
+from minirt.tools.serving_cost import (
+    CostModel,
+    cost_from_gpu_record,
+    fit_cost_model,
+    measured_steps,
+    steps_from_trace,
+)
 from minirt.tools.slo import RequestTiming, Slo, summarize
 
-
-@dataclass(frozen=True)
-class CostModel:
-    """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV
-    (+ eager_ms when the step has prompt tokens).
-
-    `eager_ms` is what a step with prompt tokens pays once for not being a decode: on CUDA
-    minirt replays a captured graph for a decode-only step and runs any other step eagerly, one
-    Python-launched kernel at a time (notebook 05 shows the launch cost)."""
-
-    base_ms: float
-    prefill_ms: float  # per prompt token computed this step
-    decode_ms: float  # per sequence decoding this step
-    context_ms: float = 0.0  # per token of KV the step's decodes read
-    eager_ms: float = 0.0  # once, for a step with prompt tokens
-
-    def step_ms(self, prefill_tokens: int, decodes: int, context_tokens: int) -> float:
-        return (
-            self.base_ms
-            + self.prefill_ms * prefill_tokens
-            + self.decode_ms * decodes
-            + self.context_ms * context_tokens
-            + (self.eager_ms if prefill_tokens else 0.0)
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def fit_cost_model(steps: list[dict]) -> CostModel:
-    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms}, in
-    two parts: decode-only steps price the fixed cost, each decode and each token of context
-    (on CUDA: a graph replay); steps with prompt tokens then price what they cost beyond that,
-    once (eager_ms) and per prompt token. With one kind of step only, one line fits them all.
-    No coefficient below zero: one that comes out negative is dropped and the rest refitted (a
-    noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
-    import numpy as np
-
-    if len(steps) < 4:
-        raise ValueError(f"fitting the costs needs at least 4 measured steps, got {len(steps)}")
-    rows = np.array(
-        [[s["prefill_tokens"], s["decodes"], s["context_tokens"], s["step_ms"]] for s in steps],
-        dtype=float,
-    )
-    eager, plain = rows[rows[:, 0] > 0], rows[rows[:, 0] == 0]
-    ones = np.ones(len(rows))
-    if len(eager) < 2 or len(plain) < 3:  # one kind of step: one line over everything
-        x = np.c_[ones, rows[:, 0], rows[:, 1], rows[:, 2]]
-        base, prefill, decode, context = _nonnegative_fit(x, rows[:, 3])
-        return CostModel(base, prefill, decode, context)
-    x = np.c_[np.ones(len(plain)), plain[:, 1], plain[:, 2]]
-    base, decode, context = _nonnegative_fit(x, plain[:, 3])
-    beyond = eager[:, 3] - (base + decode * eager[:, 1] + context * eager[:, 2])
-    eager_ms, prefill = _nonnegative_fit(np.c_[np.ones(len(eager)), eager[:, 0]], beyond)
-    return CostModel(base, prefill, decode, context, eager_ms)
-
-
-def _nonnegative_fit(x, y) -> list[float]:
-    import numpy as np
-
-    keep = list(range(x.shape[1]))
-    while keep:
-        coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
-        if (coef >= 0).all():
-            break
-        keep.pop(int(np.argmin(coef)))
-    full = [0.0] * x.shape[1]
-    for column, c in zip(keep, coef if keep else [], strict=True):
-        full[column] = float(c)
-    return full
-
-
-def steps_from_trace(events: list[dict]) -> list[dict]:
-    """Observations for `fit_cost_model` from a minirt trace's step events (LLM(trace=True)).
-    A step lasts from the end of the previous one to its own end: scheduling, the forward, and
-    the bookkeeping after it, everything the next request waits for."""
-    rows, last_s = [], None
-    for ev in events:
-        if ev.get("type") != "step":
-            continue
-        decodes = [s for s in ev["scheduled"] if not s["is_prefill"]]
-        if last_s is None:
-            step_ms = ev["schedule_ms"] + ev["forward_ms"]
-        else:
-            step_ms = (ev["time_s"] - last_s) * 1e3
-        last_s = ev["time_s"]
-        rows.append(
-            {
-                "prefill_tokens": ev["num_prefill_tokens"],
-                "decodes": len(decodes),
-                "context_tokens": sum(s["num_computed_tokens"] + 1 for s in decodes),
-                "step_ms": step_ms,
-            }
-        )
-    return rows
+# the cost model lives beside; callers import it from here too
+__all__ = [
+    "ClusterModel",
+    "CostModel",
+    "Engine",
+    "Router",
+    "SchedulerModel",
+    "SimRequest",
+    "cost_from_gpu_record",
+    "fit_cost_model",
+    "measured_steps",
+    "predict_curve",
+    "simulate",
+    "steps_from_trace",
+]
 
 
 @dataclass
@@ -129,63 +62,208 @@ class SimRequest:
 @dataclass
 class SchedulerModel:
     max_num_seqs: int = 256
-    max_num_batched_tokens: int = 2048
+    max_num_batched_tokens: int = 2048  # the chunked-prefill token budget of one step
     kv_capacity_tokens: int = 1 << 30  # the pool; a request is admitted when all of it fits
 
 
-def simulate(requests: list[SimRequest], cost: CostModel, sched: SchedulerModel) -> list:
-    """Run the model to the end; one RequestTiming per request, in the order given."""
-    order = sorted(range(len(requests)), key=lambda i: requests[i].arrival_s)
-    pending = deque(order)  # not yet arrived
-    waiting: deque[int] = deque()
-    running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, tokens generated]
-    first, stamps = {}, {i: [] for i in range(len(requests))}
-    kv_used, t = 0, 0.0
-    while pending or waiting or running:
-        while pending and requests[pending[0]].arrival_s <= t:
-            waiting.append(pending.popleft())
-        if not waiting and not running:
-            t = requests[pending[0]].arrival_s
-            continue
-        budget = sched.max_num_batched_tokens
-        decoding, context, prefill, chunks = set(), 0, 0, {}
-        for i, (done, gen) in running.items():
-            if done == requests[i].prompt_len and budget > 0:
+ROUTERS = ("round_robin", "least_outstanding")
+
+
+@dataclass(frozen=True)
+class ClusterModel:
+    """Where requests run. Colocated: `replicas` engines behind a router, each prefilling and
+    decoding. Disaggregated (DistServe, Splitwise), when `prefill` > 0: `prefill` engines only
+    prefill, `decode` engines only decode, and each prompt's KV moves from one to the other at
+    `transfer_gbps`, so the first token reaches the client after prefill + transfer."""
+
+    replicas: int = 1
+    router: str = "round_robin"  # or "least_outstanding": fewest waiting + running requests
+    prefill: int = 0
+    decode: int = 0
+    kv_bytes_per_token: int = 0  # minirt.kv.kv_cache_bytes_per_token of the model
+    transfer_gbps: float = math.inf  # GB/s of the copy from prefill to decode engine
+
+    def __post_init__(self):
+        if self.router not in ROUTERS:
+            raise ValueError(f"unknown router {self.router!r}; choose one of {ROUTERS}")
+        if min(self.replicas, self.prefill, self.decode) < 0 or self.replicas < 1:
+            raise ValueError("replicas must be >= 1 and prefill/decode >= 0")
+        if (self.prefill > 0) != (self.decode > 0):
+            raise ValueError("disaggregation needs both prefill > 0 and decode > 0 engines")
+
+    @property
+    def disaggregated(self) -> bool:
+        return self.prefill > 0
+
+    @property
+    def gpus(self) -> int:
+        return self.prefill + self.decode if self.disaggregated else self.replicas
+
+    def transfer_s(self, prompt_len: int) -> float:
+        """Seconds to move one prompt's KV: bytes / bandwidth (the first token's KV is not
+        there yet: the decode engine writes it in its first step)."""
+        return prompt_len * self.kv_bytes_per_token / (self.transfer_gbps * 1e9)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Engine:
+    """One engine as minirt's scheduler runs it: each step, running sequences decode one token
+    (or take their next prompt chunk), then waiting ones are admitted first-come-first-served
+    under the token budget while KV and batch slots last. `role` "prefill" hands a request off
+    when its prompt is done; "decode" receives requests whose prompt is already computed."""
+
+    def __init__(self, requests: list[SimRequest], cost: CostModel, sched, role: str = "both"):
+        self.requests, self.cost, self.sched, self.role = requests, cost, sched, role
+        self.waiting: deque[int] = deque()
+        self.running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, generated]
+        self.kv_used = 0
+        self.busy_until: float | None = None  # end of the step in flight
+        self.chunks: dict[int, int] = {}  # this step's prompt tokens per request
+        self.decoding: set[int] = set()
+
+    def outstanding(self) -> int:
+        return len(self.waiting) + len(self.running)
+
+    def kv_need(self, i: int) -> int:
+        r = self.requests[i]
+        return r.prompt_len if self.role == "prefill" else r.prompt_len + r.output_len
+
+    def start_step(self, now: float) -> None:
+        """Plan one step at `now` and price it; nothing to run leaves the engine idle."""
+        budget, context, chunks, decoding = self.sched.max_num_batched_tokens, 0, {}, set()
+        for i, (done, gen) in self.running.items():
+            left = self.requests[i].prompt_len - done
+            if left == 0 and budget > 0:
                 decoding.add(i)
                 context, budget = context + done + gen, budget - 1
-            elif done < requests[i].prompt_len and budget > 0:
-                chunks[i] = min(budget, requests[i].prompt_len - done)
-                prefill, budget = prefill + chunks[i], budget - chunks[i]
-        while waiting and budget > 0 and len(running) < sched.max_num_seqs:
-            r = requests[waiting[0]]
-            need = r.prompt_len + r.output_len
-            if kv_used + need > sched.kv_capacity_tokens:
+            elif left > 0 and budget > 0:
+                chunks[i] = min(budget, left)
+                budget -= chunks[i]
+        while self.waiting and budget > 0 and len(self.running) < self.sched.max_num_seqs:
+            i = self.waiting[0]
+            if self.kv_used + self.kv_need(i) > self.sched.kv_capacity_tokens:
                 break
-            i = waiting.popleft()
-            kv_used += need
-            running[i] = [0, 0]
-            chunks[i] = min(budget, r.prompt_len)
-            prefill, budget = prefill + chunks[i], budget - chunks[i]
-        t += cost.step_ms(prefill, len(decoding), context) / 1e3
-        for i in list(running):
-            if i in chunks:
-                running[i][0] += chunks[i]
-                if running[i][0] < requests[i].prompt_len:
+            self.waiting.popleft()
+            self.kv_used += self.kv_need(i)
+            r = self.requests[i]
+            if self.role == "decode":  # arrives with its prompt's KV and its first token
+                self.running[i] = [r.prompt_len, 1]
+                decoding.add(i)
+                context, budget = context + r.prompt_len + 1, budget - 1
+            else:
+                self.running[i] = [0, 0]
+                chunks[i] = min(budget, r.prompt_len)
+                budget -= chunks[i]
+        if chunks or decoding:
+            self.chunks, self.decoding = chunks, decoding
+            ms = self.cost.step_ms(sum(chunks.values()), len(decoding), context)
+            self.busy_until = now + ms / 1e3
+
+    def end_step(self) -> tuple[list[int], list[int]]:
+        """Apply the step: (requests that got a token, requests handed off to decode)."""
+        tokens, handoffs = [], []
+        for i in list(self.running):
+            r, state = self.requests[i], self.running[i]
+            if i in self.chunks:
+                state[0] += self.chunks[i]
+                if state[0] < r.prompt_len:
                     continue  # more prompt chunks to go: no token yet
-            elif i not in decoding:
+                if self.role == "prefill":
+                    handoffs.append(i)  # the first token goes with the KV
+                    self._free(i)
+                    continue
+            elif i not in self.decoding:
                 continue  # no room in this step's budget
-            running[i][1] += 1
-            stamps[i].append(t)
-            first.setdefault(i, t)
-            if running[i][1] == requests[i].output_len:
-                kv_used -= requests[i].prompt_len + requests[i].output_len
-                del running[i]
-    out = []
+            state[1] += 1
+            tokens.append(i)
+            if state[1] == r.output_len:
+                self._free(i)
+        self.busy_until, self.chunks, self.decoding = None, {}, set()
+        return tokens, handoffs
+
+    def _free(self, i: int) -> None:
+        self.kv_used -= self.kv_need(i)
+        del self.running[i]
+
+
+class Router:
+    """Picks an engine for each request: in turn, or the one with the fewest outstanding."""
+
+    def __init__(self, engines: list[Engine], policy: str):
+        self.engines, self.policy, self.turn = engines, policy, 0
+
+    def pick(self) -> Engine:
+        if self.policy == "least_outstanding":
+            return min(self.engines, key=Engine.outstanding)  # ties: the first
+        engine = self.engines[self.turn % len(self.engines)]
+        self.turn += 1
+        return engine
+
+
+def simulate(
+    requests: list[SimRequest],
+    cost: CostModel,
+    sched: SchedulerModel,
+    cluster: ClusterModel | None = None,
+) -> list:
+    """Run the model to the end; one RequestTiming per request, in the order given. Events in
+    time order: steps that end, then requests (and KV) that arrive, then idle engines start."""
+    cluster = cluster or ClusterModel()
+    _check_fits(requests, sched, cluster)
+    if cluster.disaggregated:
+        front = [Engine(requests, cost, sched, "prefill") for _ in range(cluster.prefill)]
+        back = [Engine(requests, cost, sched, "decode") for _ in range(cluster.decode)]
+    else:
+        front, back = [Engine(requests, cost, sched) for _ in range(cluster.replicas)], []
+    to_front, to_back = Router(front, cluster.router), Router(back, cluster.router)
+    arrivals = [(r.arrival_s, i, "request") for i, r in enumerate(requests)]
+    heapq.heapify(arrivals)  # (time, id, kind): requests, and KV landing on the decode side
+    stamps: dict[int, list[float]] = {i: [] for i in range(len(requests))}
+    while arrivals or any(e.busy_until is not None for e in front + back):
+        busy = [e.busy_until for e in front + back if e.busy_until is not None]
+        now = min(busy + [arrivals[0][0]] if arrivals else busy)
+        for engine in front + back:
+            if engine.busy_until == now:
+                tokens, handoffs = engine.end_step()
+                for i in tokens:
+                    stamps[i].append(now)
+                for i in handoffs:
+                    heapq.heappush(
+                        arrivals, (now + cluster.transfer_s(requests[i].prompt_len), i, "kv")
+                    )
+        while arrivals and arrivals[0][0] <= now:
+            _, i, kind = heapq.heappop(arrivals)
+            if kind == "request":
+                to_front.pick().waiting.append(i)
+                continue
+            stamps[i].append(now)  # the first token, delivered once its KV has landed
+            if requests[i].output_len > 1:
+                to_back.pick().waiting.append(i)
+        for engine in front + back:
+            if engine.busy_until is None:
+                engine.start_step(now)
+    return [_timing(r, stamps[i]) for i, r in enumerate(requests)]
+
+
+def _check_fits(requests: list[SimRequest], sched: SchedulerModel, cluster: ClusterModel):
     for i, r in enumerate(requests):
-        gaps = [b - a for a, b in zip(stamps[i], stamps[i][1:], strict=False)]
-        ttft, e2e = first[i] - r.arrival_s, stamps[i][-1] - r.arrival_s
-        out.append(RequestTiming(r.arrival_s, ttft, e2e, r.output_len, gaps))
-    return out
+        need = r.prompt_len + r.output_len
+        if need > sched.kv_capacity_tokens:
+            raise ValueError(
+                f"request {i} needs {need:,} KV tokens but an engine's pool holds "
+                f"{sched.kv_capacity_tokens:,}; raise kv_capacity_tokens or shorten it"
+            )
+        if r.output_len < 1:
+            raise ValueError(f"request {i} asks for {r.output_len} output tokens; at least 1")
+
+
+def _timing(r: SimRequest, stamps: list[float]) -> RequestTiming:
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    return RequestTiming(
+        r.arrival_s, stamps[0] - r.arrival_s, stamps[-1] - r.arrival_s, r.output_len, gaps
+    )
 
 
 def predict_curve(
@@ -194,56 +272,14 @@ def predict_curve(
     cost: CostModel,
     sched: SchedulerModel,
     slo: Slo,
+    cluster: ClusterModel | None = None,
 ) -> list[dict]:
     """One row per rate, shaped like `bench serve`'s: `arrivals` maps a rate to send times."""
     rows = []
     for rate, times in arrivals.items():
         reqs = [SimRequest(t, p, o) for t, (p, o) in zip(times, lengths, strict=True)]
-        timings = simulate(reqs, cost, sched)
+        timings = simulate(reqs, cost, sched, cluster)
         duration = max(r.start_s + r.e2e_s for r in timings) - min(times)
         row = {"name": "simulated", "rate": "inf" if math.isinf(rate) else rate}
         rows.append(row | summarize(timings, 0, duration, slo))
     return rows
-
-
-def measured_steps(llm, lengths: list[tuple[int, int]], batch_sizes=(1, 4, 16)) -> list[dict]:
-    """Steps of a real engine built with `LLM(..., trace=True)`, ready for `fit_cost_model`:
-    the requests `lengths` (prompt, output) run in groups of each batch size."""
-    import random
-
-    from minirt.sampling_params import SamplingParams
-
-    rng = random.Random(0)
-    llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
-    steps = []
-    for size in batch_sizes:
-        group = lengths[:size]
-        prompts = [[rng.randrange(256) for _ in range(p)] for p, _ in group]
-        params = [SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True) for _, o in group]
-        llm.generate(prompts, params, use_tqdm=False)
-        steps += steps_from_trace(llm.recorder.events)
-    return steps
-
-
-def cost_from_gpu_record(record: dict) -> CostModel:
-    """A CostModel from a committed `bench gpu` run: decode steps of the CUDA-graph engine by
-    batch size give base, per-sequence and per-context-token costs; prefill is priced at the
-    measured bf16 matmul rate (2 FLOPs per weight per token)."""
-    rows = record["results"]
-    decode = [r for r in rows if r["name"] == "decode" and r["system"] == "minirt-graphs"]
-    steps = []
-    for r in decode:
-        context = r["batch"] * (r["prompt_len"] + r["new_tokens"] // 2)
-        steps.append(
-            {
-                "prefill_tokens": 0,
-                "decodes": r["batch"],
-                "step_ms": r["step_ms"],
-                "context_tokens": context,
-            }
-        )
-    fit = fit_cost_model(steps)
-    weight_bytes = next(r["weight_bytes"] for r in rows if r["name"] == "roofline")
-    tflops = next(r["tflop_per_s"] for r in rows if r["name"] == "bf16_matmul")
-    prefill_ms = 2 * (weight_bytes / 2) / (tflops * 1e12) * 1e3  # bf16: 2 bytes a weight
-    return CostModel(fit.base_ms, prefill_ms, fit.decode_ms, fit.context_ms)

@@ -1,0 +1,150 @@
+"""What one engine step costs: a line fitted to measured minirt steps (the simulator's clock).
+
+step_ms = base + per prompt token + per decoding sequence + per token of context read, plus once
+for a step with prompt tokens (on CUDA those run eagerly; decode-only steps replay a graph). Fitted
+to a server's step log (`GET /steps`), to a traced engine run, or derived from a `bench gpu` run.
+`minirt.tools.serving` runs its engines on this clock. Notebook 03, section 6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV
+    (+ eager_ms when the step has prompt tokens).
+
+    `eager_ms` is what a step with prompt tokens pays once for not being a decode: on CUDA
+    minirt replays a captured graph for a decode-only step and runs any other step eagerly, one
+    Python-launched kernel at a time (notebook 05 shows the launch cost)."""
+
+    base_ms: float
+    prefill_ms: float  # per prompt token computed this step
+    decode_ms: float  # per sequence decoding this step
+    context_ms: float = 0.0  # per token of KV the step's decodes read
+    eager_ms: float = 0.0  # once, for a step with prompt tokens
+
+    def step_ms(self, prefill_tokens: int, decodes: int, context_tokens: int) -> float:
+        return (
+            self.base_ms
+            + self.prefill_ms * prefill_tokens
+            + self.decode_ms * decodes
+            + self.context_ms * context_tokens
+            + (self.eager_ms if prefill_tokens else 0.0)
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fit_cost_model(steps: list[dict]) -> CostModel:
+    """Least squares over measured steps {prefill_tokens, decodes, context_tokens, step_ms}, in
+    two parts: decode-only steps price the fixed cost, each decode and each token of context
+    (on CUDA: a graph replay); steps with prompt tokens then price what they cost beyond that,
+    once (eager_ms) and per prompt token. With one kind of step only, one line fits them all.
+    No coefficient below zero: one that comes out negative is dropped and the rest refitted (a
+    noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
+    import numpy as np
+
+    if len(steps) < 4:
+        raise ValueError(f"fitting the costs needs at least 4 measured steps, got {len(steps)}")
+    rows = np.array(
+        [[s["prefill_tokens"], s["decodes"], s["context_tokens"], s["step_ms"]] for s in steps],
+        dtype=float,
+    )
+    eager, plain = rows[rows[:, 0] > 0], rows[rows[:, 0] == 0]
+    ones = np.ones(len(rows))
+    if len(eager) < 2 or len(plain) < 3:  # one kind of step: one line over everything
+        x = np.c_[ones, rows[:, 0], rows[:, 1], rows[:, 2]]
+        base, prefill, decode, context = _nonnegative_fit(x, rows[:, 3])
+        return CostModel(base, prefill, decode, context)
+    x = np.c_[np.ones(len(plain)), plain[:, 1], plain[:, 2]]
+    base, decode, context = _nonnegative_fit(x, plain[:, 3])
+    beyond = eager[:, 3] - (base + decode * eager[:, 1] + context * eager[:, 2])
+    eager_ms, prefill = _nonnegative_fit(np.c_[np.ones(len(eager)), eager[:, 0]], beyond)
+    return CostModel(base, prefill, decode, context, eager_ms)
+
+
+def _nonnegative_fit(x, y) -> list[float]:
+    import numpy as np
+
+    keep = list(range(x.shape[1]))
+    while keep:
+        coef, *_ = np.linalg.lstsq(x[:, keep], y, rcond=None)
+        if (coef >= 0).all():
+            break
+        keep.pop(int(np.argmin(coef)))
+    full = [0.0] * x.shape[1]
+    for column, c in zip(keep, coef if keep else [], strict=True):
+        full[column] = float(c)
+    return full
+
+
+def steps_from_trace(events: list[dict]) -> list[dict]:
+    """Observations for `fit_cost_model` from a minirt trace's step events (LLM(trace=True)).
+    A step lasts from the end of the previous one to its own end: scheduling, the forward, and
+    the bookkeeping after it, everything the next request waits for."""
+    rows, last_s = [], None
+    for ev in events:
+        if ev.get("type") != "step":
+            continue
+        decodes = [s for s in ev["scheduled"] if not s["is_prefill"]]
+        if last_s is None:
+            step_ms = ev["schedule_ms"] + ev["forward_ms"]
+        else:
+            step_ms = (ev["time_s"] - last_s) * 1e3
+        last_s = ev["time_s"]
+        rows.append(
+            {
+                "prefill_tokens": ev["num_prefill_tokens"],
+                "decodes": len(decodes),
+                "context_tokens": sum(s["num_computed_tokens"] + 1 for s in decodes),
+                "step_ms": step_ms,
+            }
+        )
+    return rows
+
+
+def measured_steps(llm, lengths: list[tuple[int, int]], batch_sizes=(1, 4, 16)) -> list[dict]:
+    """Steps of a real engine built with `LLM(..., trace=True)`, ready for `fit_cost_model`:
+    the requests `lengths` (prompt, output) run in groups of each batch size."""
+    import random
+
+    from minirt.sampling_params import SamplingParams
+
+    rng = random.Random(0)
+    llm.generate([[1, 2, 3]], SamplingParams(max_tokens=2), use_tqdm=False)  # warm-up
+    steps = []
+    for size in batch_sizes:
+        group = lengths[:size]
+        prompts = [[rng.randrange(256) for _ in range(p)] for p, _ in group]
+        params = [SamplingParams(temperature=0.0, max_tokens=o, ignore_eos=True) for _, o in group]
+        llm.generate(prompts, params, use_tqdm=False)
+        steps += steps_from_trace(llm.recorder.events)
+    return steps
+
+
+def cost_from_gpu_record(record: dict) -> CostModel:
+    """A CostModel from a committed `bench gpu` run: decode steps of the CUDA-graph engine by
+    batch size give base, per-sequence and per-context-token costs; prefill is priced at the
+    measured bf16 matmul rate (2 FLOPs per weight per token)."""
+    rows = record["results"]
+    decode = [r for r in rows if r["name"] == "decode" and r["system"] == "minirt-graphs"]
+    steps = []
+    for r in decode:
+        context = r["batch"] * (r["prompt_len"] + r["new_tokens"] // 2)
+        steps.append(
+            {
+                "prefill_tokens": 0,
+                "decodes": r["batch"],
+                "step_ms": r["step_ms"],
+                "context_tokens": context,
+            }
+        )
+    fit = fit_cost_model(steps)
+    weight_bytes = next(r["weight_bytes"] for r in rows if r["name"] == "roofline")
+    tflops = next(r["tflop_per_s"] for r in rows if r["name"] == "bf16_matmul")
+    prefill_ms = 2 * (weight_bytes / 2) / (tflops * 1e12) * 1e3  # bf16: 2 bytes a weight
+    return CostModel(fit.base_ms, prefill_ms, fit.decode_ms, fit.context_ms)

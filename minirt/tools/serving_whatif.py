@@ -1,0 +1,94 @@
+"""What-ifs on a committed `bench serve` run: its fitted cost model, its requests, other clusters.
+
+The run's `cost_model` row prices one engine's steps as the server really paid them; the same
+requests at the same arrival times then go through `minirt.tools.serving.simulate` with more
+replicas, another token budget, or prefill and decode on separate engines, the KV moved between
+them at a measured copy bandwidth (`bench transfers`). Notebook 03, the end of section 6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from minirt.config import PRESETS
+from minirt.kv import kv_cache_bytes_per_token
+from minirt.tools.serving import ClusterModel, CostModel, SchedulerModel, predict_curve
+from minirt.tools.slo import Slo
+from minirt.workload import WorkloadSpec, arrival_times, make_requests
+
+# The committed H100 run serves the Qwen3-0.6B shape: 2 x 28 layers x 8 KV heads x 128 x 2 bytes.
+QWEN3_KV_BYTES_PER_TOKEN = kv_cache_bytes_per_token(PRESETS["qwen3-0.6b"], "bfloat16")
+
+
+def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
+    """The cost model and the scheduler a serve run's simulated rows were made with."""
+    rows = [r for r in record["results"] if r["name"] == "cost_model"]
+    if not rows:
+        raise ValueError(
+            f"{record.get('command', 'this run')} has no cost_model row: only a run made with "
+            "--launch (or resimulated with --resimulate) has one"
+        )
+    row = rows[0]
+    fields = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms")
+    return CostModel(**{k: row.get(k, 0.0) for k in fields}), SchedulerModel(**row["scheduler"])
+
+
+def staged_copy_gbps(transfers: dict) -> float:
+    """A prompt's KV moving between two GPUs through pinned host memory, priced by minirt's own
+    KV swap (whole blocks, copy stream): out to the host, then in on the other GPU, one after the
+    other, so 1 / (1/out + 1/in). A peer link (NVLink) would be faster; this run did not
+    measure one."""
+    swap = {r["direction"]: r["gbps"] for r in transfers["results"] if r["experiment"] == "swap"}
+    if set(swap) != {"out", "in"}:
+        raise ValueError("the transfers run has no swap rows (out and in); run bench transfers")
+    return 1 / (1 / swap["out"] + 1 / swap["in"])
+
+
+def requests_of(record: dict, num_prompts: int | None = None) -> list[tuple[int, int]]:
+    """The run's (prompt, output) lengths, or `num_prompts` drawn from its distribution."""
+    c = record["config"]
+    work = make_requests(WorkloadSpec(**c["workload"]), num_prompts or c["num_prompts"])
+    return list(zip(work.prompt_lens, work.output_lens, strict=True))
+
+
+def what_if(
+    record: dict,
+    cluster: ClusterModel,
+    rates: list[float],
+    slo: Slo,
+    token_budget: int | None = None,
+    num_prompts: int | None = None,
+) -> list[dict]:
+    """Simulated rows (one per rate, as `bench serve` writes them) for the run's requests and
+    arrivals on `cluster`, each with its `setup` and GPU count."""
+    cost, sched = fitted_model(record)
+    if token_budget is not None:
+        sched = replace(sched, max_num_batched_tokens=token_budget)
+    lengths = requests_of(record, num_prompts)
+    c = record["config"]
+    seed, burst = c["workload"]["seed"], c["burstiness"]
+    times = {r: arrival_times(len(lengths), r, burst, seed) for r in rates}
+    rows = predict_curve(lengths, times, cost, sched, slo, cluster)
+    extra = {
+        "setup": describe(cluster),
+        "gpus": cluster.gpus,
+        "token_budget": sched.max_num_batched_tokens,
+    }
+    return [row | extra for row in rows]
+
+
+def describe(cluster: ClusterModel) -> str:
+    if cluster.disaggregated:
+        return f"{cluster.prefill}P+{cluster.decode}D"
+    if cluster.replicas == 1:
+        return "1 replica"
+    return f"{cluster.replicas} replicas ({cluster.router.replace('_', '-')})"
+
+
+def max_rate_attained(rows: list[dict], attainment: float = 0.9) -> float | None:
+    """DistServe's measure: the highest offered rate at which at least `attainment` of the
+    requests meet the SLO (None: no rate does). Divide by the GPUs for goodput per GPU."""
+    ok = [
+        float(r["rate"]) for r in rows if r["rate"] != "inf" and r["slo_attainment"] >= attainment
+    ]
+    return max(ok) if ok else None
