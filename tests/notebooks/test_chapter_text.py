@@ -305,8 +305,6 @@ SOLUTION = "<details><summary>Solution · 参考答案</summary>"
 # Chapters whose exercises still wait for their solutions. Each is an expected failure that must
 # fail (strict): once a chapter's solutions are written, its test passes and it leaves this set.
 SOLUTIONS_TO_WRITE = {
-    "01_kv_cache",
-    "02_scheduling",
     "03_latency_vs_throughput",
     "04_flash_attention_and_hopper",
     "05_profiling",
