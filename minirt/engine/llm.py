@@ -101,6 +101,13 @@ class LLM:
             self.config = EngineConfig.from_kwargs(**engine_kwargs)
         else:
             self.config = EngineConfig.preset(preset, **engine_kwargs)
+        self._load_model(model)
+        self._build_engine()
+        self.last_stats = GenerateStats()
+        self._next_seq_id = 0
+
+    def _load_model(self, model: str | Path | None) -> None:
+        """Weights (quantized if asked), kernels, tokenizer and the context length."""
         if self.config.quantization is not None:  # before any weight is read
             check_engine_method(self.config.quantization)
         self.model_path = resolve_model_path(model)
@@ -128,6 +135,10 @@ class LLM:
                 f"max_num_batched_tokens ({self.config.max_num_batched_tokens}) < max_model_len "
                 f"({self.max_model_len}); raise it, lower max_model_len, or enable chunked prefill"
             )
+
+    def _build_engine(self) -> None:
+        """The KV pool, the prefix cache, the scheduler, the runner(s) and the loop."""
+        mc: ModelConfig = self.model_config
         # The pool is allocated once, now, after the weights: a budget that is too small fails
         # here at start-up, not in the middle of a request.
         self.draft_model, self.draft_config = self._load_draft()
@@ -180,8 +191,6 @@ class LLM:
             self.runner.pin_inputs = True
             if self.runner.graphs is not None:
                 self.runner.graphs.pin = True
-        self.last_stats = GenerateStats()
-        self._next_seq_id = 0
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -226,8 +235,7 @@ class LLM:
         for toks, p in zip(token_lists, params, strict=True):
             seqs.append(Sequence(self._next_seq_id, toks, p, arrival_s=0.0))
             self._next_seq_id += 1
-        steps0, preempt0 = self.scheduler.num_steps, self.scheduler.num_preemptions
-        drafted0, accepted0 = self._spec_counts()
+        before = (self.scheduler.num_steps, self.scheduler.num_preemptions, *self._spec_counts())
         # in a log (stderr not a terminal) a refresh every 30 s, not hundreds of \r updates
         interval = 0.1 if sys.stderr.isatty() else 30.0
         bar = tqdm(
@@ -246,30 +254,9 @@ class LLM:
                 self.overlap.inflight = None
             for seq in self.scheduler.abort_all():  # only after an error: nothing is leaked
                 self.runner.release(seq.seq_id)
-        elapsed = time.perf_counter() - t0
-        self.last_stats = GenerateStats(
-            num_prompt_tokens=sum(s.num_prompt_tokens for s in seqs),
-            num_cached_tokens=sum(min(s.num_cached_tokens, s.num_prompt_tokens) for s in seqs),
-            num_generated_tokens=sum(len(s.output_token_ids) for s in seqs),
-            elapsed_s=elapsed,
-            num_steps=self.scheduler.num_steps - steps0,
-            num_preemptions=self.scheduler.num_preemptions - preempt0,
-            num_draft_tokens=self._spec_counts()[0] - drafted0,
-            num_accepted_tokens=self._spec_counts()[1] - accepted0,
-        )
+        self.last_stats = self._stats(seqs, time.perf_counter() - t0, before)
         if self.recorder is not None:
-            for s in seqs:
-                self.recorder.record(
-                    RequestEvent(
-                        seq_id=s.seq_id,
-                        prompt_len=s.num_prompt_tokens,
-                        arrival_s=s.arrival_s,
-                        first_token_s=s.first_token_s,
-                        finish_s=s.finish_s,
-                        num_output_tokens=len(s.output_token_ids),
-                        finish_reason=s.finish_reason or "abort",
-                    )
-                )
+            self._record_requests(seqs)
         return [self._output(p, s) for p, s in zip(prompts, seqs, strict=True)]
 
     def step(self, t0: float | None = None) -> list[Sequence]:
@@ -349,6 +336,34 @@ class LLM:
                 f"{self.config.block_size}); raise kv_cache_bytes or shorten the prompt"
             )
         return toks
+
+    def _stats(self, seqs: list[Sequence], elapsed: float, before: tuple) -> GenerateStats:
+        """What one generate() call did; `before`: steps, preemptions, drafted, accepted then."""
+        steps0, preempt0, drafted0, accepted0 = before
+        return GenerateStats(
+            num_prompt_tokens=sum(s.num_prompt_tokens for s in seqs),
+            num_cached_tokens=sum(min(s.num_cached_tokens, s.num_prompt_tokens) for s in seqs),
+            num_generated_tokens=sum(len(s.output_token_ids) for s in seqs),
+            elapsed_s=elapsed,
+            num_steps=self.scheduler.num_steps - steps0,
+            num_preemptions=self.scheduler.num_preemptions - preempt0,
+            num_draft_tokens=self._spec_counts()[0] - drafted0,
+            num_accepted_tokens=self._spec_counts()[1] - accepted0,
+        )
+
+    def _record_requests(self, seqs: list[Sequence]) -> None:
+        for s in seqs:
+            self.recorder.record(
+                RequestEvent(
+                    seq_id=s.seq_id,
+                    prompt_len=s.num_prompt_tokens,
+                    arrival_s=s.arrival_s,
+                    first_token_s=s.first_token_s,
+                    finish_s=s.finish_s,
+                    num_output_tokens=len(s.output_token_ids),
+                    finish_reason=s.finish_reason or "abort",
+                )
+            )
 
     def _spec_counts(self) -> tuple[int, int]:
         return (self.spec.num_proposed, self.spec.num_accepted) if self.spec else (0, 0)
