@@ -30,7 +30,9 @@ def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
         )
     row = rows[0]
     fields = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms")
-    return CostModel(**{k: row.get(k, 0.0) for k in fields}), SchedulerModel(**row["scheduler"])
+    return CostModel(**{k: row.get(k, 0.0) for k in fields}), SchedulerModel(
+        **row.get("scheduler", {})
+    )
 
 
 def staged_copy_gbps(transfers: dict) -> float:
@@ -92,3 +94,31 @@ def max_rate_attained(rows: list[dict], attainment: float = 0.9) -> float | None
         float(r["rate"]) for r in rows if r["rate"] != "inf" and r["slo_attainment"] >= attainment
     ]
     return max(ok) if ok else None
+
+
+def plot_what_if(setups: dict[str, list[dict]], slo: Slo, title: str = ""):
+    """Goodput (requests/s within `slo`) and TPOT p99 against the offered rate, one line per
+    setup (`what_if` rows by setup name); the offered rate itself as a dotted diagonal."""
+    import matplotlib
+
+    if not matplotlib.get_backend().lower().startswith(("module://", "inline")):
+        matplotlib.use("Agg")  # files only, unless a notebook draws inline
+    import matplotlib.pyplot as plt
+
+    fig, (good, tpot) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, rows in setups.items():
+        rows = [r for r in rows if r["rate"] != "inf" and r["completed"]]
+        rates = [float(r["rate"]) for r in rows]
+        good.plot(rates, [r["goodput"] for r in rows], "o-", label=name)
+        tpot.plot(rates, [r["tpot_p99_ms"] for r in rows], "o-", label=name)
+    top = max(float(r["rate"]) for rows in setups.values() for r in rows if r["rate"] != "inf")
+    good.plot([0, top], [0, top], ":", color="gray", label="offered rate")
+    tpot.axhline(slo.tpot_ms, color="gray", ls=":", label=f"SLO {slo.tpot_ms:g} ms")
+    good.set(xlabel="offered rate (requests/s)", ylabel="goodput (requests/s)")
+    good.set_title(f"goodput: TTFT ≤ {slo.ttft_ms:g} ms and TPOT ≤ {slo.tpot_ms:g} ms")
+    tpot.set(xlabel="offered rate (requests/s)", ylabel="TPOT p99 (ms)", yscale="log")
+    tpot.set_title("TPOT p99")
+    good.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
