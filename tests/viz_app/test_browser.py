@@ -169,6 +169,7 @@ VIEWS = [
     ("Scheduler", "swap"),
     ("Streams", "Live simulator"),
     ("Roofline_and_batching", "Upload a result file"),
+    ("Serving", "Live mode"),
 ]
 
 
