@@ -3,7 +3,7 @@
 The run's `cost_model` row prices one engine's steps as the server really paid them; the same
 requests at the same arrival times then go through `minirt.tools.serving.simulate` with more
 replicas, another token budget, or prefill and decode on separate engines, the KV moved between
-them at a measured copy bandwidth (`bench transfers`). Notebook 03, the end of section 6.
+them at a measured copy bandwidth (`bench transfers`). Notebook 03, section 7.
 """
 
 from __future__ import annotations
