@@ -3,8 +3,14 @@
 import pytest
 
 from minirt.config import PRESETS
-from minirt.kv import max_concurrent_sequences
-from minirt.tools.kv_size import kv_size_row, kv_size_rows
+from minirt.kv import kv_cache_bytes_per_token, max_concurrent_sequences
+from minirt.tools.kv_size import (
+    WEIGHT_BITS,
+    capacity_row,
+    capacity_rows,
+    kv_size_row,
+    kv_size_rows,
+)
 
 
 def test_published_kib_per_token_for_qwen3_and_llama():
@@ -34,3 +40,26 @@ def test_sizes_that_cannot_be_divided_into_blocks_are_refused_by_name(kwargs, ma
     args = {"seq_len": 4096, **kwargs}
     with pytest.raises(ValueError, match=match):
         kv_size_row("qwen3-0.6b", PRESETS["qwen3-0.6b"], **args)
+
+
+def test_capacity_counts_the_weights_at_their_format_and_the_pool_at_its_dtype():
+    cfg = PRESETS["llama-3-8b"]
+    row = capacity_row("llama-3-8b", cfg, "int4 g128", "float8_e4m3fn", 4096, 80e9)
+    weights = cfg.num_parameters() * 4.25 / 8
+    assert row["weights_gb"] == pytest.approx(weights / 1e9)
+    per_seq = 4096 * kv_cache_bytes_per_token(cfg, "float8_e4m3fn")  # 256 whole blocks
+    assert row["max_seqs"] == int((80e9 - weights) // per_seq)
+    rows = {(r["weights"], r["kv"]): r["max_seqs"] for r in capacity_rows("llama-3-8b")}
+    assert len(rows) == 2 * len(WEIGHT_BITS)
+    # fewer weight bits and fewer KV bytes each leave room for more sequences
+    assert (
+        rows["bf16", "bfloat16"]
+        < rows["int4 g128", "bfloat16"]
+        < rows["int4 g128", "float8_e4m3fn"]
+    )
+    assert (
+        capacity_row("llama-3-70b", PRESETS["llama-3-70b"], "bf16", "bfloat16", 4096)["max_seqs"]
+        == 0
+    )
+    with pytest.raises(ValueError, match="one of"):
+        capacity_row("llama-3-8b", cfg, "int3", "bfloat16", 4096)
