@@ -1,8 +1,9 @@
 """Lab 1 (labs/lab01_kv_blocks.ipynb): KV bytes per token, blocks in a budget, a ref-counted
-block allocator, and the prefix-cache hash chain.
+block allocator, the prefix-cache hash chain, and then the learner's block books running the
+engine (`LLM(prefix_cache=HashBlocks)`, task 4: minirt.grading.lab01_engine).
 
 Every expected answer comes from minirt.kv itself (`kv_cache_bytes_per_token`, `num_kv_blocks`,
-`BlockManager`), never from a second copy of the logic here.
+`BlockManager`, the engine on its `"hash"` cache), never from a second copy of the logic here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 from types import SimpleNamespace
 
 from minirt.config import PRESETS, ModelConfig
+from minirt.grading import lab01_engine
 from minirt.grading.core import Mismatch, Task
 from minirt.grading.guard import Forbidden
 from minirt.kv import BlockManager, kv_cache_bytes_per_token, num_kv_blocks
@@ -238,16 +240,30 @@ def check_chain_hashes(learner: SimpleNamespace, rng: random.Random, i: int) -> 
             raise Mismatch(f"{call}: hash {k} is {g!r}; minirt's BlockManager has {w}", size=n)
 
 
+# -- task 4: your block books in the engine ----------------------------------------------------
+def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
+    lab01_engine.check_engine(learner, rng, i, FORBIDDEN)
+
+
 TASKS = [
     Task("1a", "kv_bytes_per_token", 2, ("kv_bytes_per_token",), check_kv_bytes, num_cases=40),
     Task("1b", "blocks_in_budget", 2, ("blocks_in_budget",), check_blocks_in_budget, 40),
     Task("2", "BlockAllocator", 4, ("BlockAllocator",), check_allocator, num_cases=40),
     Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60),
+    Task("4", "HashBlocks in the engine", 4, ("HashBlocks",), check_engine, num_cases=4),
 ]
 
 # What the tasks are compared with; block_hash is not graded (task 3 builds the chain with it).
 FORBIDDEN = Forbidden(
-    modules=("minirt.kv.pool",),
-    names=("kv_cache_bytes_per_token", "num_kv_blocks", "BlockManager"),
+    modules=("minirt.kv.pool", "minirt.kv.caches"),
+    names=(
+        "kv_cache_bytes_per_token",
+        "num_kv_blocks",
+        "BlockManager",
+        "PREFIX_CACHES",
+        "make_prefix_cache",
+    ),
+    strings=("hash", "vllm"),  # the registry's name of minirt's books, and the preset that picks it
     what="minirt's KV sizing and block manager",
+    allow=("caches",),  # an everyday word; the module's contents stay refused
 )

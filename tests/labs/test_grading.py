@@ -69,12 +69,16 @@ LAB01_BUGS = {  # task id -> a planted bug that only that task's cases can see
 }
 
 
+LAB01_BUILDS_ON = {"3": "4"}  # task 4's books find their hits with task 3's chain_hashes
+
+
 @pytest.mark.parametrize("task", LAB01_BUGS)
 def test_a_planted_bug_loses_its_own_task_only(task, tmp_path):
     path = planted(tmp_path, "lab01_kv_blocks", *LAB01_BUGS[task])
     report = grade_notebook(path, seed=0)
     wrong = {r.task_id: r.status for r in report.results if r.status != "passed"}
-    assert wrong == {task: "wrong"}
+    also = LAB01_BUILDS_ON.get(task)
+    assert wrong == {task: "wrong", **({also: "wrong"} if also else {})}
     result = next(r for r in report.results if r.task_id == task)
     assert result.score == round(result.points * result.cases_passed / result.num_cases, 2)
     failed = result.num_cases - result.cases_passed
@@ -203,7 +207,7 @@ def test_a_hanging_task_and_a_broken_cell_cost_only_their_own_tasks(tmp_path):
         ("class BlockAllocator:", "class BlockAllocator("),  # a SyntaxError in its cell
     )
     report = grade_notebook(path, seed=0, timeout=2)
-    assert scores(report) == {"1a": 2, "1b": 2, "2": 0, "3": 0}
+    assert scores(report) == {"1a": 2, "1b": 2, "2": 0, "3": 0, "4": 0}
     by_id = {r.task_id: r for r in report.results}
     assert by_id["2"].status == "missing" and "SyntaxError" in by_id["2"].message
     assert by_id["3"].status == "timeout"
