@@ -6,6 +6,11 @@ notebook's code cells (not its self-check cells) top to bottom in a fresh namesp
 raises is noted and skipped, checks the objects the task needs, then plays the task's cases. A
 process per task means a crash, an endless loop or a stray `sys.exit` in one task costs that task
 only, and no state leaks between tasks; forking is cheap because minirt is already imported.
+
+The worker runs in a process group of its own, which the parent kills when the task is over
+(whatever the notebook started dies with it), in a scratch working directory the parent removes,
+with its output caught at the file-descriptor level. The parent believes only a result that fits
+the task (its id, points and number of cases) and computes the score itself from the cases passed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,10 @@ import linecache
 import multiprocessing
 import os
 import random
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +37,7 @@ from minirt.grading import guard
 from minirt.grading.core import (
     GRADING_ENV,
     SOURCE_DIR,
+    STATUSES,
     TaskResult,
     find_lab,
     load_lab,
@@ -36,6 +45,7 @@ from minirt.grading.core import (
 )
 
 SKIP_TAGS = {"self-check", "grader-skip"}  # cells the grader does not run
+OUTPUT = "output.txt"  # what the notebook wrote to its stdout and stderr, in the scratch folder
 
 
 @dataclass
@@ -142,12 +152,34 @@ def _learners_own(refusals: list[guard.Refusal], path: Path, lab: str) -> list[g
     return kept
 
 
+def _isolate(workdir: str) -> None:
+    """In the child, before any of the notebook runs: a process group of its own (the parent
+    kills the group), the scratch folder as working directory, and file descriptors 1 and 2 in
+    a file there (an `os.write(1, ...)` must not land in the score table)."""
+    with contextlib.suppress(OSError):  # the parent sets it too; whoever is first
+        os.setpgid(0, 0)
+    os.chdir(workdir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = os.open(os.path.join(workdir, OUTPUT), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+
+
 def _worker(
-    conn, cells: list[tuple[int, str]], lab: str, task_id: str, seed: int, timeout: float
+    conn,
+    cells: list[tuple[int, str]],
+    lab: str,
+    task_id: str,
+    seed: int,
+    timeout: float,
+    workdir: str,
 ) -> None:
     """In the child: run the cells into a fresh namespace, check what the task needs is the
     learner's own, play the task; send its result."""
     started = time.monotonic()
+    _isolate(workdir)
     os.environ[GRADING_ENV] = "1"
     # A forked child that enters an OpenMP parallel region after its parent did hangs (libgomp
     # is not fork-safe); one thread keeps torch out of OpenMP, and grading cases are small.
@@ -222,24 +254,91 @@ def _environ(env: dict[str, str]):
 def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResult:
     ctx = _context(task)
     receive, send = ctx.Pipe(duplex=False)
-    args = (send, cells, lab, task.id, seed, timeout)
+    workdir = tempfile.mkdtemp(prefix="minirt-grading-")
+    args = (send, cells, lab, task.id, seed, timeout, workdir)
     proc = ctx.Process(target=_worker, args=args, daemon=True)
     with _environ(dict(task.env)):
         proc.start()
+    with contextlib.suppress(OSError):  # the child sets it too; whoever is first
+        os.setpgid(proc.pid, proc.pid)
     send.close()  # so that recv() sees EOF if the child dies without answering
     try:
         if receive.poll(timeout):
-            return TaskResult(**receive.recv())
+            answer = receive.recv()
+            proc.join(5)  # it has nothing left to do
+            return _believed(answer, task, receive, proc.exitcode)
         status, message = "timeout", f"no answer within {timeout:g} s (an endless loop?)"
     except EOFError:
         proc.join(5)
         status, message = "crashed", f"the grading process died (exit code {proc.exitcode})"
+        message += _last_output(workdir)
     finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
+        _kill_group(proc)
         receive.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     return TaskResult(task.id, task.title, task.points, 0, status, 0, task.num_cases, message)
+
+
+def _last_output(workdir: str, chars: int = 300) -> str:
+    """'; its last output: …' from what the child wrote (a traceback, say), or ''."""
+    try:
+        text = Path(workdir, OUTPUT).read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return f"; its last output: {text[-chars:]}" if text else ""
+
+
+def _kill_group(proc) -> None:
+    """The child and everything it started (its process group): nothing outlives the task."""
+    with contextlib.suppress(OSError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.is_alive():
+        proc.kill()
+    proc.join()
+
+
+def _another_answer(receive) -> bool:
+    """Whether the child sent more than its one answer (poll is true at the end of the pipe too)."""
+    try:
+        return receive.poll(0) and receive.recv() is not None
+    except (EOFError, OSError):
+        return False
+
+
+def _believed(answer, task, receive, exitcode) -> TaskResult:
+    """The child's result if it fits the task, with the score the parent computes from the
+    cases passed; else a crashed result that says why. The child sends one result and exits."""
+
+    def forged(why: str) -> TaskResult:
+        message = f"the grading process sent a result the grader does not believe ({why})"
+        return TaskResult(
+            task.id, task.title, task.points, 0, "crashed", 0, task.num_cases, message
+        )
+
+    if _another_answer(receive):
+        return forged("more than one answer")
+    if exitcode not in (0, None):  # None: still running (a thread of the notebook's); killed
+        return forged(f"it answered, then exited with code {exitcode}")
+    try:
+        result = TaskResult(**answer)
+    except TypeError as e:
+        return forged(str(e))
+    passed = result.cases_passed
+    fits = (result.task_id, result.title, result.points, result.num_cases) == (
+        task.id,
+        task.title,
+        task.points,
+        task.num_cases,
+    )
+    if not fits or type(passed) is not int or not 0 <= passed <= task.num_cases:
+        return forged("it does not fit the task")
+    if result.status not in STATUSES or (result.status == "passed") != (passed == task.num_cases):
+        return forged(f"status {result.status!r} with {passed} of {task.num_cases} cases")
+    result.score = (
+        0 if result.status == "refused" else round(task.points * passed / task.num_cases, 2)
+    )
+    result.message = str(result.message)
+    return result
 
 
 def grade_notebook(

@@ -1,0 +1,138 @@
+"""The grader's worker processes: nothing a notebook starts outlives its task, the notebook runs
+in a scratch folder and its output stays out of the score table, and the parent believes only a
+result that fits the task, with the score it computes itself."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from minirt.grading import grade_notebook, lab01
+from minirt.grading.core import TaskResult
+from minirt.grading.runner import _believed
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "labs" / "source" / "lab01_kv_blocks.ipynb"
+ANCHOR = "    return 2 * num_layers * num_kv_heads * head_dim * dtype_bytes"
+
+
+def with_cell_code(tmp_path: Path, code: str) -> Path:
+    """Lab 1's solution with `code` run at the top of task 1a's cell (a learner's cell)."""
+    nb = nbformat.read(SOURCE, as_version=4)
+    cell = next(c for c in nb.cells if ANCHOR in c.source)
+    cell.source = code + "\n\n" + cell.source
+    path = tmp_path / "lab01_kv_blocks.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan nobody has reaped yet is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_process_the_notebook_started_dies_with_its_task(tmp_path):
+    pids = tmp_path / "pids"
+    code = (
+        "import subprocess\n"
+        "_sleeper = subprocess.Popen(['sleep', '300'])\n"
+        f"with open({str(pids)!r}, 'a') as f:\n"
+        "    f.write(f'{_sleeper.pid}\\n')"
+    )
+    report = grade_notebook(with_cell_code(tmp_path, code), seed=0)
+    assert report.full_marks, report.table()
+    started = [int(line) for line in pids.read_text().split()]
+    assert len(started) == len(lab01.TASKS)  # one per task's worker
+    deadline = time.monotonic() + 5  # SIGKILL is delivered, not waited for
+    while [pid for pid in started if running(pid)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in started if running(pid)]
+
+
+def test_the_notebook_runs_in_a_scratch_folder_that_is_removed(tmp_path):
+    where = tmp_path / "cwd"
+    code = (
+        "import os\n"
+        "with open('written-by-the-notebook.txt', 'w') as f:\n"
+        "    f.write('x')\n"
+        f"with open({str(where)!r}, 'a') as f:\n"
+        "    f.write(os.getcwd() + '\\n')"
+    )
+    report = grade_notebook(with_cell_code(tmp_path, code), seed=0)
+    assert report.full_marks, report.table()
+    folders = where.read_text().split()
+    assert len(set(folders)) == len(lab01.TASKS)  # a folder per task
+    for folder in folders:
+        assert Path(folder).resolve() not in (ROOT, tmp_path, Path.cwd().resolve())
+        assert not Path(folder).exists()
+    assert not (ROOT / "written-by-the-notebook.txt").exists()
+    assert not (tmp_path / "written-by-the-notebook.txt").exists()
+
+
+def test_output_at_the_file_descriptor_level_stays_out_of_the_score_table(tmp_path, capfd):
+    code = "import os\nos.write(1, b'task 1a: 10/10 FORGED\\n')\nos.write(2, b'FORGED too\\n')"
+    report = grade_notebook(with_cell_code(tmp_path, code), seed=0)
+    assert report.full_marks
+    out, err = capfd.readouterr()
+    assert "FORGED" not in out + err
+
+
+class Pipe:
+    """What the parent reads: `more` answers still waiting after the first."""
+
+    def __init__(self, more: int = 0):
+        self.more = more
+
+    def poll(self, timeout=None) -> bool:
+        return True  # a closed pipe polls true too
+
+    def recv(self):
+        if not self.more:
+            raise EOFError
+        self.more -= 1
+        return answer()
+
+
+TASK = lab01.TASKS[0]  # 1a: 2 points, 40 cases
+
+
+def answer(**changes) -> dict:
+    result = TaskResult(TASK.id, TASK.title, TASK.points, 1.0, "wrong", 20, TASK.num_cases, "x")
+    return {**result.to_dict(), **changes}
+
+
+def test_the_parent_computes_the_score_from_the_cases_passed():
+    result = _believed(answer(score=2.0), TASK, Pipe(), 0)
+    assert (result.status, result.score, result.cases_passed) == ("wrong", 1.0, 20)
+    result = _believed(answer(status="passed", cases_passed=40, score=7.5), TASK, Pipe(), 0)
+    assert result.score == 2
+
+
+FORGED = {
+    "inflated points": answer(points=4000, score=4000),
+    "more cases than the task has": answer(cases_passed=4000, num_cases=4000),
+    "another task's result": answer(task_id="3"),
+    "passed with cases failing": answer(status="passed", cases_passed=39),
+    "a status the grader never sets": answer(status="excellent"),
+    "not a result": {"score": 2},
+}
+
+
+@pytest.mark.parametrize("forged", FORGED)
+def test_a_result_that_does_not_fit_the_task_is_not_believed(forged):
+    result = _believed(FORGED[forged], TASK, Pipe(), 0)
+    assert (result.status, result.score) == ("crashed", 0)
+    assert "does not believe" in result.message
+
+
+def test_a_second_answer_or_a_failing_exit_is_not_believed():
+    assert _believed(answer(), TASK, Pipe(more=1), 0).status == "crashed"
+    assert "exited with code 3" in _believed(answer(), TASK, Pipe(), 3).message
