@@ -8,7 +8,8 @@ and no module imports itself back through others (package __init__ files count: 
     model, kv, sched     model, kv, sched, quant (layers that swap into the model)
     engine, spec         engine, spec
     moe                  moe
-    tools                tools, transfer (copies timed and simulated with tools.streams)
+    tools                tools, transfer (copies timed and simulated with tools.streams),
+                         trace.compare (runs the engine twice: your part beside minirt's)
     front doors          bench, grading, serve, launch, labs, notebooks, __main__, minirt itself
 """
 
@@ -36,7 +37,7 @@ LAYERS = [
     ["model", "kv", "sched", "quant"],
     ["engine", "spec"],
     ["moe"],
-    ["tools", "transfer"],
+    ["tools", "transfer", "trace.compare"],
     ["bench", "grading", "serve", "launch", "labs", "notebooks", "__main__", ""],
 ]
 
