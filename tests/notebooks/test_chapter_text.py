@@ -313,7 +313,6 @@ SOLUTIONS_TO_WRITE = {
     "08_quantization",
     "09_bank_conflicts_and_smem_gemm",
     "10_cpp_templates",
-    "11_vllm_vs_sglang",
     "12_moe_communication",
 }
 
