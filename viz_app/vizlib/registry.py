@@ -187,6 +187,18 @@ PAGES: tuple[Page, ...] = (
         notebooks=("03_latency_vs_throughput",),
         data="committed bench/results/<device>/serve-*.json (python -m minirt.bench serve)",
     ),
+    Page(
+        file="pages/12_Your_run_vs_minirt.py",
+        title="Your run vs minirt",
+        icon=":material/compare_arrows:",
+        shows="The engine with your part (a scheduling policy, a prefix cache, a sampler…) "
+        "beside the engine with minirt's own on the same requests: hit rates, steps and "
+        "preemptions of each, the first step where they decided differently, and both runs' "
+        "block tables at any step.",
+        notebooks=("02_scheduling", "11_vllm_vs_sglang"),
+        data="a pair saved by minirt.trace.compare.record_pair in runs/, two uploaded traces, "
+        "or a demo pair run live",
+    ),
 )
 
 

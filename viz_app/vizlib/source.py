@@ -28,6 +28,16 @@ def parse_trace(data: bytes, name: str) -> Trace:
     return load_trace(f)
 
 
+def read_trace(data: bytes, name: str) -> Trace:
+    """A trace file's bytes (uploaded or read from disk) as a Trace, or the page stops with
+    TraceError's own words, naming the file (never a traceback)."""
+    try:
+        return parse_trace(data, name)
+    except TraceError as e:
+        st.error(f"Can't read {name}: {e}")
+        st.stop()
+
+
 def choose_trace(key: str, live_settings: Callable[[], RunSettings]) -> tuple[Trace, dict | None]:
     """Sidebar radio + either the page's live-run knobs or an uploader; returns (trace, run).
 
@@ -43,11 +53,7 @@ def choose_trace(key: str, live_settings: Callable[[], RunSettings]) -> tuple[Tr
         if uploaded is None:
             st.info("Upload a trace in the sidebar, or switch to **Live run**.")
             st.stop()
-        try:
-            return parse_trace(uploaded.getvalue(), uploaded.name), None
-        except TraceError as e:
-            st.error(f"Can't read {uploaded.name}: {e}")
-            st.stop()
+        return read_trace(uploaded.getvalue(), uploaded.name), None
 
     settings = live_settings()
     if not settings.prompts:
