@@ -75,6 +75,9 @@ class Task:
     # Environment variables the grader's worker sets before it runs the notebook's cells, e.g.
     # (("TRITON_INTERPRET", "1"),) so that a Triton kernel task runs in the interpreter.
     env: tuple[tuple[str, str], ...] = ()
+    # The learner's functions answer by what they return (no state, no side effect the check
+    # reads): the worker records the outputs and the parent judges them (minirt.grading.replay).
+    pure: bool = False
 
 
 @dataclass
@@ -138,13 +141,18 @@ def task_seed(seed: int, task_id: str) -> random.Random:
 
 
 def run_task(
-    task: Task, namespace: Mapping[str, Any], seed: int, deadline: float | None = None
+    task: Task,
+    namespace: Mapping[str, Any],
+    seed: int,
+    deadline: float | None = None,
+    played: int | None = None,
 ) -> TaskResult:
     """Play every case of the task against the names in `namespace`.
 
     The score is the task's points times the share of cases passed. Of the failing cases the
     message shows the smallest (`Mismatch.size`; else the first). Cases not played by `deadline`
-    (a `time.monotonic()` value) count as failed, so a slow task keeps the credit it earned.
+    (a `time.monotonic()` value) count as failed, so a slow task keeps the credit it earned;
+    `played`: only that many cases were played in time (a replay of the worker's run).
     """
 
     def result(status: str, passed: int, message: str = "") -> TaskResult:
@@ -160,7 +168,8 @@ def run_task(
     rng = task_seed(seed, task.id)
     passed, failures = 0, []  # (size, case index, status, message)
     for i in range(task.num_cases):
-        if deadline is not None and time.monotonic() > deadline:
+        late = deadline is not None and time.monotonic() > deadline
+        if late or (played is not None and i >= played):
             message = f"ran out of time after {i} of {task.num_cases} cases (a slow loop?)"
             failures.append((float("inf"), i, "timeout", message))
             break

@@ -246,10 +246,18 @@ def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
 
 
 TASKS = [
-    Task("1a", "kv_bytes_per_token", 2, ("kv_bytes_per_token",), check_kv_bytes, num_cases=40),
-    Task("1b", "blocks_in_budget", 2, ("blocks_in_budget",), check_blocks_in_budget, 40),
+    Task(
+        "1a",
+        "kv_bytes_per_token",
+        2,
+        ("kv_bytes_per_token",),
+        check_kv_bytes,
+        num_cases=40,
+        pure=True,
+    ),
+    Task("1b", "blocks_in_budget", 2, ("blocks_in_budget",), check_blocks_in_budget, 40, pure=True),
     Task("2", "BlockAllocator", 4, ("BlockAllocator",), check_allocator, num_cases=40),
-    Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60),
+    Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60, pure=True),
     Task("4", "HashBlocks in the engine", 4, ("HashBlocks",), check_engine, num_cases=4),
 ]
 

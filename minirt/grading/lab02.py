@@ -510,8 +510,32 @@ def _last_recorded_before(p: Program, i: int) -> str | None:
 
 
 TASKS = [
-    Task("1a", "copy_time_ms, pinned", 2, ("copy_time_ms",), check_pinned, num_cases=60),
-    Task("1b", "copy_time_ms, pageable", 2, ("copy_time_ms",), check_pageable, num_cases=60),
-    Task("2", "decode_with_swap_in", 4, ("decode_with_swap_in",), check_swap_in, num_cases=40),
-    Task("3", "swap_out_then_in", 2, ("swap_out_then_in",), check_swap_out_in, num_cases=40),
+    Task("1a", "copy_time_ms, pinned", 2, ("copy_time_ms",), check_pinned, num_cases=60, pure=True),
+    Task(
+        "1b",
+        "copy_time_ms, pageable",
+        2,
+        ("copy_time_ms",),
+        check_pageable,
+        num_cases=60,
+        pure=True,
+    ),
+    Task(
+        "2",
+        "decode_with_swap_in",
+        4,
+        ("decode_with_swap_in",),
+        check_swap_in,
+        num_cases=40,
+        pure=True,
+    ),
+    Task(
+        "3",
+        "swap_out_then_in",
+        2,
+        ("swap_out_then_in",),
+        check_swap_out_in,
+        num_cases=40,
+        pure=True,
+    ),
 ]

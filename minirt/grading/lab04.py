@@ -288,10 +288,12 @@ def _play_gemv(
 
 INTERPRET = (("TRITON_INTERPRET", "1"),)
 TASKS = [
-    Task("1a", "quantize_sym", 2, ("quantize_sym",), check_quantize_sym, num_cases=30),
-    Task("1b", "quantize_asym", 2, ("quantize_asym",), check_quantize_asym, num_cases=30),
-    Task("2", "pack, unpack", 2, ("pack", "unpack"), check_pack, num_cases=30),
-    Task("3", "dequantize", 2, ("dequantize",), check_dequantize, num_cases=30),
+    Task("1a", "quantize_sym", 2, ("quantize_sym",), check_quantize_sym, num_cases=30, pure=True),
+    Task(
+        "1b", "quantize_asym", 2, ("quantize_asym",), check_quantize_asym, num_cases=30, pure=True
+    ),
+    Task("2", "pack, unpack", 2, ("pack", "unpack"), check_pack, num_cases=30, pure=True),
+    Task("3", "dequantize", 2, ("dequantize",), check_dequantize, num_cases=30, pure=True),
     Task(
         "4",
         "w4a16_gemv in Triton",

@@ -303,8 +303,16 @@ def check_swizzle(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
 
 
 TASKS = [
-    Task("1", "bank_of, wavefronts", 3, ("bank_of", "wavefronts"), check_banks, num_cases=60),
-    Task("2", "wavefronts_wide", 3, ("wavefronts_wide",), check_wide, num_cases=60),
+    Task(
+        "1",
+        "bank_of, wavefronts",
+        3,
+        ("bank_of", "wavefronts"),
+        check_banks,
+        num_cases=60,
+        pure=True,
+    ),
+    Task("2", "wavefronts_wide", 3, ("wavefronts_wide",), check_wide, num_cases=60, pure=True),
     Task(
         "3",
         "a swizzled tile",
@@ -312,5 +320,6 @@ TASKS = [
         ("stored_at", "conflict_free_column"),
         check_swizzle,
         num_cases=12,
+        pure=True,
     ),
 ]

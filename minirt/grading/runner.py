@@ -21,6 +21,7 @@ import io
 import linecache
 import multiprocessing
 import os
+import pickle
 import random
 import shutil
 import signal
@@ -33,7 +34,7 @@ from pathlib import Path
 import nbformat
 import torch
 
-from minirt.grading import guard
+from minirt.grading import guard, replay
 from minirt.grading.core import (
     GRADING_ENV,
     SOURCE_DIR,
@@ -209,13 +210,19 @@ def _worker(
         forbidden = getattr(grader, "FORBIDDEN", None)
         needed = {n: namespace[n] for n in task.needs if n in namespace}
         refusals = check_objects(needed, forbidden) if forbidden else []
+        recording = replay.Recording(task) if task.pure else None
+        deadline = started + 0.9 * timeout  # cases not played by then fail; the rest keep credit
         if refusals:
             result = refused(task, refusals)
-        else:  # cases not played by 90% of the time limit fail; the others keep their credit
-            result = play(task, namespace, seed, deadline=started + 0.9 * timeout)
+        elif recording:  # the parent judges what the learner's functions returned
+            result = play(recording.task_to_play(), recording.namespace(namespace), seed, deadline)
+        else:
+            result = play(task, namespace, seed, deadline=deadline)
     if result.status == "missing" and failed_cells:
         result.message += "; " + "; ".join(failed_cells)
-    conn.send(result.to_dict())
+    # by value (plain pickle): torch would share a tensor's memory with a process about to exit
+    cases = pickle.dumps(recording.cases) if recording else None
+    conn.send({"result": result.to_dict(), "cases": cases})
     conn.close()
 
 
@@ -266,7 +273,7 @@ def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResul
         if receive.poll(timeout):
             answer = receive.recv()
             proc.join(5)  # it has nothing left to do
-            return _believed(answer, task, receive, proc.exitcode)
+            return _verdict(answer, task, seed, receive, proc.exitcode)
         status, message = "timeout", f"no answer within {timeout:g} s (an endless loop?)"
     except EOFError:
         proc.join(5)
@@ -305,15 +312,38 @@ def _another_answer(receive) -> bool:
         return False
 
 
+def _verdict(answer, task, seed: int, receive, exitcode) -> TaskResult:
+    """The task's result: a pure task's judged here on the outputs the worker recorded (its own
+    verdict counts only where it played nothing: refused, missing); any other task's as the
+    worker reported it, if it fits the task (`_believed`)."""
+    if not isinstance(answer, dict) or "result" not in answer:
+        answer = {"result": answer}
+    result = _believed(answer["result"], task, receive, exitcode)
+    if not task.pure or result.status in ("refused", "missing", "crashed"):
+        return result
+    try:
+        cases = pickle.loads(answer.get("cases"))
+    except Exception:  # whatever unpickling raises: nothing to judge
+        cases = None
+    if not isinstance(cases, list) or not all(isinstance(c, list) for c in cases):
+        return _forged(task, "no record of the learner's outputs")
+    if len(cases) > task.num_cases:
+        return _forged(task, "more cases than the task has")
+    judged, stand_in = replay.replayed(task, cases)
+    return run_task(judged, stand_in, seed, played=len(cases))
+
+
+def _forged(task, why: str) -> TaskResult:
+    message = f"the grading process sent a result the grader does not believe ({why})"
+    return TaskResult(task.id, task.title, task.points, 0, "crashed", 0, task.num_cases, message)
+
+
 def _believed(answer, task, receive, exitcode) -> TaskResult:
     """The child's result if it fits the task, with the score the parent computes from the
     cases passed; else a crashed result that says why. The child sends one result and exits."""
 
     def forged(why: str) -> TaskResult:
-        message = f"the grading process sent a result the grader does not believe ({why})"
-        return TaskResult(
-            task.id, task.title, task.points, 0, "crashed", 0, task.num_cases, message
-        )
+        return _forged(task, why)
 
     if _another_answer(receive):
         return forged("more than one answer")

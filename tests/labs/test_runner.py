@@ -4,15 +4,16 @@ result that fits the task, with the score it computes itself."""
 
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from minirt.grading import grade_notebook, lab01
+from minirt.grading import grade_notebook, lab01, replay, run_task
 from minirt.grading.core import TaskResult
-from minirt.grading.runner import _believed
+from minirt.grading.runner import _believed, _verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labs" / "source" / "lab01_kv_blocks.ipynb"
@@ -136,3 +137,23 @@ def test_a_result_that_does_not_fit_the_task_is_not_believed(forged):
 def test_a_second_answer_or_a_failing_exit_is_not_believed():
     assert _believed(answer(), TASK, Pipe(more=1), 0).status == "crashed"
     assert "exited with code 3" in _believed(answer(), TASK, Pipe(), 3).message
+
+
+def test_a_pure_tasks_verdict_is_made_in_the_parent_from_the_outputs_alone():
+    """The worker claims full marks; the outputs it recorded say otherwise, and they decide."""
+    task = next(t for t in lab01.TASKS if t.id == "1a")
+    assert task.pure
+    recording = replay.Recording(task)
+
+    def kv_bytes_per_token(num_layers, num_kv_heads, head_dim, dtype_bytes):
+        return num_layers * num_kv_heads * head_dim * dtype_bytes  # K only: half the answer
+
+    worker = run_task(recording.task_to_play(), recording.namespace(locals()), seed=0)
+    assert worker.score == 0 and len(recording.cases) == task.num_cases
+    claim = answer(status="passed", cases_passed=task.num_cases, score=task.points)
+    sent = {"result": claim, "cases": pickle.dumps(recording.cases)}
+    result = _verdict(sent, task, 0, Pipe(), 0)
+    assert (result.status, result.score) == ("wrong", 0)
+    assert "minirt says" in result.message
+    missing = _verdict({"result": claim, "cases": None}, task, 0, Pipe(), 0)
+    assert (missing.status, missing.score) == ("crashed", 0)
