@@ -45,6 +45,8 @@ class Divergence:
             return f"after step {self.step - 1}, {self.yours} (yours) vs {self.minirt} (minirt)"
         return f"step {self.step}, {what}: yours {self.yours}, minirt {self.minirt}"
 
+    __str__ = describe  # print(first_divergence(a, b)) reads as a sentence
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -60,7 +62,8 @@ def record_pair(
     """(yours, minirt): `LLM(**engine_kwargs, **part)` and `LLM(**engine_kwargs)`, each a fresh
     traced engine generating `prompts`. Give `name` to also save `<folder>/<name>-yours.json`
     and `<name>-minirt.json` (the dashboard lists that folder). minirt's side uses what
-    `engine_kwargs` names, e.g. `schedule_policy="lpm"`, or the engine's default."""
+    `engine_kwargs` names, e.g. `schedule_policy="lpm"`, or the engine's default. Both run on
+    the CPU unless `engine_kwargs` say `device=`."""
     unknown = sorted(set(part) - set(PARTS))
     if unknown or not part:
         raise ValueError(

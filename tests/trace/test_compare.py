@@ -69,7 +69,7 @@ def test_fifo_against_lpm_diverges_at_the_first_admission_with_a_cached_prefix()
         assert trace.steps()[MAX_TOKENS - 1]["finished"] == [0]
     div = first_divergence(yours, minirt)
     assert (div.step, div.field, div.yours, div.minirt) == (MAX_TOKENS, "admitted", [1], [2])
-    assert "admitted sequences" in div.describe() and f"step {MAX_TOKENS}" in div.describe()
+    assert str(div) == f"step {MAX_TOKENS}, admitted sequences: yours [1], minirt [2]"
     rows = step_summary(yours, minirt)
     assert [r["step"] for r in rows if r["differs"]][0] == MAX_TOKENS
     assert rows[MAX_TOKENS]["minirt hits"] == 48 and rows[MAX_TOKENS]["yours hits"] == 0
