@@ -312,7 +312,6 @@ SOLUTIONS_TO_WRITE = {
     "07a_speculative_decoding_appendix",
     "08_quantization",
     "09_bank_conflicts_and_smem_gemm",
-    "12_moe_communication",
 }
 
 
