@@ -306,7 +306,6 @@ SOLUTION = "<details><summary>Solution · 参考答案</summary>"
 # fail (strict): once a chapter's solutions are written, its test passes and it leaves this set.
 SOLUTIONS_TO_WRITE = {
     "03_latency_vs_throughput",
-    "05_profiling",
     "06_pinned_memory_and_streams",
     "07_speculative_decoding",
     "07a_speculative_decoding_appendix",
