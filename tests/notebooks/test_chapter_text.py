@@ -307,7 +307,6 @@ SOLUTION = "<details><summary>Solution · 参考答案</summary>"
 SOLUTIONS_TO_WRITE = {
     "03_latency_vs_throughput",
     "06_pinned_memory_and_streams",
-    "07_speculative_decoding",
     "07a_speculative_decoding_appendix",
     "08_quantization",
     "09_bank_conflicts_and_smem_gemm",
