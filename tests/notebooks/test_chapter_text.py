@@ -305,7 +305,6 @@ SOLUTION = "<details><summary>Solution · 参考答案</summary>"
 # Chapters whose exercises still wait for their solutions. Each is an expected failure that must
 # fail (strict): once a chapter's solutions are written, its test passes and it leaves this set.
 SOLUTIONS_TO_WRITE = {
-    "08_quantization",
     "09_bank_conflicts_and_smem_gemm",
 }
 
