@@ -2,7 +2,8 @@
 
 For a task whose learner functions are pure (`Task.pure`: their answer is their return value), the
 worker that runs the notebook only records what each call returned (or raised), case by case, as
-plain data. The parent then plays the same cases again, from the same seed, against minirt's own
+plain data (JSON, tensors as safetensors bytes: nothing the worker sends is ever unpickled).
+The parent then plays the same cases again, from the same seed, against minirt's own
 answers, with a stand-in that returns the recorded outputs in order: the expected values, the
 comparison and the score are all made in the parent. A worker that forges its result has nothing
 to forge but the learner's outputs.
@@ -10,8 +11,9 @@ to forge but the learner's outputs.
 
 from __future__ import annotations
 
+import base64
 import builtins
-import pickle
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
@@ -25,7 +27,7 @@ class Recording:
 
     def __init__(self, task: Task):
         self.task = task
-        self.cases: list[list[tuple]] = []
+        self.cases: list[list[list]] = []  # per case, per call: ["return", value] or ["raise", ...]
 
     def task_to_play(self) -> Task:
         def check(learner, rng, i):
@@ -42,9 +44,9 @@ class Recording:
             try:
                 value = func(*args, **kwargs)
             except (Exception, SystemExit) as e:
-                self.cases[-1].append(("raise", *_exception(e)))
+                self.cases[-1].append(["raise", *_exception(e)])
                 raise
-            self.cases[-1].append(("return", _plain(value)))
+            self.cases[-1].append(["return", encode(value)])
             return value
 
         return call
@@ -67,12 +69,83 @@ class Opaque:
         return f"<a {self.type_name}>"
 
 
-def _plain(value: Any) -> Any:
-    """A copy of `value` as it is now (the learner may change the object later), or Opaque."""
-    try:
-        return pickle.loads(pickle.dumps(value))
-    except Exception:  # whatever pickling raises, only the type travels
-        return Opaque(type(value).__name__)
+def encode(value: Any) -> Any:
+    """`value` as it is now (the learner may change the object later), as JSON-able data:
+    containers by content, tensors and arrays as safetensors bytes, anything else by type only."""
+    import numpy as np
+    import torch
+    from safetensors.numpy import save as save_array
+    from safetensors.torch import save as save_tensor
+
+    if value is None or isinstance(value, bool | str | float):
+        return value
+    if isinstance(value, int | np.integer | np.floating | np.bool_):
+        return value.item() if isinstance(value, np.generic) else int(value)
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, tuple):
+        return {"tuple": [encode(v) for v in value]}
+    if isinstance(value, dict):
+        return {"dict": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, bytes):
+        return {"bytes": base64.b64encode(value).decode()}
+    if isinstance(value, torch.Tensor):
+        data = save_tensor({"t": value.detach().cpu().contiguous()})
+        return {"tensor": base64.b64encode(data).decode()}
+    if isinstance(value, np.ndarray):
+        return {
+            "ndarray": base64.b64encode(save_array({"a": np.ascontiguousarray(value)})).decode()
+        }
+    cls = type(value)
+    if dataclasses.is_dataclass(value) and cls.__module__.startswith("minirt."):
+        fields = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"dataclass": [f"{cls.__module__}:{cls.__qualname__}", fields]}
+    name = value.type_name if isinstance(value, Opaque) else type(value).__name__
+    return {"opaque": name}  # a generator, a lambda, an object: only its type travels
+
+
+def decode(data: Any) -> Any:
+    """The value `encode` wrote, rebuilt in the parent (no code runs: no pickle)."""
+    from safetensors.numpy import load as load_array
+    from safetensors.torch import load as load_tensor
+
+    if isinstance(data, list):
+        return [decode(v) for v in data]
+    if not isinstance(data, dict):
+        return data
+    ((kind, body),) = data.items()
+    if kind == "tuple":
+        return tuple(decode(v) for v in body)
+    if kind == "dict":
+        return {_hashable(decode(k)): decode(v) for k, v in body}
+    if kind == "bytes":
+        return base64.b64decode(body)
+    if kind == "tensor":
+        return load_tensor(base64.b64decode(body))["t"]
+    if kind == "ndarray":
+        return load_array(base64.b64decode(body))["a"]
+    if kind == "dataclass":  # one of minirt's own (a Program, say): rebuilt field by field
+        return _rebuilt_dataclass(*body)
+    return Opaque(body)
+
+
+def _rebuilt_dataclass(where: str, fields: dict) -> Any:
+    import importlib
+
+    module, _, qualname = where.partition(":")
+    if not module.startswith("minirt."):
+        return Opaque(qualname)
+    cls: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    value = object.__new__(cls)
+    for name, data in fields.items():
+        object.__setattr__(value, name, decode(data))
+    return value
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
 
 
 def replayed(task: Task, cases: list[list[tuple]]) -> tuple[Task, dict[str, Any]]:
@@ -90,7 +163,7 @@ def replayed(task: Task, cases: list[list[tuple]]) -> tuple[Task, dict[str, Any]
                 raise RuntimeError(f"{name} was called more often than in the grading process")
             outcome = current[0].pop(0)
             if outcome[0] == "return":
-                return outcome[1]
+                return decode(outcome[1])
             raise _rebuilt(*outcome[1:])
 
         call.__name__ = name

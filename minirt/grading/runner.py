@@ -18,10 +18,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import json
 import linecache
 import multiprocessing
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -220,9 +220,9 @@ def _worker(
             result = play(task, namespace, seed, deadline=deadline)
     if result.status == "missing" and failed_cells:
         result.message += "; " + "; ".join(failed_cells)
-    # by value (plain pickle): torch would share a tensor's memory with a process about to exit
-    cases = pickle.dumps(recording.cases) if recording else None
-    conn.send({"result": result.to_dict(), "cases": cases})
+    # JSON through the pipe, never pickle: the parent must not run what a notebook could forge
+    answer = {"result": result.to_dict(), "cases": recording.cases if recording else None}
+    conn.send_bytes(json.dumps(answer).encode())
     conn.close()
 
 
@@ -271,7 +271,7 @@ def _run_isolated(cells, lab: str, task, seed: int, timeout: float) -> TaskResul
     send.close()  # so that recv() sees EOF if the child dies without answering
     try:
         if receive.poll(timeout):
-            answer = receive.recv()
+            answer = _json_answer(receive.recv_bytes())
             proc.join(5)  # it has nothing left to do
             return _verdict(answer, task, seed, receive, proc.exitcode)
         status, message = "timeout", f"no answer within {timeout:g} s (an endless loop?)"
@@ -307,7 +307,7 @@ def _kill_group(proc) -> None:
 def _another_answer(receive) -> bool:
     """Whether the child sent more than its one answer (poll is true at the end of the pipe too)."""
     try:
-        return receive.poll(0) and receive.recv() is not None
+        return receive.poll(0) and receive.recv_bytes() is not None
     except (EOFError, OSError):
         return False
 
@@ -321,16 +321,21 @@ def _verdict(answer, task, seed: int, receive, exitcode) -> TaskResult:
     result = _believed(answer["result"], task, receive, exitcode)
     if not task.pure or result.status in ("refused", "missing", "crashed"):
         return result
-    try:
-        cases = pickle.loads(answer.get("cases"))
-    except Exception:  # whatever unpickling raises: nothing to judge
-        cases = None
+    cases = answer.get("cases")
     if not isinstance(cases, list) or not all(isinstance(c, list) for c in cases):
         return _forged(task, "no record of the learner's outputs")
     if len(cases) > task.num_cases:
         return _forged(task, "more cases than the task has")
     judged, stand_in = replay.replayed(task, cases)
     return run_task(judged, stand_in, seed, played=len(cases))
+
+
+def _json_answer(data: bytes) -> dict | list | None:
+    """The child's one message, or None if it is not JSON (then nothing is believed)."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def _forged(task, why: str) -> TaskResult:
