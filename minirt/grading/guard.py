@@ -317,6 +317,11 @@ def _object_problems(name: str, obj: Any, f: Forbidden, seen: set[int]) -> list[
                 member = member.fget
             if isinstance(member, types.FunctionType):
                 out += _object_problems(f"{name}.{attr}", member, f, seen)
+            elif _is_forbidden_object(member, f):  # a class attribute holding the part
+                found = (
+                    f"{name}.{attr} holds {getattr(member, '__qualname__', type(member).__name__)}"
+                )
+                out.append(Refusal(f"{name}.{attr}", found, f"— that is {f_what(f)}"))
         return out
     if isinstance(obj, (types.FunctionType, types.MethodType)):
         func = obj.__func__ if isinstance(obj, types.MethodType) else obj
@@ -348,7 +353,8 @@ def _in_notebook(obj: Any) -> bool:
 
 
 def _referenced(func: types.FunctionType):
-    """(name, object) for the globals and closure variables a function's code refers to."""
+    """(name, object) for the globals and closure variables a function's code refers to, and its
+    default arguments (`def f(x, _m=minirt_part)` holds the part without naming it in the body)."""
     codes, names = [func.__code__], set()
     while codes:
         code = codes.pop()
@@ -365,3 +371,7 @@ def _referenced(func: types.FunctionType):
             yield n, cell.cell_contents
         except ValueError:  # an empty cell
             continue
+    defaults = func.__defaults__ or ()
+    positional = func.__code__.co_varnames[: func.__code__.co_argcount]
+    yield from zip(positional[len(positional) - len(defaults) :], defaults, strict=True)
+    yield from (func.__kwdefaults__ or {}).items()

@@ -139,3 +139,15 @@ def test_lab01_objects_check_catches_what_the_source_check_cannot_see():
     cell = {}  # task 3 builds its chain with minirt's block_hash: allowed
     exec("from minirt.kv import block_hash\ndef chain_hashes(t, b):\n    block_hash(None, t)", cell)
     assert check_objects({"chain_hashes": cell["chain_hashes"]}, lab01.FORBIDDEN) == []
+
+
+def test_a_part_held_in_a_default_argument_or_a_class_attribute_is_refused():
+    cell = {"BlockManager": lab01.BlockManager}
+    exec("def books(n, b, _make=BlockManager):\n    return _make(n, b)", cell)
+    exec("def kw(n, *, _make=BlockManager):\n    return _make(n, 4)", cell)
+    exec("class Books:\n    impl = BlockManager\n    def make(self):\n        return 1", cell)
+    found = check_objects({k: cell[k] for k in ("books", "kw", "Books")}, lab01.FORBIDDEN)
+    assert {r.where for r in found} == {"books", "kw", "Books.impl"}
+    assert all("minirt.kv.block_manager" in str(r) or "BlockManager" in str(r) for r in found)
+    exec("def fine(n, b, size=16):\n    return n * b * size", cell)
+    assert check_objects({"fine": cell["fine"]}, lab01.FORBIDDEN) == []
