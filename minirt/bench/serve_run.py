@@ -25,6 +25,7 @@ from minirt.bench.cli import add_no_progress, add_out, progress
 from minirt.bench.serve import TOPIC, LoadConfig, offline_row, plot, summary, sweep
 from minirt.ports import free_port
 from minirt.results import DEFAULT_OUT, load_results, write_results
+from minirt.serve.engine_loop import STEP_FIELDS
 from minirt.workload import WorkloadSpec, arrival_times, make_requests
 
 
@@ -129,9 +130,8 @@ def _write_step_logs(path: Path, logs: dict) -> None:
     import json
 
     if logs:
-        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
         with gzip.open(path.with_name(path.stem + "-steps.json.gz"), "wt") as f:
-            json.dump({"fields": fields, "by_rate": logs}, f, separators=(",", ":"))
+            json.dump({"fields": STEP_FIELDS, "by_rate": logs}, f, separators=(",", ":"))
 
 
 def _model_folder(launch: str, folder: str) -> str | None:
@@ -168,9 +168,6 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return out
-
-
-STEP_FIELDS = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
 
 
 def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:

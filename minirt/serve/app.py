@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from minirt.serve.chat import ChatTemplate
 from minirt.serve.detok import IncrementalText
-from minirt.serve.engine_loop import EngineLoop, Overloaded, ServeRequest
+from minirt.serve.engine_loop import STEP_FIELDS, EngineLoop, Overloaded, ServeRequest
 from minirt.serve.metrics import ServerMetrics
 from minirt.serve.protocol import (
     APIError,
@@ -181,8 +181,7 @@ def build_app(engine: EngineLoop, model_name: str, chat: ChatTemplate) -> FastAP
         """minirt's own endpoint: the engine's step log after the `since`-th step, as rows of
         [end_s, ms, prefill_tokens, decodes, context_tokens] (the serving simulator's data)."""
         total, rows = engine.steps_since(since)
-        fields = ["end_s", "ms", "prefill_tokens", "decodes", "context_tokens"]
-        return {"next": total, "fields": fields, "steps": [r.to_list() for r in rows]}
+        return {"next": total, "fields": STEP_FIELDS, "steps": [r.to_list() for r in rows]}
 
     @app.get("/metrics")
     async def prometheus():

@@ -92,6 +92,15 @@ class StepRecord:
                 self.context_tokens]  # fmt: skip
 
 
+STEP_FIELDS = [
+    "end_s",
+    "ms",
+    "prefill_tokens",
+    "decodes",
+    "context_tokens",
+]  # StepRecord's, in order
+
+
 class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
