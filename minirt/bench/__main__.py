@@ -26,6 +26,7 @@ from minirt.bench import (
     serve_run,
     smem_gemm,
     spec,
+    timeline,
     transfers,
 )
 
@@ -37,6 +38,7 @@ TOPICS = {
     "kernels": kernels,
     "plot": plots,
     "ncu": ncu,
+    "timeline": timeline,
     "bank": bank,
     "smem-gemm": smem_gemm,
     "transfers": transfers,
@@ -53,6 +55,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "gpu": (("cuda",), ""),
     "kernels": (("cuda",), ""),
     "ncu": (("cuda", "ncu"), ""),
+    "timeline": (("cuda",), "without a GPU, notebook 05 traces a step of the embedded model"),
     "bank": (
         ("cuda", "ncu", "cupy"),
         "without a GPU, minirt.tools.bank.simulate gives the counts from the rules",

@@ -3,7 +3,8 @@
 One run measures every side on the same GPU, on a Qwen3-0.6B-shaped model (random bf16 weights
 written as a Hugging Face checkpoint; nothing downloaded):
 (a) decode tokens/s at batch 1..256: minirt with CUDA graphs, minirt eager, transformers
-    `generate` (sdpa), transformers with a static cache + torch.compile;
+    `generate` (sdpa), and the compiled loop a user would write instead: transformers' static
+    cache with a one-token step under torch.compile(mode="reduce-overhead") (CUDA graphs);
 (b) offline throughput on 256 requests of random lengths: minirt vs transformers padded batches;
 (c) the attention kernels against the copy bandwidth and SDPA's flash backend;
 (d) a roofline table: decode step time vs (weight + KV bytes) / measured bandwidth;
@@ -74,20 +75,64 @@ def minirt_decode(llm, batch: int, graphs: bool) -> dict[str, Any]:
             "new_tokens": new, **row}  # fmt: skip
 
 
-def hf_decode(model, batch: int, static: bool) -> dict[str, Any]:
+def hf_decode(model, batch: int) -> dict[str, Any]:
+    """transformers `generate` (eager, sdpa attention)."""
     ids = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
     ids = ids.cuda()
-    extra = {"cache_implementation": "static"} if static else {}
 
     def generate(n: int):
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                       min_new_tokens=n, do_sample=False, pad_token_id=0, **extra)  # fmt: skip
+                       min_new_tokens=n, do_sample=False, pad_token_id=0)  # fmt: skip
 
-    new = NEW_TOKENS if static else SLOW_NEW_TOKENS
-    row = decode_rate(generate, batch, new)
-    system = "hf-compile" if static else "hf-eager"
-    return {"name": "decode", "system": system, "batch": batch, "prompt_len": PROMPT_LEN,
-            "new_tokens": new, **row}  # fmt: skip
+    row = decode_rate(generate, batch, SLOW_NEW_TOKENS)
+    return {"name": "decode", "system": "hf-eager", "batch": batch, "prompt_len": PROMPT_LEN,
+            "new_tokens": SLOW_NEW_TOKENS, **row}  # fmt: skip
+
+
+def compiled_loop_decode(model, batch: int, mode: str = "reduce-overhead") -> dict[str, Any]:
+    """The fast alternative a user would write (gpt-fast style): transformers' `StaticCache` and
+    a one-token step under `torch.compile(mode="reduce-overhead", fullgraph=True)`, i.e. one CUDA
+    graph per step. The prompt is prefilled eagerly; each step marks a new graph step and clones
+    the token it returns (the graph's output buffer is reused by the next replay)."""
+    from transformers import StaticCache
+
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 256, (batch, PROMPT_LEN), generator=gen).to(model.device)
+    cache = StaticCache(config=model.config, max_cache_len=PROMPT_LEN + NEW_TOKENS + 8)
+
+    def forward(tokens, positions):
+        out = model(input_ids=tokens, cache_position=positions, past_key_values=cache)
+        return out.logits[:, -1].argmax(-1, keepdim=True)
+
+    step = torch.compile(forward, mode=mode, fullgraph=True)
+
+    @torch.no_grad()
+    def generate(n: int) -> torch.Tensor:
+        cache.reset()
+        tokens = [forward(ids, torch.arange(PROMPT_LEN, device=ids.device))]
+        for i in range(n - 1):
+            torch.compiler.cudagraph_mark_step_begin()
+            positions = torch.tensor([PROMPT_LEN + i], device=ids.device)
+            tokens.append(step(tokens[-1], positions).clone())
+        return torch.cat(tokens, dim=1)
+
+    # compiles (and captures) before the timed runs, and checks the loop against `generate`
+    ours = generate(8)
+    theirs = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                            min_new_tokens=8, do_sample=False, pad_token_id=0)  # fmt: skip
+    same = bool(torch.equal(ours, theirs[:, PROMPT_LEN:]))
+    row = decode_rate(generate, batch, NEW_TOKENS)
+    return {"name": "decode", "system": "hf-compiled-loop", "batch": batch,
+            "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS,
+            "greedy_equal_to_generate": same, **row}  # fmt: skip
+
+
+def _compiled_or_error(model, batch: int) -> dict[str, Any]:
+    try:
+        return compiled_loop_decode(model, batch)
+    except Exception as e:  # torch.compile is not guaranteed on every version pair
+        return {"name": "decode", "system": "hf-compiled-loop", "batch": batch,
+                "error": f"{type(e).__name__}: {str(e)[:300]}"}  # fmt: skip
 
 
 def minirt_offline(llm, work: Workload) -> dict[str, Any]:
@@ -198,18 +243,14 @@ def measure(
             .eval()
         )
         for bs in tqdm(BATCHES, desc="hf decode", disable=not progress):
-            decode.append(hf_decode(hf, bs, static=False))
+            decode.append(hf_decode(hf, bs))
         rows.append(hf_offline(hf, work))
         for bs in hf_compile_batches:  # last: compiling takes minutes, and may not work at all
             if time.perf_counter() - started > compile_deadline_s:
-                decode.append({"name": "decode", "system": "hf-compile", "batch": bs,
+                decode.append({"name": "decode", "system": "hf-compiled-loop", "batch": bs,
                                "error": "skipped: the run's 8-minute budget"})  # fmt: skip
                 continue
-            try:
-                decode.append(hf_decode(hf, bs, static=True))
-            except Exception as e:  # torch.compile is not guaranteed on every version pair
-                decode.append({"name": "decode", "system": "hf-compile", "batch": bs,
-                               "error": f"{type(e).__name__}: {str(e)[:300]}"})  # fmt: skip
+            decode.append(_compiled_or_error(hf, bs))
     rows += decode
     rows += roofline_rows(decode, weight_bytes, kv_tok, copy_gbps)
     return rows
@@ -220,7 +261,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
     by = {(r.get("system"), r.get("batch")): r for r in rows if r["name"] == "decode"}
     for bs in BATCHES:
         cells = [f"batch {bs:>3}"]
-        for system in ("minirt-graphs", "minirt-eager", "hf-eager", "hf-compile"):
+        for system in ("minirt-graphs", "minirt-eager", "hf-eager", "hf-compiled-loop"):
             r = by.get((system, bs))
             if r and "tokens_per_s" in r:
                 cells.append(f"{system} {r['tokens_per_s']:9.0f} tok/s")
@@ -236,8 +277,8 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 
 def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
-    """transformers with a static cache + torch.compile alone (topic "hf-compile"): compiling
-    takes minutes, more than `gpu`'s 8-minute budget leaves once the padded baseline has run."""
+    """The compiled loop alone (transformers' static cache + torch.compile, topic "hf-compile"):
+    compiling takes minutes, more than `gpu`'s 8-minute budget may leave after the baselines."""
     from transformers import AutoModelForCausalLM
 
     rows = []
@@ -246,12 +287,7 @@ def run_hf_compile(out_dir, command: str, batches=(1, 64)) -> Any:
         hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16,
                                                   attn_implementation="sdpa")  # fmt: skip
         hf = hf.cuda().eval()
-        for bs in batches:
-            try:
-                rows.append(hf_decode(hf, bs, static=True))
-            except Exception as e:  # torch.compile is not guaranteed on every version pair
-                rows.append({"name": "decode", "system": "hf-compile", "batch": bs,
-                             "error": f"{type(e).__name__}: {str(e)[:300]}"})  # fmt: skip
+        rows += [_compiled_or_error(hf, bs) for bs in batches]
     config = {"gpu": torch.cuda.get_device_name(), "model": "qwen3-0.6b shape, random bf16",
               "prompt_len": PROMPT_LEN, "new_tokens": NEW_TOKENS}  # fmt: skip
     return write_results("hf-compile", gpu_device(), rows, out_dir, command, config=config)
@@ -279,7 +315,8 @@ def add_parser(topics) -> None:
     p.add_argument(
         "--hf-compile-only",
         action="store_true",
-        help="only transformers static cache + torch.compile decode (OUT/<gpu>/hf-compile-*.json)",
+        help="only the compiled loop: transformers static cache + torch.compile "
+        "(OUT/<gpu>/hf-compile-*.json)",
     )
 
 

@@ -1,9 +1,10 @@
 """Nsight Compute numbers for one launch of each attention kernel, kept as JSON (CUDA + ncu).
 
 `python -m minirt.bench ncu` runs `ncu` on `python -m minirt.bench kernels --once decode` (and
-prefill) with the SpeedOfLight, Occupancy, LaunchStats and MemoryWorkloadAnalysis sections, and
-keeps every metric as a row, so notebook 05 can show why a kernel runs at the speed it does
-(DRAM throughput, achieved occupancy and what limits it, registers per thread) on any machine.
+prefill) with the SpeedOfLight, Occupancy, LaunchStats, MemoryWorkloadAnalysis and
+WarpStateStats sections plus the stall reasons, and keeps every metric as a row, so notebook 05
+can show why a kernel runs at the speed it does (DRAM throughput, achieved occupancy and what
+limits it, registers per thread, what its warps wait for) on any machine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 from minirt.bench.cli import add_out
 
 KERNELS = {"decode": "_decode_split_kernel", "prefill": "_prefill_kernel"}
-SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis")
+SECTIONS = ("SpeedOfLight", "Occupancy", "LaunchStats", "MemoryWorkloadAnalysis", "WarpStateStats")
+# Why warps did not issue: for each stall reason, warps stalled on it per issued instruction
+# (the breakdown Nsight Compute draws in its Warp State Statistics section)
+STALL_METRICS = r"regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
 
 
 def _number(text: str) -> float | str:
@@ -46,7 +50,8 @@ def measure(which=("decode", "prefill")) -> list[dict[str, Any]]:
     rows = []
     for k in which:
         cmd = ["ncu", "--target-processes", "all", "-k", f"regex:{KERNELS[k]}", "-c", "1",
-               *[a for s in SECTIONS for a in ("--section", s)], "--csv", "--page", "details",
+               *[a for s in SECTIONS for a in ("--section", s)], "--metrics", STALL_METRICS,
+               "--csv", "--page", "details",
                sys.executable, "-m", "minirt.bench", "kernels", "--once", k]  # fmt: skip
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         rows += parse_csv(out, KERNELS[k])

@@ -80,6 +80,26 @@ def ncu_metrics(ncu: dict | None, metrics=KEY_NCU_METRICS) -> list[dict[str, Any
     return [table[m] for m in metrics if m in table]
 
 
+STALL_PREFIX, STALL_SUFFIX = "smsp__average_warps_issue_stalled_", "_per_issue_active.ratio"
+
+
+def warp_stalls(ncu: dict | None, kernel: str, top: int = 6) -> list[dict[str, Any]]:
+    """What `kernel`'s warps waited for, largest first: for each stall reason, the warps stalled
+    on it per issued instruction (Nsight Compute's Warp State Statistics). "long scoreboard" is
+    a wait for global memory, "barrier" for __syncthreads, "math pipe throttle" a busy unit."""
+    rows = [
+        {"stall reason": r["metric"][len(STALL_PREFIX) : -len(STALL_SUFFIX)].replace("_", " "),
+         "warps per issue": r["value"]}
+        for r in _rows(ncu, "ncu_metric")
+        if r["kernel"] == kernel and r["metric"].startswith(STALL_PREFIX)
+        and r["metric"].endswith(STALL_SUFFIX) and isinstance(r["value"], float)
+    ]  # fmt: skip
+    total = sum(r["warps per issue"] for r in rows)
+    for r in rows:
+        r["share"] = r["warps per issue"] / total if total else 0.0
+    return sorted(rows, key=lambda r: -r["warps per issue"])[:top]
+
+
 def tuning(record: dict | None, name: str, **shape: int) -> list[dict[str, Any]]:
     """Every launch configuration tried for kernel row `name` at `shape` (e.g. batch=64)."""
     for r in _rows(record, name):

@@ -67,3 +67,23 @@ def test_a_live_profile_of_the_embedded_engine_lists_its_busiest_operators(embed
     assert len(live["rows"]) == 5 and live["total_us"] > 0
     assert sum(r["share"] for r in live["rows"]) <= 1.0 + 1e-9
     assert embedded_llm.block_manager.num_free_blocks == embedded_llm.num_blocks
+
+
+
+def _stalls_csv(values: dict[str, str]) -> str:
+    head = '"ID","Kernel Name","Section Name","Metric Name","Metric Unit","Metric Value"'
+    rows = [f'"0","k","Command line profiler metrics","{profiling.STALL_PREFIX}{reason}'
+            f'{profiling.STALL_SUFFIX}","ratio","{v}"' for reason, v in values.items()]  # fmt: skip
+    rows.append('"0","k","Warp State Statistics","Warp Cycles Per Issued Instruction","cycle","4"')
+    return "\n".join([head, *rows])
+
+
+def test_warp_stalls_are_one_kernels_reasons_largest_first_with_their_shares():
+    mine = parse_csv(_stalls_csv({"barrier": "0.5", "long_scoreboard": "3", "wait": "0.5"}), "k")
+    other = parse_csv(_stalls_csv({"barrier": "9"}), "other")
+    ncu = {"results": mine + other}
+    stalls = profiling.warp_stalls(ncu, "k")
+    assert [r["stall reason"] for r in stalls] == ["long scoreboard", "barrier", "wait"]
+    assert stalls[0]["share"] == pytest.approx(0.75) and stalls[1]["warps per issue"] == 0.5
+    assert profiling.warp_stalls(ncu, "k", top=1) == stalls[:1]
+    assert profiling.warp_stalls(None, "k") == []
