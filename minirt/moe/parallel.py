@@ -6,12 +6,14 @@ compute:  each rank runs its experts over the rows it received (grouped GEMM);
 combine:  the outputs travel back the same way and each token sums its k weighted rows.
 Invariant: dispatch -> experts -> combine equals `MoEBlock` in one process (tests/moe). With
 `micro_batches=2` one half's transfers overlap the other half's experts; `fp8_dispatch` sends
-1-byte rows plus a scale per 128 values, as DeepEP does. Notebook 12 times the phases.
+1-byte rows plus a scale per 128 values, as DeepEP does. Notebook 12 times the phases; lab 9
+writes the dispatch and combine (`Exchange`) and runs this block on them.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -66,17 +68,88 @@ def _split_all_to_all(out, inp, out_splits, in_splits, group, async_op):
     return dist.all_to_all_single(out, inp, out_splits, in_splits, group=group, async_op=async_op)
 
 
+# -- the exchange as three plain functions (synchronous): what `Exchange` names -------------------
+def dispatch_plan(
+    experts: torch.Tensor, num_experts: int, world_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """experts [tokens, k] -> (order [tokens * k], counts [W, E / W]).
+
+    Row i of the flattened routing is token i // k's (i % k)-th choice. `order` lists the rows by
+    expert, rows of one expert in token order (a stable sort); experts sit contiguously on the
+    ranks, so that also groups them by destination. counts[r, j]: rows for rank r's j-th expert.
+    """
+    order, offsets = sort_by_expert(experts.reshape(-1), num_experts)
+    counts = (offsets[1:] - offsets[:-1]).reshape(world_size, num_experts // world_size)
+    return order, counts
+
+
+def all_to_all_dispatch(x, order, top_k, counts, group=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [tokens, H] -> (recv_x [rows received, H], recv_counts [W, E / W]): swap the counts, then
+    send each row to its expert's rank. recv_counts[s, j]: rows rank s sent for my j-th expert;
+    recv_x holds rank 0's rows, then rank 1's..., each rank's in the order it sent them."""
+    recv_counts = torch.empty_like(counts)
+    dist.all_to_all_single(recv_counts, counts, group=group)  # even splits: E / W per rank
+    rows = x[order // top_k]  # [tokens * k, H], grouped by destination rank
+    recv_x = rows.new_empty(int(recv_counts.sum()), x.shape[1])
+    send, recv = counts.sum(1).tolist(), recv_counts.sum(1).tolist()
+    dist.all_to_all_single(recv_x, rows, recv, send, group=group)  # uneven splits
+    return recv_x, recv_counts
+
+
+def weighted_sum(back: torch.Tensor, order: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Rows back in `order` [tokens * k, H] -> y [tokens, H]: each token's k rows, weighted."""
+    k = weights.shape[1]
+    back = back * weights.reshape(-1)[order, None].to(back.dtype)
+    return back.new_zeros(weights.shape[0], back.shape[1]).index_add_(0, order // k, back)
+
+
+def all_to_all_combine(out, counts, recv_counts, order, weights, group=None) -> torch.Tensor:
+    """Expert outputs [rows received, H], in arrival order -> y [tokens, H]: each row goes back
+    to the rank it came from (the dispatch's splits, swapped), then `weighted_sum`."""
+    back = out.new_empty(int(counts.sum()), out.shape[1])  # [tokens * k, H], in `order`
+    send, recv = counts.sum(1).tolist(), recv_counts.sum(1).tolist()
+    dist.all_to_all_single(back, out, send, recv, group=group)
+    return weighted_sum(back, order, weights)
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The dispatch and combine of `ExpertParallelMoE` as three functions, to run the block on
+    someone else's (lab 9). minirt's are `dispatch_plan`, `all_to_all_dispatch` and
+    `all_to_all_combine`; without an Exchange the block runs its own in stages, so that
+    micro-batches can overlap. The signatures (group: the `torch.distributed` group, None for
+    the default one):
+
+    plan(experts [T, k], num_experts, world_size) -> (order [T * k], counts [W, E / W])
+    dispatch(x [T, H], order, top_k, counts, group) -> (recv_x [R, H], recv_counts [W, E / W])
+    combine(out [R, H], counts, recv_counts, order, weights [T, k], group) -> y [T, H]
+    """
+
+    plan: Callable
+    dispatch: Callable
+    combine: Callable
+
+
 class ExpertParallelMoE:
     """The expert-parallel form of a `MoEBlock` on this rank of `group` (router and shared expert
-    replicated, experts sharded contiguously). Every rank must call `forward` together."""
+    replicated, experts sharded contiguously). Every rank must call `forward` together.
+    `exchange`: another dispatch and combine (synchronous; micro-batches then take turns)."""
 
-    def __init__(self, block: MoEBlock, group=None, fp8_dispatch: bool = False):
+    def __init__(
+        self,
+        block: MoEBlock,
+        group=None,
+        fp8_dispatch: bool = False,
+        exchange: Exchange | None = None,
+    ):
         if block.capacity_factor is not None:
             raise ValueError(
                 "ExpertParallelMoE does not drop tokens (a capacity would need a global count "
                 "per expert); build the block with capacity_factor=None"
             )
-        self.group = group
+        if exchange is not None and fp8_dispatch:
+            raise ValueError("fp8_dispatch is minirt's own dispatch; an Exchange sends rows as is")
+        self.group, self.exchange = group, exchange
         self.rank, self.world_size = dist.get_rank(group), dist.get_world_size(group)
         self.block, self.fp8_dispatch = block, fp8_dispatch
         self.experts = block.experts.shard(self.rank, self.world_size)
@@ -85,17 +158,23 @@ class ExpertParallelMoE:
     def _prepare(self, x: torch.Tensor):
         """Route and sort one micro-batch; swap per-(rank, expert) counts with the peers."""
         weights, experts = route(self.block.gate(x), self.block.top_k, self.block.norm_topk_prob)
-        k = experts.shape[1]
-        order, offsets = sort_by_expert(experts.reshape(-1), self.block.num_experts)
-        # sorted by expert = sorted by destination rank (experts are contiguous per rank)
-        counts = (offsets[1:] - offsets[:-1]).reshape(self.world_size, self.per_rank)  # [W, E/W]
-        recv_counts = torch.empty_like(counts)  # [W, E/W]: rows from rank s for my expert j
-        dist.all_to_all_single(recv_counts, counts, group=self.group)  # tiny, synchronous
-        send, recv = counts.sum(1).tolist(), recv_counts.sum(1).tolist()
-        return dict(x=x, weights=weights, order=order, k=k, send=send, recv=recv,
-                    recv_counts=recv_counts)  # fmt: skip
+        plan = self.exchange.plan if self.exchange else dispatch_plan
+        order, counts = plan(experts, self.block.num_experts, self.world_size)  # counts [W, E/W]
+        mb = dict(x=x, weights=weights, order=order, k=experts.shape[1], counts=counts)
+        if self.exchange is None:  # swap the counts now, so that the rows can travel async
+            recv_counts = torch.empty_like(counts)  # [W, E/W]: rows from rank s for my expert j
+            dist.all_to_all_single(recv_counts, counts, group=self.group)  # tiny, synchronous
+            send, recv = counts.sum(1).tolist(), recv_counts.sum(1).tolist()
+            mb.update(recv_counts=recv_counts, send=send, recv=recv)
+        return mb
 
     def _dispatch(self, mb: dict, async_op: bool):
+        if self.exchange is not None:  # counts and rows in one synchronous call
+            mb["recv_x"], mb["recv_counts"] = self.exchange.dispatch(
+                mb["x"], mb["order"], mb["k"], mb["counts"], self.group
+            )
+            mb["send"], mb["recv"] = mb["counts"].sum(1).tolist(), mb["recv_counts"].sum(1).tolist()
+            return []
         rows = mb["x"][mb["order"] // mb["k"]]  # [tokens * k, H], grouped by destination rank
         h, n_recv = rows.shape[1], sum(mb["recv"])
         if self.fp8_dispatch:
@@ -122,13 +201,16 @@ class ExpertParallelMoE:
         return out
 
     def _combine(self, mb: dict, out: torch.Tensor, async_op: bool):
+        if self.exchange is not None:  # rows back and the weighted sum in one synchronous call
+            args = (mb["counts"], mb["recv_counts"], mb["order"], mb["weights"], self.group)
+            mb["y"] = self.exchange.combine(out, *args)
+            return None
         mb["back"] = out.new_empty(sum(mb["send"]), out.shape[1])  # [tokens * k, H]
         return _split_all_to_all(mb["back"], out, mb["send"], mb["recv"], self.group, async_op)
 
     def _finish(self, mb: dict) -> torch.Tensor:
-        x, order, k = mb["x"], mb["order"], mb["k"]
-        back = mb["back"] * mb["weights"].reshape(-1)[order, None].to(x.dtype)
-        y = torch.zeros_like(x).index_add_(0, order // k, back)
+        x = mb["x"]
+        y = mb["y"] if "y" in mb else weighted_sum(mb["back"], mb["order"], mb["weights"])
         if self.block.shared_expert is not None:
             y = y + self.block.shared_expert(x)
         return y

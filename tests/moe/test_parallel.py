@@ -11,7 +11,15 @@ import torch
 
 from minirt.moe.demo import Recipe, build, ep_worker, token_slice
 from minirt.moe.launch import run_ranks
-from minirt.moe.parallel import fp8_pack, fp8_unpack
+from minirt.moe.parallel import (
+    Exchange,
+    ExpertParallelMoE,
+    all_to_all_combine,
+    all_to_all_dispatch,
+    dispatch_plan,
+    fp8_pack,
+    fp8_unpack,
+)
 
 RECIPE = Recipe(hidden=64, intermediate=32, num_experts=8, top_k=2, num_tokens=23,
                 shared_intermediate=16)  # fmt: skip
@@ -53,6 +61,27 @@ def test_expert_parallel_block_equals_the_single_process_block(world_size):
     assert load == [16, 16] + [0] * 6  # every rank but rank 0 receives nothing
     y = torch.cat([per_rank[r][len(CASES)]["y"] for r in range(world_size)])
     assert (y - want).norm() / want.norm() < 0.05
+
+
+def _through_an_exchange(rank, world_size, recipe, shares):
+    """This rank's share of the batch through the block on minirt's exchange as three functions,
+    with one and two micro-batches (a rank may own no token)."""
+    block, x = build(recipe)
+    start = sum(shares[:rank])
+    exchange = Exchange(dispatch_plan, all_to_all_dispatch, all_to_all_combine)
+    ep = ExpertParallelMoE(block, exchange=exchange)
+    mbs = (1, 2) if min(shares) >= 2 else (1,)  # every rank must split into as many halves
+    return [ep.forward(x[start : start + shares[rank]], micro_batches=m)[0] for m in mbs]
+
+
+@pytest.mark.parametrize("shares", [[9, 14], [0, 23]])
+def test_the_block_on_an_exchange_of_three_functions_equals_one_process(shares):
+    block, x = build(RECIPE)
+    with torch.no_grad():
+        want = block(x)
+    per_rank = run_ranks(_through_an_exchange, 2, (RECIPE, shares))
+    for ys in zip(*per_rank, strict=True):
+        torch.testing.assert_close(torch.cat(ys), want, rtol=1e-5, atol=1e-5)
 
 
 def test_fp8_pack_roundtrip_keeps_e4m3_precision():
