@@ -4,7 +4,8 @@ KV rolls back past the first rejection — and the cost model of when that pays.
 Data: a live run of the embedded target with the embedded draft (and the same run without it),
 or an uploaded trace with 'spec' step fields; the cost model `minirt.tools.spec` over measured
 GPU cost curves (`bench/results/<device>/spec-<date>.json`, `python -m minirt.bench spec`) when
-one is committed, else over the roofline model of two `PRESETS` shapes. Notebook 07.
+one is committed, else over the roofline model of two `PRESETS` shapes. Notebook 07
+(speculative decoding) and its appendix 07a (the measured runs, engine end to end).
 """
 
 import json
@@ -291,6 +292,11 @@ elif source == COST:
                 f"This run has end-to-end rows only; the cost curves are "
                 f"bench/results/{source.device}/{source.path.name}'s (same GPU, same shapes)."
             )
+        st.caption(
+            "The measured runs, read table by table (the host's time per forward, a steady "
+            "queue, the full-batch decode steps against the cost model): "
+            "`notebooks/07a_speculative_decoding_appendix.ipynb`, the appendix of chapter 07."
+        )
     else:
         names = list(PRESETS)
         target_name = sb.selectbox(

@@ -2,7 +2,8 @@
 
 Data: two live runs of the embedded model on the prompts in the sidebar, one with
 prefix_cache="radix" (and the chosen admission policy), one with "hash" (FCFS); every step
-event carries the cache's state. Hits green, new (computed) red. Notebook 11 (vLLM vs SGLang).
+event carries the cache's state. Hits green, new (computed) red. Notebook 11 (vLLM vs SGLang)
+and its appendix 11a (the scheduling benchmark's runs on the CPU and an H100).
 """
 
 import streamlit as st
@@ -91,4 +92,9 @@ st.caption(
     "A radix match ending inside a block shares the full blocks and copies the partly matched "
     "one (minirt/kv/radix_cache.py); the hash cache matches whole blocks only, so the tokens of "
     "a shared prefix past its last full block are computed again."
+)
+st.caption(
+    "The same two caches and their admission orders on whole workloads (few-shot, multi-turn, "
+    "branching) are measured in notebook 11; the benchmark's runs on the CPU and an H100, "
+    "table by table, are in its appendix, `notebooks/11a_vllm_vs_sglang_appendix.ipynb`."
 )
