@@ -32,6 +32,7 @@ LABS: dict[str, str] = {
     "lab06_radix_tree": "minirt.grading.lab06",
     "lab07_scheduling": "minirt.grading.lab07",
     "lab08_paged_attention": "minirt.grading.lab08",
+    "lab09_moe_dispatch": "minirt.grading.lab09",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.
