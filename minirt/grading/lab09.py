@@ -13,23 +13,16 @@ the launch, and the cases after it are played on fresh ranks.
 
 from __future__ import annotations
 
-import faulthandler
-import os
 import random
-import signal
-import tempfile
-import time
-from datetime import timedelta
 from types import SimpleNamespace
 
 import torch
-import torch.distributed as dist
 
-from minirt.grading.core import Mismatch, Task, _where
+from minirt.grading.core import Mismatch, Task
 from minirt.grading.guard import Forbidden
+from minirt.grading.lab09_ranks import WORLD, OnRanks
 from minirt.moe.block import MoEBlock
 from minirt.moe.parallel import Exchange, ExpertParallelMoE, dispatch_plan, weighted_sum
-from minirt.ports import free_port
 
 FORBIDDEN = Forbidden(
     modules=("minirt.moe.parallel",),
@@ -50,10 +43,6 @@ FORBIDDEN = Forbidden(
     allow=("parallel",),
 )
 
-WORLD = 2  # ranks per launch
-RANK_TIMEOUT_S = 8.0  # a collective waiting longer than this has lost its partner
-GRACE_S = 3.0  # a rank still running this long after another died is stuck: killed
-TASK_BUDGET_S = 20.0  # launches of one task stop here; the cases not played fail
 TOL = 1e-5  # fp32: the grouped GEMM over fewer rows rounds a little differently
 HIDDEN = 4  # the rows tasks 2 and 3 move
 
@@ -158,165 +147,6 @@ def check_plan(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
                 f"{want_order.tolist()}",
                 size,
             )
-
-
-# -- launching ranks ------------------------------------------------------------------------------
-def _rank(rank: int, port: int, play, learner, cases: list, folder: str) -> None:
-    """In a forked child: join the group, play the cases in order until one raises; after each,
-    the outcomes so far go to a file (a rank that aborts leaves the ones it finished)."""
-    faulthandler.disable()  # a rank that aborts is reported by the grader, not by a stack dump
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=RANK_TIMEOUT_S),
-    )
-    outcomes: list = []
-    path = os.path.join(folder, f"{rank}.pt")
-    for case in cases:
-        try:
-            outcomes.append(["ok", play(learner, case, rank)])
-        except NotImplementedError as e:
-            outcomes.append(["not implemented", str(e)])
-        except BaseException as e:  # noqa: BLE001 - the learner's crash is this case's answer
-            outcomes.append(["error", f"rank {rank} raised {type(e).__name__}: {e}{_where(e)}"])
-        torch.save(outcomes, path + ".tmp")
-        os.replace(path + ".tmp", path)
-        if outcomes[-1][0] != "ok":
-            break
-
-
-def _launch_once(play, learner, cases: list, deadline: float) -> list[list]:
-    """Fork WORLD ranks over `cases`; per rank, its outcomes (as many as it finished)."""
-    with tempfile.TemporaryDirectory() as folder:
-        port, pids = free_port(), []
-        for rank in range(WORLD):
-            pid = os.fork()
-            if pid == 0:  # the child: never returns into the grader's code
-                code = 0
-                try:
-                    _rank(rank, port, play, learner, cases, folder)
-                except BaseException:  # noqa: BLE001 - the group did not form
-                    code = 1
-                os._exit(code)
-            pids.append(pid)
-        status = _reap(pids, deadline)
-        out = []
-        for rank in range(WORLD):
-            path = os.path.join(folder, f"{rank}.pt")
-            got = torch.load(path, weights_only=True) if os.path.exists(path) else []
-            if len(got) < len(cases) and (not got or got[-1][0] == "ok"):
-                got.append(["error", f"rank {rank} {status[rank]}"])
-            out.append(got)
-        return out
-
-
-def _reap(pids: list[int], deadline: float) -> list[str]:
-    """Wait for the ranks; kill one that outlives the deadline or a dead partner. How each ended."""
-    status = {pid: "" for pid in pids}
-    first_dead = None
-    while any(not s for s in status.values()):
-        for pid in pids:
-            if status[pid]:
-                continue
-            done, code = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status[pid] = _ended(code)
-                first_dead = first_dead or time.monotonic()
-        now = time.monotonic()
-        if now > deadline or (first_dead and now - first_dead > GRACE_S):
-            for pid in pids:
-                if not status[pid]:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    status[pid] = "was stopped waiting in a collective (its partner had left)"
-        time.sleep(0.01)
-    return [status[pid] for pid in pids]
-
-
-def _ended(code: int) -> str:
-    if os.WIFSIGNALED(code):
-        return (
-            f"died (signal {os.WTERMSIG(code)}): the ranks' collectives did not match (every "
-            "rank must make the same calls, with split sizes that agree)"
-        )
-    return f"exited (code {os.WEXITSTATUS(code)})"
-
-
-def _play_all(play, learner, cases: list) -> list[tuple[str, object]]:
-    """Every case's outcome: ("ok", [per-rank result]) or (status, message). A case that fails
-    on a rank ends that launch; the next launch starts after it."""
-    outcomes: list[tuple[str, object]] = []
-    deadline = time.monotonic() + TASK_BUDGET_S
-    while len(outcomes) < len(cases):
-        if time.monotonic() > deadline:
-            message = "not played: the ranks crashed or hung on earlier cases for too long"
-            outcomes += [("error", message)] * (len(cases) - len(outcomes))
-            break
-        per_rank = _launch_once(play, learner, cases[len(outcomes) :], deadline)
-        for j in range(len(cases) - len(outcomes)):
-            got = [r[j] if j < len(r) else None for r in per_rank]
-            if all(g is not None and g[0] == "ok" for g in got):
-                outcomes.append(("ok", [g[1] for g in got]))
-                continue
-            failed = [g for g in got if g is not None and g[0] != "ok"]
-            first = min(failed, key=_telling)
-            message = first[1]
-            if _telling(first) == 4:  # an echo: the partner's own failure came later, if any
-                later = [g for r in per_rank for g in r[j + 1 :] if g[0] != "ok"]
-                if later:
-                    message += f"; meanwhile {min(later, key=_telling)[1]}"
-            outcomes.append((first[0], message))
-            break
-        if outcomes and outcomes[-1][0] == "not implemented" and len(outcomes) == 1:
-            outcomes += [outcomes[0]] * (len(cases) - 1)  # a stub: nothing else will run
-    return outcomes
-
-
-# what a rank reports when its partner left: the partner's own failure says more
-ECHOES = ("Connection closed by peer", "Connection reset", "Timed out", "timed out")
-
-
-def _telling(outcome: list) -> int:
-    """Which of the ranks' failures to show first: a stub's hint, an exception of the learner's
-    code, a crash, a rank stopped by the grader, then an echo of the partner's failure."""
-    status, message = outcome
-    if status == "not implemented":
-        return 0
-    if "raised" in message:
-        return 4 if any(e in message for e in ECHOES) else 1
-    return 2 if "died" in message else 3
-
-
-class _OnRanks:
-    """A task whose cases run on the ranks: at case 0 every case is drawn and played (one launch),
-    then case i is judged from its outcome."""
-
-    def __init__(self, draw, play, judge):
-        self.draw, self.play, self.judge = draw, play, judge
-        self.cases: list = []
-        self.outcomes: list = []
-
-    def __call__(self, learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-        if i == 0:
-            n = next(t.num_cases for t in TASKS if t.check is self)
-            self.cases = [self.draw(rng, j) for j in range(n)]
-            self.outcomes = _play_all(self.play, learner, self.cases)
-        case, (status, value) = self.cases[i], self.outcomes[i]
-        if status == "not implemented":
-            raise NotImplementedError(value)
-        if status != "ok":
-            hint = ""
-            if "Split sizes" in value:
-                hint = (
-                    " — all_to_all_single(output, input, output_split_sizes, input_split_sizes): "
-                    "the input splits are the rows this rank sends to each rank, the output "
-                    "splits the rows it receives from each"
-                )
-            raise Mismatch(f"{case['name']}: {value}{hint}", case["size"])
-        self.judge(case, value)
 
 
 # -- the exchange's cases: each rank's tokens and routing ----------------------------------------
@@ -599,7 +429,7 @@ TASKS = [
         "dispatch",
         4,
         ("dispatch",),
-        _OnRanks(draw_exchange, _play_dispatch, _judge_dispatch),
+        OnRanks(draw_exchange, _play_dispatch, _judge_dispatch, 12),
         num_cases=12,
     ),
     Task(
@@ -607,7 +437,7 @@ TASKS = [
         "combine",
         4,
         ("combine",),
-        _OnRanks(draw_exchange, _play_combine, _judge_combine),
+        OnRanks(draw_exchange, _play_combine, _judge_combine, 12),
         num_cases=12,
     ),
     Task(
@@ -615,7 +445,7 @@ TASKS = [
         "your exchange in the expert-parallel block",
         5,
         ("plan_dispatch", "dispatch", "combine"),
-        _OnRanks(draw_block, _play_block, _judge_block),
+        OnRanks(draw_block, _play_block, _judge_block, 10),
         num_cases=10,
     ),
 ]
