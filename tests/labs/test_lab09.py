@@ -209,3 +209,27 @@ def test_the_solution_runs_the_expert_parallel_block_and_equals_one_process():
     ranks = run_ranks(_solution_rank, 2, (solution, block, x, [2, 7]))
     assert [sum(r["recv_rows"]) for r in ranks] == [18, 0]
     torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), want, rtol=1e-5, atol=1e-5)
+
+
+def test_minirts_dispatch_reached_where_the_source_cannot_show_it_is_refused_by_its_object(
+    tmp_path,
+):
+    """minirt's function taken through `vars` and strings built at run time: the source check
+    sees no forbidden name, the object check finds minirt's function behind the learner's."""
+    hidden = (
+        "import minirt.moe as m\n\n"
+        "_theirs = vars(vars(m)['par' + 'allel'])['all_to_all_' + 'dispatch']\n\n\n"
+        "def dispatch(x, order, top_k, counts, group=None):\n"
+        "    return _theirs(x, order, top_k, counts, group)\n"
+    )
+    nb = nbformat.read(SOURCE, as_version=4)
+    cell = next(c for c in nb.cells if c.source.startswith("def dispatch"))
+    cell.source = hidden
+    path = tmp_path / SOURCE.name
+    nbformat.write(nb, path)
+    report = grade_notebook(path, seed=SEED, timeout=60)
+    by_id = {r.task_id: r for r in report.results}
+    assert {by_id["2"].status, by_id["4"].status} == {"refused"}, by_id
+    assert by_id["2"].score == by_id["4"].score == 0
+    assert "minirt.moe.parallel" in by_id["2"].message, by_id["2"].message
+    assert by_id["1"].status == by_id["3"].status == "passed"
