@@ -27,13 +27,16 @@ from minirt.ports import free_port
 
 WORLD = 2  # ranks per launch
 RANK_TIMEOUT_S = 8.0  # a collective waiting longer than this has lost its partner
-GRACE_S = 3.0  # a rank still running this long after another died is stuck: killed
+GRACE_S = 3.0  # a rank still running this long after another failed is stuck: killed
+FAILED = 3  # the exit code of a rank that stopped at a failing case
+NOT_PLAYED = "not played: the ranks crashed or hung on earlier cases for too long"
 TASK_BUDGET_S = 20.0  # launches of one task stop here; the cases not played fail
 
 
-def _rank(rank: int, port: int, play, learner, cases: list, folder: str) -> None:
+def _rank(rank: int, port: int, play, learner, cases: list, folder: str) -> bool:
     """In a forked child: join the group, play the cases in order until one raises; after each,
-    the outcomes so far go to a file (a rank that aborts leaves the ones it finished)."""
+    the outcomes so far go to a file (a rank that aborts leaves the ones it finished). Whether
+    every case ran."""
     faulthandler.disable()  # a rank that aborts is reported by the grader, not by a stack dump
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -55,7 +58,8 @@ def _rank(rank: int, port: int, play, learner, cases: list, folder: str) -> None
         torch.save(outcomes, path + ".tmp")
         os.replace(path + ".tmp", path)
         if outcomes[-1][0] != "ok":
-            break
+            return False
+    return True
 
 
 def _launch_once(play, learner, cases: list, deadline: float) -> list[list]:
@@ -65,11 +69,11 @@ def _launch_once(play, learner, cases: list, deadline: float) -> list[list]:
         for rank in range(WORLD):
             pid = os.fork()
             if pid == 0:  # the child: never returns into the grader's code
-                code = 0
+                code = FAILED
                 try:
-                    _rank(rank, port, play, learner, cases, folder)
+                    code = 0 if _rank(rank, port, play, learner, cases, folder) else FAILED
                 except BaseException:  # noqa: BLE001 - the group did not form
-                    code = 1
+                    pass
                 os._exit(code)
             pids.append(pid)
         status = _reap(pids, deadline)
@@ -84,9 +88,10 @@ def _launch_once(play, learner, cases: list, deadline: float) -> list[list]:
 
 
 def _reap(pids: list[int], deadline: float) -> list[str]:
-    """Wait for the ranks; kill one that outlives the deadline or a dead partner. How each ended."""
+    """Wait for the ranks; kill one that outlives the deadline, or a partner that failed (it may
+    wait for a collective that will never come). How each ended."""
     status = {pid: "" for pid in pids}
-    first_dead = None
+    first_failed = None
     while any(not s for s in status.values()):
         for pid in pids:
             if status[pid]:
@@ -94,14 +99,22 @@ def _reap(pids: list[int], deadline: float) -> list[str]:
             done, code = os.waitpid(pid, os.WNOHANG)
             if done:
                 status[pid] = _ended(code)
-                first_dead = first_dead or time.monotonic()
+                if code != 0:  # a rank that played every case leaves its partner to finish
+                    first_failed = first_failed or time.monotonic()
         now = time.monotonic()
-        if now > deadline or (first_dead and now - first_dead > GRACE_S):
+        stuck = first_failed is not None and now - first_failed > GRACE_S
+        if now > deadline or stuck:
+            why = (
+                "was stopped waiting in a collective (its partner had left)"
+                if stuck
+                else "was stopped: the task's time ran out (an endless loop, or every rank "
+                "waiting for another?)"
+            )
             for pid in pids:
                 if not status[pid]:
                     os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
-                    status[pid] = "was stopped waiting in a collective (its partner had left)"
+                    status[pid] = why
         time.sleep(0.01)
     return [status[pid] for pid in pids]
 
@@ -112,6 +125,8 @@ def _ended(code: int) -> str:
             f"died (signal {os.WTERMSIG(code)}): the ranks' collectives did not match (every "
             "rank must make the same calls, with split sizes that agree)"
         )
+    if os.WEXITSTATUS(code) == FAILED:  # with no outcome of the case: the group never formed
+        return "could not join the group of ranks"
     return f"exited (code {os.WEXITSTATUS(code)})"
 
 
@@ -122,7 +137,7 @@ def _play_all(play, learner, cases: list) -> list[tuple[str, object]]:
     deadline = time.monotonic() + TASK_BUDGET_S
     while len(outcomes) < len(cases):
         if time.monotonic() > deadline:
-            message = "not played: the ranks crashed or hung on earlier cases for too long"
+            message = NOT_PLAYED
             outcomes += [("error", message)] * (len(cases) - len(outcomes))
             break
         per_rank = _launch_once(play, learner, cases[len(outcomes) :], deadline)
@@ -184,5 +199,6 @@ class OnRanks:
                     "the input splits are the rows this rank sends to each rank, the output "
                     "splits the rows it receives from each"
                 )
-            raise Mismatch(f"{case['name']}: {value}{hint}", case["size"])
+            size = None if value == NOT_PLAYED else case["size"]  # shown after a real failure
+            raise Mismatch(f"{case['name']}: {value}{hint}", size)
         self.judge(case, value)
