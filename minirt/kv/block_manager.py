@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections import OrderedDict
 from collections.abc import Sequence
 
-from minirt.kv.prefix_cache import PrefixCacheHooks
+from minirt.kv.prefix_cache import BlockTables
 
 
 def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
@@ -25,22 +24,16 @@ def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
     return int.from_bytes(h.digest()[:8], "little")
 
 
-class BlockManager(PrefixCacheHooks):
+class BlockManager(BlockTables):
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
-        if num_blocks < 1:
-            raise ValueError("the KV pool needs at least one block")
-        self.num_blocks = num_blocks
-        self.block_size = block_size
+        # The free list is in eviction order: the least recently freed is reused first, so
+        # cached blocks freed recently survive longest (LRU).
+        super().__init__(num_blocks, block_size)
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_count = [0] * num_blocks
         self.block_hashes: list[int | None] = [None] * num_blocks
-        # Free blocks in eviction order: the least recently freed is reused first, so cached
-        # blocks freed recently survive longest (LRU).
-        self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self.cached: dict[int, int] = {}  # hash -> block id
-        self.tables: dict[int, list[int]] = {}  # seq id -> block ids, logical order
         self.seq_hashes: dict[int, list[int]] = {}  # seq id -> hashes of its published blocks
-        self.hit_tokens = 0  # prefix-cache hits since creation (for stats)
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -51,17 +44,9 @@ class BlockManager(PrefixCacheHooks):
     def num_cached_blocks(self) -> int:
         return len(self.cached)
 
-    def blocks_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
-
-    def block_table(self, seq_id: int) -> list[int]:
-        return self.tables[seq_id]
-
     def match_prefix(self, token_ids: Sequence[int]) -> list[int]:
-        """Cached blocks covering the longest full-block prefix of `token_ids`.
-
-        The last token is never matched: its logits are needed, so at least one token is computed.
-        """
+        """Cached blocks covering the longest full-block prefix of `token_ids`, never its last
+        token: its logits are needed, so at least one token is computed."""
         if not self.enable_prefix_caching:
             return []
         blocks, parent = [], None
@@ -85,19 +70,12 @@ class BlockManager(PrefixCacheHooks):
         reused, so they do not count as free.)"""
         hits = hits[: self.blocks_for(num_tokens)]
         reused_free = sum(1 for b in hits if self.ref_count[b] == 0)
-        need = self.blocks_for(num_tokens) - len(hits)
-        return need <= self.num_free_blocks - reused_free
-
-    def can_append(self, seq_id: int, num_tokens: int) -> bool:
-        """Could `seq_id` grow to hold `num_tokens` tokens?"""
-        return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks
+        return self.blocks_for(num_tokens) - len(hits) <= self.num_free_blocks - reused_free
 
     # -- changes ---------------------------------------------------------------------------
     def allocate(self, seq_id: int, token_ids: Sequence[int], num_tokens: int) -> int:
         """Create `seq_id`'s table: reuse cached prefix blocks, then fresh ones up to num_tokens.
-
-        Returns the number of tokens whose KV is already in the pool (prefix-cache hits).
-        """
+        Returns the number of tokens whose KV is already in the pool (prefix-cache hits)."""
         if seq_id in self.tables:
             raise ValueError(f"sequence {seq_id} already has blocks; free it first")
         hits = self.match_prefix(token_ids)  # hashed once: hashing is its host time
@@ -112,23 +90,15 @@ class BlockManager(PrefixCacheHooks):
         self.hit_tokens += len(hits) * self.block_size
         return len(hits) * self.block_size
 
-    def append(self, seq_id: int, num_tokens: int) -> None:
-        """Grow `seq_id`'s table so it holds `num_tokens` tokens."""
-        if not self.can_append(seq_id, num_tokens):
-            raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
-        self._grow(seq_id, num_tokens)
-
     def prepare_write(self, seq_id: int, start: int) -> list[tuple[int, int]]:
         """Copy-on-write: before writing from position `start`, un-share a partial block.
 
-        Only a block that already holds tokens before `start` and is shared (after `fork`) needs a
-        copy: its other holder will write *different* tokens into the same free slots. Shared
-        blocks entirely at or past `start` are prefix-cache hits on KV this very step computes;
-        they must be written in place. The scheduler calls this *before* `commit`, when it
-        schedules the write: a block published first could be hit by a request admitted in the
+        Only a shared block (after `fork`) holding tokens before `start` needs a copy: its other
+        holder will write *different* tokens into the same free slots. Shared blocks at or past
+        `start` are prefix-cache hits on KV this very step computes: written in place. Called
+        *before* `commit`: a block published first could be hit by a request admitted in the
         same step, which would then read the old block while the writer fills the copy.
-        Returns (src, dst) pairs whose KV the runner copies before the forward.
-        """
+        Returns (src, dst) pairs whose KV the runner copies before the forward."""
         i, table = start // self.block_size, self.tables[seq_id]
         if start % self.block_size == 0 or i >= len(table) or self.ref_count[table[i]] == 1:
             return []
@@ -136,48 +106,41 @@ class BlockManager(PrefixCacheHooks):
             raise RuntimeError("no free block for copy-on-write; preempt a sequence first")
         src, dst = table[i], self._take_free()
         self.ref_count[src] -= 1
-        self._ref(dst)
         table[i] = dst
         return [(src, dst)]
 
     def commit(self, seq_id: int, token_ids: Sequence[int], num_computed: int) -> None:
-        """Publish the hashes of blocks that are full once `num_computed` tokens have KV.
-
-        The scheduler commits when it schedules the tokens, so a request admitted later in the
-        same step already hits: each layer stores the whole batch's K/V before attending.
-        """
+        """Publish the hashes of blocks that are full once `num_computed` tokens have KV. The
+        scheduler commits when it schedules the tokens, so a request admitted later in the same
+        step already hits: each layer stores the whole batch's K/V before attending."""
         if not self.enable_prefix_caching:
             return
-        table, hashes = self.tables[seq_id], self.seq_hashes[seq_id]
-        while len(hashes) < num_computed // self.block_size:
+        table, hashes, bs = self.tables[seq_id], self.seq_hashes[seq_id], self.block_size
+        while len(hashes) < num_computed // bs:
             i = len(hashes)
-            parent = hashes[-1] if hashes else None
-            tokens = token_ids[i * self.block_size : (i + 1) * self.block_size]
+            tokens = token_ids[i * bs : (i + 1) * bs]
             if min(tokens) < 0:  # an overlap_schedule placeholder: published once it is known
                 break
-            h = block_hash(parent, tokens)
+            h = block_hash(hashes[-1] if hashes else None, tokens)
             hashes.append(h)
-            b = table[i]
-            if h not in self.cached and self.block_hashes[b] is None:
-                self.cached[h] = b
-                self.block_hashes[b] = h
+            if h not in self.cached and self.block_hashes[table[i]] is None:
+                self.cached[h] = table[i]
+                self.block_hashes[table[i]] = h
 
     def uncommit(self, seq_id: int, num_tokens: int) -> None:
         """Withdraw the hashes this sequence published past `num_tokens` (their KV is not valid:
         the step that was to compute it failed, or the tokens were rolled back)."""
         table, hashes = self.tables[seq_id], self.seq_hashes[seq_id]
         while len(hashes) > num_tokens // self.block_size:
-            i = len(hashes) - 1
-            b = table[i]
+            b = table[len(hashes) - 1]
             if self.block_hashes[b] == hashes.pop():
                 self._forget(b)
 
     def truncate(self, seq_id: int, num_tokens: int) -> list[int]:
         """Roll `seq_id` back to its first `num_tokens` tokens (speculative decoding rejected the
-        rest): withdraw the hashes of blocks no longer full of valid KV, and drop the blocks
-        past the new end. Slots past `num_tokens` in the last kept block are simply dead (the
-        next write overwrites them). Returns the block ids that went back to the free list.
-        A metadata update only: no KV is copied or cleared."""
+        rest): withdraw the hashes of blocks no longer full of valid KV, drop the blocks past the
+        new end (the slots past it in the last kept block are dead: the next write overwrites
+        them). Returns the blocks freed. Metadata only: no KV is copied or cleared."""
         table = self.tables[seq_id]
         if num_tokens > len(table) * self.block_size:
             raise ValueError(f"cannot truncate sequence {seq_id} to {num_tokens} tokens: it "
@@ -212,26 +175,16 @@ class BlockManager(PrefixCacheHooks):
 
     def evict(self, num_blocks: int | None = None) -> int:
         """Forget the cached content of up to `num_blocks` free blocks (default all), LRU first."""
-        evicted = 0
-        for b in list(self.free_list):
-            if num_blocks is not None and evicted >= num_blocks:
-                break
-            if self.block_hashes[b] is not None:
-                self._forget(b)
-                evicted += 1
-        return evicted
+        cached = [b for b in self.free_list if self.block_hashes[b] is not None][:num_blocks]
+        for b in cached:
+            self._forget(b)
+        return len(cached)
 
     # -- internals -------------------------------------------------------------------------
-    def _grow(self, seq_id: int, num_tokens: int) -> None:
-        table = self.tables[seq_id]
-        while len(table) < self.blocks_for(num_tokens):
-            b = self._take_free()
-            self._ref(b)
-            table.append(b)
-
     def _take_free(self) -> int:
         b, _ = self.free_list.popitem(last=False)
         self._forget(b)  # its old content is about to be overwritten
+        self.ref_count[b] = 1
         return b
 
     def _ref(self, b: int) -> None:
@@ -262,13 +215,9 @@ class BlockManager(PrefixCacheHooks):
         for table in self.tables.values():
             for b in table:
                 holders[b] += 1
+        assert self.ref_count == holders, f"ref counts {self.ref_count} != holders {holders}"
         for b in range(self.num_blocks):
-            assert self.ref_count[b] == holders[b], (
-                f"block {b}: ref {self.ref_count[b]} != {holders[b]}"
-            )
-            assert (b in self.free_list) == (holders[b] == 0), (
-                f"block {b}: free-list membership wrong"
-            )
+            assert (b in self.free_list) == (holders[b] == 0), f"block {b}: free-list wrong"
         for h, b in self.cached.items():
             assert self.block_hashes[b] == h, f"cached hash of block {b} is stale"
         assert sum(h is not None for h in self.block_hashes) == len(self.cached)

@@ -81,14 +81,8 @@ def allocate_kv_pool(
     With MINIRT_POISON_KV=1 (the test suite sets it) the pool starts full of NaN instead, so a
     kernel or a cache that reads a slot nobody wrote turns its output into NaN, not into a
     plausible token computed from whatever the memory held."""
-    shape = (
-        2,
-        config.num_hidden_layers,
-        num_blocks,
-        block_size,
-        config.num_key_value_heads,
-        config.head_dim,
-    )
+    c = config
+    shape = (2, c.num_hidden_layers, num_blocks, block_size, c.num_key_value_heads, c.head_dim)
     pool = torch.empty(shape, dtype=dtype, device=device)
     if poison_requested():
         pool.fill_(float("nan"))

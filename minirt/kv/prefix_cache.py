@@ -1,15 +1,13 @@
-"""PrefixCache: what the engine asks of the books of the KV pool — who holds which block, and
-which cached prompt prefix a new request can reuse.
-
-Two implementations ship: `BlockManager` ("hash": vLLM's hash-chained full blocks) and
-`RadixCache` ("radix": SGLang's token radix tree). A third is one class with the methods of
-`PrefixCache`, passed as `LLM(prefix_cache=MyCache)` (minirt.kv.caches builds and checks it).
-`PrefixCacheHooks` gives the moments a cache may act on (scheduled, computed, failed) a default of
-doing nothing, so a cache writes only the hooks it needs. Notebooks 01 (KV cache) and 11.
+"""PrefixCache: what the engine asks of the KV pool's books — who holds which block, and which
+cached prompt prefix a new request can reuse. `BlockManager` ("hash": vLLM's hash-chained full
+blocks) and `RadixCache` ("radix": SGLang's token radix tree) ship; a third is one class with
+these methods, `LLM(prefix_cache=MyCache)`. `PrefixCacheHooks` gives each moment a cache may act
+on a do-nothing default. Notebooks 01 (KV cache) and 11.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -68,3 +66,38 @@ class PrefixCacheHooks:
     def take_copies(self) -> list[tuple[int, int]]:
         """(src, dst) block copies that allocations since the last call need before the forward."""
         return []
+
+
+class BlockTables(PrefixCacheHooks):
+    """What both shipped caches share: a block table per sequence, a free list whose front is
+    reused first, and growing a table. Each says how a block leaves the free list (`_take_free`:
+    the block comes back held by the table it goes to) and how many are free."""
+
+    def __init__(self, num_blocks: int, block_size: int):
+        if num_blocks < 1:
+            raise ValueError("the KV pool needs at least one block")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
+        self.tables: dict[int, list[int]] = {}  # seq id -> block ids, logical order
+        self.hit_tokens = 0  # prefix-cache hits since creation (for stats)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def block_table(self, seq_id: int) -> list[int]:
+        return self.tables[seq_id]
+
+    def can_append(self, seq_id: int, num_tokens: int) -> bool:
+        """Could `seq_id` grow to hold `num_tokens` tokens?"""
+        return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks
+
+    def append(self, seq_id: int, num_tokens: int) -> None:
+        """Grow `seq_id`'s table so it holds `num_tokens` tokens."""
+        if not self.can_append(seq_id, num_tokens):
+            raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
+        self._grow(seq_id, num_tokens)
+
+    def _grow(self, seq_id: int, num_tokens: int) -> None:
+        table = self.tables[seq_id]
+        while len(table) < self.blocks_for(num_tokens):
+            table.append(self._take_free())

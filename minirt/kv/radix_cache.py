@@ -1,56 +1,39 @@
 """RadixCache: SGLang-style token-level prefix cache (a radix tree) over the same paged KV pool.
 
-Each tree node holds a run of tokens and the pool *slots* of their KV (`block * block_size +
-offset`); a token at position p always sits at offset p % block_size, so block tables, the pool
-layout and the attention kernels stay exactly those of `BlockManager`. A match is token-granular:
-the full blocks of the matched prefix are shared read-only, and a match ending inside a block gets
-a private copy of that block (`take_copies()`: the runner copies it before the forward), so no
-slot the tree holds is ever written again. Sequences lock their path (`lock_ref`); eviction drops
-unlocked leaves, least recently used first, and a block is free once no table and no node uses it.
-Tokens enter the tree after their forward (`cache_computed`). Notebook 11 (vLLM vs SGLang).
+A node holds a run of tokens and their KV *slots*; position p sits at offset p % block_size, so
+block tables, pool and kernels stay those of `BlockManager`. A match shares the full blocks of
+the prefix read-only and gives a match ending inside a block a private copy of it (no slot the
+tree holds is written again). Sequences lock their path; eviction drops unlocked leaves, least
+recently used first. Tokens enter after their forward (`cache_computed`). Notebook 11.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Sequence
 
-from minirt.kv.prefix_cache import PrefixCacheHooks
-from minirt.kv.radix_tree import (
-    RadixNode,
-    all_nodes,
-    check_invariants,
-    match,
-    path_slots,
-    touch,
-)
+from minirt.kv.prefix_cache import BlockTables
+from minirt.kv.radix_tree import RadixNode, all_nodes, check_invariants, match, touch
 
 
-class RadixCache(PrefixCacheHooks):
+class RadixCache(BlockTables):
     """A `PrefixCache` like `BlockManager` (same queries and changes) with a radix tree as the
     cache. Its tokens enter the tree after their forward (`cache_computed`), so the schedule-time
     hooks (`prepare_write`, `commit`, `uncommit`) keep their do-nothing defaults."""
 
     def __init__(self, num_blocks: int, block_size: int):
-        if num_blocks < 1:
-            raise ValueError("the KV pool needs at least one block")
-        self.num_blocks, self.block_size = num_blocks, block_size
+        super().__init__(num_blocks, block_size)
         self._ids = itertools.count(1)
         self.root = RadixNode([], [], lock_ref=1)  # never evicted
         self.table_ref = [0] * num_blocks  # block tables holding the block
         self.tree_ref = [0] * num_blocks  # tree nodes with a slot in the block
         self.locked_ref = [0] * num_blocks  # of those, locked ones
         self._num_cached_blocks = 0  # blocks with tree_ref > 0
-        self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self.evictable: set[int] = set()  # only unlocked nodes hold it: freed by evicting them
-        self.tables: dict[int, list[int]] = {}
         self.seq_nodes: dict[int, RadixNode] = {}  # seq id -> the node its lock sits on
         self.copies: list[tuple[int, int]] = []  # (src, dst) blocks to copy before the forward
-        self.clock = 0
-        self.hit_tokens = 0
-        self.num_evicted_tokens = 0
+        self.clock = self.num_evicted_tokens = 0
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -64,50 +47,31 @@ class RadixCache(PrefixCacheHooks):
 
     @property
     def num_cached_tokens(self) -> int:
-        return sum(len(n.key) for n in self._nodes())
-
-    def blocks_for(self, num_tokens: int) -> int:
-        return -(-num_tokens // self.block_size)
-
-    def block_table(self, seq_id: int) -> list[int]:
-        return self.tables[seq_id]
+        return sum(len(n.key) for n in all_nodes(self.root))
 
     def match_len(self, token_ids: Sequence[int]) -> int:
         """Tokens of the longest cached prefix (never the last token: its logits are needed)."""
-        return self._match(token_ids[:-1])[1]
+        return match(self.root, token_ids[:-1])[1]
 
     def match_node(self, token_ids: Sequence[int]) -> RadixNode:
         """The deepest node the match reaches (the DFS-weight policy groups requests by it)."""
-        nodes, _ = self._match(token_ids[:-1])
-        return nodes[-1]
+        return match(self.root, token_ids[:-1])[0][-1]
 
     def can_allocate(self, token_ids: Sequence[int], num_tokens: int) -> bool:
-        return self._fits(*self._match(token_ids[:-1]), num_tokens)
+        return self._fits(*match(self.root, token_ids[:-1]), num_tokens)
 
     def _fits(self, nodes: list[RadixNode], m: int, num_tokens: int) -> bool:
         """Room for a table of num_tokens whose match is (nodes, m)? Evictable blocks count as
         free, except those of the matched path (the allocation locks them)."""
         m = min(m, num_tokens)
-        shared = self._shared_blocks(nodes, m)
-        need = self.blocks_for(num_tokens) - len(shared)
+        need = self.blocks_for(num_tokens) - len(self._shared_blocks(nodes, m))
         if need <= len(self.free_list):  # the usual case: no eviction needed
             return True
         # The lock pins the blocks of the first m matched slots, not the whole last node: the
         # allocation splits it at m, and its tail stays evictable.
-        pinned = {s // self.block_size for s in self._matched_slots(nodes, m)}
+        slots = [s for n in nodes[1:] for s in n.slots][:m]
+        pinned = {s // self.block_size for s in slots}
         return need <= self.num_free_blocks - len(pinned & self.evictable)
-
-    def _matched_slots(self, nodes: list[RadixNode], m: int) -> list[int]:
-        """The pool slots of the first m tokens along the matched path (root first)."""
-        slots: list[int] = []
-        for n in nodes[1:]:
-            if len(slots) >= m:
-                break
-            slots += n.slots[: m - len(slots)]
-        return slots
-
-    def can_append(self, seq_id: int, num_tokens: int) -> bool:
-        return self.blocks_for(num_tokens) - len(self.tables[seq_id]) <= self.num_free_blocks
 
     # -- changes ---------------------------------------------------------------------------
     def allocate(self, seq_id: int, token_ids: Sequence[int], num_tokens: int) -> int:
@@ -115,30 +79,24 @@ class RadixCache(PrefixCacheHooks):
         partly matched block, fresh blocks up to num_tokens. Returns the cached token count."""
         if seq_id in self.tables:
             raise ValueError(f"sequence {seq_id} already has blocks; free it first")
-        nodes, m = self._match(token_ids[:-1])
+        nodes, m = match(self.root, token_ids[:-1])
         if not self._fits(nodes, m, num_tokens):
             raise RuntimeError(f"not enough free KV blocks for sequence {seq_id}")
         m = min(m, num_tokens)
+        table = self._shared_blocks(nodes, m)  # before the split below: it keeps those slots
         node = self._split(token_ids, m)
         self._lock(node, +1)
         self._touch(node)
         self.seq_nodes[seq_id] = node
-        table = self._shared_blocks(self._path(node), m)
         self._table_refs(table, +1)
         self.tables[seq_id] = table
         if m % self.block_size:  # the match ends inside a block: copy its cached head
             dst = self._take_free()
-            self._table_ref(dst, +1)
             table.append(dst)
             self.copies.append((node.slots[-1] // self.block_size, dst))  # node ends at m
         self._grow(seq_id, num_tokens)
         self.hit_tokens += m
         return m
-
-    def append(self, seq_id: int, num_tokens: int) -> None:
-        if not self.can_append(seq_id, num_tokens):
-            raise RuntimeError(f"not enough free KV blocks to grow sequence {seq_id}")
-        self._grow(seq_id, num_tokens)
 
     def take_copies(self) -> list[tuple[int, int]]:
         """The (src, dst) block copies allocations asked for since the last call."""
@@ -149,7 +107,7 @@ class RadixCache(PrefixCacheHooks):
         """Insert the first `num_computed` tokens (their KV is in the pool) and move the
         sequence's lock down to their node (SGLang's cache_unfinished_req)."""
         table, bs = self.tables[seq_id], self.block_size
-        nodes, m = self._match(token_ids[:num_computed])
+        _, m = match(self.root, token_ids[:num_computed])
         parent = self._split(token_ids, m)
         if m < num_computed:
             key = list(token_ids[m:num_computed])
@@ -162,9 +120,8 @@ class RadixCache(PrefixCacheHooks):
             self._attach(child)
             parent = child
         self._touch(parent)
-        old = self.seq_nodes[seq_id]
-        self._lock(parent, +1)
-        self._lock(old, -1)
+        self._lock(parent, +1)  # before the old lock goes: the shared path stays locked
+        self._lock(self.seq_nodes[seq_id], -1)
         self.seq_nodes[seq_id] = parent
 
     def truncate(self, seq_id: int, num_tokens: int) -> list[int]:
@@ -174,7 +131,7 @@ class RadixCache(PrefixCacheHooks):
             raise ValueError(f"cannot truncate sequence {seq_id} to {num_tokens} tokens")
         while len(table) > self.blocks_for(num_tokens):
             b = table.pop()
-            self._table_ref(b, -1)
+            self._table_refs([b], -1)
             if b in self.free_list:
                 freed.append(b)
         return freed
@@ -187,7 +144,8 @@ class RadixCache(PrefixCacheHooks):
     def evict(self, num_blocks: int | None = None) -> int:
         """Drop unlocked leaves, least recently used first, until `num_blocks` blocks are free
         again (default: every unlocked node). Returns the number of blocks freed."""
-        heap = [(n.last_access, n.node_id, n) for n in self._nodes() if self._evictable_leaf(n)]
+        leaves = [n for n in all_nodes(self.root) if self._evictable_leaf(n)]
+        heap = [(n.last_access, n.node_id, n) for n in leaves]
         heapq.heapify(heap)
         before = len(self.free_list)
         while heap and (num_blocks is None or len(self.free_list) - before < num_blocks):
@@ -201,23 +159,6 @@ class RadixCache(PrefixCacheHooks):
         return len(self.free_list) - before
 
     # -- the tree ------------------------------------------------------------------------------
-    def _match(self, tokens: Sequence[int]) -> tuple[list[RadixNode], int]:
-        return match(self.root, tokens)
-
-    def _path_slots(self, node: RadixNode) -> list[int]:
-        return path_slots(node)
-
-    def _path(self, node: RadixNode) -> list[RadixNode]:
-        """The nodes from the root down to `node`."""
-        out = []
-        while node is not None:
-            out.append(node)
-            node = node.parent
-        return out[::-1]
-
-    def _nodes(self) -> list[RadixNode]:
-        return all_nodes(self.root)
-
     def _touch(self, node: RadixNode) -> None:
         self.clock += 1
         touch(node, self.clock)
@@ -265,6 +206,7 @@ class RadixCache(PrefixCacheHooks):
         return sorted({s // bs for s in slots[:1] + heads})
 
     def _attach(self, node: RadixNode, d: int = 1) -> None:
+        """Count the node's blocks in the tree (d = 1), or no longer (d = -1)."""
         for b in self._blocks(node):
             self.tree_ref[b] += d
             if self.tree_ref[b] == (d > 0):  # its first node came (0 -> 1) or its last went
@@ -294,14 +236,11 @@ class RadixCache(PrefixCacheHooks):
         return n is not self.root and not n.children and n.lock_ref == 0
 
     # -- blocks ---------------------------------------------------------------------------------
-    def _table_ref(self, b: int, d: int) -> None:
-        self.table_ref[b] += d
-        self._update(b)
-
     def _table_refs(self, blocks, d: int) -> None:
-        """`_table_ref` for many blocks. A block's place (free, evictable, in use) changes only
-        when its first table comes or its last goes, so only then is `_update` called: a block
-        of a shared prefix, held by hundreds of tables, is admitted and freed that many times."""
+        """Add d to the table count of each block. A block's place (free, evictable, in use)
+        changes only when its first table comes or its last goes, so only then is `_update`
+        called: a block of a shared prefix, held by hundreds of tables, is admitted and freed
+        that many times."""
         ref = self.table_ref
         for b in blocks:
             ref[b] += d
@@ -327,14 +266,8 @@ class RadixCache(PrefixCacheHooks):
         if not self.free_list:
             raise RuntimeError("no free KV block, and no unlocked cached node left to evict")
         b, _ = self.free_list.popitem(last=False)
+        self.table_ref[b] = 1  # off the free list, in no node: in use once in the table it joins
         return b
-
-    def _grow(self, seq_id: int, num_tokens: int) -> None:
-        table = self.tables[seq_id]
-        while len(table) < self.blocks_for(num_tokens):
-            b = self._take_free()  # off the free list, in no node: in use once in this table
-            self.table_ref[b] = 1
-            table.append(b)
 
     # -- plain data for the dashboard and the tests --------------------------------------
     def to_dict(self) -> dict:
@@ -354,7 +287,7 @@ class RadixCache(PrefixCacheHooks):
                     "lock_ref": n.lock_ref,
                     "last_access": n.last_access,
                 }  # fmt: skip
-                for n in sorted(self._nodes(), key=lambda n: n.node_id)
+                for n in sorted(all_nodes(self.root), key=lambda n: n.node_id)
             ],
             "num_cached_blocks": self.num_cached_blocks,
             "num_cached_tokens": self.num_cached_tokens,

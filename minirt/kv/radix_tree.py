@@ -7,6 +7,7 @@ down compares one edge at a time. `check_invariants` recomputes every count the 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -117,9 +118,7 @@ def check_invariants(cache) -> None:  # cache: a RadixCache
     for table in cache.tables.values():
         for b in table:
             table_ref[b] += 1
-    locks: dict[int, int] = {}
-    for n in cache.seq_nodes.values():
-        locks[id(n)] = locks.get(id(n), 0) + 1
+    locks = Counter(id(n) for n in cache.seq_nodes.values())
     for n in nodes:
         assert n.key and len(n.key) == len(n.slots), f"node {n.node_id}: key/slots mismatch"
         assert n.parent.children[n.key[0]] is n, f"node {n.node_id}: not its parent's child"

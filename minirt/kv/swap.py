@@ -1,11 +1,9 @@
 """KV swap: a preempted sequence's blocks go to pinned host memory on a copy stream, and back.
 
-The host pool is block-major, `(num_host_blocks, 2, layers, block_size, kv_heads, head_dim)`, so
-one block of every layer is one contiguous run: one DMA per block, no strided copy. On CUDA the
-copies run on their own stream, ordered after the compute that wrote the KV (`wait_stream`), and
-each swap returns a CUDA event; the compute stream must `wait(event)` before it reads swapped-in
-blocks. Invariant: a block comes back bitwise identical. On a CPU the same calls copy at once.
-Notebook 06 (pinned memory and streams) measures it.
+The host pool is block-major, `(num_host_blocks, 2, layers, block_size, kv_heads, head_dim)`: a
+block of every layer is one contiguous DMA. On CUDA the copies run on their own stream after the
+compute that wrote the KV, each returning an event the compute stream waits for before reading
+swapped-in blocks; on a CPU they copy at once. A block comes back bitwise identical. Notebook 06.
 """
 
 from __future__ import annotations

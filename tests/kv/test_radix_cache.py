@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from minirt.kv.radix_cache import RadixCache
+from minirt.kv.radix_tree import all_nodes, path_slots
 
 
 def _lcp(a, b) -> int:
@@ -129,8 +130,8 @@ class RadixMachine(RuleBasedStateMachine):
             assert self.rc.match_len(tokens + [0]) == len(tokens)
             for p in range(len(tokens)):  # nobody overwrote a running sequence's KV
                 assert self.pool[self._slot(seq, p)] == tuple(tokens[: p + 1])
-        for node in self.rc._nodes():  # every cached slot holds its own prefix's KV
-            path = self.rc._path_slots(node)
+        for node in all_nodes(self.rc.root):  # every cached slot holds its own prefix's KV
+            path = path_slots(node)
             prefix = self.pool[path[-1]]
             assert prefix is not None and len(prefix) == len(path)
             for i, s in enumerate(path):
@@ -140,7 +141,7 @@ class RadixMachine(RuleBasedStateMachine):
         for seq in list(self.running):  # nothing leaks: all blocks come back
             self.rc.free(seq)
         self.rc.evict()
-        assert len(self.rc.free_list) == self.rc.num_blocks and not self.rc._nodes()
+        assert len(self.rc.free_list) == self.rc.num_blocks and not all_nodes(self.rc.root)
         self.rc.check_invariants()
 
 
