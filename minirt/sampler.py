@@ -31,8 +31,9 @@ def sample_on_device(
     params: list[SamplingParams],
     generators: list[torch.Generator],
 ) -> torch.Tensor:
-    """`sample` without reading the tokens back: [num_rows] int64 where the logits are, so the
-    host can go on (overlap_schedule). Same generators, same order: the same tokens."""
+    """One token per row, [num_rows] int64 where the logits are: the argmax, or for a row that
+    samples a draw from its filtered distribution with its generator. Nothing is read back, so
+    the host can go on (overlap_schedule)."""
     out = logits.argmax(-1)
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if not p.greedy:
@@ -46,14 +47,6 @@ def sample(
     params: list[SamplingParams],
     generators: list[torch.Generator],
 ) -> list[int]:
-    greedy = logits.argmax(-1).tolist()
-    if all(p.greedy for p in params):  # the common case: no per-row work on the CPU at all
-        return greedy
-    out = []
-    for row, p, gen, g in zip(logits, params, generators, greedy, strict=True):
-        if p.greedy:
-            out.append(g)
-            continue
-        probs = filter_logits(row, p).softmax(-1)
-        out.append(int(torch.multinomial(probs, 1, generator=gen)))
-    return out
+    """The sampler (a named part: `LLM(sampler=fn)` with this signature): the same tokens as
+    `sample_on_device`, as Python ints."""
+    return sample_on_device(logits, params, generators).tolist()

@@ -1,11 +1,10 @@
 """Decode steps replayed from CUDA graphs: one graph per batch size, a batch padded up to the next.
 
-A decode step of a small model is hundreds of tiny kernels; launched one by one from Python the
-GPU waits on the CPU (~5-20 µs per launch). A CUDA graph records the launches once and replays
-them in one call. Its price: fixed addresses and shapes. So the inputs live in static buffers,
-padding rows get slot -1 (store nothing) and context length 0 (attend to nothing), and attention
-is captured with `max_model_len` as its context bound. The graph ends with the logits, so a step
-is: one copy in, one replay, sampling. Notebook 05 (profiling) measures the gain.
+A small model's decode step is hundreds of tiny kernels; launched from Python the GPU waits on the
+CPU (~5-20 µs a launch). A graph records the launches once and replays them in one call, at the
+price of fixed addresses and shapes: static input buffers, padding rows with slot -1 (store
+nothing) and context 0 (attend to nothing), attention captured with `max_model_len` as its bound.
+A step: one copy in, one replay, sampling. Notebook 05 (profiling) measures the gain.
 """
 
 from __future__ import annotations
@@ -38,16 +37,11 @@ class DecodeGraphs:
         self.sizes = sorted(set(sizes))
         self.max_model_len = max_model_len
         self.device = device
-        self.pin = False  # stage inputs in pinned memory (set by the engine for overlap_schedule)
         # Static inputs per size: rows input_ids, positions, slot_mapping, context_lens, so a
         # step's integers arrive in one host-to-device copy. Block tables are shared by all.
-        self.inputs = {
-            bs: torch.zeros(4, bs, dtype=torch.int64, device=device) for bs in self.sizes
-        }
-        n = self.sizes[-1]
-        self.block_tables = torch.full(
-            (n, max_blocks_per_seq), -1, dtype=torch.int64, device=device
-        )
+        i64 = {"dtype": torch.int64, "device": device}
+        self.inputs = {bs: torch.zeros(4, bs, **i64) for bs in self.sizes}
+        self.block_tables = torch.full((self.sizes[-1], max_blocks_per_seq), -1, **i64)
         self.metas = {bs: self._meta(bs) for bs in self.sizes}  # alive as long as the graphs
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}  # [bs, vocab] logits, written by replay
@@ -55,9 +49,6 @@ class DecodeGraphs:
     @property
     def max_batch(self) -> int:
         return self.sizes[-1]
-
-    def padded_size(self, n: int) -> int:
-        return self.sizes[bisect.bisect_left(self.sizes, n)]
 
     def _meta(self, bs: int) -> AttentionMetadata:
         x = self.inputs[bs]
@@ -88,26 +79,26 @@ class DecodeGraphs:
             self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def run(self, host: dict[str, list], resolve=None) -> torch.Tensor:
+    def run(self, host: dict[str, list], resolve=None, pin: bool = False) -> torch.Tensor:
         """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32. `resolve`
-        (overlap_schedule) maps the input ids on the device: placeholders -> last step's tokens."""
+        (overlap_schedule) maps the input ids on the device: placeholders -> last step's tokens;
+        `pin` stages the inputs in pinned memory (a pageable copy waits for the step in flight)."""
         n = len(host["input_ids"])
-        bs = self.padded_size(n)
+        bs = self.sizes[bisect.bisect_left(self.sizes, n)]  # the smallest captured size >= n
         pad = bs - n  # padding rows store nothing (slot -1) and attend to nothing (context 0)
         packed = torch.tensor(
             [host["input_ids"] + [0] * pad, host["positions"] + [0] * pad,
              host["slot_mapping"] + [-1] * pad, host["context_lens"] + [0] * pad],
             dtype=torch.int64,
         )  # fmt: skip
-        if self.pin:  # overlap_schedule: a pageable copy would wait for the step in flight
-            packed = packed.pin_memory()
+        packed = packed.pin_memory() if pin else packed
         self.inputs[bs].copy_(packed, non_blocking=True)
         if resolve is not None:
             self.inputs[bs][0].copy_(resolve(self.inputs[bs][0]))
         tables = host["block_tables"]
         width = max(len(t) for t in tables)
         rows = torch.tensor([t + [-1] * (width - len(t)) for t in tables], dtype=torch.int64)
-        rows = rows.pin_memory() if self.pin else rows
+        rows = rows.pin_memory() if pin else rows
         self.block_tables[:n, :width].copy_(rows, non_blocking=True)  # stale entries past a
         # row's context are never read: its context length bounds every read
         if bs in self.graphs:

@@ -19,7 +19,7 @@ from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
 from minirt.model.decoder import CausalLM
 from minirt.sampler import sample, sample_on_device
-from minirt.sched import Batch, Row
+from minirt.sched import Batch, Row, Sequence
 
 
 class ModelRunner:
@@ -29,7 +29,6 @@ class ModelRunner:
         kv_pool: torch.Tensor,
         block_manager: BlockManager,
         seed: int,
-        graphs: DecodeGraphs | None = None,
         swap: SwapSpace | None = None,
         sampler=None,
     ):
@@ -37,7 +36,7 @@ class ModelRunner:
         # (logits [n, vocab] fp32, params, generators) -> n token ids: minirt.sampler.sample, or
         # the learner's (a named part: LLM(sampler=fn))
         self.sampler = sampler or sample
-        self.graphs = graphs
+        self.graphs: DecodeGraphs | None = None  # CUDA: captured by the engine
         self.swap = swap  # preemption_mode="swap": where swapped-out KV waits (minirt.kv.swap)
         self.swapped_host: dict[int, list[int]] = {}  # seq_id -> its host blocks
         self.kv_pool = kv_pool  # [2, layers, num_blocks, block_size, kv_heads, head_dim]
@@ -92,17 +91,17 @@ class ModelRunner:
         return ids, pos, meta
 
     @torch.inference_mode()
-    def logits(self, rows: list[Row], wanted: list[int] | None = None) -> torch.Tensor:
-        """Logits [len(wanted), vocab] fp32 at the forward's tokens `wanted` (default: all)."""
-        return self.forward(rows, wanted)
-
-    def forward(self, rows: list[Row], wanted: list[int] | None, resolve=None) -> torch.Tensor:
-        """The one forward path: logits at tokens `wanted` (None: all), from a captured graph
-        for a decode-shaped batch (one token a row) or eagerly. `resolve` maps the input ids
-        on the device first (the overlapped loop's placeholders)."""
+    def logits(
+        self, rows: list[Row], wanted: list[int] | None = None, resolve=None
+    ) -> torch.Tensor:
+        """The one forward path: logits [len(wanted), vocab] fp32 at the forward's tokens
+        `wanted` (None: all), from a captured graph for a decode-shaped batch (one token a row)
+        or eagerly. `resolve` maps the input ids on the device first (the overlapped loop's
+        placeholders)."""
         decode = max(r.n for r in rows) == 1
         if decode and self.graphs is not None and len(rows) <= self.graphs.max_batch:
-            return self.take_rows(self.graphs.run(self.host_inputs(rows), resolve), wanted)
+            logits = self.graphs.run(self.host_inputs(rows), resolve, self.pin_inputs)
+            return self.take_rows(logits, wanted)
         input_ids, positions, meta = self.prepare(rows)
         if resolve is not None:
             input_ids = resolve(input_ids)
@@ -117,14 +116,16 @@ class ModelRunner:
             return t
         return t[self.to_device(rows)]
 
-    def do_swaps(self, batch: Batch) -> None:
-        """The batch's KV copies, before its forward: out first (their blocks may be the very
-        ones a swap-in or this step's new tokens reuse), then in; compute waits for both."""
+    def move_kv(self, batch: Batch) -> None:
+        """The batch's KV copies, before its forward: swaps out first (their blocks may be the
+        very ones a swap-in or this step's new tokens reuse), then in, then the block copies;
+        compute waits for all of them."""
         for seq_id, blocks in batch.swap_out:
             self.swapped_host[seq_id], done = self.swap.swap_out(blocks)
             self.swap.wait(done)
         for seq_id, blocks in batch.swap_in:
             self.swap.wait(self.swap.swap_in(self.swapped_host.pop(seq_id), blocks))
+        self.copy_blocks(batch.kv_copies)
 
     @torch.inference_mode()
     def launch(self, batch: Batch, prev_tokens: torch.Tensor | None) -> torch.Tensor | None:
@@ -132,23 +133,21 @@ class ModelRunner:
         device without waiting for them (None when no row samples). The overlapped loop reads
         them a step later: an input id -(i + 1) is a placeholder for row i of `prev_tokens`,
         the last step's tokens, which the host has not read yet."""
-        if batch.swap_out or batch.swap_in:
-            self.do_swaps(batch)
-        self.copy_blocks(batch.kv_copies)
+        self.move_kv(batch)
 
         def resolve(ids: torch.Tensor) -> torch.Tensor:
-            if prev_tokens is None:
-                return ids
             return torch.where(ids < 0, prev_tokens[(-ids - 1).clamp(min=0)], ids)
 
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
-        logits = self.forward(batch.rows(), [ends[i] - 1 for i in rows], resolve)
-        if not rows:
-            return None
-        seqs = [batch.seqs[i] for i in rows]
-        gens = [self._generator(s) for s in seqs]
+        wanted = [ends[i] - 1 for i in rows]
+        logits = self.logits(batch.rows(), wanted, resolve if prev_tokens is not None else None)
+        return self.sample_rows(logits, [batch.seqs[i] for i in rows]) if rows else None
+
+    def sample_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """A token for each sequence from its row of `logits`: [len(seqs)] int64 on the device."""
         params = [s.sampling_params for s in seqs]
+        gens = [self._generator(s) for s in seqs]
         if self.sampler is not sample:  # a host-side sampler: the step waits for its logits
             return self.to_device(self.sampler(logits, params, gens))
         return sample_on_device(logits, params, gens)
@@ -177,7 +176,7 @@ class ModelRunner:
         seqs = [s for s, smp in zip(batch.seqs, batch.samples, strict=True) if smp]
         return {s.seq_id: [t] for s, t in zip(seqs, tokens.tolist(), strict=True)}
 
-    def _generator(self, seq) -> torch.Generator:
+    def _generator(self, seq: Sequence) -> torch.Generator:
         seed = seq.sampling_params.seed
         if seed is None:
             return self.generator

@@ -1,12 +1,10 @@
 """The overlapped scheduler (SGLang's): the CPU prepares step n + 1 while the device runs step n.
 
-Without it a step is CPU (schedule, build inputs) then device (forward, sample) then CPU again
-(read the tokens, check stops): the device idles during the CPU's parts. Here a step is launched
-without waiting for its tokens; each sampling sequence gets a placeholder token -(row + 1) that
-the next step's inputs resolve on the device. The host reads step n's tokens only after it has
-launched step n + 1, so it finds out one step late that a sequence stopped: that sequence's extra
-token is computed and dropped. Greedy output is unchanged. Each step records its CPU time (host
-work) and device time (CUDA events; on CPU the forward's wall time). Notebook 11 measures both.
+A step is launched without waiting for its tokens, so the device does not idle while the host
+schedules, builds inputs and reads tokens: each sampling sequence gets a placeholder -(row + 1)
+that the next step's inputs resolve on the device. The host learns one step late that a sequence
+stopped (its extra token is computed and dropped; greedy output is unchanged). Each step records
+its CPU and device time (CUDA events; on CPU the forward's wall time). Notebook 11 measures both.
 """
 
 from __future__ import annotations
@@ -53,11 +51,11 @@ class OverlapLoop:
         if not batch.seqs:
             if self.inflight is None:
                 raise RuntimeError("the scheduler found nothing to run and no step is in flight")
-            return self._resolve(t0)
+            return self.drain(t0)
         fl = self._launch(batch)
         fl.schedule_s = c1 - c0
         fl.cpu_s += c1 - c0
-        finished = self._resolve(t0) if self.inflight is not None else []
+        finished = self.drain(t0)
         c2 = time.perf_counter()
         # The inputs of this step are resolved now: advance it (placeholders for its tokens).
         sampled = {s.seq_id: [-(i + 1)] for i, s in enumerate(fl.sampling)}
@@ -66,9 +64,6 @@ class OverlapLoop:
         fl.cpu_s += time.perf_counter() - c2
         self.inflight = fl
         return finished
-
-    def drain(self, t0: float) -> list[Sequence]:
-        return self._resolve(t0) if self.inflight is not None else []
 
     def _launch(self, batch: Batch) -> InFlight:
         runner = self.runner
@@ -92,20 +87,20 @@ class OverlapLoop:
         prep = runner.prepare_s  # the rest (forward, sampling) the "device"'s
         return InFlight(batch, tokens, sampling, computed, prep, time.perf_counter() - c0 - prep)
 
-    def _resolve(self, t0: float) -> list[Sequence]:
+    def drain(self, t0: float) -> list[Sequence]:
         """Read the in-flight step's tokens (waits for it), put them in place of the
-        placeholders, finish the sequences that stopped."""
-        fl = self.inflight
-        self.inflight = None
+        placeholders, finish the sequences that stopped. Nothing in flight: nothing to do."""
+        fl, self.inflight = self.inflight, None
+        if fl is None:
+            return []
+        tokens = fl.tokens
         if fl.events is not None:  # not tokens.tolist(): that waits for the step launched since
             fl.events[1].synchronize()
-            tokens = fl.host_tokens.tolist() if fl.host_tokens is not None else []
-        else:
-            tokens = fl.tokens.tolist() if fl.tokens is not None else []
+            fl.device_s = fl.events[0].elapsed_time(fl.events[1]) / 1e3
+            tokens = fl.host_tokens
+        tokens = tokens.tolist() if tokens is not None else []
         c0 = time.perf_counter()
         t_done = c0 - t0
-        if fl.events is not None:
-            fl.device_s = fl.events[0].elapsed_time(fl.events[1]) / 1e3
         finished = []
         for seq, at, token in zip(fl.sampling, fl.placeholder_at, tokens, strict=True):
             if seq.is_finished:

@@ -3,38 +3,30 @@
 One step of `SpecRunner.run(batch)`, for a batch the scheduler built with lookahead slots
 (`Batch.lookahead[i] = k_i` for a decode that speculates, 0 otherwise):
 
-1. **Draft, catch-up + first guess** (one forward): the draft computes every token whose KV it
-   lacks — the prompt chunks the target computes this step, and a decode's last token (plus the
-   one before it after a step that accepted every guess: the target emitted that token's
-   successor, so the draft never ran on it). Each speculating sequence's last row gives q_1, and
-   the draft samples its first guess d_1.
-2. **Draft, more guesses** (k - 1 forwards of one token each): d_2 .. d_k, with q_2 .. q_k.
-3. **Target, verify** (one forward): the scheduled prompt chunks as usual, and for a decode its
-   last token x_0 followed by d_1 .. d_k — k + 1 positions, logits at all of them (p_1 .. p_k+1).
+1. **Draft, catch-up + first guess** (one forward): every token whose KV the draft lacks (the
+   target's prompt chunks of this step, a decode's last token, and after a step that accepted
+   every guess the token before it too); each speculating row gives q_1 and the guess d_1.
+2. **Draft, more guesses** (k - 1 one-token forwards): d_2 .. d_k, with q_2 .. q_k.
+3. **Target, verify** (one forward): the prompt chunks as usual, and for a decode its last token
+   x_0 followed by d_1 .. d_k: k + 1 positions, logits p_1 .. p_k+1 at all of them.
 4. **Accept** (`minirt.spec.rejection`): rejection sampling keeps the target's distribution
-   exactly; greedy requests accept while the draft agrees with the target's argmax. A sequence
-   gets its accepted guesses and one token more: 1 .. k + 1 tokens.
-5. **Roll back**: the target wrote KV for x_0, d_1 .. d_k, but only x_0 .. d_a (a accepted) is
-   valid. `BlockManager.truncate` moves the sequence's end back: blocks that hold only rejected
-   slots go back to the free list, the slots past the end in its last block are dead (the next
-   write overwrites them), nothing is copied. The hashes of blocks now full of *valid* KV, for both
-   models, are published for the prefix cache; nothing past the accepted tokens ever is.
+   exactly (greedy: accept while the draft agrees with the argmax); 1 .. k + 1 tokens result.
+5. **Roll back**: of the KV written for x_0, d_1 .. d_k only x_0 .. d_a (a accepted) is valid.
+   `BlockManager.truncate` moves the end back (blocks of only rejected slots are freed, dead
+   slots are overwritten later, nothing is copied); blocks full of KV valid for both models are
+   published for the prefix cache, nothing past the accepted tokens ever is.
 
-The draft has its own KV pool, with the same number of blocks and the same block size as the
-target's, and reads the target's block tables: one `BlockManager` serves both, so a prefix-cache
-hit is valid for both models as long as the draft computes every token the target does (step 1).
-`Sequence.num_draft_computed_tokens` counts the draft's progress (it may trail the target's by
-one token, or by all of them after a swap-in: the draft's KV is not swapped, it is recomputed).
-
-On CUDA both models replay decode graphs (the engine captures them up to max_num_seqs x (k + 1)
-rows); a batch with prompt chunks runs eager. Notebook 07 (speculative decoding) walks through
-one step; tests/spec check it token for token against the plain engine.
+The draft has its own pool (same blocks, same block size) and reads the target's block tables,
+so a prefix-cache hit is valid for both as long as the draft computes every token the target
+does (step 1). `Sequence.num_draft_computed_tokens` counts the draft's progress (one token
+behind, or all of them after a swap-in: the draft's KV is recomputed, not swapped). Notebook 07
+walks through one step; tests/spec check it token for token against the plain engine.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,14 +51,7 @@ class SpecStep:
     freed_blocks: list[int] = field(default_factory=list)  # blocks the rollback freed
 
     def to_dict(self) -> dict:
-        return {
-            "seq_id": self.seq_id,
-            "proposed": self.proposed,
-            "num_accepted": self.num_accepted,
-            "emitted": self.emitted,
-            "table_before": self.table_before,
-            "freed_blocks": self.freed_blocks,
-        }
+        return asdict(self)
 
 
 class SpecRunner:
@@ -78,16 +63,13 @@ class SpecRunner:
         self.target, self.draft, self.bm = target, draft, target.bm
         self.verifier = verifier  # minirt.spec.rejection.verify, or the learner's
         self.last_steps: list[SpecStep] = []  # the last batch's speculation, for the trace
-        self.num_proposed = 0  # draft tokens proposed, over the engine's life
-        self.num_accepted = 0  # of those, accepted
+        self.num_proposed = self.num_accepted = 0  # draft tokens, over the engine's life
 
     @torch.inference_mode()
     def run(self, batch: Batch) -> dict[int, list[int]]:
         """One step; returns {seq_id: new tokens} for the sequences that get any."""
-        if batch.swap_out or batch.swap_in:
-            self.target.do_swaps(batch)
-        self.target.copy_blocks(batch.kv_copies)  # the cached KV is valid for both models
-        self.draft.copy_blocks(batch.kv_copies)
+        self.target.move_kv(batch)
+        self.draft.copy_blocks(batch.kv_copies)  # the cached KV is valid for both models
         self.last_steps = []
         spec = [i for i, k in enumerate(batch.lookahead) if k > 0]
         guesses, q = self._propose(batch, spec)
@@ -111,9 +93,7 @@ class SpecRunner:
         out: dict[int, list[int]] = {}
         if plain:  # 4a. sequences without guesses sample as the plain engine does
             seqs = [batch.seqs[i] for i in plain]
-            gens = [self.target._generator(s) for s in seqs]
-            params = [s.sampling_params for s in seqs]
-            tokens = self.target.sampler(logits[: len(plain)], params, gens)
+            tokens = self.target.sample_rows(logits[: len(plain)], seqs).tolist()
             out = {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
         # 4b. Accept or reject the guesses: greedy requests with as many guesses together, in
         # one call (one device sync, not one per sequence); sampled ones each with its generator.
@@ -129,9 +109,12 @@ class SpecRunner:
             k = len(guesses[group[0]])
             p_logits = torch.stack([logits[first[i] : first[i] + k + 1] for i in group])
             drafts = torch.tensor([guesses[i] for i in group], device=logits.device)
-            v = self._verify(batch.seqs[group[0]], drafts, q.get(group[0]), p_logits)
-            verdicts.update({i: (a, t) for i, a, t in zip(group, v.num_accepted, v.tokens,
-                                                          strict=True)})  # fmt: skip
+            # greedy: drafts [b, k] against logits [b, k + 1, V]; sampled (b = 1): rejection
+            # sampling with its q [k, V] and its own generator
+            seq = batch.seqs[group[0]]
+            gen = None if seq.sampling_params.greedy else self.target._generator(seq)
+            v = self.verifier(drafts, q.get(group[0]), p_logits, seq.sampling_params, gen)
+            verdicts.update(zip(group, zip(v.num_accepted, v.tokens, strict=True), strict=True))
         for i in spec:  # 5. roll the KV back
             seq, (a, tokens) = batch.seqs[i], verdicts[i]
             out[seq.seq_id] = tokens
@@ -190,13 +173,7 @@ class SpecRunner:
             # The draft computed up to the target's new count, and its guesses but the last.
             seq.num_draft_computed_tokens = seq.num_computed_tokens + n + max(0, k - 1)
 
-    # -- 4 and 5: accept, then roll back ---------------------------------------------------------
-    def _verify(self, seq: Sequence, drafts: torch.Tensor, q, p_logits: torch.Tensor):
-        """Greedy: drafts [b, k] against the target's logits [b, k + 1, V]. Sampled (b = 1, the
-        sequence `seq`): rejection sampling with its q [k, V] and its own generator."""
-        gen = None if seq.sampling_params.greedy else self.target._generator(seq)
-        return self.verifier(drafts, q, p_logits, seq.sampling_params, gen)
-
+    # -- 5: roll back ---------------------------------------------------------------------------
     def _roll_back(self, seq: Sequence, guesses: list[int], a: int, emitted: list[int]) -> None:
         """Keep the KV of x_0 and the a accepted guesses; free what only rejected ones used."""
         table_before = list(self.bm.block_table(seq.seq_id))
