@@ -77,31 +77,17 @@ class ModelConfig:
         return asdict(self)
 
 
-def _preset(
-    model_type: str,
-    vocab: int,
-    hidden: int,
-    inter: int,
-    layers: int,
-    heads: int,
-    kv_heads: int,
-    theta: float,
-    max_pos: int,
-    tied: bool = False,
-    experts: int = 0,
-):
+def _preset(model_type: str, *shape: float, tied: bool = False, experts: int = 0) -> ModelConfig:
+    """vocab, hidden, intermediate, layers, heads, kv heads, rope theta, context: a published
+    model's shape, with head_dim 128 and bf16 weights."""
+    *sizes, theta, context = shape
     return ModelConfig(
         model_type,
-        vocab,
-        hidden,
-        inter,
-        layers,
-        heads,
-        kv_heads,
+        *sizes,
         head_dim=128,
         rms_norm_eps=1e-5 if model_type == "llama" else 1e-6,
         rope_theta=theta,
-        max_position_embeddings=max_pos,
+        max_position_embeddings=context,
         tie_word_embeddings=tied,
         qk_norm=model_type == "qwen3",
         dtype="bfloat16",
@@ -137,9 +123,8 @@ class EngineConfig:
     max_num_batched_tokens: int = 2048  # token budget of one step (prefill chunks + decodes)
     max_model_len: int | None = None  # default: the model's max_position_embeddings
     enable_chunked_prefill: bool = True
-    # Prefix caching: "hash" = vLLM's hash-chained full blocks (BlockManager), "radix" =
-    # SGLang's token-level radix tree (RadixCache), None = off, or a class implementing
-    # minirt.kv.prefix_cache.PrefixCache (minirt.kv.caches builds it). Notebook 11 compares them.
+    # "hash" (vLLM's hash-chained full blocks), "radix" (SGLang's token radix tree), None (off),
+    # or a class implementing minirt.kv.prefix_cache.PrefixCache. Notebook 11 compares them.
     prefix_cache: str | Callable | None = "hash"
     # Order of waiting requests: a name of minirt.sched.policy.POLICIES ("fcfs", "lpm",
     # "dfs-weight") or a function (waiting, cache) -> waiting in admission order.
@@ -163,10 +148,8 @@ class EngineConfig:
     # proposes num_speculative_tokens tokens per step and the target verifies them in one forward.
     speculative_model: str | None = None
     num_speculative_tokens: int = 0  # k; 0 = off
-    # Named parts a learner may replace (None: minirt's own). sampler: (logits [n, vocab] fp32,
-    # params, generators) -> n token ids, as minirt.sampler.sample; spec_verifier: (drafts
-    # [b, k], q [k, vocab] or None, target logits [b, k + 1, vocab], params, generator) ->
-    # Verdict, as minirt.spec.rejection.verify.
+    # Named parts a learner may replace (None: minirt's own), with the signatures of
+    # minirt.sampler.sample and minirt.spec.rejection.verify.
     sampler: Callable | None = None
     spec_verifier: Callable | None = None
     # Weight quantization (minirt.quant): a method name such as "w4a16-g128", "fp8-dynamic" or
@@ -176,21 +159,10 @@ class EngineConfig:
     def __post_init__(self) -> None:
         self._check_numbers()
         self._check_scheduling()
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(
-                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
-            )
-        if isinstance(self.kernel_backend, str) and self.kernel_backend not in (
-            "auto",
-            "torch",
-            "triton",
-        ):
-            raise ValueError(
-                f"kernel_backend must be 'auto', 'torch', 'triton' or a KernelBackend, got "
-                f"{self.kernel_backend!r}"
-            )
-        if self.cuda_graph_sizes is not None and not self.cuda_graph_sizes:
-            raise ValueError("cuda_graph_sizes must list at least one batch size, or be None")
+        backend = self.kernel_backend
+        if isinstance(backend, str) and backend not in ("auto", "torch", "triton"):
+            choices = "'auto', 'torch', 'triton' or a KernelBackend"
+            raise ValueError(f"kernel_backend must be {choices}, got {backend!r}")
         if self.preemption_mode not in ("recompute", "swap"):
             raise ValueError(
                 f"preemption_mode must be 'recompute' or 'swap', got {self.preemption_mode!r}"
@@ -225,13 +197,16 @@ class EngineConfig:
             self.kv_cache_bytes = int(as_float("kv_cache_bytes", self.kv_cache_bytes, 1))
         self.swap_space_bytes = int(as_float("swap_space_bytes", self.swap_space_bytes, 0))
         share = as_float("gpu_memory_utilization", self.gpu_memory_utilization)
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {share}")
         self.gpu_memory_utilization = share
         self.num_speculative_tokens = as_int("num_speculative_tokens", self.num_speculative_tokens)
         self.seed = as_int("seed", self.seed, 0, MAX_SEED)
         if self.cuda_graph_sizes is not None:
             sizes = self.cuda_graph_sizes
-            if not isinstance(sizes, list | tuple):
-                raise ValueError(f"cuda_graph_sizes must be a list of batch sizes, got {sizes!r}")
+            if not isinstance(sizes, list | tuple) or not sizes:
+                hint = "a list of batch sizes (at least one) or None"
+                raise ValueError(f"cuda_graph_sizes must be {hint}, got {sizes!r}")
             self.cuda_graph_sizes = [as_int("cuda_graph_sizes", n, 1) for n in sizes]
         self.dtype = str(self.dtype).removeprefix("torch.")  # torch.float16 -> "float16"
         if self.dtype not in DTYPES:
@@ -252,8 +227,7 @@ class EngineConfig:
         valid = ("decode-first", "prefill-first")
         if self.batch_priority not in valid:
             raise ValueError(f"batch_priority must be one of {valid}, got {self.batch_priority!r}")
-        # The name is looked up in minirt.sched.policy.POLICIES when the scheduler is built
-        # (a function works too); here only what the config alone can tell.
+        # (the name itself is looked up in minirt.sched.policy.POLICIES by the scheduler)
         policy = self.schedule_policy
         if isinstance(policy, str) and policy != "fcfs" and self.prefix_cache is None:
             raise ValueError(

@@ -7,6 +7,7 @@ after bad input. With `trace=True` each step is recorded (minirt.trace). Noteboo
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minirt.config import EngineConfig, ModelConfig
+from minirt.config import EngineConfig
 from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
 from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
@@ -29,7 +30,7 @@ from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
 from minirt.quant.linear import check_engine_method
 from minirt.sampling_params import SamplingParams
-from minirt.sched import Batch, Scheduler, Sequence
+from minirt.sched import Batch, Row, Scheduler, Sequence
 from minirt.sched.stop import StopRule
 from minirt.spec.decoder import SpecRunner
 from minirt.spec.rejection import verify
@@ -88,12 +89,6 @@ def _pick_device(name: str) -> torch.device:
     return device
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)  # one of config.DTYPES
-
-
 class LLM:
     def __init__(self, model: str | Path | None = None, preset: str | None = None, **engine_kwargs):
         # preset="vllm" | "sglang": that system's scheduling defaults (config.SCHEDULING_PRESETS)
@@ -104,7 +99,7 @@ class LLM:
         self._load_model(model)
         self._build_engine()
         self.last_stats = GenerateStats()
-        self._next_seq_id = 0
+        self._seq_ids = itertools.count()
 
     def _load_model(self, model: str | Path | None) -> None:
         """Weights (quantized if asked), kernels, tokenizer and the context length."""
@@ -112,7 +107,8 @@ class LLM:
             check_engine_method(self.config.quantization)
         self.model_path = resolve_model_path(model)
         self.device = _pick_device(self.config.device)
-        self.dtype = _pick_dtype(self.config.dtype, self.device)
+        auto = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.dtype = auto if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
         if self.device.type == "cpu":  # few threads: a tiny model's waiting threads only spin
             pin_cpu_threads(self.model_config, self.config.cpu_threads)
@@ -123,74 +119,46 @@ class LLM:
 
             quantize_model(self.model, self.config.quantization)
         self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
-        mc: ModelConfig = self.model_config
-        self.max_model_len = min(
-            self.config.max_model_len or mc.max_position_embeddings, mc.max_position_embeddings
-        )
-        if not self.config.enable_chunked_prefill and (
-            self.config.max_num_batched_tokens < self.max_model_len
-        ):
+        context = self.model_config.max_position_embeddings
+        self.max_model_len = min(self.config.max_model_len or context, context)
+        budget = self.config.max_num_batched_tokens
+        if not self.config.enable_chunked_prefill and budget < self.max_model_len:
             raise ValueError(
                 f"without chunked prefill a whole prompt must fit one step: "
-                f"max_num_batched_tokens ({self.config.max_num_batched_tokens}) < max_model_len "
+                f"max_num_batched_tokens ({budget}) < max_model_len "
                 f"({self.max_model_len}); raise it, lower max_model_len, or enable chunked prefill"
             )
 
     def _build_engine(self) -> None:
         """The KV pool, the prefix cache, the scheduler, the runner(s) and the loop."""
-        mc: ModelConfig = self.model_config
+        mc, cfg, bs = self.model_config, self.config, self.config.block_size
         # The pool is allocated once, now, after the weights: a budget that is too small fails
         # here at start-up, not in the middle of a request.
         self.draft_model, self.draft_config = self._load_draft()
-        bs = self.config.block_size
-        self.num_blocks = self.config.num_kv_blocks or self._blocks_in_budget()
+        self.num_blocks = cfg.num_kv_blocks or self._blocks_in_budget()
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
         # the block books: hash blocks, radix tree, none, or the learner's (minirt.kv.caches)
-        self.block_manager = make_prefix_cache(self.config.prefix_cache, self.num_blocks, bs)
-        swap = None
-        if self.config.preemption_mode == "swap":  # host blocks of the same shape as the pool's
-            host_blocks = self.config.swap_space_bytes // (
-                bs * kv_cache_bytes_per_token(mc, self.dtype)
-            )
-            swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
-        self.eos_ids = set(mc.eos_token_id)
-        if self.tokenizer.eos_token_id is not None:
-            self.eos_ids.add(self.tokenizer.eos_token_id)
-        stop = StopRule(
-            self.max_model_len, self.pool_capacity_tokens, self.eos_ids, self.tokenizer.decode
-        )
-        self.scheduler = Scheduler(
-            self.config,
-            self.block_manager,
-            swap.host.shape[0] if swap is not None else 0,
-            self.max_model_len,
-            stop,
-        )
-        self.runner = ModelRunner(
-            self.model,
-            self.kv_pool,
-            self.block_manager,
-            self.config.seed,
-            swap=swap,
-            sampler=self.config.sampler,
-        )
+        bm = self.block_manager = make_prefix_cache(cfg.prefix_cache, self.num_blocks, bs)
+        host_blocks = 0  # preemption_mode="swap": host blocks of the same shape as the pool's
+        if cfg.preemption_mode == "swap":
+            host_blocks = cfg.swap_space_bytes // (bs * kv_cache_bytes_per_token(mc, self.dtype))
+        swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
+        self.eos_ids = set(mc.eos_token_id) | ({self.tokenizer.eos_token_id} - {None})
+        stop = StopRule(self.max_model_len, bm.num_blocks * bs, self.eos_ids, self.tokenizer.decode)
+        self.scheduler = Scheduler(cfg, bm, host_blocks, self.max_model_len, stop)
+        self.runner = ModelRunner(self.model, self.kv_pool, bm, cfg.seed, swap, cfg.sampler)
         self.spec: SpecRunner | None = None
         if self.draft_model is not None:  # its own pool, the target's block tables
-            draft_pool = allocate_kv_pool(
-                self.draft_config, self.num_blocks, bs, self.dtype, self.device
-            )
-            draft = ModelRunner(self.draft_model, draft_pool, self.block_manager, self.config.seed)
-            self.spec = SpecRunner(self.runner, draft, self.config.spec_verifier or verify)
+            pool = allocate_kv_pool(self.draft_config, self.num_blocks, bs, self.dtype, self.device)
+            draft = ModelRunner(self.draft_model, pool, bm, cfg.seed)
+            self.spec = SpecRunner(self.runner, draft, cfg.spec_verifier or verify)
         self.capture_graphs()
         self.recorder: Recorder | None = None
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
         self.overlap = None
-        if self.config.overlap_schedule:
+        if cfg.overlap_schedule:
             self.overlap = OverlapLoop(self.scheduler, self.runner, self._on_step)
-        if self.overlap is not None and self.device.type == "cuda":
-            self.runner.pin_inputs = True
-            if self.runner.graphs is not None:
-                self.runner.graphs.pin = True
+            self.runner.pin_inputs = self.device.type == "cuda"
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -231,10 +199,9 @@ class LLM:
         t0 = time.perf_counter()
         if self.config.trace:
             self.recorder = Recorder(meta=self._trace_meta())
-        seqs = []
-        for toks, p in zip(token_lists, params, strict=True):
-            seqs.append(Sequence(self._next_seq_id, toks, p, arrival_s=0.0))
-            self._next_seq_id += 1
+        seqs = [
+            Sequence(next(self._seq_ids), t, p) for t, p in zip(token_lists, params, strict=True)
+        ]
         before = (self.scheduler.num_steps, self.scheduler.num_preemptions, *self._spec_counts())
         # in a log (stderr not a terminal) a refresh every 30 s, not hundreds of \r updates
         interval = 0.1 if sys.stderr.isatty() else 30.0
@@ -296,18 +263,14 @@ class LLM:
         if self.scheduler.has_unfinished():
             raise RuntimeError("score() needs an idle engine; call it outside generate()")
         toks = self._encode_and_check(0, prompt)
-        seq = Sequence(self._next_seq_id, toks, SamplingParams(max_tokens=1), arrival_s=0.0)
-        self._next_seq_id += 1
-        self.block_manager.allocate(seq.seq_id, [], len(toks))  # no tokens given: no cache hits
-        chunks = []
+        seq_id, chunk, chunks = next(self._seq_ids), self.config.max_num_batched_tokens, []
+        self.block_manager.allocate(seq_id, [], len(toks))  # no tokens given: no cache hits
         try:
-            for start in range(0, len(toks), self.config.max_num_batched_tokens):
-                batch = Batch(step=-1)
-                batch.add(seq, min(self.config.max_num_batched_tokens, len(toks) - start))
-                chunks.append(self.runner.logits(batch.rows()).cpu())
-                seq.num_computed_tokens += batch.num_new_tokens[0]
+            for start in range(0, len(toks), chunk):
+                rows = [Row(seq_id, toks, start, min(chunk, len(toks) - start))]
+                chunks.append(self.runner.logits(rows).cpu())
         finally:
-            self.block_manager.free(seq.seq_id)
+            self.block_manager.free(seq_id)
         return torch.cat(chunks)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -371,15 +334,13 @@ class LLM:
     def _blocks_in_budget(self) -> int:
         """Blocks that fit the KV budget (kv_cache_bytes, or free GPU memory x utilisation);
         with a draft, both pools get the same number of blocks out of the one budget."""
-        mc, bs = self.model_config, self.config.block_size
-        budget = kv_budget_bytes(
-            self.device, self.config.kv_cache_bytes, self.config.gpu_memory_utilization
-        )
+        mc, cfg = self.model_config, self.config
+        budget = kv_budget_bytes(self.device, cfg.kv_cache_bytes, cfg.gpu_memory_utilization)
         if self.draft_config is not None:
             per_token = kv_cache_bytes_per_token(mc, self.dtype)
             both = per_token + kv_cache_bytes_per_token(self.draft_config, self.dtype)
             budget = budget * per_token // both
-        return num_kv_blocks(mc, bs, self.dtype, budget)
+        return num_kv_blocks(mc, cfg.block_size, self.dtype, budget)
 
     def _load_draft(self):
         """The speculative decoding draft (EngineConfig.speculative_model), or (None, None)."""
@@ -403,16 +364,10 @@ class LLM:
             ids = ids[:-1]  # the EOS token is not part of the text
         text = self.tokenizer.decode(ids)
         for s in p.stop:
-            if s in text:
-                text = text[: text.index(s)]
-        return RequestOutput(
-            seq.seq_id,
-            prompt,
-            text,
-            seq.output_token_ids,
-            seq.finish_reason or "abort",
-            min(seq.num_cached_tokens, seq.num_prompt_tokens),
-        )
+            text = text.split(s)[0]  # the text before the first stop string
+        cached = min(seq.num_cached_tokens, seq.num_prompt_tokens)
+        reason = seq.finish_reason or "abort"
+        return RequestOutput(seq.seq_id, prompt, text, seq.output_token_ids, reason, cached)
 
     def _trace_meta(self) -> dict:
         return {
@@ -431,16 +386,12 @@ class LLM:
         if self.recorder is None:
             return
         bm = self.block_manager
+        rows = zip(batch.seqs, batch.num_new_tokens, computed, batch.is_prefill, strict=True)
         self.recorder.record(
             StepEvent(
                 step=batch.step,
                 time_s=now_s,
-                scheduled=[
-                    ScheduledSeq(s.seq_id, n, c, p)
-                    for s, n, c, p in zip(
-                        batch.seqs, batch.num_new_tokens, computed, batch.is_prefill, strict=True
-                    )
-                ],
+                scheduled=[ScheduledSeq(s.seq_id, n, c, p) for s, n, c, p in rows],
                 num_prefill_tokens=batch.num_prefill_tokens,
                 num_decode_tokens=batch.num_decode_tokens,
                 num_running=len(self.scheduler.running),

@@ -24,10 +24,8 @@ _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 def resolve_model_path(model: str | Path | None) -> Path:
     """None means the embedded target; 'target'/'draft' name the embedded pair."""
-    if model is None:
-        model = "target"
-    if str(model) in EMBEDDED:
-        return EMBEDDED[str(model)]
+    if model is None or str(model) in EMBEDDED:
+        return EMBEDDED[str(model or "target")]
     path = Path(model).expanduser()
     if not path.exists():
         hint = ""
@@ -79,13 +77,9 @@ def safetensors_files(folder: Path) -> list[Path]:
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a Hugging Face checkpoint of `config` holds, name -> shape, from the config
     alone: the checkpoint is checked against it before a byte of the model is allocated."""
-    h, v, inter, d = (
-        config.hidden_size,
-        config.vocab_size,
-        config.intermediate_size,
-        config.head_dim,
-    )
-    q, kv = config.num_attention_heads * d, config.num_key_value_heads * d
+    c = config
+    h, v, inter, d = c.hidden_size, c.vocab_size, c.intermediate_size, c.head_dim
+    q, kv = c.num_attention_heads * d, c.num_key_value_heads * d
     layer = {
         "input_layernorm.weight": (h,),
         "post_attention_layernorm.weight": (h,),
@@ -97,15 +91,15 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
         "mlp.up_proj.weight": (inter, h),
         "mlp.down_proj.weight": (h, inter),
     }
-    if config.attention_bias:
+    if c.attention_bias:
         layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,)}
         layer |= {"self_attn.v_proj.bias": (kv,)}
-    if config.qk_norm:
+    if c.qk_norm:
         layer |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
     shapes = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
-    if not config.tie_word_embeddings:
+    if not c.tie_word_embeddings:
         shapes["lm_head.weight"] = (v, h)
-    for i in range(config.num_hidden_layers):
+    for i in range(c.num_hidden_layers):
         shapes |= {f"model.layers.{i}.{name}": shape for name, shape in layer.items()}
     return shapes
 

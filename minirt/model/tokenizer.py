@@ -46,9 +46,13 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}
 
 
-def byte_tokenizer_config(model_max_length: int) -> dict:
-    """`tokenizer_config.json` contents so `transformers.AutoTokenizer` loads the folder."""
-    return {
+def save_byte_tokenizer(folder: str | Path, model_max_length: int) -> None:
+    """Write `tokenizer.json` and `tokenizer_config.json` (what `transformers.AutoTokenizer`
+    reads) of the byte tokenizer into `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    build_byte_tokenizer().save(str(folder / "tokenizer.json"))
+    config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": EOS_TOKEN,
         "eos_token": EOS_TOKEN,
@@ -59,14 +63,6 @@ def byte_tokenizer_config(model_max_length: int) -> dict:
         "clean_up_tokenization_spaces": False,
         "model_max_length": model_max_length,
     }
-
-
-def save_byte_tokenizer(folder: str | Path, model_max_length: int) -> None:
-    """Write `tokenizer.json` and `tokenizer_config.json` of the byte tokenizer into `folder`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    build_byte_tokenizer().save(str(folder / "tokenizer.json"))
-    config = byte_tokenizer_config(model_max_length)
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 

@@ -1,12 +1,8 @@
 """Which waiting request goes first: FCFS, longest-prefix-match, DFS-weight (SGLang's policies).
 
-FCFS keeps arrival order (vLLM). LPM admits the requests with the longest cached prefix first, so
-the cache's hits are used before eviction drops them. DFS-weight walks the radix tree depth first,
-heaviest subtree (most waiting requests) first, so requests sharing a prefix run back to back.
-`defer_in_batch` is SGLang's in-batch check: a request whose uncached prefix another request of
-this step is computing waits a step and then hits the cache; `InBatchPrefixes` gives the same
-answer with one tree walk per request instead of one comparison per prompt. Notebook 11 measures
-all three.
+LPM uses the cache's hits before eviction drops them; DFS-weight runs requests sharing a prefix
+back to back. `defer_in_batch` is SGLang's in-batch check: a request whose uncached prefix another
+request of this step computes waits a step, then hits the cache. Notebook 11 measures all three.
 """
 
 from __future__ import annotations
@@ -94,19 +90,14 @@ def order_waiting(waiting: Iterable[Seq], cache, policy: str | Policy) -> list[S
 def defer_in_batch(token_ids: Sequence[int], cached: int, admitted: list[Sequence[int]]) -> bool:
     """Should this request wait a step for a prefix another admitted request computes now?
     The plain version, one prompt at a time; the scheduler asks `InBatchPrefixes`."""
-    for other in admitted:
-        n = min(common_len(token_ids, other), len(token_ids) - 1, len(other) - 1)
-        if n - cached >= IN_BATCH_DEFER_TOKENS:
-            return True
-    return False
+    shared = (min(common_len(token_ids, p), len(token_ids) - 1, len(p) - 1) for p in admitted)
+    return any(n - cached >= IN_BATCH_DEFER_TOKENS for n in shared)
 
 
 class InBatchPrefixes:
-    """The prompts being computed this step, in a token-only radix tree (SGLang's
-    waiting_queue_radix_tree): a walk down it finds the longest prefix a request shares with any
-    of them, so each check costs a few edge comparisons whatever the number of prompts, where
-    `defer_in_batch` compares with every prompt (O(n^2) over a step's admissions). Both trees
-    hold prompts less their last token: the cap min(len - 1) of `defer_in_batch` comes free."""
+    """The prompts being computed this step, less their last token, in a token-only radix tree
+    (SGLang's waiting_queue_radix_tree): one walk finds the longest prefix a request shares with
+    any of them, where `defer_in_batch` compares with every prompt (O(n^2) over a step)."""
 
     def __init__(self, prompts: Iterable[Sequence[int]] = ()):
         self.root = RadixNode([], [])

@@ -1,13 +1,9 @@
 """Continuous batching: every step, decide which sequences run and how many tokens each brings.
 
-One `schedule()` call returns one `Batch`. Running sequences go first (a decode is 1 token, an
-unfinished prefill its next chunk) under a token budget; when the pool has no block for them, the
-newest running sequence is preempted: by recompute (its blocks freed, its KV recomputed later) or,
-with preemption_mode="swap", by swapping its KV to host memory (the batch tells the runner which
-blocks to copy out, and later into which fresh blocks to copy back). Swapped sequences resume
-before waiting ones are admitted in the policy's order (minirt.sched.policy: FCFS, longest prefix
-match, DFS-weight), while blocks and budget last. batch_priority="prefill-first" (SGLang) makes a
-step of prefills alone whenever a waiting request fits. Notebooks 02 (scheduling) and 11.
+One `schedule()` call returns one `Batch` under a token budget: running sequences first (a decode
+is 1 token, an unfinished prefill its next chunk), preempting the newest when blocks run out (by
+recompute: its KV is rebuilt later, or by swapping its KV to host memory and back), then swapped
+sequences, then waiting ones in the policy's order (minirt.sched.policy). Notebooks 02 and 11.
 """
 
 from __future__ import annotations
@@ -24,13 +20,10 @@ from minirt.sched.stop import StopRule
 
 @dataclass(frozen=True)
 class Row:
-    """What one forward computes for one sequence: `token_ids[start : start + n]`, at positions
-    start .. start + n - 1, reading and writing the sequence's block table.
-
-    A scheduled sequence is one row (`Batch.rows()`); speculative decoding builds its own rows:
-    the draft runs ahead of the target (its own `start`), and a verify runs on tokens not yet in
-    the sequence (the guesses appended to `token_ids`), one row per guess.
-    """
+    """What one forward computes for one sequence: `token_ids[start : start + n]` at positions
+    start .. start + n - 1, through the sequence's block table. A scheduled sequence is one row
+    (`Batch.rows()`); speculative decoding builds its own: the draft's (its own `start`), and a
+    verify's (the guesses appended to `token_ids`, one row per guess)."""
 
     seq_id: int
     token_ids: list[int]
@@ -47,8 +40,7 @@ class Batch:
     num_new_tokens: list[int] = field(default_factory=list)
     is_prefill: list[bool] = field(default_factory=list)  # prompt/recompute tokens, not a decode
     samples: list[bool] = field(default_factory=list)  # reaches its last token: gets a new one
-    # Speculative decoding: slots reserved past a decode's token for the draft's guesses (vLLM's
-    # lookahead slots); 0 for every sequence without speculation.
+    # speculative decoding: slots past a decode for the draft's guesses (vLLM's lookahead slots)
     lookahead: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     # (seq_id, device blocks) to copy out before this step's forward, and (seq_id, fresh device
@@ -56,9 +48,8 @@ class Batch:
     swap_out: list[tuple[int, list[int]]] = field(default_factory=list)
     swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
-    # (src, dst) blocks to copy before the forward, after the swaps, in every pool (target and
-    # draft): copy-on-write of a shared partial block (BlockManager.prepare_write), and the
-    # private copy of a block a radix-cache match ends inside (minirt.kv.radix_cache).
+    # (src, dst) blocks to copy after the swaps, in every pool: copy-on-write of a shared partial
+    # block (BlockManager.prepare_write), a radix match ending inside a block (its private copy)
     kv_copies: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, seq: Sequence, n: int, lookahead: int = 0) -> None:
@@ -89,13 +80,9 @@ class Batch:
 
 def is_decode(seq: Sequence, n: int) -> bool:
     """One new token, the last sampled one: a decode (not a prompt or recompute chunk)."""
-    # num_tokens > num_prompt_tokens, not bool(output_token_ids): no slice for every running
-    # sequence every step
-    return (
-        n == 1
-        and seq.num_computed_tokens == seq.num_tokens - 1
-        and seq.num_tokens > seq.num_prompt_tokens
-    )
+    # num_tokens > num_prompt_tokens, not bool(output_token_ids): no slice per sequence per step
+    last = seq.num_computed_tokens == seq.num_tokens - 1
+    return n == 1 and last and seq.num_tokens > seq.num_prompt_tokens
 
 
 class Scheduler:
@@ -117,10 +104,8 @@ class Scheduler:
         self.running: list[Sequence] = []
         self.swapped: deque[Sequence] = deque()
         self.free_host_blocks = num_host_blocks  # the runner's SwapSpace holds the bytes
-        self.num_swap_outs = 0
-        self.num_steps = 0
+        self.num_swap_outs = self.num_steps = self.num_preemptions = 0
         self.last_batch: Batch | None = None
-        self.num_preemptions = 0
 
     def add(self, seq: Sequence) -> None:
         seq.status = SequenceStatus.WAITING
@@ -174,8 +159,6 @@ class Scheduler:
 
     def _schedule_running(self, batch: Batch, budget: int, prefills_only: bool = False) -> int:
         """Running sequences, oldest first; preempt the newest when blocks run out."""
-        chunked = self.config.enable_chunked_prefill
-
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
@@ -183,15 +166,13 @@ class Scheduler:
             if prefills_only and is_decode(seq, n):
                 i += 1
                 continue
-            if n > budget:
-                if not chunked:
-                    break
-                n = budget
+            if n > budget and not self.config.enable_chunked_prefill:
+                break
+            n = min(n, budget)
             k = self._lookahead(seq, n, budget)
             while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
                 victim = self.running.pop()  # the newest loses its blocks
                 self._preempt(victim, batch)
-                batch.preempted.append(victim)
                 if victim is seq:
                     break
             if seq.status is not SequenceStatus.RUNNING:
@@ -210,7 +191,6 @@ class Scheduler:
         """Admit waiting sequences in policy order while blocks, budget and seats last."""
         if batch.preempted or self.swapped:
             return budget
-        chunked = self.config.enable_chunked_prefill
         # the radix tree inserts after the forward: a prefix computed this step hits next step
         defer = self.policy is not fcfs and isinstance(self.bm, RadixCache)
         if defer:  # prompts being computed: running ones not yet done, this step's admissions
@@ -224,16 +204,14 @@ class Scheduler:
             if defer and admitted.defers(seq.token_ids, cached):
                 continue  # the other request computes this prefix now: hit it next step
             n = seq.num_tokens - cached
-            if n > budget:
-                if not chunked:
-                    break
-                n = budget
+            if n > budget and not self.config.enable_chunked_prefill:
+                break
+            n = min(n, budget)
             if not self.bm.can_allocate(seq.token_ids, cached + n):
                 break
-            seq.num_computed_tokens = seq.num_cached_tokens = self.bm.allocate(
-                seq.seq_id, seq.token_ids, cached + n
-            )
-            seq.num_draft_computed_tokens = seq.num_computed_tokens  # cached for the draft too
+            cached = self.bm.allocate(seq.seq_id, seq.token_ids, cached + n)
+            # (the cached KV is there for the draft too)
+            seq.num_computed_tokens = seq.num_cached_tokens = seq.num_draft_computed_tokens = cached
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
             batch.prefix_hit_tokens += seq.num_cached_tokens
             self.waiting.remove(seq)
@@ -283,11 +261,10 @@ class Scheduler:
                 self._cache_computed(seq)
 
     def _cache_computed(self, seq: Sequence) -> None:
-        """Hand the radix cache the tokens whose KV is in the pool (of both models: with a
-        draft, the draft may trail by a token). As SGLang does, after a prompt chunk
-        (cache_unfinished_req) and at the end (cache_finished_req), not after every decode
-        token: inserting one token per step re-walks the whole path from the root, and on the
-        GPU that host work cost more than the forward (bench sched, H200: 2x slower steps)."""
+        """Hand the radix cache the tokens whose KV is in the pool (of both models: the draft
+        may trail by a token). As SGLang does, after a prompt chunk and at the end, not after
+        every decode token: each insert re-walks the path from the root, host work that cost
+        more than the forward on the GPU (bench sched, H200: 2x slower steps)."""
         valid = seq.num_computed_tokens
         if self.config.num_speculative_tokens > 0:
             valid = min(valid, seq.num_draft_computed_tokens)
@@ -327,19 +304,19 @@ class Scheduler:
         first and it keeps its progress; otherwise recompute: its KV is rebuilt when readmitted."""
         seq.num_preemptions += 1
         self.num_preemptions += 1
+        batch.preempted.append(seq)
         kept = self.bm.blocks_for(seq.num_computed_tokens)
         if self.config.preemption_mode == "swap" and kept <= self.free_host_blocks:
             batch.swap_out.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
             self.free_host_blocks -= kept
             self.num_swap_outs += 1
-            self.bm.free(seq.seq_id)  # reusable this step: the forward waits for the copy-out
             seq.status = SequenceStatus.SWAPPED
             self.swapped.append(seq)
-            return
-        self.bm.free(seq.seq_id)
-        seq.status = SequenceStatus.WAITING
-        seq.num_computed_tokens = seq.num_draft_computed_tokens = 0
-        self.waiting.appendleft(seq)
+        else:
+            seq.status = SequenceStatus.WAITING
+            seq.num_computed_tokens = seq.num_draft_computed_tokens = 0
+            self.waiting.appendleft(seq)
+        self.bm.free(seq.seq_id)  # swapped: reusable this step, the forward waits for the copy-out
 
     def _lookahead(self, seq: Sequence, n: int, budget: int) -> int:
         """Draft tokens to guess for `seq` this step (speculative decoding): k for a decode, fewer

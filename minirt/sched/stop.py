@@ -26,9 +26,8 @@ class StopRule:
             text = self.decode(token_ids[num_prompt:])
             if any(s in text for s in params.stop):
                 return "stop"
-        if len(token_ids) - num_prompt >= params.max_tokens or len(token_ids) >= self.max_model_len:
-            return "length"
-        if len(token_ids) >= self.pool_tokens:
+        n = len(token_ids)
+        if n - num_prompt >= params.max_tokens or n >= min(self.max_model_len, self.pool_tokens):
             return "length"
         return None
 

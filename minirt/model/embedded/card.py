@@ -34,16 +34,15 @@ falling), which is why training keeps the weights of the best held-out check.
 def write_cards(target_dir: Path, draft_dir: Path, result: dict) -> None:
     """README.md model cards from each folder's training.json and the eval result."""
     infos = {d: json.loads((d / "training.json").read_text()) for d in (target_dir, draft_dir)}
-    ratio = infos[target_dir]["params"] / infos[draft_dir]["params"]
     for folder, info in infos.items():
-        nats = result[f"{info['stage']}_val_nats_per_byte"]
-        (folder / "README.md").write_text(card_text(folder, info, infos, nats, ratio, result))
+        (folder / "README.md").write_text(card_text(folder, info, infos, result))
 
 
-def card_text(
-    folder: Path, info: dict, infos: dict, nats: float, ratio: float, result: dict
-) -> str:
+def card_text(folder: Path, info: dict, infos: dict, result: dict) -> str:
+    """The card of `folder`; `infos`: the training.json of the target and the draft, in order."""
     cfg = json.loads((folder / "config.json").read_text())
+    target, draft = infos.values()
+    ratio, nats = target["params"] / draft["params"], result[f"{info['stage']}_val_nats_per_byte"]
     kl = info["args"].get("kl_weight")  # the draft's distillation weight
     role = (
         f"The target model of minirt's embedded pair; its draft is {ratio:.1f}x smaller."
