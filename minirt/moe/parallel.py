@@ -235,7 +235,9 @@ class ExpertParallelMoE:
             phases.append({"phase": phase, "micro_batch": i, "start_ms": (start - t0) * 1e3,
                            "end_ms": (end - t0) * 1e3})  # fmt: skip
 
-        chunks = x.chunk(micro_batches) if x.shape[0] >= micro_batches else (x,)
+        # Exactly `micro_batches` pieces on every rank, empty ones included: each piece is one
+        # round of collectives, and every rank must join as many rounds as its peers.
+        chunks = torch.tensor_split(x, micro_batches)
         mbs, pending = [], []
         for i, chunk in enumerate(chunks):  # route every micro-batch, start its dispatch
             s = time.perf_counter()

@@ -65,16 +65,16 @@ def test_expert_parallel_block_equals_the_single_process_block(world_size):
 
 def _through_an_exchange(rank, world_size, recipe, shares):
     """This rank's share of the batch through the block on minirt's exchange as three functions,
-    with one and two micro-batches (a rank may own no token)."""
+    and on the block's own (overlapped) path, with 1-3 micro-batches (a rank may own no token)."""
     block, x = build(recipe)
     start = sum(shares[:rank])
     exchange = Exchange(dispatch_plan, all_to_all_dispatch, all_to_all_combine)
-    ep = ExpertParallelMoE(block, exchange=exchange)
-    mbs = (1, 2) if min(shares) >= 2 else (1,)  # every rank must split into as many halves
-    return [ep.forward(x[start : start + shares[rank]], micro_batches=m)[0] for m in mbs]
+    mine = x[start : start + shares[rank]]  # fewer tokens than micro-batches is fine too
+    blocks = (ExpertParallelMoE(block, exchange=exchange), ExpertParallelMoE(block))
+    return [ep.forward(mine, micro_batches=m)[0] for m in (1, 2, 3) for ep in blocks]
 
 
-@pytest.mark.parametrize("shares", [[9, 14], [0, 23]])
+@pytest.mark.parametrize("shares", [[9, 14], [0, 23], [1, 22]])
 def test_the_block_on_an_exchange_of_three_functions_equals_one_process(shares):
     block, x = build(RECIPE)
     with torch.no_grad():
