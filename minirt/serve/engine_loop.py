@@ -49,6 +49,7 @@ class ServeRequest:
     finish_s: float | None = None
     finish_reason: str | None = None
     num_cached_tokens: int = 0
+    request_id: int | None = None  # with the engine in another process: its name there
 
     @property
     def num_output_tokens(self) -> int:
@@ -108,10 +109,8 @@ class EngineLoop:
         self.llm = llm
         self.max_waiting = max_waiting
         self.on_finish = on_finish  # called in the engine thread with each finished ServeRequest
+        self._limits(limits_of(llm))
         self.tokenizer = llm.tokenizer
-        self.eos_ids = set(llm.eos_ids)
-        self.max_model_len = llm.max_model_len
-        self.snapshot = EngineSnapshot(num_blocks=llm.num_blocks)
         # ids far above generate()'s, so the engine never sees one twice
         self._ids = itertools.count(2**40)
         self._inbox: deque[tuple[str, ServeRequest]] = deque()
@@ -126,15 +125,25 @@ class EngineLoop:
         self.steps: deque[StepRecord] = deque(maxlen=500_000)  # the newest steps, for GET /steps
         self.num_steps_logged = 0  # ever, so a reader can ask for the steps after the Nth
 
+    def _limits(self, limits: dict) -> None:
+        """What the HTTP side must know of the engine to check a request (plain data: a server
+        whose engine runs in another process gets the same dict from it)."""
+        self.eos_ids = set(limits["eos_ids"])
+        self.max_model_len = limits["max_model_len"]
+        self.pool_capacity_tokens = limits["pool_capacity_tokens"]
+        self.vocab_size = limits["vocab_size"]
+        self.max_num_seqs = limits["max_num_seqs"]
+        self.snapshot = EngineSnapshot(num_blocks=limits["num_blocks"])
+
     # -- called from the event loop ----------------------------------------------------------
     @property
     def capacity(self) -> int:
         """Requests the server holds at once: one full batch running plus the waiting queue."""
-        return self.llm.config.max_num_seqs + self.max_waiting
+        return self.max_num_seqs + self.max_waiting
 
     def encode(self, prompt: str | list[int], max_tokens: int | None) -> tuple[list[int], int]:
         """Token ids of a prompt and the max_tokens it may have; ValueError says what is wrong."""
-        vocab = self.llm.model_config.vocab_size
+        vocab = self.vocab_size
         if isinstance(prompt, str):
             ids = self.tokenizer.encode(prompt)
         else:
@@ -143,11 +152,11 @@ class EngineLoop:
                 raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
         if not ids:
             raise ValueError("the prompt is empty; give it at least one token")
-        room = min(self.max_model_len, self.llm.pool_capacity_tokens) - len(ids)
+        room = min(self.max_model_len, self.pool_capacity_tokens) - len(ids)
         if room < 1:
             raise ValueError(
                 f"this model's maximum context length is {self.max_model_len:,} tokens (the KV "
-                f"pool holds {self.llm.pool_capacity_tokens:,}) but the prompt has {len(ids):,}; "
+                f"pool holds {self.pool_capacity_tokens:,}) but the prompt has {len(ids):,}; "
                 "shorten the prompt"
             )
         if max_tokens is None:
@@ -303,6 +312,14 @@ class EngineLoop:
         self.snapshot.num_waiting = waiting + sum(1 for w, _ in list(self._inbox) if w == "add")
         self.snapshot.num_blocks_used = bm.num_blocks - bm.num_free_blocks
         self.snapshot.num_steps = s.num_steps
+
+
+def limits_of(llm) -> dict:
+    """The engine's limits as plain data (see EngineLoop._limits)."""
+    return {"eos_ids": sorted(llm.eos_ids), "max_model_len": llm.max_model_len,
+            "pool_capacity_tokens": llm.pool_capacity_tokens,
+            "vocab_size": llm.model_config.vocab_size, "max_num_seqs": llm.config.max_num_seqs,
+            "num_blocks": llm.num_blocks, "model_path": str(llm.model_path)}  # fmt: skip
 
 
 def _put_all(batch: list[tuple[asyncio.Queue, TokenDelta]]) -> None:

@@ -1,8 +1,9 @@
 """Start a server: `serve()` for `python -m minirt serve`, `ServerThread` for tests and benches.
 
-Both build the same app: an `LLM`, the engine loop around it, FastAPI on uvicorn. The engine
-thread and uvicorn's event loop are the only two threads; the embedded model is tiny, so torch
-gets one or two CPU threads and uvicorn keeps a core for HTTP. Notebook 03.
+Both build the same app: an engine loop around an `LLM`, FastAPI on uvicorn. `ServerThread` runs
+the engine on a thread beside uvicorn's event loop; `serve` runs it in a process of its own
+(`engine_proc`), so HTTP work and engine steps do not take turns on one interpreter. The embedded
+model is tiny, so torch gets one or two CPU threads and uvicorn keeps a core for HTTP. Notebook 03.
 """
 
 from __future__ import annotations
@@ -31,17 +32,23 @@ def make_app(llm, model_name: str, max_waiting: int = 256):
 
 
 class ServerThread:
-    """uvicorn in a background thread on a free port: `with ServerThread(llm) as url: ...`."""
+    """uvicorn in a background thread on a free port: `with ServerThread(llm) as url: ...`;
+    `ServerThread(engine=EngineProcess(...))` serves an engine running in its own process."""
 
     def __init__(
         self,
-        llm,
+        llm=None,
         model_name: str = "target",
         max_waiting: int = 256,
         host: str = "127.0.0.1",
         port: int | None = None,
+        engine: EngineLoop | None = None,
     ) -> None:
-        self.app = make_app(llm, model_name, max_waiting)
+        if engine is None:
+            self.app = make_app(llm, model_name, max_waiting)
+        else:
+            engine.start()  # an EngineProcess loads its model now; the app needs its path
+            self.app = build_app(engine, model_name, ChatTemplate(engine.model_path))
         self.engine: EngineLoop = self.app.state.engine
         port = port or free_port(host)
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning")
@@ -77,19 +84,29 @@ def serve(
     port: int = 8000,
     max_waiting: int = 256,
     threads: int | None = None,
+    engine: str = "process",
     **engine_kwargs,
 ) -> int:
-    """Load the model and serve it until Ctrl-C (the blocking `python -m minirt serve`)."""
+    """Load the model and serve it until Ctrl-C (the blocking `python -m minirt serve`).
+    `engine="process"` runs the engine in a child process (`EngineProcess`), "thread" in a
+    thread of this one (`EngineLoop`: one interpreter for HTTP and the engine)."""
     import torch
 
     from minirt import LLM
+    from minirt.serve.engine_proc import EngineProcess
 
     if threads:
         torch.set_num_threads(threads)
-    llm = LLM(model, **engine_kwargs)
-    app = make_app(llm, served_name(model), max_waiting)
-    # The model, tokenizer and graphs live as long as the server: move them out of the garbage
-    # collector's sight, so its full collections stay short pauses (vLLM does the same).
+    if engine == "process":
+        loop = EngineProcess(model, max_waiting, threads, **engine_kwargs)
+        loop.start()  # the model loads in the child; the app needs its path and limits
+        app = build_app(loop, served_name(model), ChatTemplate(loop.model_path))
+    elif engine == "thread":
+        app = make_app(LLM(model, **engine_kwargs), served_name(model), max_waiting)
+    else:
+        raise ValueError(f"engine must be 'process' or 'thread', got {engine!r}")
+    # What start-up built lives as long as the server: move it out of the garbage collector's
+    # sight, so its full collections stay short pauses (vLLM does the same).
     gc.collect()
     gc.freeze()
     print(f"minirt serving {served_name(model)!r} at http://{host}:{port}/v1 (Ctrl-C stops)")
