@@ -95,8 +95,7 @@ def _preset(model_type: str, *shape: float, tied: bool = False, experts: int = 0
     )
 
 
-# Published shapes of models the notebooks talk about (from their config.json files; built in
-# code, nothing downloaded). For the MoE model intermediate_size is one expert's.
+# Published shapes the notebooks use (from their config.json; for the MoE one expert's MLP).
 PRESETS: dict[str, ModelConfig] = {
     "qwen3-0.6b": _preset("qwen3", 151936, 1024, 3072, 28, 16, 8, 1e6, 40960, tied=True),
     "qwen3-8b": _preset("qwen3", 151936, 4096, 12288, 36, 32, 8, 1e6, 40960),
@@ -126,8 +125,7 @@ class EngineConfig:
     # "hash" (vLLM's hash-chained full blocks), "radix" (SGLang's token radix tree), None (off),
     # or a class implementing minirt.kv.prefix_cache.PrefixCache. Notebook 11 compares them.
     prefix_cache: str | Callable | None = "hash"
-    # Order of waiting requests: a name of minirt.sched.policy.POLICIES ("fcfs", "lpm",
-    # "dfs-weight") or a function (waiting, cache) -> waiting in admission order.
+    # a name of minirt.sched.policy.POLICIES, or a function (waiting, cache) -> admission order
     schedule_policy: str | Callable = "fcfs"
     batch_priority: str = "decode-first"  # or "prefill-first": a step of prefills when any fit
     overlap_schedule: bool = False  # schedule step n+1 while step n runs (tokens resolved late)
@@ -136,24 +134,21 @@ class EngineConfig:
     device: str = "auto"  # "auto" -> cuda when available, else cpu
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
     seed: int = 0  # for requests without their own seed
-    # CPU: torch's intra-op threads (process-wide). None: one per 64M weights, at most the usable
-    # cores, or OMP_NUM_THREADS when set (minirt.threads); an embedded model gets 1.
+    # CPU: torch's intra-op threads (process-wide); None: minirt.threads chooses from the size
     cpu_threads: int | None = None
     trace: bool = False  # record every step (minirt.trace)
     # "auto" -> triton on CUDA, torch on CPU, or a KernelBackend (minirt.kernels.backend)
     kernel_backend: str | object = "auto"
     enforce_eager: bool = False  # CUDA: True launches every kernel from Python (no CUDA graphs)
     cuda_graph_sizes: list[int] | None = None  # batch sizes to capture; default: vLLM's ladder
-    # Speculative decoding (minirt.spec): a draft model ("draft" = the embedded one, or a folder)
-    # proposes num_speculative_tokens tokens per step and the target verifies them in one forward.
+    # Speculative decoding: a draft ("draft": the embedded one, or a folder) guesses k a step.
     speculative_model: str | None = None
     num_speculative_tokens: int = 0  # k; 0 = off
     # Named parts a learner may replace (None: minirt's own), with the signatures of
     # minirt.sampler.sample and minirt.spec.rejection.verify.
     sampler: Callable | None = None
     spec_verifier: Callable | None = None
-    # Weight quantization (minirt.quant): a method name such as "w4a16-g128", "fp8-dynamic" or
-    # "int8"; the decoder's projections are quantized at load, before the graphs are captured.
+    # Weight quantization at load (minirt.quant): "w4a16-g128", "fp8-dynamic", "int8", ...
     quantization: str | None = None
 
     def __post_init__(self) -> None:
@@ -239,11 +234,11 @@ class EngineConfig:
                              "turn one of them off")  # fmt: skip
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> EngineConfig:
-        """The defaults of a serving system (SCHEDULING_PRESETS), then `overrides`."""
-        if name not in SCHEDULING_PRESETS:
+    def preset(cls, name: str | None, **overrides) -> EngineConfig:
+        """A serving system's defaults (SCHEDULING_PRESETS; None: minirt's), then `overrides`."""
+        if name is not None and name not in SCHEDULING_PRESETS:
             raise ValueError(f"unknown preset {name!r}; pick one of {sorted(SCHEDULING_PRESETS)}")
-        return cls.from_kwargs(**{**SCHEDULING_PRESETS[name], **overrides})
+        return cls.from_kwargs(**{**SCHEDULING_PRESETS.get(name, {}), **overrides})
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EngineConfig:
@@ -263,10 +258,7 @@ class EngineConfig:
         return out
 
 
-# How vLLM and SGLang schedule by default (notebook 11): vLLM hashes full blocks, admits first come
-# first served and mixes decodes with chunked prefills (decodes first); SGLang keeps a token-level
-# radix tree, admits the longest cached prefix first, runs prefill batches first and overlaps the
-# CPU's scheduling with the GPU's step.
+# How vLLM and SGLang schedule by default (notebook 11 compares them).
 SCHEDULING_PRESETS: dict[str, dict] = {
     "vllm": {"prefix_cache": "hash", "schedule_policy": "fcfs", "batch_priority": "decode-first",
              "enable_chunked_prefill": True, "overlap_schedule": False},

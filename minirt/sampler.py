@@ -1,7 +1,7 @@
 """Turn logits into tokens: greedy, or temperature -> top-k -> top-p -> a seeded draw.
 
-A request with a seed draws from its own generator, so its tokens do not depend on which other
-requests share the batch. Requests without one use the engine's generator (EngineConfig.seed).
+A request with a seed draws from its own generator, so its tokens do not depend on the rest of
+the batch; the others use the engine's generator (EngineConfig.seed).
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ def sample_on_device(
     params: list[SamplingParams],
     generators: list[torch.Generator],
 ) -> torch.Tensor:
-    """One token per row, [num_rows] int64 where the logits are: the argmax, or for a row that
-    samples a draw from its filtered distribution with its generator. Nothing is read back, so
-    the host can go on (overlap_schedule)."""
+    """One token per row, [num_rows] int64 where the logits are (nothing is read back, so the
+    host can go on): the argmax, or a draw from the row's filtered distribution."""
     out = logits.argmax(-1)
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if not p.greedy:

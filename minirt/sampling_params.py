@@ -1,8 +1,7 @@
 """How to pick the next token: greedy, temperature, top-k, top-p; seeded for reproducibility.
 
-Invalid values fail at construction with a message that says which range is allowed, and
-`generate()` checks every request's parameters again before it queues any, so a bad request never
-reaches the engine. The semantics follow vLLM's `SamplingParams`.
+Invalid values fail at construction, saying which range is allowed, and `generate()` checks
+every request again before it queues any. The semantics follow vLLM's `SamplingParams`.
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ class SamplingParams:
         self.validate()
 
     def validate(self) -> None:
-        """Check every field and store it as a plain Python value (numpy ints become ints).
-
+        """Check every field and store it as a plain Python value (numpy ints become ints);
         `generate()` calls it again: a field may have been changed after construction."""
         self.temperature = as_float("temperature", self.temperature, 0.0, hint="; 0 = greedy")
         self.top_p = as_float("top_p", self.top_p)

@@ -33,22 +33,15 @@ class DecodeGraphs:
         max_model_len: int,
         device: torch.device,
     ):
-        self.model = model
+        self.model, self.max_model_len, self.device = model, max_model_len, device
         self.sizes = sorted(set(sizes))
-        self.max_model_len = max_model_len
-        self.device = device
-        # Static inputs per size: rows input_ids, positions, slot_mapping, context_lens, so a
-        # step's integers arrive in one host-to-device copy. Block tables are shared by all.
+        # Per size, rows ids, positions, slots, context lengths (one copy in); tables shared.
         i64 = {"dtype": torch.int64, "device": device}
         self.inputs = {bs: torch.zeros(4, bs, **i64) for bs in self.sizes}
         self.block_tables = torch.full((self.sizes[-1], max_blocks_per_seq), -1, **i64)
         self.metas = {bs: self._meta(bs) for bs in self.sizes}  # alive as long as the graphs
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}  # [bs, vocab] logits, written by replay
-
-    @property
-    def max_batch(self) -> int:
-        return self.sizes[-1]
 
     def _meta(self, bs: int) -> AttentionMetadata:
         x = self.inputs[bs]

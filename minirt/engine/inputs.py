@@ -1,9 +1,8 @@
 """What `generate()` accepts, turned into plain lists before any request is queued.
 
-A prompt is text or token ids: a list/tuple of ints, or a 1-D numpy array or torch tensor of an
-integer dtype. Sampling parameters are one `SamplingParams` for every prompt or a list with one
-per prompt. Anything else is a ValueError that names the prompt or the field: the whole call is
-refused up front, so one bad request never aborts the others half-way. Notebook 00 (tour).
+A prompt is text or token ids (ints in a list/tuple, a 1-D integer numpy array or torch tensor);
+sampling parameters are one `SamplingParams` for all or one per prompt. Anything else is refused
+up front, naming the prompt or the field: a bad request never aborts the others half-way.
 """
 
 from __future__ import annotations
@@ -37,11 +36,10 @@ def prompt_list(prompts: Any) -> list:
 
 def param_list(sampling_params: Any, num_prompts: int) -> list[SamplingParams]:
     """One checked SamplingParams per prompt (a single one is shared by all)."""
-    if sampling_params is None:
-        return [SamplingParams()] * num_prompts
-    if isinstance(sampling_params, SamplingParams):
-        sampling_params.validate()
-        return [sampling_params] * num_prompts
+    if sampling_params is None or isinstance(sampling_params, SamplingParams):
+        shared = sampling_params or SamplingParams()
+        shared.validate()
+        return [shared] * num_prompts
     if not isinstance(sampling_params, list | tuple):
         raise ValueError(
             "sampling_params must be a SamplingParams, a list with one per prompt, or None; "
@@ -87,8 +85,8 @@ def _array_ids(i: int, array: torch.Tensor | np.ndarray) -> list[int]:
     if array.ndim != 1:
         raise ValueError(f"prompt {i} is a {array.ndim}-D array; token ids are 1-D, one per token")
     if isinstance(array, torch.Tensor):
-        integer = not array.dtype.is_floating_point and not array.dtype.is_complex
-        integer = integer and array.dtype != torch.bool
+        dtype = array.dtype
+        integer = not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
     else:
         integer = array.dtype.kind in "iu"
     if not integer:

@@ -1,8 +1,8 @@
 """LLM: the public API. Load weights, preallocate the KV pool, then loop schedule -> run -> update.
 
 `LLM(model=None, **engine_kwargs).generate(prompts, SamplingParams)` as in vLLM. Every prompt is
-checked before any is queued, and a failure mid-run frees every block, so the engine stays usable
-after bad input. With `trace=True` each step is recorded (minirt.trace). Notebook 00 (tour).
+checked before any is queued and a failure mid-run frees every block: bad input leaves the engine
+usable. `trace=True` records each step (minirt.trace). Notebook 00 (tour).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from minirt.kv.pool import kv_budget_bytes
 from minirt.kv.swap import SwapSpace
 from minirt.model.loader import load_model, resolve_model_path
 from minirt.model.tokenizer import Tokenizer, load_tokenizer
-from minirt.quant.linear import check_engine_method
+from minirt.quant.linear import check_engine_method, quantize_model
 from minirt.sampling_params import SamplingParams
 from minirt.sched import Batch, Row, Scheduler, Sequence
 from minirt.sched.stop import StopRule
@@ -92,10 +92,7 @@ def _pick_device(name: str) -> torch.device:
 class LLM:
     def __init__(self, model: str | Path | None = None, preset: str | None = None, **engine_kwargs):
         # preset="vllm" | "sglang": that system's scheduling defaults (config.SCHEDULING_PRESETS)
-        if preset is None:
-            self.config = EngineConfig.from_kwargs(**engine_kwargs)
-        else:
-            self.config = EngineConfig.preset(preset, **engine_kwargs)
+        self.config = EngineConfig.preset(preset, **engine_kwargs)
         self._load_model(model)
         self._build_engine()
         self.last_stats = GenerateStats()
@@ -115,8 +112,6 @@ class LLM:
         self.kernels = get_backend(self.config.kernel_backend, self.device)
         self.model.use_kernels(self.kernels)
         if self.config.quantization:  # before the pool is sized and the graphs captured
-            from minirt.quant.linear import quantize_model
-
             quantize_model(self.model, self.config.quantization)
         self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
         context = self.model_config.max_position_embeddings
@@ -132,8 +127,7 @@ class LLM:
     def _build_engine(self) -> None:
         """The KV pool, the prefix cache, the scheduler, the runner(s) and the loop."""
         mc, cfg, bs = self.model_config, self.config, self.config.block_size
-        # The pool is allocated once, now, after the weights: a budget that is too small fails
-        # here at start-up, not in the middle of a request.
+        # The pool is allocated once, now: a budget too small fails at start-up, not mid-request.
         self.draft_model, self.draft_config = self._load_draft()
         self.num_blocks = cfg.num_kv_blocks or self._blocks_in_budget()
         self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
@@ -168,11 +162,9 @@ class LLM:
     def capture_graphs(self) -> None:
         """(Re)capture the decode CUDA graphs of the target (and the draft). A graph replays the
         kernels and weights it recorded: after swapping layers (quantize_model) capture again."""
-        # Graphs need launch shapes that do not depend on the data: the Triton kernels have them;
-        # the references index with data-dependent masks, so with them the engine stays eager.
+        # Graphs need launch shapes independent of the data: Triton's kernels, not the references.
         if self.device.type == "cuda" and self.kernels.capturable and not self.config.enforce_eager:
-            # With speculation a verify is k + 1 one-token rows per sequence (batch expansion),
-            # and so is a draft pass: both models replay decode graphs up to that many rows.
+            # With speculation a verify (and a draft pass) is k + 1 one-token rows per sequence.
             rows = self.config.max_num_seqs * (1 + self.config.num_speculative_tokens)
             sizes = self.config.cuda_graph_sizes or default_graph_sizes(rows)
             blocks = -(-self.max_model_len // self.config.block_size)
@@ -192,9 +184,6 @@ class LLM:
         prompts = prompt_list(prompts)
         params = param_list(sampling_params, len(prompts))
         token_lists = [self._encode_and_check(i, p) for i, p in enumerate(prompts)]
-        prompts = [
-            p if isinstance(p, str) else t for p, t in zip(prompts, token_lists, strict=True)
-        ]
 
         t0 = time.perf_counter()
         if self.config.trace:
@@ -254,12 +243,9 @@ class LLM:
 
     @torch.inference_mode()
     def score(self, prompt: str | list[int]) -> torch.Tensor:
-        """Logits after every prefix of `prompt`: [num_tokens, vocab] fp32, on the CPU.
-
-        The tokens go through the paged pool as one prompt, in chunks of max_num_batched_tokens,
-        in fresh blocks (no prefix-cache reads or writes) that are freed afterwards. Perplexity
-        and the comparisons with transformers use it.
-        """
+        """Logits after every prefix of `prompt`: [num_tokens, vocab] fp32, on the CPU. The
+        tokens go through the paged pool in chunks of max_num_batched_tokens, in fresh blocks (no
+        prefix-cache reads or writes) freed afterwards. Perplexity and the transformers checks."""
         if self.scheduler.has_unfinished():
             raise RuntimeError("score() needs an idle engine; call it outside generate()")
         toks = self._encode_and_check(0, prompt)
@@ -358,6 +344,7 @@ class LLM:
         return draft, config
 
     def _output(self, prompt, seq: Sequence) -> RequestOutput:
+        prompt = prompt if isinstance(prompt, str) else seq.prompt_token_ids  # ids as a list
         ids = seq.output_token_ids
         p = seq.sampling_params
         if ids and ids[-1] in self.eos_ids and not p.ignore_eos:

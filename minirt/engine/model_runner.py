@@ -1,9 +1,8 @@
 """ModelRunner: turn a scheduler Batch into tensors, run the model, sample.
 
-It builds the flat input of a ragged batch — token ids, positions, the slot of each new token in
-the pool (`slot_mapping`), block tables and context lengths — then keeps only the rows whose
-sequence needs a next token. On CUDA a pure-decode step replays a captured graph
-(minirt.engine.cuda_graph). Notebook 00 (tour) prints these tensors for one step.
+It builds the flat input of a ragged batch — token ids, positions, each new token's pool slot
+(`slot_mapping`), block tables, context lengths — and samples the rows that need a next token.
+On CUDA a pure-decode step replays a captured graph. Notebook 00 prints these tensors.
 """
 
 from __future__ import annotations
@@ -33,9 +32,7 @@ class ModelRunner:
         sampler=None,
     ):
         self.model = model
-        # (logits [n, vocab] fp32, params, generators) -> n token ids: minirt.sampler.sample, or
-        # the learner's (a named part: LLM(sampler=fn))
-        self.sampler = sampler or sample
+        self.sampler = sampler or sample  # or the learner's (a named part: LLM(sampler=fn))
         self.graphs: DecodeGraphs | None = None  # CUDA: captured by the engine
         self.swap = swap  # preemption_mode="swap": where swapped-out KV waits (minirt.kv.swap)
         self.swapped_host: dict[int, list[int]] = {}  # seq_id -> its host blocks
@@ -45,8 +42,7 @@ class ModelRunner:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.seq_generators: dict[int, torch.Generator] = {}
         self.prepare_s = 0.0  # host time of the last step's input building (the trace's split)
-        # overlap_schedule on CUDA: inputs go through pinned memory, so the copy is queued behind
-        # the step in flight instead of making the host wait for it (pageable copies block).
+        # overlap on CUDA: pinned inputs queue behind the step in flight (pageable copies block)
         self.pin_inputs = False
         model.bind_kv_cache(kv_pool)
 
@@ -94,12 +90,11 @@ class ModelRunner:
     def logits(
         self, rows: list[Row], wanted: list[int] | None = None, resolve=None
     ) -> torch.Tensor:
-        """The one forward path: logits [len(wanted), vocab] fp32 at the forward's tokens
-        `wanted` (None: all), from a captured graph for a decode-shaped batch (one token a row)
-        or eagerly. `resolve` maps the input ids on the device first (the overlapped loop's
-        placeholders)."""
+        """The one forward path: logits [len(wanted), vocab] fp32 at tokens `wanted` (None: all),
+        from a captured graph for a decode-shaped batch, or eagerly. `resolve` maps the input ids
+        on the device first (the overlapped loop's placeholders)."""
         decode = max(r.n for r in rows) == 1
-        if decode and self.graphs is not None and len(rows) <= self.graphs.max_batch:
+        if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
             logits = self.graphs.run(self.host_inputs(rows), resolve, self.pin_inputs)
             return self.take_rows(logits, wanted)
         input_ids, positions, meta = self.prepare(rows)
@@ -117,9 +112,8 @@ class ModelRunner:
         return t[self.to_device(rows)]
 
     def move_kv(self, batch: Batch) -> None:
-        """The batch's KV copies, before its forward: swaps out first (their blocks may be the
-        very ones a swap-in or this step's new tokens reuse), then in, then the block copies;
-        compute waits for all of them."""
+        """The batch's KV copies, before its forward: swaps out first (a swap-in or this step's
+        new tokens may reuse their blocks), then in, then the block copies."""
         for seq_id, blocks in batch.swap_out:
             self.swapped_host[seq_id], done = self.swap.swap_out(blocks)
             self.swap.wait(done)
@@ -129,10 +123,9 @@ class ModelRunner:
 
     @torch.inference_mode()
     def launch(self, batch: Batch, prev_tokens: torch.Tensor | None) -> torch.Tensor | None:
-        """Enqueue the forward and the sampling; return the tokens [sampling rows] on the
-        device without waiting for them (None when no row samples). The overlapped loop reads
-        them a step later: an input id -(i + 1) is a placeholder for row i of `prev_tokens`,
-        the last step's tokens, which the host has not read yet."""
+        """Enqueue the forward and the sampling: the tokens [sampling rows] on the device, not
+        waited for (None when no row samples). An input id -(i + 1) is a placeholder for row i of
+        `prev_tokens`, the last step's tokens (the overlapped loop has not read them yet)."""
         self.move_kv(batch)
 
         def resolve(ids: torch.Tensor) -> torch.Tensor:
@@ -155,14 +148,12 @@ class ModelRunner:
     def to_device(self, values: list[int]) -> torch.Tensor:
         """int64 [len(values)] on the device, through pinned memory when `pin_inputs`."""
         host = torch.tensor(values, dtype=torch.int64)
-        if self.pin_inputs:
-            host = host.pin_memory()
+        host = host.pin_memory() if self.pin_inputs else host
         return host.to(self.device, non_blocking=True)
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
-        """Copy whole blocks src -> dst in this pool (Batch.kv_copies: copy-on-write, and a
-        radix-cache match ending inside a block; the slots past the copied tokens are
-        overwritten later)."""
+        """Copy whole blocks src -> dst in this pool (Batch.kv_copies); the slots past the copied
+        tokens are overwritten later."""
         if pairs:
             src, dst = (self.to_device(list(x)) for x in zip(*pairs, strict=True))
             self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minirt.sched import Batch, Sequence
+from minirt.sched import Batch, Sequence, SequenceStatus
 
 
 @dataclass
@@ -34,10 +34,9 @@ class InFlight:
 
 
 class OverlapLoop:
-    """Runs the engine's parts one step ahead of the tokens it has read
-    (EngineConfig.overlap_schedule): the same scheduler and runner as the plain step, and the
-    same `Scheduler.check_stop`; only the order differs. `on_step(batch, computed, finished,
-    now_s, schedule_s, forward_s, cpu_s=, device_s=)` hears of each resolved step (the trace)."""
+    """Runs the engine's parts (the plain step's scheduler, runner and `check_stop`) one step
+    ahead of the tokens it has read. `on_step(batch, computed, finished, now_s, schedule_s,
+    forward_s, cpu_s=, device_s=)` hears of each resolved step (the trace)."""
 
     def __init__(self, scheduler, runner, on_step=None):
         self.scheduler, self.runner, self.on_step = scheduler, runner, on_step
@@ -103,7 +102,7 @@ class OverlapLoop:
         t_done = c0 - t0
         finished = []
         for seq, at, token in zip(fl.sampling, fl.placeholder_at, tokens, strict=True):
-            if seq.is_finished:
+            if seq.status is SequenceStatus.FINISHED:
                 continue  # it stopped a step earlier: this token was never its own
             seq.token_ids[at] = token
             if self.scheduler.check_stop(seq, t_done):

@@ -1,15 +1,15 @@
 """BlockManager: which physical KV blocks each sequence owns, and which are cached for reuse.
 
-Invariants (checked by `check_invariants`, exercised by tests/kv/test_block_manager_properties.py):
-every block is either referenced by tables (ref_count = number of tables holding it) or on the
-free list with ref_count 0; a free block may still hold a cached hash (vLLM-style prefix caching of
-*full* blocks) until it is reused or evicted. Notebook 01 (KV cache) and lab 1 build this.
+Invariant (`check_invariants`): a block is held by tables (ref_count = how many) or on the free
+list with ref_count 0, where it may still hold a cached hash (vLLM-style prefix caching of *full*
+blocks) until it is reused or evicted. Notebook 01 (KV cache) and lab 1 build this.
 """
 
 from __future__ import annotations
 
 import hashlib
 import struct
+from collections import Counter
 from collections.abc import Sequence
 
 from minirt.kv.prefix_cache import BlockTables
@@ -18,16 +18,14 @@ from minirt.kv.prefix_cache import BlockTables
 def block_hash(parent: int | None, token_ids: Sequence[int]) -> int:
     """Hash of a full block, chained to its parent's: equal hashes mean equal *prefixes*."""
     h = hashlib.sha256(b"root" if parent is None else parent.to_bytes(8, "little"))
-    # the tokens as 4-byte little-endian ints, packed in one call: a Python loop over them
-    # made hashing most of the vLLM preset's host time per step (bench sched, ~900-token prompts)
+    # packed in one call: a per-token loop was most of the vLLM preset's host time (bench sched)
     h.update(struct.pack(f"<{len(token_ids)}I", *token_ids))
     return int.from_bytes(h.digest()[:8], "little")
 
 
 class BlockManager(BlockTables):
     def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
-        # The free list is in eviction order: the least recently freed is reused first, so
-        # cached blocks freed recently survive longest (LRU).
+        # The free list is LRU: the least recently freed is reused first (evicting its hash).
         super().__init__(num_blocks, block_size)
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_count = [0] * num_blocks
@@ -87,18 +85,16 @@ class BlockManager(BlockTables):
         self.tables[seq_id] = list(hits)
         self.seq_hashes[seq_id] = [self.block_hashes[b] for b in hits]
         self._grow(seq_id, num_tokens)
-        self.hit_tokens += len(hits) * self.block_size
         return len(hits) * self.block_size
 
     def prepare_write(self, seq_id: int, start: int) -> list[tuple[int, int]]:
-        """Copy-on-write: before writing from position `start`, un-share a partial block.
-
-        Only a shared block (after `fork`) holding tokens before `start` needs a copy: its other
-        holder will write *different* tokens into the same free slots. Shared blocks at or past
-        `start` are prefix-cache hits on KV this very step computes: written in place. Called
-        *before* `commit`: a block published first could be hit by a request admitted in the
-        same step, which would then read the old block while the writer fills the copy.
-        Returns (src, dst) pairs whose KV the runner copies before the forward."""
+        """Copy-on-write: before writing from position `start`, un-share a partial block. Only
+        a shared block (after `fork`) holding tokens before `start` needs a copy: its other holder
+        will write *different* tokens into the same free slots. Shared blocks at or past `start`
+        are prefix-cache hits on KV this very step computes: written in place. Called *before*
+        `commit`: a block published first could be hit by a request admitted in the same step,
+        which would then read the old block while the writer fills the copy. Returns (src, dst)
+        pairs whose KV the runner copies before the forward."""
         i, table = start // self.block_size, self.tables[seq_id]
         if start % self.block_size == 0 or i >= len(table) or self.ref_count[table[i]] == 1:
             return []
@@ -137,10 +133,9 @@ class BlockManager(BlockTables):
                 self._forget(b)
 
     def truncate(self, seq_id: int, num_tokens: int) -> list[int]:
-        """Roll `seq_id` back to its first `num_tokens` tokens (speculative decoding rejected the
-        rest): withdraw the hashes of blocks no longer full of valid KV, drop the blocks past the
-        new end (the slots past it in the last kept block are dead: the next write overwrites
-        them). Returns the blocks freed. Metadata only: no KV is copied or cleared."""
+        """Roll `seq_id` back to its first `num_tokens` tokens (speculation rejected the rest):
+        withdraw the hashes of blocks no longer full of valid KV, free the blocks past the new end
+        (returned; the dead slots of the last kept block are overwritten later). No KV moves."""
         table = self.tables[seq_id]
         if num_tokens > len(table) * self.block_size:
             raise ValueError(f"cannot truncate sequence {seq_id} to {num_tokens} tokens: it "
@@ -211,10 +206,8 @@ class BlockManager(BlockTables):
         }
 
     def check_invariants(self) -> None:
-        holders = [0] * self.num_blocks
-        for table in self.tables.values():
-            for b in table:
-                holders[b] += 1
+        held = Counter(b for table in self.tables.values() for b in table)
+        holders = [held[b] for b in range(self.num_blocks)]
         assert self.ref_count == holders, f"ref counts {self.ref_count} != holders {holders}"
         for b in range(self.num_blocks):
             assert (b in self.free_list) == (holders[b] == 0), f"block {b}: free-list wrong"

@@ -29,7 +29,9 @@ def make_prefix_cache(kind, num_blocks: int, block_size: int) -> PrefixCache:
     otherwise = ", None, or a class implementing minirt.kv.PrefixCache"
     kind = named_part("prefix_cache", kind, PREFIX_CACHES, otherwise, "a name, None or a class")
     cache = kind(num_blocks, block_size)
-    missing = [name for name in _members() if not hasattr(cache, name)]
+    # every attribute and method PrefixCache names: what the engine calls
+    wanted = [*PrefixCache.__annotations__, *(n for n in vars(PrefixCache) if n[0] != "_")]
+    missing = [name for name in wanted if not hasattr(cache, name)]
     if missing:
         name = getattr(kind, "__name__", repr(kind))
         raise ValueError(
@@ -37,9 +39,3 @@ def make_prefix_cache(kind, num_blocks: int, block_size: int) -> PrefixCache:
             "method of minirt.kv.PrefixCache (subclass PrefixCacheHooks for the hooks' defaults)"
         )
     return cache
-
-
-def _members() -> list[str]:
-    """The attributes and methods PrefixCache names (what the engine calls)."""
-    names = [n for n in vars(PrefixCache) if not n.startswith("_")]
-    return list(PrefixCache.__annotations__) + names

@@ -1,9 +1,8 @@
 """The KV pool: one tensor, allocated once, after the weights are loaded.
 
-Layout `(2, num_layers, num_blocks, block_size, kv_heads, head_dim)`: K and V, then a layer picks a
-contiguous `(num_blocks, block_size, kv_heads, head_dim)` slab that its attention indexes by block;
-one token's heads are contiguous, so a store writes one small run and a decode read streams whole
-blocks. Sizing is public because notebook 01 (KV cache) computes with it.
+Layout `(2, num_layers, num_blocks, block_size, kv_heads, head_dim)`: K and V, then one
+contiguous slab per layer, indexed by block; a token's heads are contiguous (a store writes one
+small run, a decode read streams whole blocks). Notebook 01 (KV cache) computes with the sizing.
 """
 
 from __future__ import annotations
@@ -77,7 +76,6 @@ def allocate_kv_pool(
     config: ModelConfig, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
     """torch.empty, not zeros: nothing is read before it is written, so don't pay to clear it.
-
     With MINIRT_POISON_KV=1 (the test suite sets it) the pool starts full of NaN instead, so a
     kernel or a cache that reads a slot nobody wrote turns its output into NaN, not into a
     plausible token computed from whatever the memory held."""

@@ -69,9 +69,9 @@ class PrefixCacheHooks:
 
 
 class BlockTables(PrefixCacheHooks):
-    """What both shipped caches share: a block table per sequence, a free list whose front is
-    reused first, and growing a table. Each says how a block leaves the free list (`_take_free`:
-    the block comes back held by the table it goes to) and how many are free."""
+    """What both shipped caches share: a table per sequence, a free list whose front is reused
+    first, growing a table. Each says how many blocks are free and how one is taken (`_take_free`,
+    held by the table it joins)."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1:
@@ -79,7 +79,6 @@ class BlockTables(PrefixCacheHooks):
         self.num_blocks, self.block_size = num_blocks, block_size
         self.free_list: OrderedDict[int, None] = OrderedDict((b, None) for b in range(num_blocks))
         self.tables: dict[int, list[int]] = {}  # seq id -> block ids, logical order
-        self.hit_tokens = 0  # prefix-cache hits since creation (for stats)
 
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)

@@ -18,9 +18,8 @@ from minirt.kv.radix_tree import RadixNode, all_nodes, check_invariants, match, 
 
 
 class RadixCache(BlockTables):
-    """A `PrefixCache` like `BlockManager` (same queries and changes) with a radix tree as the
-    cache. Its tokens enter the tree after their forward (`cache_computed`), so the schedule-time
-    hooks (`prepare_write`, `commit`, `uncommit`) keep their do-nothing defaults."""
+    """A `PrefixCache` like `BlockManager` with a radix tree as the cache; its tokens enter the
+    tree after their forward (`cache_computed`): the schedule-time hooks do nothing."""
 
     def __init__(self, num_blocks: int, block_size: int):
         super().__init__(num_blocks, block_size)
@@ -33,7 +32,7 @@ class RadixCache(BlockTables):
         self.evictable: set[int] = set()  # only unlocked nodes hold it: freed by evicting them
         self.seq_nodes: dict[int, RadixNode] = {}  # seq id -> the node its lock sits on
         self.copies: list[tuple[int, int]] = []  # (src, dst) blocks to copy before the forward
-        self.clock = self.num_evicted_tokens = 0
+        self.clock = self.hit_tokens = self.num_evicted_tokens = 0
 
     # -- queries -------------------------------------------------------------------------
     @property
@@ -67,8 +66,7 @@ class RadixCache(BlockTables):
         need = self.blocks_for(num_tokens) - len(self._shared_blocks(nodes, m))
         if need <= len(self.free_list):  # the usual case: no eviction needed
             return True
-        # The lock pins the blocks of the first m matched slots, not the whole last node: the
-        # allocation splits it at m, and its tail stays evictable.
+        # The lock pins the first m matched slots' blocks (the split leaves the tail evictable).
         slots = [s for n in nodes[1:] for s in n.slots][:m]
         pinned = {s // self.block_size for s in slots}
         return need <= self.num_free_blocks - len(pinned & self.evictable)
@@ -184,10 +182,9 @@ class RadixCache(BlockTables):
         return node
 
     def _shared_blocks(self, nodes: list[RadixNode], m: int) -> list[int]:
-        """Blocks shared read-only for the m matched tokens of the path `nodes` (root first):
-        per full block, the block of its last slot (the node that holds it was inserted by a
-        sequence that had that whole block of the prefix in the same block: its KV is valid
-        from the block's first slot on)."""
+        """Blocks shared read-only for the m matched tokens of the path `nodes` (root first): per
+        full block, the block of its last slot (whoever inserted that slot had the whole block of
+        the prefix in the same block, so its KV is valid from the block's first slot on)."""
         bs, out, depth = self.block_size, [], 0
         end = m // bs * bs  # positions bs - 1, 2 bs - 1, ... below end are block ends
         for n in nodes[1:]:
@@ -239,8 +236,7 @@ class RadixCache(BlockTables):
     def _table_refs(self, blocks, d: int) -> None:
         """Add d to the table count of each block. A block's place (free, evictable, in use)
         changes only when its first table comes or its last goes, so only then is `_update`
-        called: a block of a shared prefix, held by hundreds of tables, is admitted and freed
-        that many times."""
+        called: a shared prefix's block is admitted and freed by hundreds of tables."""
         ref = self.table_ref
         for b in blocks:
             ref[b] += d
@@ -251,8 +247,7 @@ class RadixCache(BlockTables):
         """Put block b where its counts say: free, evictable (only unlocked nodes), or in use."""
         if self.table_ref[b] == 0 and self.tree_ref[b] == 0:
             self.evictable.discard(b)
-            if b not in self.free_list:
-                self.free_list[b] = None
+            self.free_list.setdefault(b)  # at the end when it comes; a free block keeps its place
         elif self.table_ref[b] == 0 and self.locked_ref[b] == 0:
             self.free_list.pop(b, None)
             self.evictable.add(b)

@@ -1,8 +1,7 @@
 """The radix tree under `RadixCache`: nodes of tokens with their pool slots, and walks over them.
 
-A node holds the tokens on the edge from its parent and, for each, its KV slot in the paged pool
-(block * block_size + position % block_size). Children are keyed by their first token, so a walk
-down compares one edge at a time. `check_invariants` recomputes every count the cache keeps.
+Children are keyed by their first token, so a walk down compares one edge at a time.
+`check_invariants` recomputes every count the cache keeps.
 """
 
 from __future__ import annotations
@@ -114,10 +113,9 @@ def touch(node: RadixNode, clock: int) -> None:
 def check_invariants(cache) -> None:  # cache: a RadixCache
     """The RadixCache's counts recomputed from its tables and tree (the property tests call it)."""
     bs, nodes = cache.block_size, all_nodes(cache.root)
-    table_ref, tree_ref, locked_ref = ([0] * cache.num_blocks for _ in range(3))
-    for table in cache.tables.values():
-        for b in table:
-            table_ref[b] += 1
+    held = Counter(b for table in cache.tables.values() for b in table)
+    table_ref = [held[b] for b in range(cache.num_blocks)]
+    tree_ref, locked_ref = [0] * cache.num_blocks, [0] * cache.num_blocks
     locks = Counter(id(n) for n in cache.seq_nodes.values())
     for n in nodes:
         assert n.key and len(n.key) == len(n.slots), f"node {n.node_id}: key/slots mismatch"

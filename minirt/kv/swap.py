@@ -36,9 +36,8 @@ class SwapSpace:
         if not self.cuda:
             return index
         index = index.pin_memory().to(self.pool.device, non_blocking=True)
-        # Made on the compute stream, read on the copy stream: without this, the allocator may
-        # give its memory to the compute stream's next tensor while the copy stream still waits
-        # to read it (found on the H100: blocks restored into the wrong places).
+        # Made on the compute stream, read on the copy stream: else the allocator may reuse its
+        # memory before the copy reads it (found on the H100: blocks restored to wrong places).
         index.record_stream(self.stream)
         return index
 
@@ -64,8 +63,7 @@ class SwapSpace:
             staged = self.pool.movedim(2, 0).index_select(0, index)
             for i, h, n in _runs(host):  # one DMA per run of consecutive host blocks
                 self.host[h : h + n].copy_(staged[i : i + n], non_blocking=True)
-            event = torch.cuda.Event()
-            event.record(self.stream)
+            event = self.stream.record_event()
         return host, event
 
     def swap_in(self, host: list[int], blocks: list[int]) -> torch.cuda.Event | None:
@@ -84,8 +82,7 @@ class SwapSpace:
             for i, h, n in _runs(host):
                 staged[i : i + n].copy_(self.host[h : h + n], non_blocking=True)
             self.pool.movedim(2, 0).index_copy_(0, index, staged)  # scatter: one pass
-            event = torch.cuda.Event()
-            event.record(self.stream)
+            event = self.stream.record_event()
         # Later swap-outs into these host blocks run on the same stream, after this copy: safe.
         self.release(host)
         return event

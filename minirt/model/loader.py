@@ -15,10 +15,10 @@ from safetensors import SafetensorError, safe_open
 
 from minirt.config import ModelConfig
 from minirt.model.decoder import CausalLM
+from minirt.model.embedded import DRAFT_DIR, TARGET_DIR
 from minirt.model.layers import PackedLinear
 
-EMBEDDED_DIR = Path(__file__).parent / "embedded"
-EMBEDDED = {"target": EMBEDDED_DIR / "target", "draft": EMBEDDED_DIR / "draft"}
+EMBEDDED = {"target": TARGET_DIR, "draft": DRAFT_DIR}
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
@@ -80,17 +80,11 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     c = config
     h, v, inter, d = c.hidden_size, c.vocab_size, c.intermediate_size, c.head_dim
     q, kv = c.num_attention_heads * d, c.num_key_value_heads * d
-    layer = {
-        "input_layernorm.weight": (h,),
-        "post_attention_layernorm.weight": (h,),
-        "self_attn.q_proj.weight": (q, h),
-        "self_attn.k_proj.weight": (kv, h),
-        "self_attn.v_proj.weight": (kv, h),
-        "self_attn.o_proj.weight": (h, q),
-        "mlp.gate_proj.weight": (inter, h),
-        "mlp.up_proj.weight": (inter, h),
-        "mlp.down_proj.weight": (h, inter),
-    }
+    attn = {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, q)}
+    mlp = {"gate_proj": (inter, h), "up_proj": (inter, h), "down_proj": (h, inter)}
+    layer = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,)}
+    layer |= {f"self_attn.{name}.weight": shape for name, shape in attn.items()}
+    layer |= {f"mlp.{name}.weight": shape for name, shape in mlp.items()}
     if c.attention_bias:
         layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,)}
         layer |= {"self_attn.v_proj.bias": (kv,)}
@@ -165,10 +159,9 @@ def load_model(
     model.model.rotary.float()  # RoPE angles stay fp32 whatever the weights' dtype
     params = dict(model.named_parameters())
     for file in files:
-        with safe_open(str(file), framework="pt", device="cpu") as f:
+        with torch.no_grad(), safe_open(str(file), framework="pt", device="cpu") as f:
             for name in f.keys():
                 if name == "lm_head.weight" and config.tie_word_embeddings:
                     continue  # tied: it is embed_tokens.weight
-                with torch.no_grad():
-                    _destination(model, params, name).copy_(f.get_tensor(name))
+                _destination(model, params, name).copy_(f.get_tensor(name))
     return model.eval(), config

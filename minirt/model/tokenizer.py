@@ -1,8 +1,7 @@
 """Tokenizers: the embedded byte-level one, and a thin wrapper that reads any HF `tokenizer.json`.
 
-The embedded tokenizer has no merges, so token id b *is* byte b (0..255); ids 256..263 are
-specials (256 = `<|endoftext|>`, the eos). Every UTF-8 string therefore round-trips exactly,
-which makes the tiny models easy to reason about. Notebook 01 (tokens and the model) uses it.
+The byte tokenizer has no merges: token id b *is* byte b (0..255), ids 256..263 are specials
+(256 = `<|endoftext|>`, the eos), and every UTF-8 string round-trips exactly. Notebook 01.
 """
 
 from __future__ import annotations
@@ -70,8 +69,7 @@ class Tokenizer:
     """Text <-> ids through a `tokenizers.Tokenizer`: the byte tokenizer or any real HF one."""
 
     def __init__(self, tok: tokenizers.Tokenizer, eos_token_id: int | None = None) -> None:
-        self.tok = tok
-        self.eos_token_id = eos_token_id
+        self.tok, self.eos_token_id = tok, eos_token_id
 
     @property
     def vocab_size(self) -> int:
@@ -92,8 +90,7 @@ class Tokenizer:
 
 def load_tokenizer(folder: str | Path) -> Tokenizer:
     """Load `folder/tokenizer.json`; eos comes from tokenizer_config.json, else config.json."""
-    folder = Path(folder)
-    path = folder / "tokenizer.json"
+    path = Path(folder) / "tokenizer.json"
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found; a model folder needs a Hugging Face tokenizer.json "
@@ -107,12 +104,11 @@ def load_tokenizer(folder: str | Path) -> Tokenizer:
             f"{path} is not a tokenizer the tokenizers library can read ({e}); copy tokenizer.json "
             "from the checkpoint again"
         ) from None
-    return Tokenizer(tok, _read_eos_token_id(folder, tok))
+    return Tokenizer(tok, _read_eos_token_id(path.parent, tok))
 
 
 def _read_eos_token_id(folder: Path, tok: tokenizers.Tokenizer) -> int | None:
-    tok_config = _read_json(folder / "tokenizer_config.json")
-    eos = tok_config.get("eos_token")
+    eos = _read_json(folder / "tokenizer_config.json").get("eos_token")
     if isinstance(eos, dict):  # older files store an AddedToken as a dict
         eos = eos.get("content")
     if isinstance(eos, str) and tok.token_to_id(eos) is not None:

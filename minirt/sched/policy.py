@@ -7,6 +7,7 @@ request of this step computes waits a step, then hits the cache. Notebook 11 mea
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -15,16 +16,14 @@ from minirt.kv.radix_tree import RadixNode, common_len, insert, match
 from minirt.sched.sequence import Sequence as Seq
 
 # Defer a request when a prompt being computed shares this many more tokens with it than the
-# cache does. SGLang uses 32 (IN_BATCH_PREFIX_CACHING_DEPRIORITIZE_THRESHOLD) for prompts of
-# thousands of tokens; the workloads here are ~200 tokens with 30-token shared segments: one block.
+# cache does. SGLang uses 32 for prompts of thousands of tokens; ours are ~200: one block.
 IN_BATCH_DEFER_TOKENS = 16
 
 
 class Policy(Protocol):
-    """A scheduling policy: the waiting requests in the order to admit them. It may ask the
-    prefix cache (`match_len`, or what it lists in an optional `needs` attribute) but must not
-    change it. A new policy is one such function, registered in POLICIES or passed to
-    `LLM(schedule_policy=fn)`."""
+    """A scheduling policy: the waiting requests in admission order. It may ask the prefix cache
+    (`match_len`, or what an optional `needs` attribute lists) but not change it. A new policy is
+    one such function, in POLICIES or passed as `LLM(schedule_policy=fn)`."""
 
     def __call__(self, waiting: list[Seq], cache) -> list[Seq]: ...
 
@@ -42,22 +41,20 @@ def lpm(waiting: list[Seq], cache) -> list[Seq]:
 def dfs_weight(waiting: list[Seq], cache) -> list[Seq]:
     """Group requests by the tree node their match ends at; weight a node by the requests in
     its subtree; emit depth first, heaviest child first (SGLang's schedule_policy.py)."""
-    at: dict[int, list[Seq]] = {}
-    weight: dict[int, int] = {}
-    children: dict[int, list] = {}
+    at, children, weight = defaultdict(list), defaultdict(list), Counter()  # by id(node)
     for s in waiting:
         node = cache.match_node(s.token_ids)
-        at.setdefault(id(node), []).append(s)
+        at[id(node)].append(s)
         while node is not None:
-            weight[id(node)] = weight.get(id(node), 0) + 1
-            if node.parent is not None and node not in children.setdefault(id(node.parent), []):
+            weight[id(node)] += 1
+            if node.parent is not None and node not in children[id(node.parent)]:
                 children[id(node.parent)].append(node)
             node = node.parent
     out, stack = [], [cache.root]
     while stack:
         node = stack.pop()
-        out += at.get(id(node), [])
-        kids = sorted(children.get(id(node), []), key=lambda n: weight[id(n)])
+        out += at[id(node)]
+        kids = sorted(children[id(node)], key=lambda n: weight[id(n)])
         stack += kids  # the heaviest is popped first
     return out
 

@@ -21,9 +21,8 @@ from minirt.sched.stop import StopRule
 @dataclass(frozen=True)
 class Row:
     """What one forward computes for one sequence: `token_ids[start : start + n]` at positions
-    start .. start + n - 1, through the sequence's block table. A scheduled sequence is one row
-    (`Batch.rows()`); speculative decoding builds its own: the draft's (its own `start`), and a
-    verify's (the guesses appended to `token_ids`, one row per guess)."""
+    start .. start + n - 1, through its block table. A scheduled sequence is one row; speculative
+    decoding builds its own (the draft's own `start`; one row per guess appended to token_ids)."""
 
     seq_id: int
     token_ids: list[int]
@@ -43,8 +42,7 @@ class Batch:
     # speculative decoding: slots past a decode for the draft's guesses (vLLM's lookahead slots)
     lookahead: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
-    # (seq_id, device blocks) to copy out before this step's forward, and (seq_id, fresh device
-    # blocks) to copy a swapped sequence's KV back into; the runner does both, in that order.
+    # (seq_id, device blocks) whose KV the runner copies out, then (seq_id, fresh blocks) back in
     swap_out: list[tuple[int, list[int]]] = field(default_factory=list)
     swap_in: list[tuple[int, list[int]]] = field(default_factory=list)
     prefix_hit_tokens: int = 0  # tokens found in the prefix cache by this step's admissions
@@ -67,15 +65,10 @@ class Batch:
     def num_decode_tokens(self) -> int:
         return sum(n for n, p in zip(self.num_new_tokens, self.is_prefill, strict=True) if not p)
 
-    def __len__(self) -> int:
-        return len(self.seqs)
-
     def rows(self) -> list[Row]:
         """The forward's input: each sequence's new tokens after its computed ones."""
-        return [
-            Row(s.seq_id, s.token_ids, s.num_computed_tokens, n)
-            for s, n in zip(self.seqs, self.num_new_tokens, strict=True)
-        ]
+        pairs = zip(self.seqs, self.num_new_tokens, strict=True)
+        return [Row(s.seq_id, s.token_ids, s.num_computed_tokens, n) for s, n in pairs]
 
 
 def is_decode(seq: Sequence, n: int) -> bool:
@@ -118,8 +111,7 @@ class Scheduler:
         batch = Batch(step=self.num_steps)
         budget = self.config.max_num_batched_tokens
         if self.config.batch_priority == "prefill-first" and self.waiting and not self.swapped:
-            # SGLang: unfinished prompt chunks and new requests first, decodes only in a step
-            # where no prefill fits.
+            # SGLang: prompt chunks and new requests first; decodes only when no prefill fits
             budget = self._schedule_running(batch, budget, prefills_only=True)
             budget = self._admit(batch, budget)
             if batch.seqs:
@@ -127,8 +119,7 @@ class Scheduler:
         # 1. Running sequences, oldest first: each needs its next token(s) and the blocks for them.
         budget = self._schedule_running(batch, budget)
 
-        # 2. Swapped-out sequences come back first (oldest first) into fresh blocks, if nobody
-        # was just preempted; their KV is copied in before the forward.
+        # 2. Swapped-out sequences back, oldest first, into fresh blocks (their KV is copied in)
         while self.swapped and budget > 0 and not batch.preempted:
             seq = self.swapped[0]
             n = min(seq.num_tokens - seq.num_computed_tokens, budget)
@@ -146,8 +137,7 @@ class Scheduler:
             batch.add(seq, n)
             budget -= n
 
-        # 3. Waiting sequences in the policy's order, if nobody was just preempted or is still
-        # swapped out.
+        # 3. Waiting sequences in the policy's order (not while any is preempted or swapped out)
         self._admit(batch, budget)
         return self._done(batch)
 
@@ -178,8 +168,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 break
             self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
-            # Un-share a partial block before publishing: a forked table's tail would otherwise
-            # get this sequence's hash while its other holder writes different tokens into it.
+            # Un-share a forked partial block before publishing: its other holder writes into it.
             batch.kv_copies += self.bm.prepare_write(seq.seq_id, seq.num_computed_tokens)
             self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
             batch.add(seq, n, k)
@@ -227,8 +216,7 @@ class Scheduler:
         self, batch: Batch, sampled: dict[int, list[int]], now_s: float
     ) -> list[Sequence]:
         """After the forward, the one owner of what follows (nano-vllm's postprocess): keep each
-        sequence's new tokens up to a stop, append them, finish and free whoever stopped.
-        Returns the finished sequences (the runner drops their generators and host blocks)."""
+        sequence's new tokens up to a stop, append them, finish and free whoever stopped."""
         for seq in batch.seqs:  # several tokens (speculation): keep those up to a stop
             if seq.seq_id in sampled:
                 sampled[seq.seq_id] = self.stop.keep(seq, sampled[seq.seq_id])
@@ -247,9 +235,8 @@ class Scheduler:
         return True
 
     def update(self, batch: Batch, sampled: dict[int, list[int]]) -> None:
-        """After the forward: advance computed counts and append the new tokens. A sequence
-        gets one token, or with speculation its accepted draft tokens and one more: those
-        accepted have KV now too (the verify computed it)."""
+        """Advance computed counts and append the new tokens: one, or with speculation the
+        accepted guesses (their KV is computed: the verify did it) and one more."""
         rows = zip(batch.seqs, batch.num_new_tokens, batch.is_prefill, strict=True)
         for seq, n, prefill in rows:
             if seq.status is not SequenceStatus.RUNNING:
@@ -261,10 +248,9 @@ class Scheduler:
                 self._cache_computed(seq)
 
     def _cache_computed(self, seq: Sequence) -> None:
-        """Hand the radix cache the tokens whose KV is in the pool (of both models: the draft
-        may trail by a token). As SGLang does, after a prompt chunk and at the end, not after
-        every decode token: each insert re-walks the path from the root, host work that cost
-        more than the forward on the GPU (bench sched, H200: 2x slower steps)."""
+        """Hand the radix cache the tokens whose KV is in the pool (of both models). As SGLang,
+        after a prompt chunk and at the end, not every decode token: each insert re-walks the
+        path from the root, which cost more than the forward (bench sched, H200: 2x slower)."""
         valid = seq.num_computed_tokens
         if self.config.num_speculative_tokens > 0:
             valid = min(valid, seq.num_draft_computed_tokens)

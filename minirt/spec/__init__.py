@@ -1,10 +1,8 @@
 """Speculative decoding: a draft model proposes, the target verifies in one forward.
 
-`rejection` holds the acceptance rule (exact: the output follows the target's distribution);
-`decoder` runs it in the engine — the draft's own KV pool on the target's block tables, the
-verify over k + 1 positions, and the paged-KV rollback. Turn it on with
-`LLM(speculative_model="draft", num_speculative_tokens=k)`. The cost model is
-`minirt.tools.spec`.
+`rejection` holds the exact acceptance rule; `decoder` runs it in the engine (the draft's pool
+on the target's block tables, the verify, the paged-KV rollback). Turn it on with
+`LLM(speculative_model="draft", num_speculative_tokens=k)`; the cost model is `minirt.tools.spec`.
 """
 
 from minirt.spec.decoder import SpecRunner, SpecStep

@@ -74,8 +74,7 @@ class SpecRunner:
         spec = [i for i, k in enumerate(batch.lookahead) if k > 0]
         guesses, q = self._propose(batch, spec)
 
-        # 3. The target: the batch as scheduled, each speculating decode widened by its guesses
-        # into k + 1 rows of one token each (batch expansion: see _expand).
+        # 3. The target: the batch as scheduled, a speculating decode as k + 1 one-token rows
         rows, last = [], []
         for i, s in enumerate(batch.seqs):
             g = guesses.get(i, [])
@@ -85,21 +84,22 @@ class SpecRunner:
         ends = list(itertools.accumulate(r.n for r in rows))
         plain = [i for i, s in enumerate(batch.samples) if s and i not in guesses]
         wanted = [ends[last[i] - 1] - 1 for i in plain]  # a plain row: its last token's logits
-        for i in spec:  # a speculating row: the logits after x_0 and after every guess
+        first = {}  # a speculating row: the logits after x_0 and every guess, from wanted[first]
+        for i in spec:
+            first[i] = len(wanted)
             wanted += [ends[j] - 1 for j in range(last[i] - len(guesses[i]) - 1, last[i])]
         logits = self.target.logits(rows, wanted)
-        self._advance_draft(batch)
+        for seq, n, k in zip(batch.seqs, batch.num_new_tokens, batch.lookahead, strict=True):
+            # The draft computed up to the target's new count, and its guesses but the last.
+            seq.num_draft_computed_tokens = seq.num_computed_tokens + n + max(0, k - 1)
 
         out: dict[int, list[int]] = {}
         if plain:  # 4a. sequences without guesses sample as the plain engine does
             seqs = [batch.seqs[i] for i in plain]
             tokens = self.target.sample_rows(logits[: len(plain)], seqs).tolist()
             out = {s.seq_id: [t] for s, t in zip(seqs, tokens, strict=True)}
-        # 4b. Accept or reject the guesses: greedy requests with as many guesses together, in
-        # one call (one device sync, not one per sequence); sampled ones each with its generator.
-        first, start = {}, len(plain)
-        for i in spec:
-            first[i], start = start, start + len(guesses[i]) + 1
+        # 4b. Verify: greedy requests with as many guesses together (one device sync), sampled
+        # ones each with its own generator.
         groups: dict[object, list[int]] = {}
         for i in spec:
             greedy = batch.seqs[i].sampling_params.greedy
@@ -109,8 +109,6 @@ class SpecRunner:
             k = len(guesses[group[0]])
             p_logits = torch.stack([logits[first[i] : first[i] + k + 1] for i in group])
             drafts = torch.tensor([guesses[i] for i in group], device=logits.device)
-            # greedy: drafts [b, k] against logits [b, k + 1, V]; sampled (b = 1): rejection
-            # sampling with its q [k, V] and its own generator
             seq = batch.seqs[group[0]]
             gen = None if seq.sampling_params.greedy else self.target._generator(seq)
             v = self.verifier(drafts, q.get(group[0]), p_logits, seq.sampling_params, gen)
@@ -125,8 +123,7 @@ class SpecRunner:
     def _propose(self, batch: Batch, spec: list[int]):
         """Catch the draft up on every sequence of the batch, then let it guess k_i tokens for
         each speculating one. Returns {batch index: guesses} and {batch index: [k, vocab] q}."""
-        # Pass 1: every token the draft lacks, up to what the target will have computed (for a
-        # speculating decode: up to and including x_0, whose logits give the first guess).
+        # Pass 1: every token the draft lacks, up to x_0 for a speculating decode (gives d_1).
         rows, wanted, speculating, num_tokens = [], [], set(spec), 0
         for i, seq in enumerate(batch.seqs):
             end = seq.num_computed_tokens + batch.num_new_tokens[i]
@@ -157,9 +154,8 @@ class SpecRunner:
         return guesses, {i: torch.stack(v) for i, v in q.items()}  # q: [k, vocab] each
 
     def _draw(self, seqs: list[Sequence], logits: torch.Tensor):
-        """The draft's guesses from its logits, one row per sequence: the argmax for greedy
-        requests (all rows at once), else a draw from the same temperature / top-k / top-p
-        filter the target's tokens go through, with the distribution q it was drawn from."""
+        """The draft's guesses, one logits row per sequence: the argmax, or for a sampled request
+        a draw through the target's own filter, with the distribution q it was drawn from."""
         tokens, probs = logits.argmax(-1).tolist(), [None] * len(seqs)
         for j, seq in enumerate(seqs):
             if not seq.sampling_params.greedy:
@@ -167,11 +163,6 @@ class SpecRunner:
                 gen = self.target._generator(seq)
                 tokens[j] = int(torch.multinomial(probs[j], 1, generator=gen))
         return tokens, probs
-
-    def _advance_draft(self, batch: Batch) -> None:
-        for seq, n, k in zip(batch.seqs, batch.num_new_tokens, batch.lookahead, strict=True):
-            # The draft computed up to the target's new count, and its guesses but the last.
-            seq.num_draft_computed_tokens = seq.num_computed_tokens + n + max(0, k - 1)
 
     # -- 5: roll back ---------------------------------------------------------------------------
     def _roll_back(self, seq: Sequence, guesses: list[int], a: int, emitted: list[int]) -> None:
@@ -190,13 +181,10 @@ class SpecRunner:
 
 def _expand(seq_id: int, token_ids: list[int], start: int, n: int, expand: bool) -> list[Row]:
     """Rows for a forward over tokens start .. start + n - 1 of a sequence: one row of n tokens,
-    or (expand) n rows of one token each, row j seeing the context up to its own token.
-
-    Batch expansion (vLLM's first speculative decoding scorer did the same): a verify of k + 1
-    tokens becomes k + 1 one-token queries, each with its context length, all reading the same
-    block table. The attention is the same (causal, row by row), but the batch is decode-shaped:
-    it runs on the decode kernel, which splits the context across the GPU instead of leaving most
-    of a prefill kernel's query tile empty, and replays a captured CUDA graph like any decode."""
+    or (expand) n rows of one token each, row j seeing the context up to its own token. Batch
+    expansion (as vLLM's first speculative scorer): the same causal attention, but a
+    decode-shaped batch, so it runs on the decode kernel (which splits the context across the
+    GPU instead of leaving most of a prefill tile empty) and replays a captured CUDA graph."""
     if not expand:
         return [Row(seq_id, token_ids, start, n)]
     return [Row(seq_id, token_ids, start + j, 1) for j in range(n)]

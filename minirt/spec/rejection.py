@@ -53,8 +53,7 @@ def rejection_sample(
     p_at = target_probs[rows, num_accepted]
     q_at = torch.cat([draft_probs, torch.zeros_like(draft_probs[:, :1])], 1)[rows, num_accepted]
     residual = (p_at - q_at).clamp_min(0)
-    # p == q exactly leaves no residual mass; rejection then has probability 0, but floating
-    # point can still get here: fall back to p.
+    # p == q leaves no residual (rejection has probability 0, rounding aside): fall back to p
     empty = residual.sum(-1, keepdim=True) <= 0
     residual = torch.where(empty, p_at, residual)
     last = torch.multinomial(residual / residual.sum(-1, keepdim=True), 1, generator=generator)
@@ -79,11 +78,9 @@ def _verdict(draft_tokens, num_accepted, last) -> Verdict:
 
 def verify(drafts, q, p_logits, params, generator=None) -> Verdict:
     """The speculative verifier (a named part: `LLM(spec_verifier=fn)` with this signature).
-
-    drafts [b, k] guesses; p_logits [b, k + 1, V] the target's logits after x_0 and each guess.
-    Greedy requests (b >= 1): accept while each guess is the target's argmax. Sampled (b = 1):
-    q [k, V] the draft's distributions, the target's through the request's own filter
-    (temperature, top-k, top-p), then exact rejection sampling with `generator`."""
+    drafts [b, k]; p_logits [b, k + 1, V]: the target's logits after x_0 and each guess. Greedy
+    (b >= 1): accept while each guess is the argmax. Sampled (b = 1): q [k, V] the draft's
+    distributions, p through the request's filter, exact rejection sampling with `generator`."""
     if params.greedy:
         return greedy_verify(drafts, p_logits)
     p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])

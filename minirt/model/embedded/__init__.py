@@ -1,8 +1,7 @@
 """The models that ship inside the package: a byte-level Qwen3 target and its distilled draft.
 
-Each folder is a standard Hugging Face checkpoint (config.json, bf16 model.safetensors,
-tokenizer.json, README.md card), so `transformers` and `minirt` load the same files. They are
-made by `python -m minirt.model.train`; notebook 01 (the embedded model) starts from them.
+Each folder is a standard Hugging Face checkpoint (`transformers` and `minirt` load the same
+files), made by `python -m minirt.model.train`; notebook 01 (the embedded model) starts here.
 """
 
 from pathlib import Path

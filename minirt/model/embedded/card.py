@@ -1,7 +1,5 @@
-"""Model cards (README.md) of the embedded models, written from what training and eval measured.
-
-Every number on a card comes from `training.json` (written by the training run) or from the
-eval stage of `python -m minirt.model.train`; nothing is typed in by hand.
+"""Model cards (README.md) of the embedded models: every number comes from `training.json` (the
+training run) or the eval stage of `python -m minirt.model.train`, none is typed in by hand.
 """
 
 from __future__ import annotations

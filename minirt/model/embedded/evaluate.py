@@ -1,8 +1,7 @@
 """Measuring a trained model: held-out loss (nats/byte), draft/target agreement, greedy samples.
 
-Agreement is teacher-forced: both models read the same held-out text and we count positions
-where their argmax tokens match, a proxy for the acceptance rate of greedy speculative decoding
-(notebook on speculative decoding). `python -m minirt.model.train eval` runs all of it.
+Agreement is teacher-forced: the share of positions of held-out text where both models' argmax
+agree, a proxy for greedy speculative decoding's acceptance. `python -m minirt.model.train eval`.
 """
 
 from __future__ import annotations
