@@ -53,7 +53,10 @@ def split_plan(
     return partition, max(1, triton.cdiv(max_context_len, partition))
 
 
-@triton.jit
+# table_stride (the block table's width) changes with the batch: specialised, as Triton does
+# for an int that is 1 or a multiple of 16, each new kind would compile the kernel again
+# mid-serving (seconds); marked, one compiled kernel serves every width.
+@triton.jit(do_not_specialize=["table_stride"])
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]

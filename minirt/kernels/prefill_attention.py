@@ -59,7 +59,10 @@ def _attend_tile(
     return acc, m_new, l
 
 
-@triton.jit
+# table_stride (the block table's width) changes with the batch: specialised, as Triton does
+# for an int that is 1 or a multiple of 16, each new kind would compile the kernel again
+# mid-serving (seconds); marked, one compiled kernel serves every width.
+@triton.jit(do_not_specialize=["table_stride"])
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, query_start_ptr,
     out_ptr, qk_scale, table_stride,
