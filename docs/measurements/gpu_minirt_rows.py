@@ -1,13 +1,18 @@
 """The minirt rows of `bench gpu` (decode at several batches with CUDA graphs, eager decode at
 batch 1 and 64, the 256-request offline run) for whichever minirt is on PYTHONPATH."""
-import json, sys, tempfile, time
-import torch
+
+import json
+import tempfile
+import time
+
 import minirt
 from minirt import LLM
 from minirt.bench import gpu
 from minirt.bench.roofline import qwen3_06b_checkpoint
+
 try:
     from minirt.workload import uniform
+
     work = uniform(num_requests=256, lo=100, hi=1024, seed=0)
 except ImportError:
     work = gpu.offline_workload(256, 100, 1024, 0)
