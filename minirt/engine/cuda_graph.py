@@ -73,9 +73,8 @@ class DecodeGraphs:
         torch.cuda.synchronize()
 
     def run(self, host: dict[str, list], resolve=None, pin: bool = False) -> torch.Tensor:
-        """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32. `resolve`
-        (overlap_schedule) maps the input ids on the device: placeholders -> last step's tokens;
-        `pin` stages the inputs in pinned memory (a pageable copy waits for the step in flight)."""
+        """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32. `resolve` and
+        `pin` as in ModelRunner (overlap_schedule: placeholders, pinned inputs)."""
         n = len(host["input_ids"])
         bs = self.sizes[bisect.bisect_left(self.sizes, n)]  # the smallest captured size >= n
         pad = bs - n  # padding rows store nothing (slot -1) and attend to nothing (context 0)

@@ -104,9 +104,8 @@ class ModelRunner:
         return self.model.compute_logits(self.take_rows(hidden, wanted))
 
     def take_rows(self, t: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
-        """t[rows] (all of t when rows is None or every row). The index travels as a device
-        tensor: indexing a CUDA tensor with a Python list copies the list from pageable memory
-        and waits for the device, the step in flight included (overlap_schedule)."""
+        """t[rows] (all of t for None or every row), indexed by a device tensor: a Python list
+        is copied from pageable memory, waiting for the device (the step in flight too)."""
         if rows is None or rows == list(range(len(t))):
             return t
         return t[self.to_device(rows)]

@@ -70,8 +70,7 @@ class PrefixCacheHooks:
 
 class BlockTables(PrefixCacheHooks):
     """What both shipped caches share: a table per sequence, a free list whose front is reused
-    first, growing a table. Each says how many blocks are free and how one is taken (`_take_free`,
-    held by the table it joins)."""
+    first, growing a table; each says how many are free and takes a block (`_take_free`)."""
 
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 1:

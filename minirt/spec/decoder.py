@@ -126,11 +126,10 @@ class SpecRunner:
         # Pass 1: every token the draft lacks, up to x_0 for a speculating decode (gives d_1).
         rows, wanted, speculating, num_tokens = [], [], set(spec), 0
         for i, seq in enumerate(batch.seqs):
-            end = seq.num_computed_tokens + batch.num_new_tokens[i]
             start = seq.num_draft_computed_tokens
-            new = _expand(seq.seq_id, seq.token_ids, start, end - start, i in speculating)
-            rows += new
-            num_tokens += sum(r.n for r in new)
+            n = seq.num_computed_tokens + batch.num_new_tokens[i] - start
+            rows += _expand(seq.seq_id, seq.token_ids, start, n, i in speculating)
+            num_tokens += n  # expanded or not, rows of n tokens in all
             if i in speculating:
                 wanted.append(num_tokens - 1)
         logits = self.draft.logits(rows, wanted)
