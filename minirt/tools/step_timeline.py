@@ -4,7 +4,8 @@
 (the JSON `prof.export_chrome_trace` writes). `timeline_rows` sorts them into three lanes on one
 time axis: the host's operators (top-level `aten::` ops), the host's calls into the CUDA runtime
 (kernel launches, graph launches, copies, syncs) and the GPU's kernels. On a CPU only the first
-lane exists. Notebook 05 (profiling) draws it.
+lane exists. Notebook 05 (profiling) draws it, and `rows_by_mode` reads the H100's committed
+step (`python -m minirt.bench timeline`).
 """
 
 from __future__ import annotations
@@ -75,6 +76,23 @@ def timeline_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         r["start_us"] -= t0
     return rows
+
+
+def rows_by_mode(record: dict[str, Any] | None) -> dict[str, list[dict[str, Any]]]:
+    """A committed `python -m minirt.bench timeline` run as {mode: rows}, the rows as
+    `timeline_rows` gives them ("eager": every kernel launched from Python, "graphs": the step
+    replayed from its CUDA graph); {} without a record."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in [] if record is None else record["results"]:
+        if r["name"] == "step_event":
+            row = {
+                "lane": r["lane"],
+                "name": r["op"],
+                "start_us": r["start_us"],
+                "dur_us": r["dur_us"],
+            }
+            out.setdefault(r["mode"], []).append(row)
+    return out
 
 
 def _busy_us(rows: list[dict[str, Any]]) -> float:

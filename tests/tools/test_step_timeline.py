@@ -2,7 +2,12 @@
 
 import pytest
 
-from minirt.tools.step_timeline import timeline_rows, timeline_summary, trace_decode_step
+from minirt.tools.step_timeline import (
+    rows_by_mode,
+    timeline_rows,
+    timeline_summary,
+    trace_decode_step,
+)
 
 
 def _x(cat: str, name: str, ts: float, dur: float, tid: int = 1) -> dict:
@@ -40,3 +45,14 @@ def test_one_decode_step_on_the_cpu_has_host_ops_only_and_leaves_the_engine_idle
     assert any(r["name"] == "aten::linear" for r in rows)
     assert not llm.scheduler.has_unfinished()
     assert llm.block_manager.num_free_blocks == llm.num_blocks
+
+
+def test_a_committed_timeline_run_reads_back_per_mode_as_timeline_rows():
+    rows = [{"lane": "GPU kernel", "name": "k", "start_us": t, "dur_us": 1.0} for t in (0.0, 2.0)]
+    record = {"results": [{"name": "step_event", "mode": m, "batch": 1, "op": r["name"],
+                           "lane": r["lane"], "start_us": r["start_us"], "dur_us": r["dur_us"]}
+                          for m in ("eager", "graphs") for r in rows]}  # fmt: skip
+    by_mode = rows_by_mode(record)
+    assert by_mode == {"eager": rows, "graphs": rows}
+    assert timeline_summary(by_mode["eager"])[0]["busy_us"] == 2.0
+    assert rows_by_mode(None) == {}
