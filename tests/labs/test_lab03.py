@@ -11,15 +11,16 @@ worker runs them); the cheats go through `grade_notebook`, as a learner's notebo
 
 from __future__ import annotations
 
-import linecache
+from functools import partial
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
-from minirt.grading import Mismatch, grade_notebook, lab03, run_task
-from minirt.grading.runner import notebook_cells
+from minirt.grading import Mismatch, grade_notebook, lab03
+from tests.labs.common import grade_in_process as run_in_process
+from tests.labs.common import planted as planted_in
+from tests.labs.common import single_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labs" / "source" / "lab03_speculative.ipynb"
@@ -27,32 +28,14 @@ SOURCE = ROOT / "labs" / "source" / "lab03_speculative.ipynb"
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The embedded models are tiny: one thread is as fast, and steady on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from single_thread()
 
 
-def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """A copy of the solution notebook with (old, new) source edits, each in exactly one cell."""
-    nb = nbformat.read(SOURCE, as_version=4)
-    for old, new in edits:
-        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
-        assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
-        hits[0].source = hits[0].source.replace(old, new)
-    path = tmp_path / SOURCE.name
-    nbformat.write(nb, path)
-    return path
+planted = partial(planted_in, SOURCE)  # planted(tmp_path, (old, new), ...)
 
 
 def grade_in_process(path: Path) -> dict:
-    namespace: dict = {"__name__": "__main__"}
-    for number, source in notebook_cells(path):
-        name = f"<cell {number}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        exec(compile(source, name, "exec"), namespace)
-    return {t.id: run_task(t, namespace, seed=0) for t in lab03.TASKS}
+    return run_in_process(path, lab03.TASKS)
 
 
 KEPT = "num_kept = -(-num_tokens_kept // block_size)"

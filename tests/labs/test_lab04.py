@@ -8,45 +8,31 @@ whose worker for task 4 is a fresh interpreter with TRITON_INTERPRET=1.
 
 from __future__ import annotations
 
-import linecache
 import os
 import random
+from functools import partial
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 
 from minirt.grading import grade_notebook, lab04, run_task
-from minirt.grading.runner import notebook_cells
 from minirt.quant import formats as F
+from tests.labs.common import grade_in_process as run_in_process
+from tests.labs.common import planted as planted_in
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labs" / "source" / "lab04_quantization.ipynb"
 
 
-def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """A copy of the solution notebook with (old, new) source edits, each in exactly one cell."""
-    nb = nbformat.read(SOURCE, as_version=4)
-    for old, new in edits:
-        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
-        assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
-        hits[0].source = hits[0].source.replace(old, new)
-    path = tmp_path / SOURCE.name
-    nbformat.write(nb, path)
-    return path
+planted = partial(planted_in, SOURCE)  # planted(tmp_path, (old, new), ...)
 
 
 def grade_in_process(path: Path, monkeypatch) -> dict:
     """{task id: TaskResult} for tasks 1a-3, the notebook's cells run into one namespace."""
     # The first cell may set TRITON_INTERPRET; keep it from leaking into later tests.
     monkeypatch.setenv("TRITON_INTERPRET", os.environ.get("TRITON_INTERPRET", "0"))
-    namespace: dict = {"__name__": "__main__"}
-    for number, source in notebook_cells(path):
-        name = f"<cell {number}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        exec(compile(source, name, "exec"), namespace)
-    return {t.id: run_task(t, namespace, seed=0) for t in lab04.TASKS if t.id != "4"}
+    return run_in_process(path, lab04.TASKS, keep=lambda t: t.id != "4")
 
 
 BUGS = {  # a planted bug -> (the task that catches it, edits, what its message says[, the

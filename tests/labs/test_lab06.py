@@ -9,15 +9,16 @@ them); the refusals go through `grade_notebook`, as a learner's notebook does.
 
 from __future__ import annotations
 
-import linecache
+from functools import partial
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
-from minirt.grading import grade_notebook, lab06, run_task
-from minirt.grading.runner import notebook_cells
+from minirt.grading import grade_notebook, lab06
+from tests.labs.common import grade_in_process as run_in_process
+from tests.labs.common import planted as planted_in
+from tests.labs.common import single_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labs" / "source" / "lab06_radix_tree.ipynb"
@@ -25,34 +26,17 @@ SOURCE = ROOT / "labs" / "source" / "lab06_radix_tree.ipynb"
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The embedded model is tiny: one thread is as fast, and steady on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from single_thread()
 
 
-def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """A copy of the solution notebook with (old, new) source edits, each in exactly one cell."""
-    nb = nbformat.read(SOURCE, as_version=4)
-    for old, new in edits:
-        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
-        assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
-        hits[0].source = hits[0].source.replace(old, new)
-    path = tmp_path / SOURCE.name
-    nbformat.write(nb, path)
-    return path
+planted = partial(planted_in, SOURCE)  # planted(tmp_path, (old, new), ...)
 
 
 def grade_in_process(path: Path, tasks: set[str]) -> dict:
-    namespace: dict = {"__name__": "__main__"}
-    for number, source in notebook_cells(path):
-        if "LLM(" in source and "def chat" not in source and "chat(" in source:
-            continue  # the demo at the end: not graded, and slow
-        name = f"<cell {number}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        exec(compile(source, name, "exec"), namespace)
-    return {t.id: run_task(t, namespace, seed=0) for t in lab06.TASKS if t.id in tasks}
+    def demo(source: str) -> bool:  # the demo at the end: not graded, and slow
+        return "LLM(" in source and "def chat" not in source and "chat(" in source
+
+    return run_in_process(path, lab06.TASKS, keep=lambda t: t.id in tasks, skip=demo)
 
 
 BUGS = {  # a planted bug -> (the tasks it costs, edits, what the first one's message says)

@@ -9,19 +9,21 @@ worker runs them, the ranks forked from here); the cheats go through `grade_note
 
 from __future__ import annotations
 
-import linecache
+from functools import partial
 from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from minirt.grading import grade_notebook, lab09, run_task
+from minirt.grading import grade_notebook, lab09
 from minirt.grading.core import task_seed
-from minirt.grading.runner import notebook_cells
 from minirt.moe import MoEBlock
 from minirt.moe.launch import run_ranks
 from minirt.moe.parallel import Exchange, ExpertParallelMoE
+from tests.labs.common import cells_into_namespace, single_thread
+from tests.labs.common import grade_in_process as run_in_process
+from tests.labs.common import planted as planted_in
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labs" / "source" / "lab09_moe_dispatch.ipynb"
@@ -30,37 +32,14 @@ SEED = 0
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """Small tensors: one thread is as fast, and forked ranks must not inherit an OpenMP pool."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    yield from single_thread()
 
 
-def planted(tmp_path: Path, *edits: tuple[str, str]) -> Path:
-    """A copy of the solution notebook with (old, new) source edits, each in exactly one cell."""
-    nb = nbformat.read(SOURCE, as_version=4)
-    for old, new in edits:
-        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
-        assert len(hits) == 1, f"the solution changed: {old!r} is not in exactly one cell"
-        hits[0].source = hits[0].source.replace(old, new)
-    path = tmp_path / SOURCE.name
-    nbformat.write(nb, path)
-    return path
-
-
-def cells_into_namespace(path: Path) -> dict:
-    namespace: dict = {"__name__": "__main__"}
-    for number, source in notebook_cells(path):
-        name = f"<cell {number}>"
-        linecache.cache[name] = (len(source), None, source.splitlines(True), name)
-        exec(compile(source, name, "exec"), namespace)
-    return namespace
+planted = partial(planted_in, SOURCE)  # planted(tmp_path, (old, new), ...)
 
 
 def grade_in_process(path: Path) -> dict:
-    namespace = cells_into_namespace(path)
-    return {t.id: run_task(t, namespace, seed=SEED) for t in lab09.TASKS}
+    return run_in_process(path, lab09.TASKS, seed=SEED)
 
 
 def drawn(task_id: str, draw) -> list:
