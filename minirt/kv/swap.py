@@ -36,8 +36,9 @@ class SwapSpace:
         if not self.cuda:
             return index
         index = index.pin_memory().to(self.pool.device, non_blocking=True)
-        # Made on the compute stream, read on the copy stream: else the allocator may reuse its
-        # memory before the copy reads it (found on the H100: blocks restored to wrong places).
+        # Made on the compute stream, read on the copy stream: without this, the allocator may
+        # give its memory to the compute stream's next tensor while the copy stream still waits
+        # to read it (found on the H100: blocks restored into the wrong places).
         index.record_stream(self.stream)
         return index
 
