@@ -33,6 +33,7 @@ LABS: dict[str, str] = {
     "lab07_scheduling": "minirt.grading.lab07",
     "lab08_paged_attention": "minirt.grading.lab08",
     "lab09_moe_dispatch": "minirt.grading.lab09",
+    "lab10_profiling": "minirt.grading.lab10",
 }
 
 # Set in the grader's worker processes, so that self-check cells become no-ops there.
