@@ -69,7 +69,6 @@ def test_a_live_profile_of_the_embedded_engine_lists_its_busiest_operators(embed
     assert embedded_llm.block_manager.num_free_blocks == embedded_llm.num_blocks
 
 
-
 def _stalls_csv(values: dict[str, str]) -> str:
     head = '"ID","Kernel Name","Section Name","Metric Name","Metric Unit","Metric Value"'
     rows = [f'"0","k","Command line profiler metrics","{profiling.STALL_PREFIX}{reason}'
