@@ -16,6 +16,9 @@ from pathlib import Path
 from minirt.checks import MAX_SEED, as_float, as_int
 from minirt.hf_config import model_config_fields
 
+# minirt.kernels.backend.BACKENDS' names (config sits below the kernels: a test keeps them equal)
+KERNEL_BACKENDS = ("auto", "torch", "triton", "cpu")
+
 
 @dataclass
 class ModelConfig:
@@ -155,8 +158,8 @@ class EngineConfig:
         self._check_numbers()
         self._check_scheduling()
         backend = self.kernel_backend
-        if isinstance(backend, str) and backend not in ("auto", "torch", "triton"):
-            choices = "'auto', 'torch', 'triton' or a KernelBackend"
+        if isinstance(backend, str) and backend not in KERNEL_BACKENDS:
+            choices = ", ".join(repr(b) for b in KERNEL_BACKENDS) + " or a KernelBackend"
             raise ValueError(f"kernel_backend must be {choices}, got {backend!r}")
         if self.preemption_mode not in ("recompute", "swap"):
             raise ValueError(

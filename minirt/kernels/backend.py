@@ -1,9 +1,10 @@
-"""Which kernels the model calls: the PyTorch references or their Triton twins.
+"""Which kernels the model calls: the PyTorch references, their Triton twins, or the CPU path.
 
 A `KernelBackend` is a plain bundle of functions with the references' signatures; the engine
 picks one when it starts (`get_backend`) and hands it to the model (`CausalLM.use_kernels`).
-CUDA -> Triton; CPU -> the references, or Triton under TRITON_INTERPRET=1 to step through a
-kernel with print(). Notebook 04 (FlashAttention) and 05 (profiling) compare the two.
+CUDA -> Triton; CPU -> the CPU path (`minirt.kernels.cpu`: the references' arithmetic in PyTorch's
+fused operators), the references themselves ("torch"), or Triton under TRITON_INTERPRET=1 to step
+through a kernel with print(). Notebooks 04 (FlashAttention) and 05 (profiling) compare them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from minirt.kernels import (
     activation,
+    cpu,
     decode_attention,
     prefill_attention,
     qk_norm_rope,
@@ -67,19 +69,31 @@ TRITON = KernelBackend(
     capturable=True,
 )
 
-BACKENDS = {"torch": TORCH, "triton": TRITON}
+CPU = KernelBackend(
+    name="cpu",
+    store_kv=cpu.store_kv_cpu,
+    decode_attention=cpu.decode_attention_cpu,
+    prefill_attention=prefill_attention.prefill_attention_ref,
+    rms_norm=cpu.rms_norm_cpu,
+    silu_mul=activation.silu_mul_ref,
+    rope=cpu.rope_cpu,
+    qk_norm_rope=cpu.qk_norm_rope_cpu,
+)
+
+BACKENDS = {"torch": TORCH, "triton": TRITON, "cpu": CPU}
 
 
 def get_backend(name: str | KernelBackend, device: torch.device | str) -> KernelBackend:
-    """ "auto" -> Triton on CUDA, the references on CPU; or ask for "torch"/"triton" by name,
+    """ "auto" -> Triton on CUDA, the CPU path on CPU; or ask for "torch"/"triton"/"cpu" by name,
     or pass a KernelBackend of your own (checked: every role must be callable)."""
     device = torch.device(device)
     if not isinstance(name, str):
         return _checked(name)
     if name == "auto":
-        name = "triton" if device.type == "cuda" else "torch"
+        name = "triton" if device.type == "cuda" else "cpu"
     if name not in BACKENDS:
-        raise ValueError(f"unknown kernel backend {name!r}; choose one of auto, torch, triton")
+        known = ", ".join(["auto", *BACKENDS])
+        raise ValueError(f"unknown kernel backend {name!r}; choose one of {known}")
     if name == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise ValueError(
             "Triton kernels need a CUDA device; on the CPU set TRITON_INTERPRET=1 before "

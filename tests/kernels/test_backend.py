@@ -5,13 +5,19 @@ import pytest
 import torch
 
 from minirt import LLM, SamplingParams
+from minirt.config import KERNEL_BACKENDS
 from minirt.engine.cuda_graph import default_graph_sizes
-from minirt.kernels.backend import TORCH, TRITON, get_backend
+from minirt.kernels.backend import BACKENDS, CPU, TORCH, TRITON, get_backend
 
 
-def test_auto_backend_is_triton_on_cuda_and_the_references_on_cpu():
-    assert get_backend("auto", "cpu") is TORCH
+def test_auto_backend_is_triton_on_cuda_and_the_cpu_path_on_cpu():
+    assert get_backend("auto", "cpu") is CPU
     assert get_backend("auto", "cuda") is TRITON
+
+
+def test_the_configs_backend_names_are_the_registrys():
+    assert KERNEL_BACKENDS == ("auto", *BACKENDS)
+    LLM(device="cpu", kernel_backend="cpu")  # accepted by name, like "torch"
 
 
 def test_an_unknown_backend_name_says_which_exist():
