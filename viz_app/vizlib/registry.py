@@ -127,7 +127,7 @@ PAGES: tuple[Page, ...] = (
         "step's block table before and after its rollback. Beside it the cost model: speedup "
         "against batch size for each k, the best k and the batch where speculation stops "
         "paying.",
-        notebooks=("07_speculative_decoding",),
+        notebooks=("07_speculative_decoding", "07a_speculative_decoding_appendix"),
         data="a live run of the embedded target with the embedded draft (or an uploaded trace), "
         "and minirt.tools.spec over committed bench/results/*/spec-*.json or the roofline model",
     ),
@@ -161,7 +161,7 @@ PAGES: tuple[Page, ...] = (
         icon=":material/account_tree:",
         shows="SGLang's radix tree of cached tokens evolving step by step, hits and new entries "
         "highlighted, beside vLLM's hash cache of full blocks on the same prompts and pool.",
-        notebooks=("11_vllm_vs_sglang",),
+        notebooks=("11_vllm_vs_sglang", "11a_vllm_vs_sglang_appendix"),
         data="two live runs of the embedded model (prefix_cache='radix' and 'hash') with the "
         "cache's state recorded at every step",
     ),
