@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -69,13 +69,13 @@ TRITON = KernelBackend(
     capturable=True,
 )
 
-CPU = KernelBackend(
+# The references, but for the roles a batch-1 CPU step calls most (minirt.kernels.cpu)
+CPU = replace(
+    TORCH,
     name="cpu",
     store_kv=cpu.store_kv_cpu,
     decode_attention=cpu.decode_attention_cpu,
-    prefill_attention=prefill_attention.prefill_attention_ref,
     rms_norm=cpu.rms_norm_cpu,
-    silu_mul=activation.silu_mul_ref,
     rope=cpu.rope_cpu,
     qk_norm_rope=cpu.qk_norm_rope_cpu,
 )
