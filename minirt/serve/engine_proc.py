@@ -22,6 +22,7 @@ import json
 import multiprocessing as mp
 import threading
 import time
+from collections import deque
 
 from minirt.sampling_params import SamplingParams
 from minirt.serve.engine_loop import (
@@ -115,7 +116,9 @@ def _engine_main(model, engine_kwargs: str, threads: int | None, commands, out) 
 
 # -- the server process ----------------------------------------------------------------------
 class EngineProcess(EngineLoop):
-    """`EngineLoop`'s interface with the engine in a child process (started by `start`)."""
+    """`EngineLoop`'s interface with the engine in a child process (started by `start`). It
+    keeps EngineLoop's request checks (`encode`, `capacity`, `steps_since`) and replaces what
+    touches the engine: the state here is what the child's messages said."""
 
     def __init__(self, model=None, max_waiting: int = 256, threads: int | None = None,
                  start_timeout_s: float = 600, **engine_kwargs) -> None:  # fmt: skip
@@ -128,7 +131,8 @@ class EngineProcess(EngineLoop):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._num_admitted = 0
         self._lock = threading.Lock()
-        self.steps, self.num_steps_logged = [], 0
+        self.steps: deque[StepRecord] = deque(maxlen=500_000)
+        self.num_steps_logged = 0
         self._proc = None
         self.tokenizer = None
 
@@ -136,8 +140,6 @@ class EngineProcess(EngineLoop):
         """Spawn the engine and wait until its model is loaded (a second call does nothing)."""
         if self._proc is not None:
             return
-        from collections import deque
-
         from minirt.model.tokenizer import load_tokenizer
 
         ctx = mp.get_context("spawn")  # CUDA cannot be forked
@@ -157,7 +159,6 @@ class EngineProcess(EngineLoop):
         self._limits(hello["limits"])
         self.model_path = hello["limits"]["model_path"]
         self.tokenizer = load_tokenizer(self.model_path)
-        self.steps = deque(maxlen=500_000)
         self._reader = threading.Thread(target=self._read, name="minirt-engine-reader",
                                         daemon=True)  # fmt: skip
         self._reader.start()
