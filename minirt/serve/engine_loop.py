@@ -169,8 +169,8 @@ class EngineLoop:
             )
         return ids, max_tokens
 
-    def submit(self, prompt_token_ids: list[int], params: SamplingParams) -> ServeRequest:
-        """Queue a request for the engine; Overloaded when the waiting queue is full."""
+    def _admit(self) -> None:
+        """Count one more request in; Overloaded when the server already holds `capacity`."""
         with self._lock:
             if self._num_admitted >= self.capacity:
                 raise Overloaded(
@@ -179,6 +179,10 @@ class EngineLoop:
                 )
             self._num_admitted += 1
         self._loop = asyncio.get_running_loop()  # one event loop serves every request
+
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams) -> ServeRequest:
+        """Queue a request for the engine; Overloaded when the waiting queue is full."""
+        self._admit()
         req = ServeRequest(prompt_token_ids, params, asyncio.Queue())
         self._inbox.append(("add", req))
         self._wake.set()
@@ -300,10 +304,7 @@ class EngineLoop:
         if not self._outbox:
             return
         batch, self._outbox = self._outbox, []
-        try:
-            self._loop.call_soon_threadsafe(_put_all, batch)
-        except RuntimeError:  # the event loop closed: nobody is listening any more
-            pass
+        hand_over(self._loop, batch)
 
     def _publish(self) -> None:
         s, bm = self.llm.scheduler, self.llm.block_manager
@@ -320,6 +321,18 @@ def limits_of(llm) -> dict:
             "pool_capacity_tokens": llm.pool_capacity_tokens,
             "vocab_size": llm.model_config.vocab_size, "max_num_seqs": llm.config.max_num_seqs,
             "num_blocks": llm.num_blocks, "model_path": str(llm.model_path)}  # fmt: skip
+
+
+def hand_over(
+    loop: asyncio.AbstractEventLoop | None, batch: list[tuple[asyncio.Queue, TokenDelta]]
+) -> None:
+    """Put each delta into its request's queue, from another thread, in one wake-up of `loop`."""
+    if not batch or loop is None:
+        return
+    try:
+        loop.call_soon_threadsafe(_put_all, batch)
+    except RuntimeError:  # the event loop closed: nobody is listening any more
+        pass
 
 
 def _put_all(batch: list[tuple[asyncio.Queue, TokenDelta]]) -> None:

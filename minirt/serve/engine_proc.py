@@ -27,11 +27,10 @@ from collections import deque
 from minirt.sampling_params import SamplingParams
 from minirt.serve.engine_loop import (
     EngineLoop,
-    Overloaded,
     ServeRequest,
     StepRecord,
     TokenDelta,
-    _put_all,
+    hand_over,
     limits_of,
 )
 
@@ -164,14 +163,7 @@ class EngineProcess(EngineLoop):
         self._reader.start()
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams) -> ServeRequest:
-        with self._lock:
-            if self._num_admitted >= self.capacity:
-                raise Overloaded(
-                    f"the server holds {self._num_admitted} requests ({self.max_waiting} may "
-                    "wait beside a full batch); retry after the Retry-After seconds"
-                )
-            self._num_admitted += 1
-        self._loop = asyncio.get_running_loop()
+        self._admit()
         rid = next(self._ids)
         req = ServeRequest(prompt_token_ids, params, asyncio.Queue(), request_id=rid)
         self._requests[rid] = req
@@ -227,11 +219,7 @@ class EngineProcess(EngineLoop):
             if reason is not None:
                 self._finished(rid, req, reason, cached)
             batch.append((req.queue, TokenDelta(tokens, reason, error)))
-        if batch and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(_put_all, batch)
-            except RuntimeError:  # the event loop closed: nobody is listening any more
-                pass
+        hand_over(self._loop, batch)
 
     def _finished(self, rid: int, req: ServeRequest, reason: str, cached: int) -> None:
         req.finish_s, req.finish_reason, req.num_cached_tokens = time.perf_counter(), reason, cached
@@ -247,8 +235,4 @@ class EngineProcess(EngineLoop):
         for rid, req in list(self._requests.items()):
             self._finished(rid, req, "error", 0)
             batch.append((req.queue, TokenDelta([], "error", message)))
-        if batch and self._loop is not None:
-            try:
-                self._loop.call_soon_threadsafe(_put_all, batch)
-            except RuntimeError:
-                pass
+        hand_over(self._loop, batch)
