@@ -13,8 +13,6 @@ import torch
 from minirt.grading import run_task
 from minirt.grading.runner import notebook_cells
 
-SOURCES = Path(__file__).resolve().parents[2] / "labs" / "source"
-
 
 def single_thread():
     """The body of each module's autouse fixture: the embedded models are tiny, one thread is as
