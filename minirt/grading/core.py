@@ -66,13 +66,20 @@ class Task:
 
     `check(learner, rng, i)` plays case `i` (the first indices may be fixed edge cases) and raises
     `Mismatch` on a wrong answer; `learner` has the `needs` names as attributes.
+
+    A task on code that keeps state (a class, the engine running on the learner's part) is given
+    in four pieces instead of `check`, so that its verdict is computed apart from the learner's
+    code: `draw(rng, i)` makes case `i`; `play(learner, case)` runs the learner's code on it and
+    returns what came out as plain data (lists, dicts, numbers, tensors); `expect(case)` is
+    minirt's own outputs on the case; `compare(got, want, case)` raises `Mismatch`. The grader's
+    worker only plays; the parent draws the same cases, expects and compares (`runner._verdict`).
     """
 
     id: str  # as numbered in the notebook: "1a", "2"
     title: str
     points: int
     needs: tuple[str, ...]
-    check: Callable[[SimpleNamespace, random.Random, int], None]
+    check: Callable[[SimpleNamespace, random.Random, int], None] | None
     num_cases: int = 50
     # Environment variables the grader's worker sets before it runs the notebook's cells, e.g.
     # (("TRITON_INTERPRET", "1"),) so that a Triton kernel task runs in the interpreter.
@@ -80,6 +87,20 @@ class Task:
     # The learner's functions answer by what they return (no state, no side effect the check
     # reads): the worker records the outputs and the parent judges them (minirt.grading.replay).
     pure: bool = False
+    draw: Callable[[random.Random, int], Any] | None = None
+    play: Callable[[SimpleNamespace, Any], Any] | None = None
+    expect: Callable[[Any], Any] | None = None
+    compare: Callable[[Any, Any, Any], None] | None = None
+
+    def __post_init__(self):
+        pieces = (self.draw, self.play, self.expect, self.compare)
+        if (self.check is None) != all(p is not None for p in pieces):
+            raise TypeError(f"task {self.id}: give either check or draw, play, expect and compare")
+
+    @property
+    def judged_apart(self) -> bool:
+        """Whether the parent judges what the worker recorded (pure and played tasks)."""
+        return self.pure or self.play is not None
 
 
 @dataclass
@@ -148,6 +169,8 @@ def run_task(
     seed: int,
     deadline: float | None = None,
     played: int | None = None,
+    play: Callable[[Any], Any] | None = None,
+    judge: bool = True,
 ) -> TaskResult:
     """Play every case of the task against the names in `namespace`.
 
@@ -155,6 +178,8 @@ def run_task(
     message shows the smallest (`Mismatch.size`; else the first). Cases not played by `deadline`
     (a `time.monotonic()` value) count as failed, so a slow task keeps the credit it earned;
     `played`: only that many cases were played in time (a replay of the worker's run).
+    A task given as draw/play/expect/compare plays each case with `play(case)` (by default the
+    task's `play` on the learner's names) and, if `judge`, compares it with `expect(case)`.
     """
 
     def result(status: str, passed: int, message: str = "") -> TaskResult:
@@ -167,6 +192,9 @@ def run_task(
     if missing:
         return result("missing", 0, f"the notebook defines no {', '.join(missing)}")
     learner = SimpleNamespace(**{name: namespace[name] for name in task.needs})
+    check = task.check
+    if check is None:
+        check = _played_check(task, play or _plain_player(task, learner), judge)
     rng = task_seed(seed, task.id)
     passed, failures = 0, []  # (size, case index, status, message)
     for i in range(task.num_cases):
@@ -176,7 +204,7 @@ def run_task(
             failures.append((float("inf"), i, "timeout", message))
             break
         try:
-            task.check(learner, rng, i)
+            check(learner, rng, i)
             passed += 1
         except Refused as e:  # no credit for the task: its cases did not test the learner
             return result("refused", 0, str(e))
@@ -197,6 +225,30 @@ def run_task(
     smallest = "the smallest" if size != float("inf") else "the first"
     head = f"{failed} of {task.num_cases} cases fail; {smallest}, case {i + 1}: "
     return result(status, passed, head + message)
+
+
+def _played_check(task: Task, player: Callable[[Any], Any], judge: bool):
+    def check(learner, rng, i):
+        case = task.draw(rng, i)
+        got = player(case)
+        if judge:
+            task.compare(got, _plain(task.expect(case)), case)
+
+    return check
+
+
+def _plain_player(task: Task, learner: SimpleNamespace) -> Callable[[Any], Any]:
+    """Play on the learner's code in this process (a self-check), its outputs as plain data as
+    the parent would see them."""
+    return lambda case: _plain(task.play(learner, case))
+
+
+def _plain(value: Any) -> Any:
+    """`value` as it reads after the trip from the worker to the parent (tuples stay tuples,
+    tensors stay tensors; objects become their type name)."""
+    from minirt.grading.replay import decode, encode  # replay builds on this module
+
+    return decode(encode(value))
 
 
 def _where(e: BaseException | None) -> str:

@@ -241,8 +241,12 @@ def check_chain_hashes(learner: SimpleNamespace, rng: random.Random, i: int) -> 
 
 
 # -- task 4: your block books in the engine ----------------------------------------------------
-def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    lab01_engine.check_engine(learner, rng, i, FORBIDDEN)
+def play_engine(learner: SimpleNamespace, case: dict) -> dict:
+    return lab01_engine.run(learner.HashBlocks, case, FORBIDDEN)
+
+
+def expect_engine(case: dict) -> dict:
+    return lab01_engine.run("hash", case)
 
 
 TASKS = [
@@ -258,7 +262,18 @@ TASKS = [
     Task("1b", "blocks_in_budget", 2, ("blocks_in_budget",), check_blocks_in_budget, 40, pure=True),
     Task("2", "BlockAllocator", 4, ("BlockAllocator",), check_allocator, num_cases=40),
     Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60, pure=True),
-    Task("4", "HashBlocks in the engine", 4, ("HashBlocks",), check_engine, num_cases=4),
+    Task(
+        "4",
+        "HashBlocks in the engine",
+        4,
+        ("HashBlocks",),
+        None,
+        num_cases=4,
+        draw=lab01_engine.draw,
+        play=play_engine,
+        expect=expect_engine,
+        compare=lab01_engine.compare,
+    ),
 ]
 
 # What the tasks are compared with; block_hash is not graded (task 3 builds the chain with it).

@@ -7,6 +7,11 @@ The parent then plays the same cases again, from the same seed, against minirt's
 answers, with a stand-in that returns the recorded outputs in order: the expected values, the
 comparison and the score are all made in the parent. A worker that forges its result has nothing
 to forge but the learner's outputs.
+
+A task on code that keeps state (`Task.play`: a class driven through a case, the engine running on
+the learner's part) is recorded the same way, one call per case: the worker keeps what `play`
+returned on the learner's code; the parent draws the same case, computes minirt's outputs
+(`Task.expect`) and compares.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import builtins
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
-from minirt.grading.core import Refused, Task, _where
+from minirt.grading.core import Mismatch, Refused, Task, _where
 
 
 class Recording:
@@ -39,6 +45,17 @@ class Recording:
     def namespace(self, namespace: Mapping[str, Any]) -> dict[str, Any]:
         return {n: self._recorded(namespace[n]) for n in self.task.needs if n in namespace}
 
+    def player(self, namespace: Mapping[str, Any]):
+        """A played task's `play(case)` on the learner's names, each case's outcome kept."""
+        learner = SimpleNamespace(**{n: namespace[n] for n in self.task.needs if n in namespace})
+        recorded = self._recorded(lambda case: self.task.play(learner, case))
+
+        def play(case):
+            self.cases.append([])
+            return recorded(case)
+
+        return play
+
     def _recorded(self, func):
         def call(*args, **kwargs):
             try:
@@ -52,11 +69,14 @@ class Recording:
         return call
 
 
-def _exception(e: BaseException) -> tuple[str, str, bool]:
-    """(type name, message with where it was raised, whether it is a refusal); a stub's hint
-    and a refusal keep their message as it is."""
-    plain = isinstance(e, (NotImplementedError, Refused))
-    return type(e).__name__, f"{e}{'' if plain else _where(e)}", isinstance(e, Refused)
+def _exception(e: BaseException) -> tuple[str, str, str, int | None]:
+    """(type name, message with where it was raised, kind, size): kind "refused" or "mismatch"
+    (a played task's own finding, `Mismatch.size` kept), else "". A stub's hint, a refusal and a
+    finding keep their message as it is."""
+    plain = isinstance(e, (NotImplementedError, Refused, Mismatch))
+    kind = "refused" if isinstance(e, Refused) else "mismatch" if isinstance(e, Mismatch) else ""
+    size = e.size if isinstance(e, Mismatch) and isinstance(e.size, int) else None
+    return type(e).__name__, f"{e}{'' if plain else _where(e)}", kind, size
 
 
 class Opaque:
@@ -172,9 +192,30 @@ def replayed(task: Task, cases: list[list[tuple]]) -> tuple[Task, dict[str, Any]
     return replace(task, check=check), {n: stand_in(n) for n in task.needs}
 
 
-def _rebuilt(type_name: str, message: str, refused: bool) -> BaseException:
-    if refused:
+def replayed_player(cases: list[list]):
+    """In the parent: a played task's `play(case)` that gives each case, in order, the outcome
+    the worker recorded for it."""
+    left = iter(cases)
+
+    def play(case):
+        outcome = next(left, None)
+        if not isinstance(outcome, list) or len(outcome) != 1:
+            raise RuntimeError("the grading process recorded no single outcome for this case")
+        ((how, *what),) = outcome
+        if how == "return":
+            return decode(what[0])
+        raise _rebuilt(*what)
+
+    return play
+
+
+def _rebuilt(
+    type_name: str, message: str, kind: str | bool = "", size: int | None = None
+) -> BaseException:
+    if kind in ("refused", True):
         return Refused(message)
+    if kind == "mismatch":
+        return Mismatch(message, size if isinstance(size, int) else None)
     cls = getattr(builtins, type_name, None)
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = type(type_name, (Exception,), {})  # the learner's own exception class, by name

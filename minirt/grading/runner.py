@@ -210,10 +210,13 @@ def _worker(
         forbidden = getattr(grader, "FORBIDDEN", None)
         needed = {n: namespace[n] for n in task.needs if n in namespace}
         refusals = check_objects(needed, forbidden) if forbidden else []
-        recording = replay.Recording(task) if task.pure else None
+        recording = replay.Recording(task) if task.judged_apart else None
         deadline = started + 0.9 * timeout  # cases not played by then fail; the rest keep credit
         if refusals:
             result = refused(task, refusals)
+        elif task.play:  # the parent judges what the learner's code did on each case
+            player = recording.player(namespace)
+            result = play(task, namespace, seed, deadline, play=player, judge=False)
         elif recording:  # the parent judges what the learner's functions returned
             result = play(recording.task_to_play(), recording.namespace(namespace), seed, deadline)
         else:
@@ -313,19 +316,22 @@ def _another_answer(receive) -> bool:
 
 
 def _verdict(answer, task, seed: int, receive, exitcode) -> TaskResult:
-    """The task's result: a pure task's judged here on the outputs the worker recorded (its own
-    verdict counts only where it played nothing: refused, missing); any other task's as the
-    worker reported it, if it fits the task (`_believed`)."""
+    """The task's result: a pure or played task's judged here on the outputs the worker recorded
+    (its own verdict counts only where it played nothing: refused, missing); any other task's as
+    the worker reported it, if it fits the task (`_believed`)."""
     if not isinstance(answer, dict) or "result" not in answer:
         answer = {"result": answer}
     result = _believed(answer["result"], task, receive, exitcode)
-    if not task.pure or result.status in ("refused", "missing", "crashed"):
+    if not task.judged_apart or result.status in ("refused", "missing", "crashed"):
         return result
     cases = answer.get("cases")
     if not isinstance(cases, list) or not all(isinstance(c, list) for c in cases):
         return _forged(task, "no record of the learner's outputs")
     if len(cases) > task.num_cases:
         return _forged(task, "more cases than the task has")
+    if task.play:
+        names = dict.fromkeys(task.needs)  # present; never called: the recorded outcomes stand in
+        return run_task(task, names, seed, played=len(cases), play=replay.replayed_player(cases))
     judged, stand_in = replay.replayed(task, cases)
     return run_task(judged, stand_in, seed, played=len(cases))
 

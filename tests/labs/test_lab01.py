@@ -50,12 +50,12 @@ BUGS = {  # a planted bug -> (edit, cases passed of 4 with seed 0, what the mess
     "a freed sequence returns its first block first": (
         ("for b in reversed(self.tables.pop(seq_id)):", "for b in self.tables.pop(seq_id):"),
         0,
-        ["block table is", "minirt's"],
+        ["block table: yours", "minirt's"],
     ),
     "a freed block forgets its hash": (
         (FREE, FREE.replace("= None\n", "= None\n                self._forget(b)\n")),
         0,
-        ["blocks cached; minirt has"],
+        ["cached blocks: yours"],
     ),
     "the last prompt token is matched too": (
         (

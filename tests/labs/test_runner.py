@@ -159,6 +159,29 @@ def test_a_pure_tasks_verdict_is_made_in_the_parent_from_the_outputs_alone():
     assert (missing.status, missing.score) == ("crashed", 0)
 
 
+def test_a_played_tasks_verdict_is_made_in_the_parent_which_runs_minirts_side(tmp_path):
+    """Lab 1's engine task: the worker runs only the learner's books and sends what the engine
+    did; a worker that claims full marks for books that free blocks in the wrong order is judged
+    on that record here."""
+    from tests.labs.common import cells_into_namespace, planted
+
+    task = next(t for t in lab01.TASKS if t.id == "4")
+    assert task.play is not None and task.judged_apart
+    recording = replay.Recording(task)
+    order = ("for b in reversed(self.tables.pop(seq_id)):", "for b in self.tables.pop(seq_id):")
+    ns = cells_into_namespace(planted(SOURCE, tmp_path, order), lambda src: "llm.generate(" in src)
+    worker = run_task(task, ns, 0, play=recording.player(ns), judge=False)
+    assert worker.status == "passed" and len(recording.cases) == task.num_cases  # nothing judged
+    claim = worker.to_dict()  # full marks, as the worker reports them
+    sent = json.loads(json.dumps({"result": claim, "cases": recording.cases}))
+    result = _verdict(sent, task, 0, Pipe(), 0)
+    assert result.status == "wrong" and result.score < task.points, result.message
+    assert "yours" in result.message and "minirt" in result.message
+    # a record that is not one outcome per case is a failed case, never a crash of the grader
+    broken = _verdict({"result": claim, "cases": [[]] * task.num_cases}, task, 0, Pipe(), 0)
+    assert (broken.status, broken.score) == ("error", 0)
+
+
 def test_what_the_worker_records_travels_as_data_and_comes_back_equal():
     """encode/decode: JSON and safetensors bytes only; the parent never unpickles."""
     import numpy as np
