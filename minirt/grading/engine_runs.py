@@ -116,7 +116,9 @@ def compare_rounds(
                 pairs = zip(a["token_ids"], b["token_ids"], strict=False)
                 j = next((j for j, (x, y) in enumerate(pairs) if x != y), None)
                 if j is None:
-                    message = f"{len(a['token_ids'])} tokens generated; minirt {len(b['token_ids'])}"
+                    message = (
+                        f"{len(a['token_ids'])} tokens generated; minirt {len(b['token_ids'])}"
+                    )
                 else:
                     message = f"generated token {j + 1} is {a['token_ids'][j]}, minirt's "
                     message += f"{b['token_ids'][j]}"

@@ -14,6 +14,7 @@ compares (`compare`).
 from __future__ import annotations
 
 import random
+
 from minirt.grading.core import Mismatch, Refused
 from minirt.grading.engine_runs import compare_rounds, rounds_record
 
