@@ -131,6 +131,8 @@ class EngineConfig:
     # a name of minirt.sched.policy.POLICIES, or a function (waiting, cache) -> admission order
     schedule_policy: str | Callable = "fcfs"
     batch_priority: str = "decode-first"  # or "prefill-first": a step of prefills when any fit
+    # None: minirt's Scheduler; or a class of minirt.sched.SchedulerBase with its schedule()
+    scheduler: type | None = None
     # schedule step n+1 while step n runs (tokens resolved late); None: on a CUDA device, where
     # the host's work hides behind the GPU's, unless speculating; off on the CPU (nothing to hide)
     overlap_schedule: bool | None = None
@@ -220,6 +222,10 @@ class EngineConfig:
         cache = self.prefix_cache  # a name is looked up when the engine builds the cache
         if not (cache is None or isinstance(cache, str) or callable(cache)):
             raise ValueError(f"prefix_cache must be a name, None or a class, got {cache!r}")
+        if self.scheduler is not None and not isinstance(self.scheduler, type):
+            raise ValueError(
+                f"scheduler must be a class (with schedule()) or None, got {self.scheduler!r}"
+            )
         for name in ("sampler", "spec_verifier"):
             part = getattr(self, name)
             if part is not None and not callable(part):
@@ -255,7 +261,7 @@ class EngineConfig:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for name in ("schedule_policy", "prefix_cache", "sampler", "spec_verifier"):
+        for name in ("schedule_policy", "prefix_cache", "sampler", "spec_verifier", "scheduler"):
             if callable(getattr(self, name)):
                 out[name] = getattr(getattr(self, name), "__name__", "custom")
         if not isinstance(self.kernel_backend, str):

@@ -78,7 +78,10 @@ def is_decode(seq: Sequence, n: int) -> bool:
     return n == 1 and last and seq.num_tokens > seq.num_prompt_tokens
 
 
-class Scheduler:
+class SchedulerBase:
+    """The queues and what follows a forward, which every scheduler shares; a scheduler adds
+    `schedule()`, the step that fills a `Batch` (minirt's below; lab 7 writes its own)."""
+
     def __init__(
         self,
         config: EngineConfig,
@@ -107,110 +110,11 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running or self.swapped)
 
-    def schedule(self) -> Batch:
-        batch = Batch(step=self.num_steps)
-        budget = self.config.max_num_batched_tokens
-        if self.config.batch_priority == "prefill-first" and self.waiting and not self.swapped:
-            # SGLang: prompt chunks and new requests first; decodes only when no prefill fits
-            budget = self._schedule_running(batch, budget, prefills_only=True)
-            budget = self._admit(batch, budget)
-            if batch.seqs:
-                return self._done(batch)
-        # 1. Running sequences, oldest first: each needs its next token(s) and the blocks for them.
-        budget = self._schedule_running(batch, budget)
-
-        # 2. Swapped-out sequences back, oldest first, into fresh blocks (their KV is copied in)
-        while self.swapped and budget > 0 and not batch.preempted:
-            seq = self.swapped[0]
-            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            kept = self.bm.blocks_for(seq.num_computed_tokens)  # blocks whose KV was swapped out
-            if self.bm.blocks_for(seq.num_computed_tokens + n) > self.bm.num_free_blocks:
-                break
-            self.bm.allocate(seq.seq_id, [], seq.num_computed_tokens + n)  # fresh: no cache hits
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
-            batch.swap_in.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
-            seq.num_draft_computed_tokens = 0  # the draft's KV stayed behind: it recomputes it
-            self.free_host_blocks += kept
-            self.swapped.popleft()
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            batch.add(seq, n)
-            budget -= n
-
-        # 3. Waiting sequences in the policy's order (not while any is preempted or swapped out)
-        self._admit(batch, budget)
-        return self._done(batch)
-
     def _done(self, batch: Batch) -> Batch:
         batch.kv_copies += self.bm.take_copies()
         self.num_steps += 1
         self.last_batch = batch  # for those who log steps (the server's step log)
         return batch
-
-    def _schedule_running(self, batch: Batch, budget: int, prefills_only: bool = False) -> int:
-        """Running sequences, oldest first; preempt the newest when blocks run out."""
-        i = 0
-        while i < len(self.running) and budget > 0:
-            seq = self.running[i]
-            n = seq.num_tokens - seq.num_computed_tokens
-            if prefills_only and is_decode(seq, n):
-                i += 1
-                continue
-            if n > budget and not self.config.enable_chunked_prefill:
-                break
-            n = min(n, budget)
-            k = self._lookahead(seq, n, budget)
-            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
-                victim = self.running.pop()  # the newest loses its blocks
-                self._preempt(victim, batch)
-                if victim is seq:
-                    break
-            if seq.status is not SequenceStatus.RUNNING:
-                break
-            self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
-            # Un-share a forked partial block before publishing: its other holder writes into it.
-            batch.kv_copies += self.bm.prepare_write(seq.seq_id, seq.num_computed_tokens)
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
-            batch.add(seq, n, k)
-            budget -= n + k
-            i += 1
-        return budget
-
-    def _admit(self, batch: Batch, budget: int) -> int:
-        """Admit waiting sequences in policy order while blocks, budget and seats last."""
-        if batch.preempted or self.swapped:
-            return budget
-        # the radix tree inserts after the forward: a prefix computed this step hits next step
-        defer = self.policy is not fcfs and isinstance(self.bm, RadixCache)
-        if defer:  # prompts being computed: running ones not yet done, this step's admissions
-            admitted = InBatchPrefixes(
-                s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
-            )
-        for seq in self.policy(list(self.waiting), self.bm):
-            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
-                break
-            cached = self.bm.match_len(seq.token_ids)
-            if defer and admitted.defers(seq.token_ids, cached):
-                continue  # the other request computes this prefix now: hit it next step
-            n = seq.num_tokens - cached
-            if n > budget and not self.config.enable_chunked_prefill:
-                break
-            n = min(n, budget)
-            if not self.bm.can_allocate(seq.token_ids, cached + n):
-                break
-            cached = self.bm.allocate(seq.seq_id, seq.token_ids, cached + n)
-            # (the cached KV is there for the draft too)
-            seq.num_computed_tokens = seq.num_cached_tokens = seq.num_draft_computed_tokens = cached
-            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
-            batch.prefix_hit_tokens += seq.num_cached_tokens
-            self.waiting.remove(seq)
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            if defer:
-                admitted.add(seq.token_ids)
-            batch.add(seq, n)
-            budget -= n
-        return budget
 
     def postprocess(
         self, batch: Batch, sampled: dict[int, list[int]], now_s: float
@@ -284,6 +188,107 @@ class Scheduler:
         self.waiting.clear()
         self.swapped.clear()  # their host blocks: ModelRunner.release gives them back
         return dropped
+
+
+class Scheduler(SchedulerBase):
+    def schedule(self) -> Batch:
+        batch = Batch(step=self.num_steps)
+        budget = self.config.max_num_batched_tokens
+        if self.config.batch_priority == "prefill-first" and self.waiting and not self.swapped:
+            # SGLang: prompt chunks and new requests first; decodes only when no prefill fits
+            budget = self._schedule_running(batch, budget, prefills_only=True)
+            budget = self._admit(batch, budget)
+            if batch.seqs:
+                return self._done(batch)
+        # 1. Running sequences, oldest first: each needs its next token(s) and the blocks for them.
+        budget = self._schedule_running(batch, budget)
+
+        # 2. Swapped-out sequences back, oldest first, into fresh blocks (their KV is copied in)
+        while self.swapped and budget > 0 and not batch.preempted:
+            seq = self.swapped[0]
+            n = min(seq.num_tokens - seq.num_computed_tokens, budget)
+            kept = self.bm.blocks_for(seq.num_computed_tokens)  # blocks whose KV was swapped out
+            if self.bm.blocks_for(seq.num_computed_tokens + n) > self.bm.num_free_blocks:
+                break
+            self.bm.allocate(seq.seq_id, [], seq.num_computed_tokens + n)  # fresh: no cache hits
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
+            batch.swap_in.append((seq.seq_id, self.bm.block_table(seq.seq_id)[:kept]))
+            seq.num_draft_computed_tokens = 0  # the draft's KV stayed behind: it recomputes it
+            self.free_host_blocks += kept
+            self.swapped.popleft()
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            batch.add(seq, n)
+            budget -= n
+
+        # 3. Waiting sequences in the policy's order (not while any is preempted or swapped out)
+        self._admit(batch, budget)
+        return self._done(batch)
+
+    def _schedule_running(self, batch: Batch, budget: int, prefills_only: bool = False) -> int:
+        """Running sequences, oldest first; preempt the newest when blocks run out."""
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            n = seq.num_tokens - seq.num_computed_tokens
+            if prefills_only and is_decode(seq, n):
+                i += 1
+                continue
+            if n > budget and not self.config.enable_chunked_prefill:
+                break
+            n = min(n, budget)
+            k = self._lookahead(seq, n, budget)
+            while not self.bm.can_append(seq.seq_id, seq.num_computed_tokens + n + k):
+                victim = self.running.pop()  # the newest loses its blocks
+                self._preempt(victim, batch)
+                if victim is seq:
+                    break
+            if seq.status is not SequenceStatus.RUNNING:
+                break
+            self.bm.append(seq.seq_id, seq.num_computed_tokens + n + k)
+            # Un-share a forked partial block before publishing: its other holder writes into it.
+            batch.kv_copies += self.bm.prepare_write(seq.seq_id, seq.num_computed_tokens)
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)  # known ones
+            batch.add(seq, n, k)
+            budget -= n + k
+            i += 1
+        return budget
+
+    def _admit(self, batch: Batch, budget: int) -> int:
+        """Admit waiting sequences in policy order while blocks, budget and seats last."""
+        if batch.preempted or self.swapped:
+            return budget
+        # the radix tree inserts after the forward: a prefix computed this step hits next step
+        defer = self.policy is not fcfs and isinstance(self.bm, RadixCache)
+        if defer:  # prompts being computed: running ones not yet done, this step's admissions
+            admitted = InBatchPrefixes(
+                s.token_ids for s in self.running if s.num_computed_tokens < s.num_prompt_tokens
+            )
+        for seq in self.policy(list(self.waiting), self.bm):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            cached = self.bm.match_len(seq.token_ids)
+            if defer and admitted.defers(seq.token_ids, cached):
+                continue  # the other request computes this prefix now: hit it next step
+            n = seq.num_tokens - cached
+            if n > budget and not self.config.enable_chunked_prefill:
+                break
+            n = min(n, budget)
+            if not self.bm.can_allocate(seq.token_ids, cached + n):
+                break
+            cached = self.bm.allocate(seq.seq_id, seq.token_ids, cached + n)
+            # (the cached KV is there for the draft too)
+            seq.num_computed_tokens = seq.num_cached_tokens = seq.num_draft_computed_tokens = cached
+            self.bm.commit(seq.seq_id, seq.token_ids, seq.num_computed_tokens + n)
+            batch.prefix_hit_tokens += seq.num_cached_tokens
+            self.waiting.remove(seq)
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            if defer:
+                admitted.add(seq.token_ids)
+            batch.add(seq, n)
+            budget -= n
+        return budget
 
     def _preempt(self, seq: Sequence, batch: Batch) -> None:
         """Free the sequence's blocks. Swap mode (if the host has room): its KV is copied out

@@ -16,7 +16,14 @@ from minirt.engine.llm import LLM
 from minirt.sampling_params import SamplingParams
 from minirt.trace.recorder import Trace, load_trace
 
-PARTS = ("prefix_cache", "schedule_policy", "kernel_backend", "sampler", "spec_verifier")
+PARTS = (
+    "prefix_cache",
+    "schedule_policy",
+    "scheduler",
+    "kernel_backend",
+    "sampler",
+    "spec_verifier",
+)
 # What one step decided, in the order a difference is looked for: who was let in comes first,
 # since the blocks, hits and free list of that step follow from it.
 FIELDS = {

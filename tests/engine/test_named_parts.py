@@ -1,11 +1,13 @@
-"""The sampler and the speculative verifier are named parts: functions written here, with the
-signatures of minirt.sampler.sample and minirt.spec.rejection.verify, run inside the engine and
-give the tokens minirt's own give. (The prefix cache, the policy and the kernel backend have
+"""The sampler, the speculative verifier and the scheduler are named parts: functions (a class)
+written here, with the signatures of minirt.sampler.sample and minirt.spec.rejection.verify (the
+interface of minirt.sched.SchedulerBase), run inside the engine and give the tokens minirt's own
+give. (The prefix cache, the policy and the kernel backend have
 their own tests: tests/engine/test_prefix_policies.py, tests/kernels/test_backend.py.)"""
 
 import pytest
 
 from minirt import LLM, SamplingParams
+from minirt.sched import Batch, SchedulerBase, SequenceStatus
 from minirt.spec.rejection import Verdict
 
 SMALL = {"device": "cpu", "max_num_batched_tokens": 64}
@@ -59,3 +61,33 @@ def test_a_verifier_written_here_gives_the_engines_greedy_tokens(want):
 def test_a_part_that_is_not_a_function_is_refused_by_name():
     with pytest.raises(ValueError, match="sampler must be a function"):
         LLM(**SMALL, sampler="greedy")
+
+
+class OneAtATime(SchedulerBase):
+    """The plainest scheduler: one request at a time, its whole prompt in one step, then its
+    decodes, one a step (no batching at all; the queues and the rest are SchedulerBase's)."""
+
+    def schedule(self) -> Batch:
+        batch = Batch(step=self.num_steps)
+        if not self.running:
+            seq = self.waiting.popleft()
+            self.bm.allocate(seq.seq_id, [], seq.num_tokens)  # no tokens given: no cache hits
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+        seq = self.running[0]
+        self.bm.append(seq.seq_id, seq.num_tokens)
+        batch.add(seq, seq.num_tokens - seq.num_computed_tokens)
+        return self._done(batch)
+
+
+def test_a_scheduler_class_written_here_runs_the_engine_one_request_at_a_time(want):
+    llm = LLM(**SMALL, scheduler=OneAtATime)
+    assert [o.token_ids for o in llm.generate(PROMPTS, GREEDY, use_tqdm=False)] == want
+    assert isinstance(llm.scheduler, OneAtATime)
+    assert llm.last_stats.num_steps == len(PROMPTS) * GREEDY.max_tokens  # a prefill, then 11
+    assert llm.block_manager.num_free_blocks == llm.num_blocks  # every block came back
+
+
+def test_a_scheduler_that_is_not_a_class_is_refused():
+    with pytest.raises(ValueError, match="scheduler must be a class"):
+        LLM(**SMALL, scheduler="fcfs")
