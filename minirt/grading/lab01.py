@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from minirt.config import PRESETS, ModelConfig
 from minirt.grading import lab01_engine
-from minirt.grading.core import Mismatch, Task
+from minirt.grading.core import Mismatch, Task, _where
 from minirt.grading.guard import Forbidden
 from minirt.kv import BlockManager, kv_cache_bytes_per_token, num_kv_blocks
 from minirt.kv.pool import dtype_bytes
@@ -85,132 +85,226 @@ def check_blocks_in_budget(learner: SimpleNamespace, rng: random.Random, i: int)
 
 
 # -- task 2: a block allocator with reference counts ------------------------------------------
-class _AllocatorRun:
-    """One random sequence of operations, played on the learner's allocator and on minirt's
-    BlockManager side by side (block_size 1 there, so tokens = blocks)."""
+# A case is a seed: the operations follow from it and from the holders the driver keeps itself,
+# never from what an allocator answers, so the learner's allocator and minirt's BlockManager
+# (block_size 1 there, so tokens = blocks) are driven through the very same calls.
+OPS = ["allocate"] * 3 + ["grow", "fork", "free", "free", "double"]
+REFUSALS = {"allocate": "RuntimeError", "grow": "RuntimeError", "double": "ValueError"}
 
-    def __init__(self, learner: SimpleNamespace, rng: random.Random):
-        self.rng = rng
-        self.num_blocks = rng.randint(1, 12)
-        self.log = [f"a = BlockAllocator({self.num_blocks})"]
-        self.a = learner.BlockAllocator(self.num_blocks)
-        self.bm = BlockManager(self.num_blocks, block_size=1, enable_prefix_caching=False)
-        self.tables: dict[int, list[int]] = {}  # holder -> the learner's block ids, in order
-        self.next_id = 0
 
-    def fail(self, what: str) -> Mismatch:
-        steps = "\n      ".join(self.log[-8:])
-        return Mismatch(f"after\n      {steps}\n    {what}")
+def draw_allocator(rng: random.Random, i: int) -> dict:
+    return {"num_blocks": rng.randint(1, 12), "seed": rng.randrange(2**32), "steps": 30}
 
-    def held(self) -> Counter:
-        return Counter(b for table in self.tables.values() for b in table)
 
-    def allocate(self, holder: int | None) -> None:
-        n = self.rng.randint(1, max(1, self.num_blocks // 2))
-        name = f"s{self.next_id}" if holder is None else f"s{holder}"
-        self.log.append(f"{name} {'=' if holder is None else '+='} a.allocate({n})")
-        if n > self.bm.num_free_blocks:
-            try:
-                self.a.allocate(n)
-            except RuntimeError:
-                return
-            except NotImplementedError:
-                raise
-            except Exception as e:
-                raise self.fail(f"raised {type(e).__name__}: {e}; expected RuntimeError") from e
-            raise self.fail(f"only {self.bm.num_free_blocks} blocks are free: raise RuntimeError")
-        got = self.a.allocate(n)
-        held = self.held()
-        if not isinstance(got, list) or len(got) != n or len(set(got)) != n:
-            raise self.fail(f"returned {got!r}; expected a list of {n} different block ids")
-        if any(not 0 <= b < self.num_blocks or held[b] for b in got):
-            raise self.fail(f"returned {got!r}, but a block id is out of range or still held")
-        self.log[-1] += f"  # -> {got}"
-        if holder is None:
-            holder, self.next_id = self.next_id, self.next_id + 1
+class _Learners:
+    """The learner's allocator, called by holder as the driver calls it."""
+
+    def __init__(self, allocator_class, num_blocks: int):
+        self.num_blocks, self.a = num_blocks, allocator_class(num_blocks)
+
+    def allocate(self, holder: int, table: list[int] | None, n: int):
+        return self.a.allocate(n)
+
+    def fork(self, parent: int, child: int, table: list[int]):
+        return self.a.fork(list(table))
+
+    def free(self, holder: int, table: list[int]) -> None:
+        self.a.free(list(table))
+
+    def free_block(self, b: int) -> None:
+        self.a.free([b])
+
+    def state(self) -> tuple[int, list[int]]:
+        return self.a.num_free_blocks, [self.a.ref_count[b] for b in range(self.num_blocks)]
+
+
+class _Minirts:
+    """minirt's BlockManager behind the same calls; a double free is refused as the task asks."""
+
+    def __init__(self, num_blocks: int):
+        self.bm = BlockManager(num_blocks, block_size=1, enable_prefix_caching=False)
+
+    def allocate(self, holder: int, table: list[int] | None, n: int) -> list[int]:
+        if table is None:
             self.bm.allocate(holder, [], n)
-            self.tables[holder] = list(got)
-        else:
-            self.bm.append(holder, len(self.tables[holder]) + n)
-            self.tables[holder] += got
+            return list(self.bm.block_table(holder))
+        self.bm.append(holder, len(table) + n)
+        return list(self.bm.block_table(holder)[len(table) :])
 
-    def fork(self, parent: int) -> None:
-        child, self.next_id = self.next_id, self.next_id + 1
-        self.log.append(f"s{child} = a.fork(s{parent})")
-        got = self.a.fork(list(self.tables[parent]))
-        if list(got) != self.tables[parent]:
-            raise self.fail(
-                f"returned {got!r}; a fork shares the same blocks {self.tables[parent]}"
-            )
+    def fork(self, parent: int, child: int, table: list[int]) -> list[int]:
         self.bm.fork(parent, child)
-        self.tables[child] = list(got)
+        return list(self.bm.block_table(child))
 
-    def free(self, holder: int) -> None:
-        self.log.append(f"a.free(s{holder})")
-        self.a.free(list(self.tables.pop(holder)))
+    def free(self, holder: int, table: list[int]) -> None:
         self.bm.free(holder)
 
-    def double_free(self) -> None:
-        free = sorted(set(range(self.num_blocks)) - set(self.held()))
-        if not free:
-            return
-        b = self.rng.choice(free)
-        self.log.append(f"a.free([{b}])  # block {b} is free already")
+    def free_block(self, b: int) -> None:
+        if self.bm.ref_count[b] == 0:
+            raise ValueError(f"block {b} is free already")
+
+    def state(self) -> tuple[int, list[int]]:
+        return self.bm.num_free_blocks, list(self.bm.ref_count)
+
+
+def _usable(got, n: int | None = None) -> bool:
+    """Block ids the driver can hand back later (a list of ints; of n of them, if n)."""
+    ok = isinstance(got, list) and all(isinstance(b, int) and not isinstance(b, bool) for b in got)
+    return ok and (n is None or len(got) == n)
+
+
+def _next_op(rng: random.Random, tables: dict, next_id: int, num_blocks: int) -> dict | None:
+    """The next operation, from the seed and the holders alone (None: a double free with no
+    free block to try it on)."""
+    holders = list(tables)
+    op = rng.choice(OPS)
+    if op == "allocate" or not holders or op == "grow":
+        op = "grow" if op == "grow" and holders else "allocate"
+        n = rng.randint(1, max(1, num_blocks // 2))
+        holder = rng.choice(holders) if op == "grow" else next_id
+        call = f"s{holder} {'+=' if op == 'grow' else '='} a.allocate({n})"
+        return {"op": op, "holder": holder, "n": n, "call": call}
+    if op == "fork":
+        parent = rng.choice(holders)
+        return {
+            "op": op,
+            "parent": parent,
+            "holder": next_id,
+            "call": f"s{next_id} = a.fork(s{parent})",
+        }
+    if op == "free":
+        holder = rng.choice(holders)
+        return {"op": op, "holder": holder, "call": f"a.free(s{holder})"}
+    held = {b for table in tables.values() for b in table}
+    free = [b for b in range(num_blocks) if b not in held]
+    if not free:
+        return None
+    b = rng.choice(free)
+    return {"op": "double", "block": b, "call": f"a.free([{b}])  # block {b} is free already"}
+
+
+def _apply(side, step: dict, tables: dict):
+    op, holder = step["op"], step.get("holder")
+    if op in ("allocate", "grow"):
+        return side.allocate(holder, tables.get(holder), step["n"])
+    if op == "fork":
+        return side.fork(step["parent"], holder, tables[step["parent"]])
+    if op == "free":
+        return side.free(holder, tables.pop(holder))
+    return side.free_block(step["block"])
+
+
+def _drive(side, case: dict) -> list[dict]:
+    """The case's operations on `side`; after each, what the side answered (returned, or the
+    exception it raised) and its state: free blocks, every block's count, each holder's ids. The
+    drive stops early only where an answer gives no block ids to go on with."""
+    rng, num_blocks = random.Random(case["seed"]), case["num_blocks"]
+    tables: dict[int, list[int]] = {}  # holder -> the side's block ids, in order
+    next_id, record = 0, []
+    for _ in range(case["steps"]):
+        step = _next_op(rng, tables, next_id, num_blocks)
+        if step is None:
+            continue
+        record.append(step)
         try:
-            self.a.free([b])
-        except ValueError:
-            return
+            step["returned"] = got = _apply(side, step, tables)
         except NotImplementedError:
             raise
         except Exception as e:
-            raise self.fail(f"raised {type(e).__name__}: {e}; expected ValueError") from e
-        raise self.fail("a double free must raise ValueError (and change nothing)")
-
-    def compare(self) -> None:
-        if self.a.num_free_blocks != self.bm.num_free_blocks:
-            raise self.fail(
-                f"num_free_blocks is {self.a.num_free_blocks}; "
-                f"minirt's BlockManager has {self.bm.num_free_blocks}"
-            )
-        held = self.held()
-        pairs: dict[int, int] = {}  # the learner's block id -> minirt's, which must be one-to-one
-        for holder, table in self.tables.items():
-            for mine, ref in zip(table, self.bm.block_table(holder), strict=True):
-                if pairs.setdefault(mine, ref) != ref:
-                    raise self.fail(f"block {mine} is shared where minirt's blocks are not")
-        for b in range(self.num_blocks):
-            want = self.bm.ref_count[pairs[b]] if b in pairs else 0
-            if self.a.ref_count[b] != want:
-                raise self.fail(
-                    f"ref_count[{b}] is {self.a.ref_count[b]}; {held[b]} holder(s) hold it "
-                    f"(minirt's count: {want})"
-                )
-
-    def play(self, steps: int) -> None:
-        for _ in range(steps):
-            holders = list(self.tables)
-            op = self.rng.choice(["allocate"] * 3 + ["grow", "fork", "free", "free", "double"])
-            if op == "allocate" or not holders:
-                self.allocate(None)
-            elif op == "grow":
-                self.allocate(self.rng.choice(holders))
-            elif op == "fork":
-                self.fork(self.rng.choice(holders))
-            elif op == "free":
-                self.free(self.rng.choice(holders))
+            step["raised"] = [type(e).__name__, f"{e}{_where(e)}"]
+        if "returned" in step and step["op"] in ("allocate", "grow", "fork"):
+            if not _usable(got, step.get("n")):
+                break
+            if step["op"] == "grow":
+                tables[step["holder"]] = tables[step["holder"]] + got
             else:
-                self.double_free()
-            self.compare()
+                tables[step["holder"]], next_id = list(got), next_id + 1
+        try:
+            free_blocks, ref_count = side.state()
+            step["state"] = {"free": free_blocks, "ref_count": list(ref_count)}
+        except NotImplementedError:
+            raise
+        except Exception as e:
+            step["state_raised"] = [type(e).__name__, f"{e}{_where(e)}"]
+        step["tables"] = {h: list(t) for h, t in tables.items()}
+    return record
 
 
-def check_allocator(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    run = _AllocatorRun(learner, rng)
-    try:
-        run.play(steps=30)
-    except (Mismatch, NotImplementedError):
-        raise
-    except Exception as e:  # show the steps that led to the crash
-        raise run.fail(f"raised {type(e).__name__}: {e}") from e
+def play_allocator(learner: SimpleNamespace, case: dict) -> list[dict]:
+    return _drive(_Learners(learner.BlockAllocator, case["num_blocks"]), case)
+
+
+def expect_allocator(case: dict) -> list[dict]:
+    return _drive(_Minirts(case["num_blocks"]), case)
+
+
+def compare_allocator(got: list[dict], want: list[dict], case: dict) -> None:
+    """The first operation where the learner's allocator answers or counts otherwise than
+    minirt's, with the operations that led to it. Block ids may differ from minirt's, one to
+    one: which blocks are shared with which may not."""
+    num_blocks = case["num_blocks"]
+    log = [f"a = BlockAllocator({num_blocks})"]
+    before: dict = {"tables": {}, "state": {"free": num_blocks}}  # the step before, minirt's
+    mine_before: dict = {"tables": {}}
+
+    def fail(what: str) -> Mismatch:
+        steps = "\n      ".join(log[-8:])
+        return Mismatch(f"after\n      {steps}\n    {what}")
+
+    for g, w in zip(got, want, strict=False):
+        log.append(g["call"])
+        op = w["op"]
+        if "raised" in w:  # minirt refuses: too few free blocks, or a double free
+            if "raised" in g and g["raised"][0] == w["raised"][0]:
+                pass
+            elif "raised" in g:
+                kind, message = g["raised"]
+                raise fail(f"raised {kind}: {message}; expected {REFUSALS[op]}")
+            elif op == "double":
+                raise fail("a double free must raise ValueError (and change nothing)")
+            else:
+                free = before["state"]["free"]
+                raise fail(f"only {free} blocks are free: raise RuntimeError")
+        elif "raised" in g:
+            kind, message = g["raised"]
+            raise fail(f"raised {kind}: {message}")
+        elif op in ("allocate", "grow"):
+            mine, n = g["returned"], w["n"]
+            if not _usable(mine, n) or len(set(mine)) != n:
+                raise fail(f"returned {mine!r}; expected a list of {n} different block ids")
+            held = {b for table in mine_before["tables"].values() for b in table}
+            if any(not 0 <= b < num_blocks or b in held for b in mine):
+                raise fail(f"returned {mine!r}, but a block id is out of range or still held")
+            log[-1] += f"  # -> {mine}"
+        elif op == "fork":
+            shared = mine_before["tables"][w["parent"]]
+            if g["returned"] != shared:
+                raise fail(f"returned {g['returned']!r}; a fork shares the same blocks {shared}")
+        if "state_raised" in g:
+            kind, message = g["state_raised"]
+            raise fail(f"raised {kind}: {message}")
+        _compare_state(g, w, num_blocks, fail)
+        before, mine_before = w, g
+    if len(got) != len(want):
+        raise fail(f"the operations stopped after {len(got)} of {len(want)}")
+
+
+def _compare_state(g: dict, w: dict, num_blocks: int, fail) -> None:
+    mine, ref = g["state"], w["state"]
+    if mine["free"] != ref["free"]:
+        raise fail(f"num_free_blocks is {mine['free']}; minirt's BlockManager has {ref['free']}")
+    held = Counter(b for table in g["tables"].values() for b in table)
+    pairs: dict[int, int] = {}  # the learner's block id -> minirt's, which must be one-to-one
+    for holder, table in g["tables"].items():
+        for b, theirs in zip(table, w["tables"].get(holder, []), strict=False):
+            if pairs.setdefault(b, theirs) != theirs:
+                raise fail(f"block {b} is shared where minirt's blocks are not")
+    for b in range(num_blocks):
+        want = ref["ref_count"][pairs[b]] if b in pairs else 0
+        if mine["ref_count"][b] != want:
+            raise fail(
+                f"ref_count[{b}] is {mine['ref_count'][b]}; {held[b]} holder(s) hold it "
+                f"(minirt's count: {want})"
+            )
 
 
 # -- task 3: the prefix-cache hash chain -------------------------------------------------------
@@ -260,7 +354,18 @@ TASKS = [
         pure=True,
     ),
     Task("1b", "blocks_in_budget", 2, ("blocks_in_budget",), check_blocks_in_budget, 40, pure=True),
-    Task("2", "BlockAllocator", 4, ("BlockAllocator",), check_allocator, num_cases=40),
+    Task(
+        "2",
+        "BlockAllocator",
+        4,
+        ("BlockAllocator",),
+        None,
+        num_cases=40,
+        draw=draw_allocator,
+        play=play_allocator,
+        expect=expect_allocator,
+        compare=compare_allocator,
+    ),
     Task("3", "chain_hashes", 2, ("chain_hashes",), check_chain_hashes, num_cases=60, pure=True),
     Task(
         "4",

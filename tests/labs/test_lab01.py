@@ -117,3 +117,27 @@ def test_a_notebook_handing_minirts_books_back_scores_0(cheat, tmp_path):
     report = grade_notebook(path, seed=0)
     assert report.score == 0 and {r.status for r in report.results} == {"refused"}
     assert "refused" in report.results[0].message
+
+
+def test_the_allocators_verdict_is_made_in_the_parent_from_the_workers_record(tmp_path):
+    """Task 2: the worker drives only the learner's allocator and sends what it answered; a
+    worker that claims full marks for an allocator whose fork shares nothing is judged on that
+    record here, beside minirt's BlockManager driven through the same operations."""
+    import json
+
+    from minirt.grading import replay
+    from minirt.grading.runner import _verdict
+    from tests.labs.common import cells_into_namespace, planted
+    from tests.labs.test_runner import Pipe
+
+    task = next(t for t in lab01.TASKS if t.id == "2")
+    assert task.play is not None and task.judged_apart
+    recording = replay.Recording(task)
+    fork = ("            self.ref_count[b] += 1\n", "            pass\n")
+    ns = cells_into_namespace(planted(SOURCE, tmp_path, fork), lambda src: "llm.generate(" in src)
+    worker = run_task(task, ns, 0, play=recording.player(ns), judge=False)
+    assert worker.status == "passed" and len(recording.cases) == task.num_cases  # nothing judged
+    sent = json.loads(json.dumps({"result": worker.to_dict(), "cases": recording.cases}))
+    result = _verdict(sent, task, 0, Pipe(), 0)
+    assert result.status == "wrong" and result.score < task.points, result.message
+    assert "a.fork(" in result.message and "(minirt's count: 2)" in result.message
