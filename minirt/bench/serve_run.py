@@ -172,17 +172,17 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
 
 def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:
     """minirt.tools.serving's prediction of the sweep, the same lengths and arrivals. Its cost
-    model is fitted to the server's own step log at two calibration rates, the lowest and the
-    highest (so it prices what the server really pays a step, HTTP included); the rates between
-    are predictions to check. A server without a step log: this engine's traced offline steps
-    (batches of 1, 8 and 64 of the workload)."""
+    model is fitted to the server's own step log, every rate's steps (so it prices what the
+    server really pays a step), its front-end latency measured at the lowest rate; the
+    latencies at every rate are predictions to check. A server without a step log: this engine's
+    traced offline steps (batches of 1, 8 and 64 of the workload)."""
     from minirt.tools.serving import SchedulerModel, fit_cost_model, measured_steps
 
     logs = {str(r["rate"]): r["server_steps"] for r in rows if r.get("server_steps")}
     c = llm.config
     sched = SchedulerModel(c.max_num_seqs, c.max_num_batched_tokens, llm.pool_capacity_tokens)
     if len(logs) >= 2:
-        return predict_rows(cfg, logs, sched)
+        return predict_rows(cfg, logs, sched, measured=rows)
     work = make_requests(cfg.workload, cfg.num_prompts)
     lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
     llm.config.trace = True  # record steps from here on (the timed offline run was untraced)
@@ -191,28 +191,54 @@ def simulated_rows(llm, cfg: LoadConfig, rows: list[dict]) -> list[dict]:
     return predict_rows(cfg, {}, sched, cost)
 
 
-def predict_rows(cfg: LoadConfig, logs: dict[str, list], sched, cost=None) -> list[dict]:
+def predict_rows(
+    cfg: LoadConfig, logs: dict[str, list], sched, cost=None, measured: list[dict] = ()
+) -> list[dict]:
     """The cost-model row and one simulated row per rate. `logs` maps a rate to its step log
     ([end_s, ms, prefill_tokens, decodes, context_tokens] rows); without `cost` the model is
-    fitted to the logs of the first and the last rate."""
+    fitted to the steps of every rate, with their spread, and the front end's latency is
+    measured at the lowest rate of `measured` (the server's rows) against its step log."""
     from dataclasses import asdict
 
-    from minirt.tools.serving import fit_cost_model, predict_curve
+    from minirt.tools.serving import predict_curve
 
-    fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
-    if cost is None:
-        calibration = [next(iter(logs)), list(logs)[-1]]
-        steps = [dict(zip(STEP_FIELDS, s, strict=True)) for r in calibration for s in logs[r]]
-        cost = fit_cost_model([{**s, "step_ms": s["ms"]} for s in steps])
-        fitted_on = {"fitted_on": "server steps", "calibration_rates": calibration}
     work = make_requests(cfg.workload, cfg.num_prompts)
     lengths = list(zip(work.prompt_lens, work.output_lens, strict=True))
     times = {
         r: arrival_times(len(lengths), r, cfg.burstiness, cfg.workload.seed) for r in cfg.rates
     }
+    fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
+    if cost is None:
+        cost, fitted_on = fit_server_steps(logs, work.prompt_lens, times, measured)
     rows = predict_curve(lengths, times, cost, sched, cfg.slo)
-    model = {"name": "cost_model", **cost.to_dict(), **fitted_on, "scheduler": asdict(sched)}
+    spreads = {"eager_spread": list(cost.eager_spread), "graph_spread": list(cost.graph_spread)}
+    model = {"name": "cost_model", **cost.to_dict(), **spreads, **fitted_on}
+    model["scheduler"] = asdict(sched)
     return [model, *rows]
+
+
+def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) -> tuple:
+    """(CostModel, how it was made) from a server's step logs: the line and its spread from every
+    rate's steps; `frontend_ms` from the lowest rate, the client's TTFT p50 minus the engine's
+    (minirt.tools.serving_frontend), 0 when no measured row or the log does not line up."""
+    from dataclasses import replace
+
+    from minirt.tools.serving import fit_cost_model, with_spread
+    from minirt.tools.serving_frontend import frontend_ms
+
+    steps = [dict(zip(STEP_FIELDS, s, strict=True)) for r in logs for s in logs[r]]
+    steps = [{**s, "step_ms": s["ms"]} for s in steps]
+    cost = with_spread(fit_cost_model(steps), steps)
+    client = {str(r["rate"]): r for r in measured if r.get("name") == "rate"}
+    lowest = min(logs, key=float)
+    rate_times = {str(r): t for r, t in times.items()}
+    front = None
+    if lowest in client and lowest in rate_times:
+        p50 = client[lowest]["ttft_p50_ms"]
+        front = frontend_ms(p50, prompt_lens, rate_times[lowest], logs[lowest])
+    cost = replace(cost, frontend_ms=front or 0.0)
+    how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
+    return cost, how
 
 
 def resimulate(path: str | Path) -> Path:
@@ -245,7 +271,7 @@ def resimulate(path: str | Path) -> Path:
     old = next((r for r in record["results"] if r["name"] == "cost_model"), {})
     sched = SchedulerModel(**old.get("scheduler", {"max_num_seqs": 256}))
     keep = [r for r in record["results"] if r["name"] not in ("cost_model", "simulated")]
-    record["results"] = keep + predict_rows(cfg, logs, sched)
+    record["results"] = keep + predict_rows(cfg, logs, sched, measured=keep)
     record["config"]["resimulated"] = datetime.now(UTC).isoformat(timespec="seconds")
     path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return _with_plot(path)

@@ -4,25 +4,29 @@ Each step an `Engine` does what minirt's scheduler does: running sequences decod
 then waiting ones are admitted first-come-first-served under the token budget (prompts chunked),
 while KV tokens and batch slots last. A step lasts what a `CostModel` says, a line fitted to
 measured minirt steps: fixed cost + per prefill token + per decoding sequence + per token of
-context read (+ once for a step with prompt tokens). It predicts the latency-throughput curve
-(and goodput) without running a model, and answers what one machine cannot show (`ClusterModel`):
-N replicas behind a router (round-robin or least-outstanding), another token budget, prefill and
-decode on separate engines with each prompt's KV copied between them (DistServe, Splitwise).
+context read (+ once for a step with prompt tokens), times a factor drawn (seeded) from the
+measured scatter of such steps; each token then reaches the client `frontend_ms` later (HTTP).
+It predicts the latency-throughput curve (and goodput) without running a model, and answers what
+one machine cannot show (`ClusterModel`): N replicas behind a router (round-robin or
+least-outstanding), another token budget, prefill and decode on separate engines with each
+prompt's KV copied between them (DistServe, Splitwise).
 
 Vidur (Agrawal et al., MLSys '24) is the anchor for such simulators. Where ours differs: Vidur
 profiles each operator (GEMMs, attention by prefill/decode shape, all-reduce) and predicts them
 with random forests, so one profile covers many models and parallel layouts; it simulates
 tensor and pipeline parallelism, global and per-replica schedulers, and preemption. Ours fits five
-numbers to whole-step times of one model on one device; replicas are copies of that one engine,
-no preemption (a request waits until its whole prompt and output fit the pool), the KV copy is
-bytes / a measured bandwidth (no contention, no overlap with compute), and it ignores HTTP and
-detokenisation beyond what the fitted step times hold. Notebook 03.
+numbers to whole-step times of one model on one device and draws each step's scatter from the
+same log; replicas are copies of that one engine, no preemption (a request waits until its whole
+prompt and output fit the pool), the KV copy is bytes / a measured bandwidth (no contention, no
+overlap with compute), and the HTTP front end is one measured latency, not a queue that can
+saturate. Notebook 03.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import random
 from collections import deque
 from dataclasses import asdict, dataclass
 
@@ -32,6 +36,7 @@ from minirt.tools.serving_cost import (
     fit_cost_model,
     measured_steps,
     steps_from_trace,
+    with_spread,
 )
 from minirt.tools.slo import RequestTiming, Slo, summarize
 
@@ -49,6 +54,7 @@ __all__ = [
     "predict_curve",
     "simulate",
     "steps_from_trace",
+    "with_spread",
 ]
 
 
@@ -114,8 +120,16 @@ class Engine:
     under the token budget while KV and batch slots last. `role` "prefill" hands a request off
     when its prompt is done; "decode" receives requests whose prompt is already computed."""
 
-    def __init__(self, requests: list[SimRequest], cost: CostModel, sched, role: str = "both"):
+    def __init__(
+        self,
+        requests: list[SimRequest],
+        cost: CostModel,
+        sched,
+        role: str = "both",
+        rng: random.Random | None = None,
+    ):
         self.requests, self.cost, self.sched, self.role = requests, cost, sched, role
+        self.rng = rng or random.Random(0)  # draws each step's scatter around the cost line
         self.waiting: deque[int] = deque()
         self.running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, generated]
         self.kv_used = 0
@@ -158,7 +172,7 @@ class Engine:
                 budget -= chunks[i]
         if chunks or decoding:
             self.chunks, self.decoding = chunks, decoding
-            ms = self.cost.step_ms(sum(chunks.values()), len(decoding), context)
+            ms = self.cost.draw_ms(sum(chunks.values()), len(decoding), context, self.rng)
             self.busy_until = now + ms / 1e3
 
     def end_step(self) -> tuple[list[int], list[int]]:
@@ -207,16 +221,20 @@ def simulate(
     cost: CostModel,
     sched: SchedulerModel,
     cluster: ClusterModel | None = None,
+    seed: int = 0,
 ) -> list:
     """Run the model to the end; one RequestTiming per request, in the order given. Events in
-    time order: steps that end, then requests (and KV) that arrive, then idle engines start."""
+    time order: steps that end, then requests (and KV) that arrive, then idle engines start.
+    `seed` fixes the step-time draws (the same seed, the same timings)."""
     cluster = cluster or ClusterModel()
     _check_fits(requests, sched, cluster)
+    rng = random.Random(seed)
     if cluster.disaggregated:
-        front = [Engine(requests, cost, sched, "prefill") for _ in range(cluster.prefill)]
-        back = [Engine(requests, cost, sched, "decode") for _ in range(cluster.decode)]
+        front = [Engine(requests, cost, sched, "prefill", rng) for _ in range(cluster.prefill)]
+        back = [Engine(requests, cost, sched, "decode", rng) for _ in range(cluster.decode)]
     else:
-        front, back = [Engine(requests, cost, sched) for _ in range(cluster.replicas)], []
+        front = [Engine(requests, cost, sched, rng=rng) for _ in range(cluster.replicas)]
+        back = []
     to_front, to_back = Router(front, cluster.router), Router(back, cluster.router)
     arrivals = [(r.arrival_s, i, "request") for i, r in enumerate(requests)]
     heapq.heapify(arrivals)  # (time, id, kind): requests, and KV landing on the decode side
@@ -244,7 +262,9 @@ def simulate(
         for engine in front + back:
             if engine.busy_until is None:
                 engine.start_step(now)
-    return [_timing(r, stamps[i]) for i, r in enumerate(requests)]
+    # each token reaches the client frontend_ms after its step: TTFT and latency grow, TPOT not
+    shift = cost.frontend_ms / 1e3
+    return [_timing(r, [t + shift for t in stamps[i]]) for i, r in enumerate(requests)]
 
 
 def _check_fits(requests: list[SimRequest], sched: SchedulerModel, cluster: ClusterModel):
@@ -273,12 +293,13 @@ def predict_curve(
     sched: SchedulerModel,
     slo: Slo,
     cluster: ClusterModel | None = None,
+    seed: int = 0,
 ) -> list[dict]:
     """One row per rate, shaped like `bench serve`'s: `arrivals` maps a rate to send times."""
     rows = []
     for rate, times in arrivals.items():
         reqs = [SimRequest(t, p, o) for t, (p, o) in zip(times, lengths, strict=True)]
-        timings = simulate(reqs, cost, sched, cluster)
+        timings = simulate(reqs, cost, sched, cluster, seed)
         duration = max(r.start_s + r.e2e_s for r in timings) - min(times)
         row = {"name": "simulated", "rate": "inf" if math.isinf(rate) else rate}
         rows.append(row | summarize(timings, 0, duration, slo))

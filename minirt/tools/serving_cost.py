@@ -1,30 +1,41 @@
 """What one engine step costs: a line fitted to measured minirt steps (the simulator's clock).
 
 step_ms = base + per prompt token + per decoding sequence + per token of context read, plus once
-for a step with prompt tokens (on CUDA those run eagerly; decode-only steps replay a graph). Fitted
-to a server's step log (`GET /steps`), to a traced engine run, or derived from a `bench gpu` run.
+for a step with prompt tokens (on CUDA those run eagerly; decode-only steps replay a graph), times
+a factor drawn from the measured spread of such steps around the line. Fitted to a server's step
+log (`GET /steps`), to a traced engine run, or derived from a `bench gpu` run.
 `minirt.tools.serving` runs its engines on this clock. Notebook 03, section 6.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import random
+from dataclasses import asdict, dataclass, replace
 
 
 @dataclass(frozen=True)
 class CostModel:
     """step_ms = base_ms + prefill_ms * prefill tokens + decode_ms * decodes + context_ms * KV
-    (+ eager_ms when the step has prompt tokens).
+    (+ eager_ms when the step has prompt tokens), the mean; `draw_ms` multiplies it by a factor
+    drawn from the measured spread.
 
     `eager_ms` is what a step with prompt tokens pays once for not being a decode: on CUDA
     minirt replays a captured graph for a decode-only step and runs any other step eagerly, one
-    Python-launched kernel at a time (notebook 05 shows the launch cost)."""
+    Python-launched kernel at a time (notebook 05 shows the launch cost). Eager steps scatter far
+    more than graphed ones (on the H100 run, 13 to 26 ms for the same work), so each kind has its
+    own spread: measured/predicted ratios of logged steps at evenly spaced quantiles, empty for
+    no spread. `frontend_ms` is not a step: it is what the HTTP side adds to each token on its way
+    to the client (the pipe from the engine process, server-sent events, the client's parse),
+    measured by `minirt.tools.serving_frontend`."""
 
     base_ms: float
     prefill_ms: float  # per prompt token computed this step
     decode_ms: float  # per sequence decoding this step
     context_ms: float = 0.0  # per token of KV the step's decodes read
     eager_ms: float = 0.0  # once, for a step with prompt tokens
+    frontend_ms: float = 0.0  # once per token delivered: HTTP and the client, not the engine
+    eager_spread: tuple[float, ...] = ()  # measured / predicted, steps with prompt tokens
+    graph_spread: tuple[float, ...] = ()  # measured / predicted, decode-only steps
 
     def step_ms(self, prefill_tokens: int, decodes: int, context_tokens: int) -> float:
         return (
@@ -35,8 +46,17 @@ class CostModel:
             + (self.eager_ms if prefill_tokens else 0.0)
         )
 
+    def draw_ms(
+        self, prefill_tokens: int, decodes: int, context_tokens: int, rng: random.Random
+    ) -> float:
+        """One step's time: the line times one measured ratio of its kind, drawn at random."""
+        spread = self.eager_spread if prefill_tokens else self.graph_spread
+        factor = rng.choice(spread) if spread else 1.0
+        return self.step_ms(prefill_tokens, decodes, context_tokens) * factor
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The terms, numbers only (a run's cost_model row keeps the spreads beside them)."""
+        return {k: v for k, v in asdict(self).items() if not k.endswith("_spread")}
 
 
 def fit_cost_model(steps: list[dict]) -> CostModel:
@@ -80,6 +100,26 @@ def _nonnegative_fit(x, y) -> list[float]:
     for column, c in zip(keep, coef if keep else [], strict=True):
         full[column] = float(c)
     return full
+
+
+def with_spread(cost: CostModel, steps: list[dict], points: int = 50) -> CostModel:
+    """`cost` with the spread of `steps` around it: measured/predicted ratios at `points` evenly
+    spaced quantiles, one set for steps with prompt tokens, one for decode-only steps. The draws
+    are independent; a real host's slow spells last seconds, which no draw reproduces."""
+    import numpy as np
+
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    for s in steps:
+        predicted = cost.step_ms(s["prefill_tokens"], s["decodes"], s["context_tokens"])
+        ratios[s["prefill_tokens"] > 0].append(s["step_ms"] / predicted)
+    at = (np.arange(points) + 0.5) / points  # bin midpoints: each quantile equally likely
+
+    def quantiles(xs: list[float]) -> tuple[float, ...]:
+        return tuple(round(float(q), 4) for q in np.quantile(xs, at)) if len(xs) >= points else ()
+
+    return replace(
+        cost, eager_spread=quantiles(ratios[True]), graph_spread=quantiles(ratios[False])
+    )
 
 
 def steps_from_trace(events: list[dict]) -> list[dict]:

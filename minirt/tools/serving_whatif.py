@@ -29,10 +29,13 @@ def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
             "--launch (or resimulated with --resimulate) has one"
         )
     row = rows[0]
-    fields = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms")
-    return CostModel(**{k: row.get(k, 0.0) for k in fields}), SchedulerModel(
-        **row.get("scheduler", {})
+    numbers = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms", "frontend_ms")
+    cost = CostModel(
+        **{k: row.get(k, 0.0) for k in numbers},
+        eager_spread=tuple(row.get("eager_spread", ())),  # JSON gave lists
+        graph_spread=tuple(row.get("graph_spread", ())),
     )
+    return cost, SchedulerModel(**row.get("scheduler", {}))
 
 
 def staged_copy_gbps(transfers: dict) -> float:
