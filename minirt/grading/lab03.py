@@ -5,6 +5,11 @@ it draws (so the learner's answer must be minirt's exactly), `BlockManager.trunc
 with a chi-square test of the learner's rule with real random numbers, as
 tests/spec/test_rejection.py tests minirt's own. Task 4 (lab03_engine.py) runs
 `LLM(spec_verifier=my_verifier, prefix_cache=MyBlocks)` beside minirt's speculative engine.
+
+Every verdict is made apart from the learner's code: tasks 1 and 3 answer by what they return
+(`pure`); task 2's worker records the learner's verdict and the distributions it drew from (and,
+for the statistics, its verdicts on real random numbers), and the parent computes minirt's
+answers and the chi-square statistic; task 4's worker records the learner's engine run.
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import numpy as np
 import torch
 from scipy.stats import chisquare
 
+from minirt.grading import lab03_engine
 from minirt.grading.core import Mismatch, Task
 from minirt.grading.guard import Forbidden
-from minirt.grading.lab03_engine import check_engine
 from minirt.kv import BlockManager
 from minirt.spec import greedy_verify, rejection_sample
 
@@ -284,25 +289,54 @@ def _acceptance(drafts, q, p, u) -> str:
     return "; ".join(rows)
 
 
-def check_sampled(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    if i == SAMPLED_CASES - 1:  # after the exact cases, the statistics
-        return check_distribution(learner.accept_or_reject)
+def draw_sampled(rng: random.Random, i: int) -> dict:
+    """The exact cases (drafts, q, p and the seed of the random numbers), then the statistics."""
+    if i == SAMPLED_CASES - 1:
+        return {"statistics": True}
     drafts, q, p, seed, note = _sampled_case(rng, i)
+    return {"drafts": drafts, "q": q, "p": p, "seed": seed, "note": note}
+
+
+def _uniforms(case: dict) -> tuple[list[float], torch.Generator]:
+    """rejection_sample's uniforms for the case, and its generator's state after them."""
+    gen = torch.Generator().manual_seed(case["seed"])
+    u = torch.rand(1, len(case["drafts"]), generator=gen, dtype=F64)[0].tolist()
+    return u, gen
+
+
+def play_sampled(learner: SimpleNamespace, case: dict) -> dict:
+    """The learner's verdict on the case's random numbers, and every distribution it drew from
+    (or its verdicts on the statistics' real random numbers)."""
+    if case.get("statistics"):
+        return {"steps": play_distribution(learner.accept_or_reject)}
+    u, gen = _uniforms(case)
+    draw = _Draw(gen)
+    q, p = case["q"], case["p"]
+    got = learner.accept_or_reject(list(case["drafts"]), q.clone(), p.clone(), list(u), draw)
+    return {"returned": got, "draws": draw.calls}
+
+
+def expect_sampled(case: dict) -> dict | None:
+    if case.get("statistics"):
+        return None  # the target's own p: the statistic is computed from the learner's tokens
+    v = _reference(case["drafts"], case["q"], case["p"], case["seed"])
+    return {"num_accepted": v.num_accepted[0], "tokens": v.tokens[0]}
+
+
+def compare_sampled(got: dict, want: dict | None, case: dict) -> None:
+    if case.get("statistics"):
+        return judge_distribution(got["steps"])
+    drafts, q, p, note = case["drafts"], case["q"], case["p"], case["note"]
     k = len(drafts)
-    gen = torch.Generator().manual_seed(seed)
-    u = torch.rand(1, k, generator=gen, dtype=F64)[0].tolist()  # rejection_sample's uniforms
-    draw = _Draw(gen)  # ... and the generator's state after them, for its one multinomial
-    v = _reference(drafts, q, p, seed)
-    want_a, want = v.num_accepted[0], v.tokens[0]
+    u, _ = _uniforms(case)
+    want_a, want = want["num_accepted"], want["tokens"]
     call = (
         f"accept_or_reject(draft_tokens={drafts}, q=<{k}x{q.shape[1]}>, p=<{k + 1}x"
         f"{q.shape[1]}>, u={_fmt(u)}, draw)"
     )
     if note:
         call += f" ({note})"
-    got = _verdict(
-        learner.accept_or_reject(list(drafts), q.clone(), p.clone(), list(u), draw), call
-    )
+    got, draws = _verdict(got["returned"], call), got["draws"]
     a, tokens = got
     if a != want_a:
         raise Mismatch(
@@ -310,7 +344,7 @@ def check_sampled(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
             f"u[j] < p[j][x_j] / q[j][x_j], in order, until the first rejection: "
             f"{_acceptance(drafts, q, p, u)}"
         )
-    if not draw.calls:
+    if not draws:
         what = (
             f"every guess was accepted ({k} of {k}), and the step still emits one more "
             f"token: the bonus, draw(p[{k}])"
@@ -319,9 +353,9 @@ def check_sampled(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
             f"its place comes from draw(norm(max(0, p[{a}] - q[{a}])))"
         )
         raise Mismatch(f"{call} returned {got} without calling draw; {what}")
-    if len(draw.calls) > 1:
+    if len(draws) > 1:
         raise Mismatch(
-            f"{call} called draw {len(draw.calls)} times; a step draws exactly one "
+            f"{call} called draw {len(draws)} times; a step draws exactly one "
             "token from a distribution, the last one (the residual's or the bonus)"
         )
     _emits(a, k, tokens, call, got)
@@ -329,7 +363,7 @@ def check_sampled(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
         raise Mismatch(
             f"{call} returned {got}: the first {a} tokens are the accepted guesses {drafts[:a]}"
         )
-    _check_drawn(draw.calls[0], a, q, p, call, got)
+    _check_drawn(draws[0], a, q, p, call, got)
     if tokens != want:  # the right distribution, so the same multinomial draw as minirt's
         raise Mismatch(
             f"{call} returned {got}: the last token is the one draw() returned; "
@@ -337,10 +371,8 @@ def check_sampled(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
         )
 
 
-def check_distribution(accept_or_reject, steps: int = STAT_STEPS, seed: int = STAT_SEED) -> None:
-    """Run `steps` speculative steps of a toy model (the target's distribution depends only on
-    the position) through `accept_or_reject` with real random numbers; the j-th token a step
-    emits, among the steps that emit one, must follow p[j] (chi-square). Raises Mismatch."""
+def _toy_model(steps: int, seed: int):
+    """The statistics' toy model: (p, q, drafts, u), drafts and uniforms per step."""
     g = torch.Generator().manual_seed(seed)
     vocab, k = STAT_VOCAB, STAT_K
     # Mixed with the uniform distribution so that every token is expected often enough.
@@ -350,23 +382,53 @@ def check_distribution(accept_or_reject, steps: int = STAT_STEPS, seed: int = ST
         [torch.multinomial(row, steps, replacement=True, generator=g) for row in q], 1
     ).tolist()
     u = torch.rand(steps, k, generator=g, dtype=F64).tolist()
+    return p, q, drafts, u
+
+
+def play_distribution(accept_or_reject, steps: int = STAT_STEPS, seed: int = STAT_SEED) -> list:
+    """`steps` speculative steps of a toy model (the target's distribution depends only on the
+    position) through `accept_or_reject` with real random numbers: each step's verdict as
+    [num_accepted, tokens], up to the first that is not one (kept as it came back)."""
+    p, q, drafts, u = _toy_model(steps, seed)
     draw = _sampler(random.Random(seed))
-    counts = [[0] * vocab for _ in range(k + 1)]  # [position in the output][token]
+    out = []
     for t in range(steps):
         got = accept_or_reject(list(drafts[t]), q.clone(), p.clone(), u[t], draw)
         try:
             a, tokens = got
-            if not (0 <= a <= k and len(tokens) == a + 1 and min(tokens) >= 0):
-                raise ValueError
-            for j, x in enumerate(tokens):
-                counts[j][x] += 1
-        except (TypeError, ValueError, IndexError):  # not a verdict: say what is wrong with it
+            if isinstance(a, bool):
+                raise TypeError
+            out.append([operator.index(a), [operator.index(x) for x in tokens]])
+        except (TypeError, ValueError):
+            out.append({"step": t, "returned": got})
+            break
+    return out
+
+
+def judge_distribution(verdicts: list, steps: int = STAT_STEPS, seed: int = STAT_SEED) -> None:
+    """The j-th token a step emits, among the steps that emit one, must follow p[j]
+    (chi-square). Raises Mismatch."""
+    p, _, drafts, _ = _toy_model(steps, seed)
+    vocab, k = STAT_VOCAB, STAT_K
+    counts = [[0] * vocab for _ in range(k + 1)]  # [position in the output][token]
+    for t, got in enumerate(verdicts):
+        bad = isinstance(got, dict)
+        if not bad:
+            a, tokens = got
+            bad = not (0 <= a <= k and len(tokens) == a + 1)
+            bad = bad or not all(0 <= x < vocab for x in tokens)
+        if bad:  # not a verdict: say what is wrong with it
+            got = got["returned"] if isinstance(got, dict) else tuple(got)
             call = f"accept_or_reject(draft_tokens={drafts[t]}, ...) (real random numbers)"
             a, tokens = _verdict(got, call)
             _emits(a, k, tokens, call, (a, tokens))
             raise Mismatch(
                 f"{call} returned {got}: a token id outside the vocabulary 0..{vocab - 1}"
-            ) from None
+            )
+        for j, x in enumerate(tokens):
+            counts[j][x] += 1
+    if len(verdicts) < steps:
+        raise Mismatch(f"the statistics ran {len(verdicts):,} of {steps:,} steps")
     counts = np.array(counts)
     for j in range(k + 1):
         n = int(counts[j].sum())
@@ -381,6 +443,11 @@ def check_distribution(accept_or_reject, steps: int = STAT_STEPS, seed: int = ST
                 f"expects {[round(x) for x in expected.tolist()]}. Speculative sampling must leave "
                 "the target's distribution exactly as it is"
             )
+
+
+def check_distribution(accept_or_reject, steps: int = STAT_STEPS, seed: int = STAT_SEED) -> None:
+    """The statistics in one process: play `accept_or_reject`, judge its tokens."""
+    judge_distribution(play_distribution(accept_or_reject, steps, seed), steps, seed)
 
 
 # -- task 3: the KV rollback ------------------------------------------------------------------
@@ -503,15 +570,30 @@ def check_roll_back(learner: SimpleNamespace, rng: random.Random, i: int) -> Non
 
 
 TASKS = [
-    Task("1", "greedy_accept", 2, ("greedy_accept",), check_greedy, num_cases=60),
-    Task("2", "accept_or_reject", 5, ("accept_or_reject",), check_sampled, SAMPLED_CASES),
-    Task("3", "roll_back", 3, ("roll_back",), check_roll_back, num_cases=80),
+    Task("1", "greedy_accept", 2, ("greedy_accept",), check_greedy, num_cases=60, pure=True),
+    Task(
+        "2",
+        "accept_or_reject",
+        5,
+        ("accept_or_reject",),
+        None,
+        SAMPLED_CASES,
+        draw=draw_sampled,
+        play=play_sampled,
+        expect=expect_sampled,
+        compare=compare_sampled,
+    ),
+    Task("3", "roll_back", 3, ("roll_back",), check_roll_back, num_cases=80, pure=True),
     Task(
         "4",
         "your verifier and rollback in the engine",
         5,
         ("greedy_accept", "accept_or_reject", "roll_back", "my_verifier", "MyBlocks"),
-        check_engine,
+        None,
         num_cases=6,
+        draw=lab03_engine.draw,
+        play=lab03_engine.play,
+        expect=lab03_engine.expect,
+        compare=lab03_engine.compare,
     ),
 ]

@@ -192,3 +192,26 @@ def test_the_statistical_check_rejects_a_rule_that_changes_the_distribution(rule
     """Task 2's last case on its own: a wrong rule emits tokens that do not follow p."""
     with pytest.raises(Mismatch, match="should follow the target's"):
         lab03.check_distribution(rule)
+
+
+def test_the_engine_tasks_verdict_is_made_in_the_parent_from_the_workers_record(tmp_path):
+    """Task 4: the worker runs only the learner's engine and sends every verifier call and the
+    run; a worker that claims full marks for a rollback that keeps a block too many is judged on
+    that record here, beside minirt's speculative engine run in this process."""
+    import json
+
+    from minirt.grading import replay, run_task
+    from minirt.grading.runner import _verdict
+    from tests.labs.common import cells_into_namespace
+    from tests.labs.test_runner import Pipe
+
+    task = next(t for t in lab03.TASKS if t.id == "4")
+    assert task.play is not None and task.judged_apart
+    recording = replay.Recording(task)
+    ns = cells_into_namespace(planted(tmp_path, (KEPT, "num_kept = num_tokens_kept // 2 + 1")))
+    worker = run_task(task, ns, 0, play=recording.player(ns), judge=False)
+    assert worker.status == "passed" and len(recording.cases) == task.num_cases  # nothing judged
+    sent = json.loads(json.dumps({"result": worker.to_dict(), "cases": recording.cases}))
+    result = _verdict(sent, task, 0, Pipe(), 0)
+    assert result.status == "wrong" and result.score < task.points, result.message
+    assert "table before the rollback" in result.message, result.message
