@@ -1,31 +1,30 @@
-"""Lab 8 (labs/lab08_paged_attention.ipynb): the paged KV pool from the kernel's side — write a
-step's K/V into its slots, attend one query per sequence through the block table — plugged into
-the engine as `LLM(kernel_backend=...)`, then the same attention as a Triton kernel.
+"""Lab 8 (labs/lab08_paged_attention.ipynb): attention from the kernel's side — write a step's
+K/V into the paged pool, attend one query per sequence through the block table, plugged into the
+engine as `LLM(kernel_backend=...)`; then the FlashAttention ladder in Triton, up to the kernels
+that serve as the engine's attention.
 
 Task 1 compares `write_kv` with `store_kv_ref` on random pools (whole pools, NaN for slots never
 written, -1 slots that store nothing). Task 2 compares `paged_decode` with `decode_attention_ref`
 on random shapes: GQA groups, scattered block tables with padding entries, empty padding rows,
-NaN in every slot past a context. Task 3 runs the engine on fresh prompts with both as its
-kernels: every call it makes is checked against the reference on the very same pool, then the
-greedy tokens against the engine on minirt's kernels (a token may differ only where the reference
-model itself is tied within rounding). Task 4 runs `paged_decode_triton` (the notebook's launcher
-of the learner's `@triton.jit` kernel) in Triton's interpreter on tiny shapes, counts its
-launches, and ends with a short engine run on it.
+NaN in every slot past a context. Task 3 runs the engine with both as its kernels
+(minirt.grading.lab08_engine). Tasks 4a-4e are the Triton rungs, in Triton's interpreter
+(minirt.grading.lab08_triton); task 5 runs the engine on the learner's prefill and decode kernels
+there. Every task is played in the worker and judged in the parent (draw/play/expect/compare).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from functools import partial
 from types import SimpleNamespace
 
 import torch
 
-from minirt.grading.core import CountingKernel, Mismatch, Task
+from minirt.grading import lab08_engine as engine
+from minirt.grading import lab08_triton as rungs
+from minirt.grading.core import Mismatch, Task
 from minirt.grading.guard import Forbidden
-from minirt.kernels.backend import TORCH
-from minirt.kernels.decode_attention import decode_attention_ref
-from minirt.kernels.store_kv import store_kv_ref
+from minirt.grading.lab08_pools import close, describe_pool, draw_pool, pool_size, pool_tensors
 
 FORBIDDEN = Forbidden(
     modules=("minirt.kernels",),
@@ -47,93 +46,9 @@ FORBIDDEN = Forbidden(
     what="minirt's attention kernels (and torch's)",
 )
 
-RTOL, ATOL = 1e-4, 1e-5  # float32 sums in another order differ by ~1e-7
-
-
-# -- random pools -------------------------------------------------------------------------------
-def _pool(rng: random.Random, i: int, small: bool = False):
-    """A pool with some sequences in it: (q, k_cache, v_cache, block_tables, context_lens,
-    max_context_len, note). Slots no context covers hold NaN, as torch.empty may."""
-    g = torch.Generator().manual_seed(rng.randrange(2**31))
-    kv_heads = rng.choice((1, 2)) if small else rng.choice((1, 2, 4))
-    group = rng.choice((1, 2)) if small else rng.choice((1, 2, 4))
-    head_dim = rng.choice((4, 8)) if small else rng.choice((4, 8, 16, 64))
-    bs = rng.choice((1, 2, 4)) if small else rng.choice((1, 2, 4, 8, 16))
-    n = rng.randint(1, 3) if small else rng.randint(1, 5)
-    longest = 20 if small else 48  # small: still several of a Triton kernel's tiles
-    lens = [rng.randint(1, longest) for _ in range(n)]
-    note = []
-    if i == 0:
-        lens, note = [1] * n, ["every context is one token"]
-    elif i == 1 and n > 1:
-        lens[0] = 0
-        note.append("sequence 0 is a padding row (context 0)")
-    elif i % 5 == 2:
-        lens[rng.randrange(n)] = 0
-        note.append("a padding row (context 0)")
-    blocks = [-(-c // bs) for c in lens]
-    width = max(1, max(blocks) + rng.randint(0, 2))  # tables padded past their blocks
-    num_blocks = sum(blocks) + rng.randint(1, 6)
-    ids = list(range(num_blocks))
-    rng.shuffle(ids)  # scattered, as after a while of serving
-    tables = torch.full((n, width), -1 if rng.random() < 0.5 else 0, dtype=torch.int32)
-    at = 0
-    for s, b in enumerate(blocks):
-        tables[s, :b] = torch.tensor(ids[at : at + b], dtype=torch.int32)
-        at += b
-    shape = (num_blocks, bs, kv_heads, head_dim)
-    k_cache = torch.full(shape, float("nan"))
-    v_cache = torch.full(shape, float("nan"))
-    for s, c in enumerate(lens):  # write the contexts (and only them)
-        for t in range(c):
-            b = int(tables[s, t // bs])
-            k_cache[b, t % bs] = torch.randn(kv_heads, head_dim, generator=g)
-            v_cache[b, t % bs] = torch.randn(kv_heads, head_dim, generator=g)
-    q = torch.randn(n, kv_heads * group, head_dim, generator=g)
-    context_lens = torch.tensor(lens, dtype=torch.int32)
-    max_ctx = max(lens) + rng.choice((0, 0, 3, 100))  # an upper bound (a CUDA graph's is large)
-    what = (
-        f"{n} sequences with contexts {lens}, {kv_heads * group} query heads on {kv_heads} KV "
-        f"heads, head_dim {head_dim}, blocks of {bs}, block_tables {tables.tolist()}, "
-        f"max_context_len {max_ctx}"
-    )
-    if note:
-        what += f" ({'; '.join(note)})"
-    return q, k_cache, v_cache, tables, context_lens, max_ctx, what
-
-
-def _close(got, want: torch.Tensor, call: str, size: int) -> None:
-    if not isinstance(got, torch.Tensor):
-        raise Mismatch(f"{call} returned {type(got).__name__}; expected a tensor", size)
-    if tuple(got.shape) != tuple(want.shape):
-        raise Mismatch(
-            f"{call} returned shape {tuple(got.shape)}; expected {tuple(want.shape)} "
-            "([num_seqs, num_heads, head_dim], one output per query head)",
-            size,
-        )
-    got = got.detach().float()
-    if torch.isnan(got).any():
-        s, h = (int(x) for x in torch.isnan(got).nonzero()[0][:2])
-        raise Mismatch(
-            f"{call}: the output of sequence {s}, head {h} is NaN. Slots past a context were "
-            "never written (they hold NaN here, as torch.empty may): leave them out of the "
-            "softmax, and out of the sum with V (0 * NaN is NaN)",
-            size,
-        )
-    if not torch.allclose(got, want, rtol=RTOL, atol=ATOL):
-        err = (got - want).abs()
-        s, h = (int(x) for x in (err == err.max()).nonzero()[0][:2])
-        raise Mismatch(
-            f"{call}: sequence {s}, head {h} differs from minirt's reference by up to "
-            f"{err.max().item():.3g} (allowed {ATOL} + {RTOL} x |reference|): got "
-            f"{got[s, h, :4].tolist()}…, expected {want[s, h, :4].tolist()}…",
-            size,
-        )
-
 
 # -- task 1: write_kv -----------------------------------------------------------------------------
-def check_write(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    g = torch.Generator().manual_seed(rng.randrange(2**31))
+def draw_write(rng: random.Random, i: int) -> dict:
     kv_heads, head_dim, bs = rng.choice((1, 2, 4)), rng.choice((4, 8, 64)), rng.choice((1, 4, 16))
     num_blocks = rng.randint(1, 8)
     n = rng.randint(1, min(12, num_blocks * bs))
@@ -141,25 +56,54 @@ def check_write(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
     if i % 3 == 1:  # padding rows store nothing (a CUDA graph pads its batch with them)
         for j in rng.sample(range(n), rng.randint(1, n)):
             slots[j] = -1
-    dtype = (torch.float32, torch.bfloat16)[i % 4 == 3]
-    k = torch.randn(n, kv_heads, head_dim, generator=g)
-    v = torch.randn(n, kv_heads, head_dim, generator=g)
-    shape = (num_blocks, bs, kv_heads, head_dim)
+    return {
+        "kv_heads": kv_heads, "head_dim": head_dim, "block_size": bs, "num_blocks": num_blocks,
+        "slots": slots, "dtype": ("float32", "bfloat16")[i % 4 == 3],
+        "filled": bool(i % 2),  # a pool with other sequences' KV already in it
+        "seed": rng.randrange(2**31),
+    }  # fmt: skip
+
+
+def _write_tensors(case: dict) -> tuple:
+    g = torch.Generator().manual_seed(case["seed"])
+    n, dtype = len(case["slots"]), getattr(torch, case["dtype"])
+    k = torch.randn(n, case["kv_heads"], case["head_dim"], generator=g)
+    v = torch.randn(n, case["kv_heads"], case["head_dim"], generator=g)
+    shape = (case["num_blocks"], case["block_size"], case["kv_heads"], case["head_dim"])
     k_cache = torch.full(shape, float("nan"), dtype=dtype)
     v_cache = torch.full(shape, float("nan"), dtype=dtype)
-    if i % 2:  # a pool with other sequences' KV already in it
+    if case["filled"]:
         k_cache[:] = torch.randn(shape, generator=g).to(dtype)
         v_cache[:] = torch.randn(shape, generator=g).to(dtype)
-    mapping = torch.tensor(slots, dtype=torch.int64)
-    want_k, want_v = k_cache.clone(), v_cache.clone()
-    store_kv_ref(k, v, want_k, want_v, mapping)
+    return k, v, k_cache, v_cache, torch.tensor(case["slots"], dtype=torch.int64)
+
+
+def play_write(learner: SimpleNamespace, case: dict) -> dict:
+    k, v, k_cache, v_cache, mapping = _write_tensors(case)
+    learner.write_kv(k, v, k_cache, v_cache, mapping)
+    return {"k_cache": k_cache, "v_cache": v_cache}
+
+
+def expect_write(case: dict) -> dict:
+    from minirt.kernels.store_kv import store_kv_ref
+
+    k, v, k_cache, v_cache, mapping = _write_tensors(case)
+    store_kv_ref(k, v, k_cache, v_cache, mapping)
+    return {"k_cache": k_cache, "v_cache": v_cache}
+
+
+def compare_write(got: dict, want: dict, case: dict) -> None:
+    slots, bs, n = case["slots"], case["block_size"], len(case["slots"])
     call = (
-        f"write_kv(k, v, k_cache, v_cache, slot_mapping={slots}) with {n} tokens, {kv_heads} KV "
-        f"heads of {head_dim}, a pool of {num_blocks} blocks of {bs} ({str(dtype)[6:]})"
+        f"write_kv(k, v, k_cache, v_cache, slot_mapping={slots}) with {n} tokens, "
+        f"{case['kv_heads']} KV heads of {case['head_dim']}, a pool of {case['num_blocks']} "
+        f"blocks of {bs} ({case['dtype']})"
     )
-    learner.write_kv(k.clone(), v.clone(), k_cache, v_cache, mapping.clone())
-    for name, mine, want in (("k_cache", k_cache, want_k), ("v_cache", v_cache, want_v)):
-        same = (mine == want) | (mine.isnan() & want.isnan())
+    for name in ("k_cache", "v_cache"):
+        mine, ref = got[name], want[name]
+        if not isinstance(mine, torch.Tensor) or mine.shape != ref.shape:
+            raise Mismatch(f"{call}: the {name} you were given changed its shape or type", n)
+        same = (mine == ref) | (mine.isnan() & ref.isnan())
         if not same.all():
             b, off, h = (int(x) for x in (~same).nonzero()[0][:3])
             slot = b * bs + off
@@ -171,189 +115,95 @@ def check_write(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
             )
             raise Mismatch(
                 f"{call}: {name}[{b}, {off}, {h}] is {mine[b, off, h, :3].tolist()}…, expected "
-                f"{want[b, off, h, :3].tolist()}… ({why}; -1 stores nothing; write into the pool "
+                f"{ref[b, off, h, :3].tolist()}… ({why}; -1 stores nothing; write into the pool "
                 "you were given, in place)",
                 n,
             )
 
 
 # -- task 2: paged_decode -------------------------------------------------------------------------
-def check_decode(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    q, k_cache, v_cache, tables, lens, max_ctx, what = _pool(rng, i)
-    head_dim = q.shape[-1]
-    scale = head_dim**-0.5
-    want = decode_attention_ref(q, k_cache, v_cache, tables, lens, scale, max_ctx)
-    call = f"paged_decode(...) on {what}"
-    got = learner.paged_decode(
-        q.clone(), k_cache.clone(), v_cache.clone(), tables.clone(), lens.clone(), scale, max_ctx
-    )
-    _close(got, want, call, int(lens.sum()) + q.shape[0])
+def _decode_args(case: dict) -> tuple:
+    t = pool_tensors(case)
+    return (t["q"], t["k_cache"], t["v_cache"], t["block_tables"], t["context_lens"],
+            case["head_dim"] ** -0.5, case["max_context_len"])  # fmt: skip
 
 
-# -- task 3: the engine -------------------------------------------------------------------------
-class _Spy:
-    """The kernels the learner's engine runs: each call is the learner's, checked against the
-    reference on the very same pool; the step and the layer name a difference."""
-
-    def __init__(self, write, decode, num_layers: int):
-        self.write, self.decode = write, decode
-        self.num_layers = num_layers
-        self.scheduler = None
-        self.writes = self.decodes = 0
-
-    def _where(self, calls: int) -> str:
-        step = self.scheduler.num_steps - 1 if self.scheduler is not None else "?"
-        return f"step {step}, layer {calls % self.num_layers}"
-
-    def store_kv(self, k, v, k_cache, v_cache, slot_mapping) -> None:
-        where = self._where(self.writes)
-        self.writes += 1
-        want_k, want_v = k_cache.clone(), v_cache.clone()
-        store_kv_ref(k, v, want_k, want_v, slot_mapping)
-        self.write(k, v, k_cache, v_cache, slot_mapping)
-        for name, mine, want in (("k_cache", k_cache, want_k), ("v_cache", v_cache, want_v)):
-            if not ((mine == want) | (mine.isnan() & want.isnan())).all():
-                raise Mismatch(
-                    f"{where}: after write_kv of {k.shape[0]} tokens at slots "
-                    f"{slot_mapping.tolist()}, the {name} differs from what store_kv_ref writes"
-                )
-
-    def decode_attention(self, q, k_cache, v_cache, block_tables, context_lens, scale,
-                         max_context_len, num_splits=None):  # fmt: skip
-        where = self._where(self.decodes)
-        self.decodes += 1
-        want = decode_attention_ref(
-            q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len
-        )
-        got = self.decode(q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len)
-        call = (
-            f"{where}: the decode of {q.shape[0]} sequences with contexts {context_lens.tolist()}"
-        )
-        _close(got, want, call, 0)
-        return got
+def play_decode(learner: SimpleNamespace, case: dict) -> torch.Tensor:
+    return learner.paged_decode(*_decode_args(case))
 
 
-def _engine(backend=None, **kw):
-    from minirt import LLM  # the engine, only for these tasks
+def expect_decode(case: dict) -> torch.Tensor:
+    from minirt.kernels.decode_attention import decode_attention_ref
 
-    return LLM(device="cpu", kernel_backend=backend or "torch", **kw)
-
-
-def _run_engine(write, decode, rng: random.Random, small: bool = False) -> None:
-    """Generate with `write` and `decode` as the engine's store_kv and decode_attention (each
-    call checked), then compare the greedy tokens with the engine on minirt's kernels."""
-    bs = rng.choice((1, 2, 4, 8))
-    n = rng.randint(1, 2) if small else rng.randint(2, 4)
-    hi = 12 if small else 40
-    prompts = [[rng.randrange(256) for _ in range(rng.randint(2, hi))] for _ in range(n)]
-    max_tokens = rng.randint(2, 3) if small else rng.randint(3, 8)
-    from minirt import SamplingParams
-
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    kw = dict(block_size=bs, num_kv_blocks=64 if small else 128, max_num_batched_tokens=256)
-    ref = _engine(**kw)
-    spy = _Spy(write, decode, ref.model_config.num_hidden_layers)
-    backend = replace(
-        TORCH, name="yours", store_kv=spy.store_kv, decode_attention=spy.decode_attention
-    )
-    mine = _engine(backend, **kw)
-    spy.scheduler = mine.scheduler
-    size = sum(map(len, prompts))
-    case = (
-        f"{n} prompts of {[len(p) for p in prompts]} tokens, max_tokens {max_tokens}, "
-        f"block_size {bs}"
-    )
-    try:
-        got = mine.generate(prompts, params, use_tqdm=False)
-    except Mismatch as e:
-        raise Mismatch(f"{case}, {e}", size) from e.__cause__
-    if spy.decodes == 0 or spy.writes == 0:
-        raise Mismatch(f"{case}: the engine never called your kernels", size)
-    want = ref.generate(prompts, params, use_tqdm=False)
-    for j, (a, b) in enumerate(zip(got, want, strict=True)):
-        if a.token_ids == b.token_ids:
-            continue
-        pairs = zip(a.token_ids, b.token_ids, strict=False)
-        t = next(t for t, (x, y) in enumerate(pairs) if x != y)
-        logits = ref.score(prompts[j] + b.token_ids[:t])[-1]  # the reference model, exactly
-        gap = float(logits.max() - logits[a.token_ids[t]])
-        if gap > 1e-3:  # not a tie within rounding: the kernels changed what the model says
-            raise Mismatch(
-                f"{case}, request {j + 1}: token {t + 1} is {a.token_ids[t]}, the engine on "
-                f"minirt's kernels says {b.token_ids[t]} (its logit is {gap:.3g} higher)",
-                size,
-            )
-    mine.block_manager.check_invariants()
+    return decode_attention_ref(*_decode_args(case))
 
 
-def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    _run_engine(learner.write_kv, learner.paged_decode, rng)
+def compare_decode(got, want: torch.Tensor, case: dict) -> None:
+    close(got, want, f"paged_decode(...) on {describe_pool(case)}", pool_size(case))
 
 
-# -- task 4: the Triton tier ----------------------------------------------------------------------
-TRITON_CASES = 10  # then one short engine run on the kernel
+# -- task 3: write_kv and paged_decode in the engine ----------------------------------------------
+def play_engine(learner: SimpleNamespace, case: dict) -> dict:
+    roles = {"store_kv": learner.write_kv, "decode_attention": learner.paged_decode}
+    return engine.run(roles, case)
 
 
-def check_triton(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    from triton.runtime.jit import KernelInterface  # only this task needs triton
-
-    kernel = learner.paged_decode_kernel
-    if not isinstance(kernel, KernelInterface):
-        raise Mismatch(
-            f"paged_decode_kernel is {type(kernel).__name__}; it must be a @triton.jit kernel "
-            "(paged_decode_triton launches it)"
-        )
-    where = learner.paged_decode_triton.__globals__  # the notebook's namespace
-    counting = CountingKernel(kernel)
-    where["paged_decode_kernel"] = counting
-    try:
-        _play_triton(learner, rng, i, counting)
-    except Exception as e:  # the interpreter wraps what the kernel raised: a stub says so
-        cause = e.__cause__ or e.__context__
-        if not isinstance(e, Mismatch) and isinstance(cause, NotImplementedError):
-            raise cause from None
-        raise
-    finally:
-        where["paged_decode_kernel"] = kernel
+# -- task 5: the Triton kernels in the engine -----------------------------------------------------
+ENGINE_ROLES = ("store_kv", "prefill_attention", "decode_attention")
 
 
-def _play_triton(learner: SimpleNamespace, rng: random.Random, i: int, counting) -> None:
-    if i == TRITON_CASES:
-        _run_engine(store_kv_ref, learner.paged_decode_triton, rng, small=True)
-        if counting.launches == 0:
-            raise Mismatch(
-                "in the engine, paged_decode_kernel was never launched; the tier grades "
-                "the Triton kernel, not a PyTorch fallback"
-            )
-        return
-    q, k_cache, v_cache, tables, lens, max_ctx, what = _pool(rng, i, small=True)
-    scale = q.shape[-1] ** -0.5
-    want = decode_attention_ref(q, k_cache, v_cache, tables, lens, scale, max_ctx)
-    call = f"paged_decode_triton(...) on {what}"
-    got = learner.paged_decode_triton(
-        q.clone(), k_cache.clone(), v_cache.clone(), tables.clone(), lens.clone(), scale,
-        max_ctx,
-    )  # fmt: skip
-    if counting.launches == 0:
-        raise Mismatch(
-            f"{call}: paged_decode_kernel was never launched; the tier grades the Triton "
-            "kernel, not a PyTorch fallback"
-        )
-    _close(got, want, call, int(lens.sum()) + q.shape[0])
+def draw_triton_engine(rng: random.Random, i: int) -> dict:
+    return engine.draw(rng, i, small=True)
+
+
+def play_triton_engine(learner: SimpleNamespace, case: dict) -> dict:
+    roles = {
+        "store_kv": learner.write_kv,
+        "prefill_attention": learner.prefill_triton,
+        "decode_attention": learner.paged_decode_triton,
+    }
+    run = partial(engine.run, roles, case)
+    kernels = (*rungs.PREFILL, *rungs.DECODE)
+    record, launches = rungs.launched(learner, "paged_decode_triton", kernels, run)
+    rungs.check_launches(launches, f"{engine.about(case)}, in the engine", engine.size(case))
+    return record
+
+
+def compare_triton_engine(got: dict, want: dict, case: dict) -> None:
+    engine.compare(got, want, case, roles=ENGINE_ROLES)
+
+
+def _played(id_, title, points, needs, num_cases, draw, play, expect, compare, **kw) -> Task:
+    return Task(id_, title, points, needs, None, num_cases, draw=draw, play=play, expect=expect,
+                compare=compare, **kw)  # fmt: skip
 
 
 INTERPRET = (("TRITON_INTERPRET", "1"),)
+TRITON_KERNELS = ("prefill_kernel", "decode_split_kernel", "decode_combine_kernel")
 TASKS = [
-    Task("1", "write_kv", 2, ("write_kv",), check_write, num_cases=30),
-    Task("2", "paged_decode", 4, ("paged_decode",), check_decode, num_cases=40),
-    Task("3", "your kernels in the engine", 4, ("write_kv", "paged_decode"), check_engine, 4),
-    Task(
-        "4",
-        "paged_decode_kernel in Triton",
-        3,
-        ("paged_decode_kernel", "paged_decode_triton"),
-        check_triton,
-        num_cases=TRITON_CASES + 1,
-        env=INTERPRET,
-    ),
-]
+    _played("1", "write_kv", 2, ("write_kv",), 30, draw_write, play_write, expect_write,
+            compare_write),
+    _played("2", "paged_decode", 3, ("paged_decode",), 40, draw_pool, play_decode, expect_decode,
+            compare_decode),
+    _played("3", "your kernels in the engine", 3, ("write_kv", "paged_decode"), 4, engine.draw,
+            play_engine, engine.expect, engine.compare),
+    _played("4a", "scale_rows_kernel: load, store, a masked tail", 1,
+            ("scale_rows_kernel", "scale_rows"), 8, rungs.draw_scale, rungs.play_scale,
+            rungs.expect_scale, rungs.compare_scale, env=INTERPRET),
+    _played("4b", "softmax_kernel: a row softmax", 1, ("softmax_kernel", "softmax_rows"), 8,
+            rungs.draw_softmax, rungs.play_softmax, rungs.expect_softmax, rungs.compare_softmax,
+            env=INTERPRET),
+    _played("4c", "online_softmax_kernel: a long row, tile by tile", 2,
+            ("online_softmax_kernel", "softmax_tiled"), 8, rungs.draw_online, rungs.play_online,
+            rungs.expect_softmax, rungs.compare_online, env=INTERPRET),
+    _played("4d", "prefill_kernel: tiled causal attention", 3,
+            ("prefill_kernel", "prefill_triton"), 8, rungs.draw_prefill, rungs.play_prefill,
+            rungs.expect_prefill, rungs.compare_prefill, env=INTERPRET),
+    _played("4e", "decode kernels: paged attention split along the context", 3,
+            (*rungs.DECODE, "paged_decode_triton"), 10, rungs.draw_decode, rungs.play_decode,
+            rungs.expect_decode, rungs.compare_decode, env=INTERPRET),
+    _played("5", "your Triton kernels in the engine", 2,
+            ("write_kv", "prefill_triton", "paged_decode_triton", *TRITON_KERNELS), 2,
+            draw_triton_engine, play_triton_engine, engine.expect, compare_triton_engine,
+            env=INTERPRET),
+]  # fmt: skip
