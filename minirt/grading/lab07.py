@@ -1,34 +1,50 @@
-"""Lab 7 (labs/lab07_scheduling.ipynb): who goes first — scheduling policies written by the
-learner and plugged into the engine as `LLM(schedule_policy=...)`.
+"""Lab 7 (labs/lab07_scheduling.ipynb): who goes first and who runs — scheduling policies and the
+scheduler's step, written by the learner and plugged into the engine.
 
 Tasks 1-3 call the learner's policies on random waiting queues over random prefix caches and
 compare the order with minirt's `lpm` and `dfs_weight` and, for the aging policy minirt does not
-have, with this module's `AgingLPM`, call after call. Task 4 runs the engine twice on fresh
-few-shot and multi-turn workloads, in a pool that evicts and with few seats, so that the order
-decides who is admitted and what stays cached: once with the learner's policy (every call it gets
-is checked against the reference's answer to the same call) and once with the reference. It
-compares every step's admissions, block tables and free blocks, each request's cached and greedy
-tokens, the hit rate, and that no block leaks. A policy only orders; given the same order, the
-engine makes the same decisions, which is why the comparison can be exact.
+have, with this module's `AgingLPM`, call after call. Task 4 runs the engine on the learner's
+policies and on the references (minirt.grading.lab07_engine). Tasks 5-7 run the engine on the
+learner's scheduler class, `LLM(scheduler=...)`, and on minirt's `Scheduler`: the token budget,
+chunked prefill and admission (5), recompute preemption (6), prefill-first (7). Every task is
+played in the grader's worker on the learner's side only (what each call answered, what the engine
+did) and judged in the parent against minirt's side of the same case. A policy only orders; given
+the same order, the engine makes the same decisions, which is why the comparison can be exact.
 """
 
 from __future__ import annotations
 
 import random
+from functools import partial
 from types import SimpleNamespace
 
-from minirt.grading.core import Mismatch, Task
-from minirt.grading.guard import Forbidden
+from minirt.grading import lab07_engine as engine
+from minirt.grading.core import Mismatch, Refused, Task
+from minirt.grading.guard import Forbidden, check_objects
+from minirt.grading.lab07_engine import answer, names, order_difference, show_queue
 from minirt.kv import BlockManager, RadixCache
 from minirt.sampling_params import SamplingParams
 from minirt.sched.policy import dfs_weight, lpm
 from minirt.sched.sequence import Sequence
 
+# minirt's scheduler step, by the names that reach it (Batch, SchedulerBase and the rest of
+# minirt.sched.scheduler are the learner's to use)
+SCHEDULER = Forbidden(
+    names=(
+        "Scheduler",
+        "_schedule_running",
+        "_admit",
+        "_preempt",
+        *(f"Scheduler.{m}" for m in ("schedule", "_schedule_running", "_admit", "_preempt")),
+    ),
+    what="minirt's scheduler",
+)
 FORBIDDEN = Forbidden(
     modules=("minirt.sched.policy",),
-    names=("lpm", "dfs_weight", "fcfs", "POLICIES", "resolve_policy", "order_waiting"),
+    names=("lpm", "dfs_weight", "fcfs", "POLICIES", "resolve_policy", "order_waiting")
+    + SCHEDULER.names,
     strings=("lpm", "dfs-weight", "sglang"),  # the registry's names, and the preset that picks one
-    what="minirt's scheduling policies",
+    what="minirt's scheduling policies and scheduler",
 )
 
 
@@ -61,110 +77,81 @@ def _paths(rng: random.Random, n: int, vocab: int, max_len: int) -> list[list[in
     return out
 
 
-def _cache(rng: random.Random, kind: str, bs: int, paths: list[list[int]]):
-    """A prefix cache holding the KV of `paths` (each computed by a finished sequence)."""
+def _cached(rng: random.Random, paths: list[list[int]]) -> list[list[int]]:
+    """The prompts whose KV a cache holds: each path and a last token (never cached)."""
+    return [path + [rng.randrange(4)] for path in paths]
+
+
+def _cache(kind: str, bs: int, prompts: list[list[int]]):
+    """A prefix cache holding the KV of `prompts` (each computed by a finished sequence)."""
     cache = RadixCache(4096, bs) if kind == "radix" else BlockManager(4096, bs)
-    for seq, path in enumerate(paths):
-        tokens = path + [rng.randrange(4)]  # a prompt's last token is never cached
+    for seq, tokens in enumerate(prompts):
         cache.allocate(seq, tokens, len(tokens))
         if kind == "radix":
-            cache.cache_computed(seq, tokens, len(path))
+            cache.cache_computed(seq, tokens, len(tokens) - 1)
         else:
-            cache.commit(seq, tokens, len(path))
+            cache.commit(seq, tokens, len(tokens) - 1)
         cache.free(seq)
     return cache
 
 
-def _queue(rng: random.Random, n: int, paths: list[list[int]], first_id: int = 100):
-    """`n` waiting requests: a cached path cut somewhere, then tokens of their own (or none of
+def _queue(rng: random.Random, n: int, paths: list[list[int]]) -> list[list[int]]:
+    """`n` waiting prompts: a cached path cut somewhere, then tokens of their own (or none of
     the cache at all), so that matches of every length, ties among them, occur."""
     out = []
-    for j in range(n):
+    for _ in range(n):
+        head = []
         if paths and rng.random() < 0.8:
             p = rng.choice(paths)
             head = p[: rng.randint(0, len(p))]
-        else:
-            head = []
-        tail = [rng.randrange(4) for _ in range(rng.randint(1, 4))]
-        out.append(Sequence(first_id + j, head + tail, SamplingParams(max_tokens=1)))
+        out.append(head + [rng.randrange(4) for _ in range(rng.randint(1, 4))])
     return out
 
 
-def _ids(seqs) -> list:
-    return [getattr(s, "seq_id", s) for s in seqs]
+def _requests(prompts: list[list[int]], first_id: int = 100) -> list[Sequence]:
+    return [Sequence(first_id + j, p, SamplingParams(max_tokens=1)) for j, p in enumerate(prompts)]
 
 
-def _names(ids) -> str:
-    """'[r3, r1]' for requests (or their ids)."""
-    return "[" + ", ".join(f"r{i}" for i in _ids(ids)) + "]"
+def _setup(case: dict):
+    """The case's cache and waiting requests, built afresh (on either side)."""
+    return _cache(case["kind"], case["bs"], case["cached"]), _requests(case["queue"])
 
 
-def _show_queue(waiting, cache) -> str:
-    """'[r100 (3 cached), r101 (0 cached), …]': each waiting request and its cached prefix."""
-    return (
-        "["
-        + ", ".join(f"r{s.seq_id} ({cache.match_len(s.token_ids)} cached)" for s in waiting)
-        + "]"
-    )
-
-
-def _check_order(got, want: list[Sequence], waiting: list[Sequence], call: str, size: int):
-    """The learner's answer must be a list of the very requests of `waiting`, in `want`'s order."""
-    try:
-        got = list(got)
-    except TypeError:
-        what = f"{call} returned {got!r}; expected a list of the waiting requests"
-        raise Mismatch(what, size) from None
-    given = {id(s) for s in waiting}
-    strangers = [g for g in got if id(g) not in given]
-    if strangers:
-        raise Mismatch(
-            f"{call} returned {strangers[0]!r}, which is not one of the waiting requests; "
-            "return the requests themselves (the Sequence objects of `waiting`), reordered",
-            size,
-        )
-    if len(got) != len(waiting) or len({id(g) for g in got}) != len(got):
-        missing = [s.seq_id for s in waiting if all(g is not s for g in got)]
-        what = f"leaves out {_names(missing)}" if missing else "repeats a request"
-        raise Mismatch(
-            f"{call} returned {len(got)} requests for {len(waiting)} waiting: it {what}; a "
-            "policy orders every waiting request, once (the scheduler then admits what fits)",
-            size,
-        )
-    for j, (a, b) in enumerate(zip(got, want, strict=True)):
-        if a is not b:
-            return j, a, b
-    return None
+def _order_case(case: dict, policy) -> dict:
+    cache, waiting = _setup(case)
+    return answer(policy(list(waiting), cache), waiting)
 
 
 # -- task 1: longest prefix first -----------------------------------------------------------------
-def check_lpm(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
+def draw_lpm(rng: random.Random, i: int) -> dict:
     kind = ("radix", "hash")[i % 2]
     bs = 1 if kind == "radix" else rng.choice((1, 2))
     paths = _paths(rng, rng.randint(0 if i < 2 else 1, 2 + i // 5), vocab=3, max_len=8)
-    cache = _cache(rng, kind, bs, paths)
-    waiting = _queue(rng, 1 + i // 3 if i > 1 else i + 1, paths)
-    size = len(waiting) + sum(map(len, paths))
+    cached = _cached(rng, paths)
+    n = 1 + i // 3 if i > 1 else i + 1
+    return {"kind": kind, "bs": bs, "cached": cached, "queue": _queue(rng, n, paths)}
+
+
+def compare_lpm(got: dict, want: dict, case: dict) -> None:
+    cache, waiting = _setup(case)
+    size = len(waiting) + sum(map(len, case["cached"]))
     call = (
-        f"longest_prefix_first(waiting, cache) on a {kind} cache (blocks of {bs}), waiting "
-        f"{_show_queue(waiting, cache)}"
+        f"longest_prefix_first(waiting, cache) on a {case['kind']} cache (blocks of "
+        f"{case['bs']}), waiting {show_queue(waiting, cache)}"
     )
-    want = lpm(list(waiting), cache)
-    diff = _check_order(
-        learner.longest_prefix_first(list(waiting), cache), want, waiting, call, size
-    )
+    diff = order_difference(got, want, call, size)
     if diff:
         j, a, b = diff
-        ma, mb = cache.match_len(a.token_ids), cache.match_len(b.token_ids)
+        match = {s.seq_id: cache.match_len(s.token_ids) for s in waiting}
         why = (
-            f"r{b.seq_id} has a longer cached prefix ({mb} > {ma} tokens)"
-            if mb != ma
-            else f"both have {ma} cached tokens, and r{b.seq_id} comes first in `waiting` "
+            f"r{b} has a longer cached prefix ({match[b]} > {match[a]} tokens)"
+            if match[a] != match[b]
+            else f"both have {match[a]} cached tokens, and r{b} comes first in `waiting` "
             "(equal matches keep their order)"
         )
         raise Mismatch(
-            f"{call}: position {j} of your order is r{a.seq_id}, minirt's lpm puts r{b.seq_id} "
-            f"there: {why}. minirt's order: {_names(want)}",
+            f"{call}: position {j} of your order is r{a}, minirt's lpm puts r{b} there: {why}. "
+            f"minirt's order: {names(want['order'])}",
             size,
         )
 
@@ -194,260 +181,244 @@ def _groups(waiting, cache) -> str:
     )
 
 
-def check_dfs(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
+def draw_dfs(rng: random.Random, i: int) -> dict:
     paths = _paths(rng, 1 + i // 4, vocab=3, max_len=6)
-    cache = _cache(rng, "radix", 1, paths)
-    waiting = _queue(rng, 2 + i // 3, paths)
-    size = len(waiting) + sum(map(len, paths))
-    call = f"heaviest_subtree_first(waiting, cache), waiting {_show_queue(waiting, cache)}"
-    want = dfs_weight(list(waiting), cache)
-    got = learner.heaviest_subtree_first(list(waiting), cache)
-    diff = _check_order(got, want, waiting, call, size)
+    cached = _cached(rng, paths)
+    return {"kind": "radix", "bs": 1, "cached": cached, "queue": _queue(rng, 2 + i // 3, paths)}
+
+
+def compare_dfs(got: dict, want: dict, case: dict) -> None:
+    cache, waiting = _setup(case)
+    size = len(waiting) + sum(map(len, case["cached"]))
+    call = f"heaviest_subtree_first(waiting, cache), waiting {show_queue(waiting, cache)}"
+    diff = order_difference(got, want, call, size)
     if diff:
         j, a, b = diff
         raise Mismatch(
-            f"{call}: position {j} of your order is r{a.seq_id}, minirt's dfs_weight puts "
-            f"r{b.seq_id} there. Its order: {_names(want)}; the tree: "
-            f"{_groups(waiting, cache)}. (At a node: its own requests in `waiting` order, then "
-            "its children's subtrees heaviest first; of equal weights, the subtree reached last "
-            "first — what a stack pops)",
+            f"{call}: position {j} of your order is r{a}, minirt's dfs_weight puts r{b} there. "
+            f"Its order: {names(want['order'])}; the tree: {_groups(waiting, cache)}. (At a "
+            "node: its own requests in `waiting` order, then its children's subtrees heaviest "
+            "first; of equal weights, the subtree reached last first — what a stack pops)",
             size,
         )
 
 
 # -- task 3: longest prefix first, with aging -----------------------------------------------------
-def check_aging(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    """A run of calls on one policy object: each call, the head of the reference's order is
-    admitted (0-2 requests), new requests arrive, now and then a preempted one comes back at the
-    front, and the cache learns the admitted prompts."""
+def draw_aging(rng: random.Random, i: int) -> dict:
+    """A run of calls on one policy object: each call, the head of the policy's order is admitted
+    (0-2 requests), new requests arrive, now and then a preempted one comes back at the front,
+    and the cache learns the admitted prompts."""
     max_wait = (0, 1, 2, 3)[i % 4] if i < 8 else rng.randint(0, 4)
     paths = _paths(rng, rng.randint(1, 3), vocab=3, max_len=6)
-    cache = _cache(rng, "radix", 1, paths)
-    mine, ref = learner.AgingLPM(max_wait), AgingLPM(max_wait)
-    waiting = _queue(rng, rng.randint(2, 4), paths)
-    next_id, seq_ids = 100 + len(waiting), 0
-    log: list[str] = []
-    size = 0
-    for call_no in range(1, 7 + i // 4):
-        size += len(waiting)
-        ages = ", ".join(f"r{s.seq_id}: {ref.age.get(s.seq_id, 0) + 1}" for s in waiting)
+    calls = []
+    for _ in range(6 + i // 4):
+        new = _queue(rng, rng.randint(0, 2), paths)
+        calls.append({"admit": rng.randint(0, 2), "new": new, "back": rng.random() < 0.2})
+    return {
+        "max_wait": max_wait,
+        "cached": _cached(rng, paths),
+        "queue": _queue(rng, rng.randint(2, 4), paths),
+        "calls": calls,
+        "refill": _queue(rng, 2 * len(calls), paths),  # when the queue runs empty
+    }
+
+
+def aging_run(policy, case: dict) -> list[dict]:
+    """`policy` through the case's calls, each admitting the head of its own order (so that the
+    learner's run and the reference's are the same run up to their first difference): each
+    call's answer, and what it was called with."""
+    cache = _cache("radix", 1, case["cached"])
+    waiting = _requests(case["queue"])
+    next_id, refill, age = 100 + len(waiting), list(case["refill"]), {}
+    log, out = [], []
+    for call_no, plan in enumerate(case["calls"], start=1):
+        for s in waiting:
+            age[s.seq_id] = age.get(s.seq_id, 0) + 1
+        ages = ", ".join(f"r{s.seq_id}: {age[s.seq_id]}" for s in waiting)
         call = (
-            f"AgingLPM(max_wait={max_wait}); after {len(log)} calls "
-            f"({'; '.join(log[-3:]) or '-'}), "
-            f"call {call_no} with waiting {_show_queue(waiting, cache)} (ages with this call: "
-            f"{ages})"
+            f"AgingLPM(max_wait={case['max_wait']}); after {len(log)} calls "
+            f"({'; '.join(log[-3:]) or '-'}), call {call_no} with waiting "
+            f"{show_queue(waiting, cache)} (ages with this call: {ages})"
         )
-        want = ref(list(waiting), cache)
-        diff = _check_order(mine(list(waiting), cache), want, waiting, call, size)
-        if diff:
-            j, a, b = diff
-            old = [f"r{s.seq_id}" for s in waiting if ref.age[s.seq_id] > max_wait]
-            raise Mismatch(
-                f"{call}: position {j} of your order is r{a.seq_id}, the reference's is "
-                f"r{b.seq_id}. Waiting longer than {max_wait} calls: {old or 'none'} (they go "
-                f"first, in `waiting` order); the others by longest cached prefix. The order: "
-                f"{_names(want)}",
-                size,
-            )
-        admitted = want[: rng.randint(0, min(2, len(want)))]
+        got = policy(list(waiting), cache)
+        said = answer(got, waiting)
+        old = [f"r{s.seq_id}" for s in waiting if age[s.seq_id] > case["max_wait"]]
+        out.append({"call": call, "old": old, **said})
+        if said["strangers"] or sorted(said["order"]) != sorted(s.seq_id for s in waiting):
+            break  # not the waiting requests reordered: the run ends here
+        by_id = {s.seq_id: s for s in waiting}
+        admitted = [by_id[k] for k in said["order"][: min(plan["admit"], len(waiting))]]
         for s in admitted:  # computed: its prompt is cached now, as the engine would leave it
             waiting.remove(s)
             tokens = s.token_ids + [0]
-            cache.allocate(10_000 + seq_ids, tokens, len(tokens))
-            cache.cache_computed(10_000 + seq_ids, tokens, len(s.token_ids))
-            cache.free(10_000 + seq_ids)
-            seq_ids += 1
-        new = _queue(rng, rng.randint(0, 2), paths, first_id=next_id)
+            cache.allocate(10_000 + s.seq_id, tokens, len(tokens))
+            cache.cache_computed(10_000 + s.seq_id, tokens, len(s.token_ids))
+            cache.free(10_000 + s.seq_id)
+        new = _requests(plan["new"], first_id=next_id)
         next_id += len(new)
         waiting += new
         back = ""
-        if admitted and rng.random() < 0.2:  # preempted: back at the front, age kept
+        if admitted and plan["back"]:  # preempted: back at the front, age kept
             waiting.insert(0, admitted[0])
             back = f", r{admitted[0].seq_id} preempted back to the front"
-        log.append(f"admitted {_names(admitted)}, {len(new)} arrived{back}")
+        log.append(f"admitted {names(s.seq_id for s in admitted)}, {len(new)} arrived{back}")
         if not waiting:
-            waiting = _queue(rng, 2, paths, first_id=next_id)
+            waiting = _requests([refill.pop(), refill.pop()], first_id=next_id)
             next_id += 2
+    return out
 
 
-# -- task 4: the engine -------------------------------------------------------------------------
-BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
-
-
-class _Spy:
-    """The policy the learner's engine runs: the learner's answer to every call, checked against
-    the reference's answer to the same call (the first differing call names its step)."""
-
-    def __init__(self, mine, ref, name: str):
-        self.mine, self.ref, self.name = mine, ref, name
-        self.scheduler = None
-        self.calls = 0
-
-    def __call__(self, waiting, cache):
-        self.calls += 1
-        step = self.scheduler.num_steps if self.scheduler is not None else "?"
-        want = self.ref(list(waiting), cache)
-        got = self.mine(list(waiting), cache)
-        call = f"step {step}: {self.name}(waiting {_show_queue(waiting, cache)})"
-        diff = _check_order(got, want, waiting, call, 0)
+def compare_aging(got: list, want: list, case: dict) -> None:
+    size = 0
+    for g, w in zip(got, want, strict=False):
+        size += len(w["order"])
+        diff = order_difference(g, w, w["call"], size)
         if diff:
             j, a, b = diff
             raise Mismatch(
-                f"{call}: position {j} of your order is r{a.seq_id}, the reference puts "
-                f"r{b.seq_id} there ({_names(want)})"
+                f"{w['call']}: position {j} of your order is r{a}, the reference's is r{b}. "
+                f"Waiting longer than {case['max_wait']} calls: {w['old'] or 'none'} (they go "
+                f"first, in `waiting` order); the others by longest cached prefix. The order: "
+                f"{names(w['order'])}",
+                size,
             )
-        return want
 
 
-def _workload(rng: random.Random, i: int):
-    """Few-shot (system prompts shared by groups of requests, arriving mixed), multi-turn (rounds
-    that resend each conversation with a new question) or starving (requests without a shared
-    prefix arrive first, then many that share one: longest-prefix-first keeps passing them over),
-    small enough for a CPU."""
-    vocab = 256
-
-    def tokens(lo: int, hi: int) -> list[int]:
-        return [rng.randrange(vocab) for _ in range(rng.randint(lo, hi))]
-
-    if POLICY_CASES[i % 3] == "aging":
-        system = tokens(16, 24)
-        loners = [tokens(8, 14) for _ in range(rng.randint(2, 3))]
-        group = [system + tokens(2, 5) for _ in range(rng.randint(6, 8))]
-        return "starving", [group[:1] + loners + group[1:]]
-    if (i // 3) % 2 == 0:
-        systems = [tokens(10, 24) for _ in range(3)]
-        return "few-shot", [[rng.choice(systems) + tokens(2, 6) for _ in range(rng.randint(7, 10))]]
-    rounds = [[tokens(6, 14) for _ in range(4)]]
-    for _ in range(2):
-        rounds.append([c + tokens(5, 8) for c in rounds[-1]])
-    return "multi-turn", rounds
-
-
-def _run(policy, cache_kind, rounds, bs, num_blocks, seats, max_tokens):
-    from minirt import LLM  # the engine, only for this task
-
-    llm = LLM(
-        device="cpu",
-        block_size=bs,
-        kv_cache_bytes=num_blocks * bs * BYTES_PER_TOKEN,
-        max_num_batched_tokens=32,
-        max_num_seqs=seats,
-        prefix_cache=cache_kind,
-        schedule_policy=policy,
-        trace=True,
-    )
-    if isinstance(policy, _Spy):
-        policy.scheduler = llm.scheduler
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    out = []
-    for prompts in rounds:
-        outs = llm.generate(prompts, params, use_tqdm=False)
-        steps = [e for e in llm.recorder.events if e["type"] == "step"]
-        out.append((prompts, outs, steps, llm.last_stats.prefix_cache_hit_rate))
-    return llm, out
-
-
-POLICY_CASES = ("lpm", "dfs-weight", "aging")
-
-
-def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    which = POLICY_CASES[i % 3]
-    kind, rounds = _workload(rng, i)
-    bs = rng.choice((2, 4))
-    cache_kind = "hash" if which == "lpm" and (i // 3) % 2 else "radix"
-    max_tokens, seats = rng.randint(2, 3), rng.randint(2, 3)
-    longest = max(len(p) for prompts in rounds for p in prompts) + max_tokens
-    num_blocks = seats * -(-longest // bs) + rng.randint(1, 4)  # tight: the cache must evict
-    max_wait = rng.randint(1, 3)
+# -- task 4: the learner's policies in the engine ----------------------------------------------
+def _policy(learner: SimpleNamespace | None, case: dict):
+    """(the policy, its name) of the case: the learner's, or the reference (learner None)."""
+    which, w = case["which"], case["max_wait"]
     if which == "lpm":
-        mine, ref, name = learner.longest_prefix_first, lpm, "longest_prefix_first"
-    elif which == "dfs-weight":
-        mine, ref, name = learner.heaviest_subtree_first, dfs_weight, "heaviest_subtree_first"
-    else:
-        mine, ref, name = learner.AgingLPM(max_wait), AgingLPM(max_wait), f"AgingLPM({max_wait})"
-    size = sum(len(p) for prompts in rounds for p in prompts)
-    case = (
-        f"{name} on a {kind} workload ({len(rounds)} rounds of {len(rounds[0])} prompts, {size} "
-        f"tokens), {cache_kind} cache, block_size {bs}, {num_blocks} blocks, {seats} seats "
-        f"(max_num_seqs), max_tokens {max_tokens}"
+        return (learner.longest_prefix_first if learner else lpm), "longest_prefix_first"
+    if which == "dfs-weight":
+        return (learner.heaviest_subtree_first if learner else dfs_weight), "heaviest_subtree_first"
+    return (learner.AgingLPM(w) if learner else AgingLPM(w)), f"AgingLPM({w})"
+
+
+def play_policies(learner: SimpleNamespace, case: dict) -> dict:
+    return engine.run_policies(*_policy(learner, case), case)
+
+
+def expect_policies(case: dict) -> dict:
+    return engine.run_policies(*_policy(None, case), case)
+
+
+# -- tasks 5-7: the learner's scheduler in the engine ---------------------------------------------
+def _refuse_minirts(scheduler) -> None:
+    """The scheduler the engine built from the learner's class: no class of it, nor anything it
+    holds, may be minirt's Scheduler (a subclass, a wrapper, a borrowed method)."""
+    mine = {c.__qualname__: c for c in type(scheduler).__mro__ if c.__module__ == "__main__"}
+    from minirt.grading.guard import check_instance
+
+    refusals = check_objects(mine, SCHEDULER)
+    refusals += check_instance("your scheduler", scheduler, SCHEDULER)
+    if refusals:
+        raise Refused("; ".join(map(str, refusals[:3])))
+
+
+def play_batching(name: str, learner: SimpleNamespace, case: dict) -> dict:
+    return engine.run_batching(getattr(learner, name), case, refuse=_refuse_minirts)
+
+
+def expect_batching(case: dict) -> dict:
+    return engine.run_batching(None, case)
+
+
+def _batching_task(id: str, title: str, points: int, name: str, tight: bool, priority: str):
+    return Task(
+        id,
+        title,
+        points,
+        (name,),
+        None,
+        num_cases=4,
+        draw=partial(engine.draw_batching, tight=tight, priority=priority),
+        play=partial(play_batching, name),
+        expect=expect_batching,
+        compare=engine.compare_batching,
     )
-    spy = _Spy(mine, ref, name)
-    try:
-        mine_llm, got = _run(spy, cache_kind, rounds, bs, num_blocks, seats, max_tokens)
-    except Mismatch as e:
-        raise Mismatch(f"{case}: {e}", size) from e.__cause__
-    reference = AgingLPM(max_wait) if which == "aging" else which
-    ref_llm, want = _run(reference, cache_kind, rounds, bs, num_blocks, seats, max_tokens)
-    for r, (g, w) in enumerate(zip(got, want, strict=True)):
-        at = f"{case}: round {r + 1}"
-        _compare_round(at, g, w, size)
-    bm = mine_llm.block_manager
-    try:
-        bm.check_invariants()
-    except AssertionError as e:
-        raise Mismatch(f"{case}: after the run, check_invariants says: {e}", size) from None
-    if bm.tables:
-        raise Mismatch(f"{case}: after the run sequences {sorted(bm.tables)} hold blocks", size)
-    bm.evict()
-    if bm.num_free_blocks != bm.num_blocks:
-        raise Mismatch(
-            f"{case}: with every request done and the cache evicted, "
-            f"{bm.num_blocks - bm.num_free_blocks} blocks are not free (leaked)",
-            size,
-        )
-    if spy.calls == 0:
-        raise Mismatch(f"{case}: the engine never called your policy", size)
 
 
-def _compare_round(at: str, got, want, size: int) -> None:
-    _, m_out, m_steps, m_rate = got
-    _, w_out, w_steps, w_rate = want
-    for ms, ws in zip(m_steps, w_steps, strict=False):
-        step = f"{at}, step {ms['step']}"
-        adm = [(s["seq_id"], s["num_new_tokens"]) for s in ms["scheduled"]]
-        ref = [(s["seq_id"], s["num_new_tokens"]) for s in ws["scheduled"]]
-        if adm != ref:
-            raise Mismatch(f"{step}: scheduled (request, new tokens) {adm}; minirt {ref}", size)
-        if ms["block_tables"] != ws["block_tables"]:
-            raise Mismatch(
-                f"{step}: block tables {ms['block_tables']}; minirt's {ws['block_tables']}", size
-            )
-        if ms["num_free_blocks"] != ws["num_free_blocks"]:
-            raise Mismatch(
-                f"{step}: {ms['num_free_blocks']} blocks free or evictable; minirt has "
-                f"{ws['num_free_blocks']}",
-                size,
-            )
-    if len(m_steps) != len(w_steps):
-        raise Mismatch(f"{at}: your run took {len(m_steps)} steps; minirt's {len(w_steps)}", size)
-    for k, (a, b) in enumerate(zip(m_out, w_out, strict=True)):
-        if a.num_cached_tokens != b.num_cached_tokens:
-            raise Mismatch(
-                f"{at}, request {k + 1}: {a.num_cached_tokens} prompt tokens came from the "
-                f"cache; with the reference policy {b.num_cached_tokens}",
-                size,
-            )
-        if a.token_ids != b.token_ids:
-            raise Mismatch(
-                f"{at}, request {k + 1}: generated {a.token_ids}; the reference run {b.token_ids}",
-                size,
-            )
-    if m_rate != w_rate:
-        raise Mismatch(
-            f"{at}: prefix-cache hit rate {m_rate:.3f}; the reference's {w_rate:.3f}", size
-        )
+def _orders(draw, policy_of, compare):
+    """A policy task's pieces: the order the learner's function gives, and minirt's."""
+    return {
+        "draw": draw,
+        "play": lambda learner, case: _order_case(case, policy_of(learner)),
+        "expect": lambda case: _order_case(case, policy_of(None)),
+        "compare": compare,
+    }
+
+
+def _lpm_of(learner):
+    return learner.longest_prefix_first if learner else lpm
+
+
+def _dfs_of(learner):
+    return learner.heaviest_subtree_first if learner else dfs_weight
+
+
+def _aging_of(learner, case):
+    return (learner.AgingLPM if learner else AgingLPM)(case["max_wait"])
 
 
 TASKS = [
-    Task("1", "longest_prefix_first", 2, ("longest_prefix_first",), check_lpm, num_cases=40),
-    Task("2", "heaviest_subtree_first", 4, ("heaviest_subtree_first",), check_dfs, num_cases=40),
-    Task("3", "AgingLPM", 3, ("AgingLPM",), check_aging, num_cases=30),
+    Task(
+        "1",
+        "longest_prefix_first",
+        2,
+        ("longest_prefix_first",),
+        None,
+        num_cases=40,
+        **_orders(draw_lpm, _lpm_of, compare_lpm),
+    ),
+    Task(
+        "2",
+        "heaviest_subtree_first",
+        4,
+        ("heaviest_subtree_first",),
+        None,
+        num_cases=40,
+        **_orders(draw_dfs, _dfs_of, compare_dfs),
+    ),
+    Task(
+        "3",
+        "AgingLPM",
+        3,
+        ("AgingLPM",),
+        None,
+        num_cases=30,
+        draw=draw_aging,
+        play=lambda learner, case: aging_run(_aging_of(learner, case), case),
+        expect=lambda case: aging_run(_aging_of(None, case), case),
+        compare=compare_aging,
+    ),
     Task(
         "4",
         "your policies in the engine",
         5,
         ("longest_prefix_first", "heaviest_subtree_first", "AgingLPM"),
-        check_engine,
+        None,
         num_cases=6,
+        draw=engine.draw_policies,
+        play=play_policies,
+        expect=expect_policies,
+        compare=engine.compare_policies,
     ),
+    _batching_task(
+        "5",
+        "BudgetScheduler: budget, chunks, admission",
+        5,
+        "BudgetScheduler",
+        False,
+        "decode-first",
+    ),
+    _batching_task(
+        "6",
+        "PreemptingScheduler: recompute preemption",
+        5,
+        "PreemptingScheduler",
+        True,
+        "decode-first",
+    ),
+    _batching_task("7", "MyScheduler: prefill-first", 3, "MyScheduler", False, "prefill-first"),
 ]
