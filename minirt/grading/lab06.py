@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from minirt.grading.core import Mismatch, Refused, Task
+from minirt.grading.engine_runs import compare_rounds
 from minirt.grading.guard import Forbidden, check_instance
 from minirt.kv.radix_cache import RadixCache
 from minirt.kv.radix_tree import RadixNode, all_nodes, match, touch
@@ -62,11 +64,10 @@ def _random_paths(rng: random.Random, n: int, vocab: int = 3, max_len: int = 10)
 
 
 # -- task 1: match -----------------------------------------------------------------------------
-def check_match(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
+# A case is plain data (token lists); each side builds the same tree of minirt's RadixNodes from
+# it, and a node the learner returns is named by its place in a fixed walk of that tree.
+def draw_match(rng: random.Random, i: int) -> dict:
     paths = _random_paths(rng, 0 if i == 0 else rng.randint(1, 2 + i // 4))
-    root = RadixNode([], [])
-    for p in paths:
-        insert_path(root, p)
     kind = i % 4
     if kind == 0 or not paths:  # anything (often a miss)
         tokens = [rng.randrange(3) for _ in range(rng.randint(0, 8))]
@@ -79,28 +80,67 @@ def check_match(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
         j = rng.randrange(len(p))
         tokens = p[:j] + [rng.choice([t for t in range(3) if t != p[j]])]
         tokens += [rng.randrange(3) for _ in range(rng.randint(0, 6))]
+    return {"paths": paths, "tokens": tokens}
+
+
+def _tree(paths: list[list[int]]) -> tuple[RadixNode, dict[int, int]]:
+    """The tree of the token lists, and each node's place in a fixed walk (by id())."""
+    root = RadixNode([], [])
+    for p in paths:
+        insert_path(root, p)
+    places, stack = {}, [root]
+    while stack:
+        n = stack.pop()
+        places[id(n)] = len(places)
+        stack += [n.children[t] for t in sorted(n.children, reverse=True)]
+    return root, places
+
+
+def _named(nodes, places: dict[int, int]) -> list[dict]:
+    """Nodes as their place in the tree (None: not one of its nodes) and their key."""
+    out = []
+    for n in nodes:
+        key = getattr(n, "key", n)
+        plain = list(key) if isinstance(key, list | tuple) else repr(key)[:80]
+        out.append({"place": places.get(id(n)), "key": plain})
+    return out
+
+
+def play_match(learner: SimpleNamespace, case: dict) -> dict:
+    root, places = _tree(case["paths"])
+    got = learner.match(root, list(case["tokens"]))
+    if not (isinstance(got, tuple) and len(got) == 2):
+        return {"returned": repr(got)[:300]}
+    nodes, m = got
+    return {"m": m, "nodes": _named(list(nodes), places)}
+
+
+def expect_match(case: dict) -> dict:
+    root, places = _tree(case["paths"])
+    nodes, m = match(root, case["tokens"])
+    return {"m": m, "nodes": _named(nodes, places)}
+
+
+def compare_match(got: dict, want: dict, case: dict) -> None:
+    paths, tokens = case["paths"], case["tokens"]
     size = len(tokens) + sum(map(len, paths))
     call = f"tree of the token lists {paths}; match(root, {tokens})"
-    got = learner.match(root, list(tokens))
-    want_nodes, want_m = match(root, tokens)
-    if not (isinstance(got, tuple) and len(got) == 2):
-        raise Mismatch(f"{call} returned {got!r}; expected (nodes, m)", size)
-    nodes, m = got
-    if m != want_m:
-        raise Mismatch(f"{call} says {m!r} tokens agree; minirt says {want_m}", size)
-    nodes = list(nodes)
-    for k, (a, b) in enumerate(zip(nodes, want_nodes, strict=False)):
-        if a is not b:
-            got_key = getattr(a, "key", a)
+    if "returned" in got:
+        raise Mismatch(f"{call} returned {got['returned']}; expected (nodes, m)", size)
+    if got["m"] != want["m"]:
+        raise Mismatch(f"{call} says {got['m']!r} tokens agree; minirt says {want['m']}", size)
+    for k, (a, b) in enumerate(zip(got["nodes"], want["nodes"], strict=False)):
+        if a["place"] is None or a["place"] != b["place"]:
             raise Mismatch(
-                f"{call}: node {k} of your list has key {got_key}; minirt visits the node "
-                f"with key {b.key} there (the root first, then one node per edge walked)",
+                f"{call}: node {k} of your list has key {a['key']}; minirt visits the node "
+                f"with key {b['key']} there (the root first, then one node per edge walked)",
                 size,
             )
-    if len(nodes) != len(want_nodes):
+    if len(got["nodes"]) != len(want["nodes"]):
         raise Mismatch(
-            f"{call} returned {len(nodes)} nodes; minirt visits {len(want_nodes)} (the root, "
-            "then every node whose edge was compared, the last one even if it agrees in part)",
+            f"{call} returned {len(got['nodes'])} nodes; minirt visits {len(want['nodes'])} "
+            "(the root, then every node whose edge was compared, the last one even if it agrees "
+            "in part)",
             size,
         )
 
@@ -180,117 +220,211 @@ def _first_difference(mine: list[tuple], want: list[tuple]) -> str:
 
 
 # -- task 2: split and insert ------------------------------------------------------------------
-def check_insert(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    bs = rng.choice((1, 2, 4))
-    ref = _Reference(rng, bs, num_seqs=1 + i // 3, keep_running=0.0)
+# Tasks 2-4 draw a seed: each side builds the same reference tree from it (minirt's RadixCache,
+# driven as the engine drives it), and the learner's side works on a copy in its own Node class.
+def _draw_tree(num_seqs: Callable[[int], int]):
+    def draw(rng: random.Random, i: int) -> dict:
+        bs = rng.choice((1, 2, 4))
+        return {"block_size": bs, "num_seqs": num_seqs(i), "seed": rng.randrange(2**32), "i": i}
+
+    return draw
+
+
+def _insert_reference(case: dict) -> _Reference:
+    return _Reference(random.Random(case["seed"]), case["block_size"], case["num_seqs"], 0.0)
+
+
+def play_insert(learner: SimpleNamespace, case: dict) -> dict:
+    """The paths of the nodes split and insert returned, step by step (up to the first at the
+    wrong place: the tree cannot be built on from there), then the tree's shape."""
+    ref = _insert_reference(case)
     root = learner.Node([], [], lock_ref=1)
     ids = itertools.count(1)
-    done: list[str] = []
-    size = sum(len(t) for t, _, _ in ref.steps)
+    steps = []
     for tokens, m, slots in ref.steps:
         n = len(slots)
         head = learner.split(root, list(tokens), m, lambda: next(ids))
+        steps.append({"head": _path(head)})
+        if steps[-1]["head"] != list(tokens[:m]):
+            return {"steps": steps}
+        node = learner.insert(root, list(tokens[:n]), list(slots), lambda: next(ids))
+        steps[-1]["node"] = _path(node)
+        if steps[-1]["node"] != list(tokens[:n]):
+            return {"steps": steps}
+    return {"steps": steps, "shape": _shape(root)}
+
+
+def expect_insert(case: dict) -> dict:
+    ref = _insert_reference(case)
+    steps = [{"tokens": tokens, "m": m, "n": len(slots)} for tokens, m, slots in ref.steps]
+    return {"steps": steps, "shape": _shape(ref.cache.root)}
+
+
+def compare_insert(got: dict, want: dict, case: dict) -> None:
+    done: list[str] = []
+    size = sum(len(s["tokens"]) for s in want["steps"])
+    for g, w in zip(got["steps"], want["steps"], strict=False):
+        tokens, m, n = w["tokens"], w["m"], w["n"]
         done.append(f"split(root, {_short(tokens)}, m={m}, …)")
-        if _path(head) != list(tokens[:m]):
+        if g["head"] != list(tokens[:m]):
             raise Mismatch(
                 f"after {'; '.join(done)}: split returned the node of the path "
-                f"{_short(_path(head))}; expected the node of the path tokens[:{m}]",
+                f"{_short(g['head'])}; expected the node of the path tokens[:{m}]",
                 size,
             )
-        node = learner.insert(root, list(tokens[:n]), list(slots), lambda: next(ids))
         done.append(f"insert(root, {_short(tokens[:n])}, slots, …)")
-        if _path(node) != list(tokens[:n]):
+        if g["node"] != list(tokens[:n]):
             raise Mismatch(
                 f"after {'; '.join(done)}: insert returned the node of the path "
-                f"{_short(_path(node))}; expected the node of the whole token list",
+                f"{_short(g['node'])}; expected the node of the whole token list",
                 size,
             )
-    want = _shape(ref.cache.root)
-    mine = _shape(root)
-    if mine != want:
+    mine, want_shape = got["shape"], want["shape"]
+    if mine != want_shape:
         steps = "\n      ".join(done[-6:])
         raise Mismatch(
-            f"block_size {bs}; after\n      {steps}\n    your tree differs from minirt's: "
-            f"{_first_difference(mine, want)}",
+            f"block_size {case['block_size']}; after\n      {steps}\n    your tree differs from "
+            f"minirt's: {_first_difference(mine, want_shape)}",
             size,
         )
 
 
 # -- task 3: lock and touch --------------------------------------------------------------------
-def check_lock_touch(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    ref = _Reference(rng, rng.choice((1, 2, 4)), num_seqs=2 + i // 3, keep_running=0.5)
-    root, copies = ref.mirror(learner.Node)
+def _lock_touch(case: dict, learner: SimpleNamespace | None = None) -> dict:
+    """Six locks and touches on random nodes of the reference tree, chosen from the seed and the
+    reference's own locks; after each, every node's [lock_ref, last_access], on minirt's tree or
+    (given the `learner`) on the learner's copy of it, which the learner's lock and touch change
+    instead."""
+    rng = random.Random(case["seed"])
+    ref = _Reference(rng, case["block_size"], case["num_seqs"], keep_running=0.5)
     nodes = all_nodes(ref.cache.root)
-    log = [f"a tree of {len(nodes)} nodes made from the token lists: " + ", ".join(ref.log)]
-    size = len(nodes)
+    copies = ref.mirror(learner.Node)[1] if learner else {}
+    ops, states = [], []
     for _ in range(6):
         node = rng.choice(nodes)
         where = f"the node of the path {_short(_path(node))}"
         if rng.random() < 0.6:
             d = -1 if node.lock_ref > 0 and rng.random() < 0.5 else +1
-            ref.cache._lock(node, d)
-            learner.lock(copies[node.node_id], d)
-            log.append(f"lock({where}, {d:+d})")
+            ref.cache._lock(node, d)  # the reference's locks choose the next unlock
+            if learner:
+                learner.lock(copies[node.node_id], d)
+            ops.append(f"lock({where}, {d:+d})")
         else:
             clock = ref.cache.clock = ref.cache.clock + 1
             touch(node, clock)
-            learner.touch(copies[node.node_id], clock)
-            log.append(f"touch({where}, {clock})")
-        for n in [ref.cache.root, *nodes]:
-            mine = copies[n.node_id]
-            for field in ("lock_ref", "last_access"):
-                if getattr(mine, field) != getattr(n, field):
-                    what = "the root" if n is ref.cache.root else f"path {_short(_path(n))}"
+            if learner:
+                learner.touch(copies[node.node_id], clock)
+            ops.append(f"touch({where}, {clock})")
+        seen = [ref.cache.root, *nodes]
+        if learner:
+            seen = [copies[n.node_id] for n in seen]
+        states.append([[n.lock_ref, n.last_access] for n in seen])
+    tree = f"a tree of {len(nodes)} nodes made from the token lists: " + ", ".join(ref.log)
+    paths = [None] + [_path(n) for n in nodes]  # the root, then each node, as in `states`
+    return {"ops": ops, "states": states, "tree": tree, "paths": paths}
+
+
+def play_lock_touch(learner: SimpleNamespace, case: dict) -> list:
+    return _lock_touch(case, learner)["states"]
+
+
+def expect_lock_touch(case: dict) -> dict:
+    return _lock_touch(case)
+
+
+def compare_lock_touch(got: list, want: dict, case: dict) -> None:
+    log, size = [want["tree"]], len(want["paths"]) - 1
+    for op, mine, theirs in zip(want["ops"], got, want["states"], strict=True):
+        log.append(op)
+        for path, a, b in zip(want["paths"], mine, theirs, strict=True):
+            for field, x, y in zip(("lock_ref", "last_access"), a, b, strict=True):
+                if x != y:
+                    what = "the root" if path is None else f"path {_short(path)}"
                     steps = "\n      ".join(log[-5:])
                     raise Mismatch(
-                        f"after\n      {steps}\n    the node of {what} has {field} "
-                        f"{getattr(mine, field)}; minirt's has {getattr(n, field)}",
+                        f"after\n      {steps}\n    the node of {what} has {field} {x}; "
+                        f"minirt's has {y}",
                         size,
                     )
 
 
 # -- task 4: LRU eviction ----------------------------------------------------------------------
-def check_evict(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    ref = _Reference(rng, rng.choice((1, 2, 4)), num_seqs=2 + i // 3, keep_running=0.3)
-    root, copies = ref.mirror(learner.Node)
-    order: list[int] = []  # minirt's eviction order (node ids)
+def _eviction(case: dict, node_class=None):
+    """The reference tree (copied into `node_class` first, if given), minirt's eviction order
+    of it (node ids) and how many nodes the case evicts."""
+    ref = _Reference(random.Random(case["seed"]), case["block_size"], case["num_seqs"], 0.3)
+    mirror = ref.mirror(node_class) if node_class else None
+    paths = {n.node_id: _path(n) for n in all_nodes(ref.cache.root)}
+    order: list[int] = []
     detach = ref.cache._detach
     ref.cache._detach = lambda node: (order.append(node.node_id), detach(node))
     ref.cache.evict()
-    stop = len(order) if i % 3 == 0 else rng.randint(0, len(order))
+    share = random.Random(case["seed"] + 1).random()
+    stop = len(order) if case["i"] % 3 == 0 else int(share * (len(order) + 1))
+    tree = f"a tree of {len(paths)} nodes made from the token lists: " + ", ".join(ref.log)
+    return mirror, {"order": order, "stop": stop, "paths": paths, "tree": tree}
+
+
+def play_evict(learner: SimpleNamespace, case: dict) -> dict:
+    """What the learner's evict_lru removed (node ids), and whether each is still linked."""
+    (root, copies), want = _eviction(case, learner.Node)
     removed: list = []
-    learner.evict_lru(root, lambda: len(removed) >= stop, removed.append)
+    learner.evict_lru(root, lambda: len(removed) >= want["stop"], removed.append)
     ids = [getattr(n, "node_id", n) for n in removed]
-    size = len(copies)
-    tree = f"a tree of {len(copies) - 1} nodes made from the token lists: " + ", ".join(ref.log)
+    known = [i if isinstance(i, int) and i in copies else None for i in ids]
+    linked = [
+        i is not None and copies[i].parent.children.get(copies[i].key[0]) is copies[i]
+        for i in known
+    ]
+    return {"removed": ids, "linked": linked}
+
+
+def expect_evict(case: dict) -> dict:
+    return _eviction(case)[1]
+
+
+def compare_evict(got: dict, want: dict, case: dict) -> None:
+    ids, order, stop, paths = got["removed"], want["order"], want["stop"], want["paths"]
+    size, tree = len(paths) + 1, want["tree"]
+
+    def shown(node_id) -> str:
+        known = isinstance(node_id, int) and node_id in paths
+        return _short(paths[node_id]) if known else f"{node_id!r} (no node of the tree)"
+
     if ids != order[:stop]:
         k = next((j for j, (a, b) in enumerate(zip(ids, order, strict=False)) if a != b), None)
         if k is None:
             k = min(len(ids), stop)
-        want = _short(_path_of(copies, order[k])) if k < stop else "nothing (enough() was true)"
-        got = _short(_path_of(copies, ids[k])) if k < len(ids) else "nothing"
+        theirs = _short(paths[order[k]]) if k < stop else "nothing (enough() was true)"
+        mine = shown(ids[k]) if k < len(ids) else "nothing"
         raise Mismatch(
             f"{tree}; evicting until {stop} nodes are gone: removal {k + 1} was the node of "
-            f"{got}; minirt removes {want} (the least recently used unlocked leaf)",
+            f"{mine}; minirt removes {theirs} (the least recently used unlocked leaf)",
             size,
         )
-    for node_id in ids:
-        node = copies[node_id]
-        if node.parent.children.get(node.key[0]) is node:
+    for node_id, linked in zip(ids, got["linked"], strict=True):
+        if linked:
             raise Mismatch(
-                f"{tree}: you removed the node of path {_short(_path(node))} but "
+                f"{tree}: you removed the node of path {_short(paths[node_id])} but "
                 "it is still its parent's child",
                 size,
             )
 
 
-def _path_of(copies: dict, node_id: int) -> list[int]:
-    # the copy's path as it was (its parent link stays when it is unlinked)
-    return _path(copies[node_id])
-
-
 # -- task 5: the engine -----------------------------------------------------------------------
 BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
+# What a step decided, compared with engine_runs' step comparison (the cache's free blocks
+# include the evictable ones).
+STEP_FIELDS = {
+    "scheduled": "the engine scheduled (sequence, new tokens)",
+    "block_tables": "block tables",
+    "num_free_blocks": "blocks free or evictable",
+}
+HINTS = {
+    "scheduled": "its admissions follow the cache's free and evictable blocks",
+    "cached": "the tokens your tree matched",
+    "tokens": "a cached block held the wrong KV?",
+}
 
 
 def _workload(rng: random.Random, i: int):
@@ -301,7 +435,7 @@ def _workload(rng: random.Random, i: int):
         convs = [
             [rng.randrange(vocab) for _ in range(rng.randint(4, 14))] for _ in range(2 + i // 3)
         ]
-        return "multi-turn", convs, None
+        return "multi-turn", convs
     root = [rng.randrange(vocab) for _ in range(rng.randint(6, 16))]
     level, rounds = [root], [[root]]
     for _ in range(2):
@@ -311,138 +445,177 @@ def _workload(rng: random.Random, i: int):
             for _ in range(rng.randint(1, 3))
         ]
         rounds.append(list(level))
-    return "branching", None, rounds
+    return "branching", rounds
 
 
-def _run(cache, rounds_or_convs, kind, bs, num_blocks, max_tokens, rng_seed):
+def draw_engine(rng: random.Random, i: int) -> dict:
+    """Case `i`: a workload, and an engine setting where the pool is tight (the cache evicts)."""
+    bs = (2, 4, 8)[i % 3]
+    kind, source = _workload(rng, i)
+    max_tokens = rng.randint(2, 4)
+    prompts0 = source if kind == "multi-turn" else source[-1]
+    longest = max(map(len, prompts0)) + (3 + max_tokens) * 3
+    num_blocks = -(-longest // bs) + rng.randint(1, 4)  # tight: the cache must evict
+    return {
+        "kind": kind,
+        "source": source,
+        "block_size": bs,
+        "num_blocks": num_blocks,
+        "max_tokens": max_tokens,
+        "seed": rng.randrange(2**31),  # the new questions of a multi-turn workload
+    }
+
+
+def _run(cache, case: dict, forbidden=None) -> dict:
+    """The engine on `cache` (a class, or a registry name) through the case's rounds (a
+    multi-turn round resends each conversation with its reply and a new question): every round
+    recorded, the tokens it evicted, and the books at the end."""
     from minirt import LLM, SamplingParams  # the engine, only for this task
+    from minirt.grading.engine_runs import round_record
 
+    bs = case["block_size"]
     llm = LLM(
         device="cpu",
         block_size=bs,
-        kv_cache_bytes=num_blocks * bs * BYTES_PER_TOKEN,
+        kv_cache_bytes=case["num_blocks"] * bs * BYTES_PER_TOKEN,
         max_num_batched_tokens=32,
         prefix_cache=cache,
         schedule_policy="fcfs",
         trace=True,
     )
-    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
-    rng = random.Random(rng_seed)  # the same new questions on both sides
-    rounds = []
-    if kind == "multi-turn":
-        convs = [list(c) for c in rounds_or_convs]
-        for _ in range(3):
-            outs = llm.generate(convs, params, use_tqdm=False)
-            rounds.append((list(map(list, convs)), outs, _steps(llm)))
-            convs = [
+    if forbidden is not None:
+        refusals = check_instance("your cache", llm.block_manager, forbidden)
+        if refusals:
+            raise Refused("; ".join(map(str, refusals[:3])))
+    params = SamplingParams(temperature=0, max_tokens=case["max_tokens"], ignore_eos=True)
+    rng = random.Random(case["seed"])  # the same new questions on both sides
+    rounds, multi_turn = [], case["kind"] == "multi-turn"
+    prompts = [list(c) for c in case["source"]] if multi_turn else []
+    for r in range(3):
+        prompts = prompts if multi_turn else case["source"][r]
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        rounds.append(round_record(llm, outs) | {"prompts": [len(p) for p in prompts]})
+        if multi_turn:
+            prompts = [
                 c + o.token_ids + [rng.randrange(256) for _ in range(3)]
-                for c, o in zip(convs, outs, strict=True)
+                for c, o in zip(prompts, outs, strict=True)
             ]
-    else:
-        for prompts in rounds_or_convs:
-            outs = llm.generate(prompts, params, use_tqdm=False)
-            rounds.append((prompts, outs, _steps(llm)))
-    return llm, rounds
+    bm = llm.block_manager
+    return {"rounds": rounds, "evicted": bm.num_evicted_tokens, "books": _books(bm)}
 
 
-def _steps(llm) -> list[dict]:
-    return [e for e in llm.recorder.events if e["type"] == "step"]
-
-
-def check_engine(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    bs = (2, 4, 8)[i % 3]
-    kind, convs, branches = _workload(rng, i)
-    max_tokens = rng.randint(2, 4)
-    prompts0 = convs if convs is not None else branches[-1]
-    longest = max(map(len, prompts0)) + (3 + max_tokens) * 3
-    num_blocks = -(-longest // bs) + rng.randint(1, 4)  # tight: the cache must evict
-    seed = rng.randrange(2**31)
-    source = convs if convs is not None else branches
-    mine_llm, mine = _run(learner.MyRadixCache, source, kind, bs, num_blocks, max_tokens, seed)
-    refusals = check_instance("your cache", mine_llm.block_manager, FORBIDDEN)
-    if refusals:
-        raise Refused("; ".join(map(str, refusals[:3])))
-    ref_llm, want = _run("radix", source, kind, bs, num_blocks, max_tokens, seed)
-    size = sum(len(p) for prompts, _, _ in want for p in prompts)
-    case = (
-        f"{kind}, {len(want)} rounds of {len(want[0][0])}-{len(want[-1][0])} prompts "
-        f"({size} tokens), block_size {bs}, {num_blocks} blocks, max_tokens {max_tokens}"
-    )
-    for r, ((_, m_out, m_steps), (_, w_out, w_steps)) in enumerate(zip(mine, want, strict=True)):
-        at = f"{case}: round {r + 1}"
-        for ms, ws in zip(m_steps, w_steps, strict=False):
-            _compare_step(at, ms, ws, size)
-        if len(m_steps) != len(w_steps):
-            raise Mismatch(
-                f"{at}: your run took {len(m_steps)} steps; minirt's {len(w_steps)}", size
-            )
-        for k, (a, b) in enumerate(zip(m_out, w_out, strict=True)):
-            if a.num_cached_tokens != b.num_cached_tokens:
-                raise Mismatch(
-                    f"{at}, request {k + 1}: {a.num_cached_tokens} prompt tokens "
-                    f"came from your cache; minirt's radix cache had "
-                    f"{b.num_cached_tokens}",
-                    size,
-                )
-            if a.token_ids != b.token_ids:
-                pairs = zip(a.token_ids, b.token_ids, strict=False)
-                j = next((j for j, (x, y) in enumerate(pairs) if x != y), len(b.token_ids))
-                raise Mismatch(
-                    f"{at}, request {k + 1}: generated token {j + 1} is "
-                    f"{a.token_ids[j]}, minirt's {b.token_ids[j]} (a cached block "
-                    "held the wrong KV?)",
-                    size,
-                )
-    bm, ref = mine_llm.block_manager, ref_llm.block_manager
-    if bm.num_evicted_tokens != ref.num_evicted_tokens:
-        raise Mismatch(
-            f"{case}: your cache evicted {bm.num_evicted_tokens} tokens; minirt's "
-            f"{ref.num_evicted_tokens}",
-            size,
-        )
+def _books(bm) -> dict:
     try:
         bm.check_invariants()
+        invariants = ""
     except AssertionError as e:
-        raise Mismatch(f"{case}: after the run, check_invariants says: {e}", size) from None
-    if bm.tables:
-        raise Mismatch(
-            f"{case}: after the run sequences {sorted(bm.tables)} still hold blocks", size
-        )
+        invariants = str(e) or "an invariant does not hold"
+    tables = sorted(bm.tables)
     bm.evict()
-    if bm.num_free_blocks != bm.num_blocks:
+    return {
+        "invariants": invariants,
+        "tables": tables,
+        "not_free": bm.num_blocks - bm.num_free_blocks,
+    }
+
+
+def play_engine(learner: SimpleNamespace, case: dict) -> dict:
+    return _run(learner.MyRadixCache, case, FORBIDDEN)
+
+
+def expect_engine(case: dict) -> dict:
+    return _run("radix", case)
+
+
+def compare_engine(got: dict, want: dict, case: dict) -> None:
+    rounds = want["rounds"]
+    size = sum(sum(r["prompts"]) for r in rounds)
+    about = (
+        f"{case['kind']}, {len(rounds)} rounds of {len(rounds[0]['prompts'])}-"
+        f"{len(rounds[-1]['prompts'])} prompts ({size} tokens), block_size {case['block_size']}, "
+        f"{case['num_blocks']} blocks, max_tokens {case['max_tokens']}"
+    )
+    compare_rounds(got["rounds"], rounds, about, size, HINTS, STEP_FIELDS)
+    if got["evicted"] != want["evicted"]:
         raise Mismatch(
-            f"{case}: with every sequence done and the tree evicted, "
-            f"{bm.num_blocks - bm.num_free_blocks} blocks are not free (leaked)",
+            f"{about}: your cache evicted {got['evicted']} tokens; minirt's {want['evicted']}", size
+        )
+    books = got["books"]
+    if books["invariants"]:
+        raise Mismatch(
+            f"{about}: after the run, check_invariants says: {books['invariants']}", size
+        )
+    if books["tables"]:
+        raise Mismatch(
+            f"{about}: after the run sequences {books['tables']} still hold blocks", size
+        )
+    if books["not_free"]:
+        raise Mismatch(
+            f"{about}: with every sequence done and the tree evicted, {books['not_free']} blocks "
+            "are not free (leaked)",
             size,
         )
 
 
-def _compare_step(at: str, mine: dict, want: dict, size: int) -> None:
-    step = f"{at}, step {mine['step']}"
-    adm = [(s["seq_id"], s["num_new_tokens"]) for s in mine["scheduled"]]
-    ref = [(s["seq_id"], s["num_new_tokens"]) for s in want["scheduled"]]
-    if adm != ref:
-        raise Mismatch(
-            f"{step}: you scheduled (sequence, new tokens) {adm}; minirt {ref} "
-            "(its admissions follow the cache's free and evictable blocks)",
-            size,
-        )
-    for seq, table in want["block_tables"].items():
-        got = mine["block_tables"].get(seq)
-        if got != table:
-            raise Mismatch(f"{step}: sequence {seq}'s block table is {got}; minirt's {table}", size)
-    if mine["num_free_blocks"] != want["num_free_blocks"]:
-        raise Mismatch(
-            f"{step}: {mine['num_free_blocks']} blocks free or evictable; minirt "
-            f"has {want['num_free_blocks']}",
-            size,
-        )
+def _played(id_, title, points, needs, num_cases, draw, play, expect, compare) -> Task:
+    return Task(
+        id_,
+        title,
+        points,
+        needs,
+        None,
+        num_cases,
+        draw=draw,
+        play=play,
+        expect=expect,
+        compare=compare,
+    )
 
 
 TASKS = [
-    Task("1", "match", 2, ("match",), check_match, num_cases=40),
-    Task("2", "split, insert", 3, ("Node", "split", "insert"), check_insert, num_cases=30),
-    Task("3", "lock, touch", 2, ("Node", "lock", "touch"), check_lock_touch, num_cases=30),
-    Task("4", "evict_lru", 3, ("Node", "evict_lru"), check_evict, num_cases=30),
-    Task("5", "MyRadixCache in the engine", 5, ("MyRadixCache",), check_engine, num_cases=6),
+    _played("1", "match", 2, ("match",), 40, draw_match, play_match, expect_match, compare_match),
+    _played(
+        "2",
+        "split, insert",
+        3,
+        ("Node", "split", "insert"),
+        30,
+        _draw_tree(lambda i: 1 + i // 3),
+        play_insert,
+        expect_insert,
+        compare_insert,
+    ),
+    _played(
+        "3",
+        "lock, touch",
+        2,
+        ("Node", "lock", "touch"),
+        30,
+        _draw_tree(lambda i: 2 + i // 3),
+        play_lock_touch,
+        expect_lock_touch,
+        compare_lock_touch,
+    ),
+    _played(
+        "4",
+        "evict_lru",
+        3,
+        ("Node", "evict_lru"),
+        30,
+        _draw_tree(lambda i: 2 + i // 3),
+        play_evict,
+        expect_evict,
+        compare_evict,
+    ),
+    _played(
+        "5",
+        "MyRadixCache in the engine",
+        5,
+        ("MyRadixCache",),
+        6,
+        draw_engine,
+        play_engine,
+        expect_engine,
+        compare_engine,
+    ),
 ]

@@ -48,7 +48,7 @@ BUGS = {  # a planted bug -> (the tasks it costs, edits, what the first one's me
     "split forgets the sequences that lock the edge": (
         {"5": "wrong"},  # the tree's shape is right; only the engine sees the lost lock
         [("child.lock_ref, child.last_access, new_id())", "0, child.last_access, new_id())")],
-        ["round", "step", "minirt has"],
+        ["round", "step", "blocks free or evictable: yours"],
     ),
     "insert re-inserts tokens the tree has": (
         {"2": "wrong", "5": "wrong"},
@@ -135,3 +135,27 @@ def test_code_that_reaches_minirts_radix_cache_is_refused(cheat, tmp_path):
     assert refused and report.score < report.points
     message = next(r.message for r in report.results if r.status == "refused")
     assert says in message and "refused" in message, message
+
+
+def test_the_engine_tasks_verdict_is_made_in_the_parent_from_the_workers_record(tmp_path):
+    """Task 5: the worker runs only the learner's cache and sends what the engine did; a worker
+    that claims full marks for a split that forgets the edge's locks is judged on that record
+    here, beside minirt's radix cache run in this process."""
+    import json
+
+    from minirt.grading import replay, run_task
+    from minirt.grading.runner import _verdict
+    from tests.labs.common import cells_into_namespace
+    from tests.labs.test_runner import Pipe
+
+    task = next(t for t in lab06.TASKS if t.id == "5")
+    assert task.play is not None and task.judged_apart
+    recording = replay.Recording(task)
+    edit = ("child.lock_ref, child.last_access, new_id())", "0, child.last_access, new_id())")
+    ns = cells_into_namespace(planted(tmp_path, edit), lambda src: "chat(" in src)
+    worker = run_task(task, ns, 0, play=recording.player(ns), judge=False)
+    assert worker.status == "passed" and len(recording.cases) == task.num_cases  # nothing judged
+    sent = json.loads(json.dumps({"result": worker.to_dict(), "cases": recording.cases}))
+    result = _verdict(sent, task, 0, Pipe(), 0)
+    assert result.status == "wrong" and result.score < task.points, result.message
+    assert "step" in result.message and "yours" in result.message, result.message
