@@ -9,6 +9,11 @@ cache decides: every step's admissions, block tables and free blocks, each reque
 tokens, the greedy tokens, the evicted tokens, and that no block leaks. The notebook gives the
 block books, so the same tree makes exactly the same decisions as minirt's; nothing is left to
 taste, which is why the comparison can be exact.
+
+Every task is played apart: the grader's worker runs the learner's side and records what came
+out as plain data (the nodes a match visited by their place in the tree, the tree's shape, every
+node's lock and clock after each operation, the removals, the engine's steps); the parent runs
+minirt's side on the same case and compares.
 """
 
 from __future__ import annotations

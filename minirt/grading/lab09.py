@@ -8,7 +8,9 @@ fresh routings, uneven loads and a rank that receives nothing, compared row by r
 token with what the ranks must end up holding; then the whole expert-parallel block on the
 learner's exchange, which must equal `MoEBlock` in one process. A task's cases share one launch
 (process start-up costs more than a case); a case that crashes or desynchronises the ranks ends
-the launch, and the cases after it are played on fresh ranks.
+the launch, and the cases after it are played on fresh ranks. The grader's worker only plays the
+ranks and sends what each returned; the parent computes what they must hold (`expect_*`: the
+rows in arrival order, the weighted sums, the block in one process) and compares.
 """
 
 from __future__ import annotations
@@ -213,41 +215,50 @@ def _play_dispatch(learner, case: dict, rank: int):
     return {"recv_x": torch.as_tensor(got[0]), "recv_counts": torch.as_tensor(got[1])}
 
 
-def _judge_dispatch(case: dict, per_rank: list) -> None:
+def expect_dispatch(case: dict) -> list[dict]:
+    """What each rank must end up holding: the counts it is told, and the rows in arrival order."""
+    out = []
+    for q in range(WORLD):
+        rows = [case["ranks"][s]["x"][t] for s, t, _ in _arrivals(case, q)]
+        recv_x = torch.stack(rows) if rows else torch.empty(0, HIDDEN)
+        out.append({"recv_counts": _recv_counts(case, q), "recv_x": recv_x})
+    return out
+
+
+def compare_dispatch(got: list, want: list, case: dict) -> None:
     name, size, per = case["name"], case["size"], case["num_experts"] // WORLD
-    for q, got in enumerate(per_rank):
-        if "kind" in got:
+    for q, (mine, theirs) in enumerate(zip(got, want, strict=True)):
+        if "kind" in mine:
             raise Mismatch(
-                f"{name}: rank {q}'s dispatch returned {got['kind']}; expected "
+                f"{name}: rank {q}'s dispatch returned {mine['kind']}; expected "
                 "(recv_x, recv_counts)",
                 size,
             )
-        rc = got["recv_counts"]
+        rc = mine["recv_counts"]
         if tuple(rc.shape) != (WORLD, per):
             raise Mismatch(
                 f"{name}: rank {q}'s recv_counts has shape {list(rc.shape)}; expected "
                 f"[{WORLD}, {per}] (a row per sending rank, a column per expert of rank {q})",
                 size,
             )
-        for s, d in enumerate(case["ranks"]):
+        for s in range(WORLD):
             for j in range(per):
-                want = int(d["counts"][q, j])
-                if int(rc[s, j]) != want:
+                count = int(theirs["recv_counts"][s, j])
+                if int(rc[s, j]) != count:
                     raise Mismatch(
                         f"{name}: rank {q} was told it receives {int(rc[s, j])} rows from rank "
-                        f"{s} for expert {q * per + j}, expected {want} (recv_counts[{s}, {j}])",
+                        f"{s} for expert {q * per + j}, expected {count} (recv_counts[{s}, {j}])",
                         size,
                     )
-        arrivals = _arrivals(case, q)
-        rx = got["recv_x"]
-        if tuple(rx.shape) != (len(arrivals), HIDDEN):
+        arrivals, rx = _arrivals(case, q), mine["recv_x"]
+        if tuple(rx.shape) != tuple(theirs["recv_x"].shape):
             raise Mismatch(
                 f"{name}: rank {q} received rows of shape {list(rx.shape)}; expected "
                 f"[{len(arrivals)}, {HIDDEN}] (every row routed to its experts, by every rank)",
                 size,
             )
         for p, (s, t, e) in enumerate(arrivals):
-            if not torch.equal(rx[p], case["ranks"][s]["x"][t]):
+            if not torch.equal(rx[p], theirs["recv_x"][p]):
                 raise Mismatch(
                     f"{name}: rank {q}'s received row {p} should be token {t} of rank {s} (for "
                     f"expert {e}); it is {_which(case, rx[p])}. Rows arrive by sending rank, "
@@ -292,26 +303,33 @@ def _play_combine(learner, case: dict, rank: int):
     return {"y": torch.as_tensor(learner.combine(outs[rank].clone(), *args))}
 
 
-def _judge_combine(case: dict, per_rank: list) -> None:
+def expect_combine(case: dict) -> list[torch.Tensor]:
+    """Each rank's tokens: the weighted sum of the rows that come back to it."""
+    outs = _expert_outputs(case)
+    return [
+        weighted_sum(_back(case, outs, r), d["order"], d["weights"])
+        for r, d in enumerate(case["ranks"])
+    ]
+
+
+def compare_combine(got: list, want: list, case: dict) -> None:
     name, size, k = case["name"], case["size"], case["k"]
     outs = _expert_outputs(case)
-    for r, got in enumerate(per_rank):
-        d = case["ranks"][r]
-        back = _back(case, outs, r)
-        want = weighted_sum(back, d["order"], d["weights"])
-        y = got["y"]
-        if tuple(y.shape) != tuple(want.shape):
+    for r, (mine, theirs) in enumerate(zip(got, want, strict=True)):
+        d, y = case["ranks"][r], mine["y"]
+        if tuple(y.shape) != tuple(theirs.shape):
             raise Mismatch(
                 f"{name}: rank {r}'s combine returned shape {list(y.shape)}; expected "
-                f"{list(want.shape)} (its tokens x hidden)",
+                f"{list(theirs.shape)} (its tokens x hidden)",
                 size,
             )
-        bad = ((y - want).abs() > TOL + TOL * want.abs()).any(1).nonzero().flatten().tolist()
+        bad = ((y - theirs).abs() > TOL + TOL * theirs.abs()).any(1).nonzero().flatten().tolist()
         if bad:
             t = bad[0]
+            back = _back(case, outs, r)
             raise Mismatch(
                 f"{name}: rank {r}, token {t}: output differs (largest |difference| "
-                f"{(y[t] - want[t]).abs().max():.3g}); {_diagnose(y, back, d, k, t)}",
+                f"{(y[t] - theirs[t]).abs().max():.3g}); {_diagnose(y, back, d, k, t)}",
                 size,
             )
 
@@ -365,7 +383,6 @@ def draw_block(rng: random.Random, i: int) -> dict:
         x = x.abs()
     micro = 2 if min(tokens) >= 2 and rng.random() < 0.3 else 1
     with torch.no_grad():
-        want = block(x)
         load = block.route(x, num_ranks=WORLD).stats.tokens_per_rank
     name = (
         f"MoEBlock(hidden 16, {num_experts} experts, top-{k}"
@@ -376,7 +393,6 @@ def draw_block(rng: random.Random, i: int) -> dict:
         "block": block,
         "x": x,
         "tokens": tokens,
-        "want": want,
         "load": load,
         "micro": micro,
         "k": k,
@@ -394,16 +410,22 @@ def _play_block(learner, case: dict, rank: int):
     return {"y": y, "recv_rows": stats.recv_rows, "send_rows": stats.send_rows}
 
 
-def _judge_block(case: dict, per_rank: list) -> None:
+def expect_block(case: dict) -> torch.Tensor:
+    """The block in one process, on every rank's tokens together."""
+    with torch.no_grad():
+        return case["block"](case["x"])
+
+
+def compare_block(got: list, want: torch.Tensor, case: dict) -> None:
     name, size = case["name"], case["size"]
-    for q, got in enumerate(per_rank):
-        if sum(got["recv_rows"]) != case["load"][q]:
+    for q, mine in enumerate(got):
+        if sum(mine["recv_rows"]) != case["load"][q]:
             raise Mismatch(
-                f"{name}: rank {q}'s experts received {sum(got['recv_rows'])} rows (from ranks "
-                f"0-{WORLD - 1}: {got['recv_rows']}); the router sends them {case['load'][q]}",
+                f"{name}: rank {q}'s experts received {sum(mine['recv_rows'])} rows (from ranks "
+                f"0-{WORLD - 1}: {mine['recv_rows']}); the router sends them {case['load'][q]}",
                 size,
             )
-    y, want = torch.cat([g["y"] for g in per_rank]), case["want"]
+    y = torch.cat([mine["y"] for mine in got])
     if tuple(y.shape) != tuple(want.shape):
         raise Mismatch(
             f"{name}: the ranks' outputs together have shape {list(y.shape)}; "
@@ -422,30 +444,56 @@ def _judge_block(case: dict, per_rank: list) -> None:
         )
 
 
+def _on_ranks(id_, title, points, needs, draw, play_rank, expect, compare, num_cases) -> Task:
+    """A task played on the ranks (lab09_ranks.OnRanks), judged by `expect` and `compare`."""
+    runs = OnRanks(draw, play_rank, num_cases)
+    return Task(
+        id_,
+        title,
+        points,
+        needs,
+        None,
+        num_cases,
+        draw=runs.draw,
+        play=runs.play,
+        expect=expect,
+        compare=compare,
+    )
+
+
 TASKS = [
     Task("1", "plan_dispatch", 3, ("plan_dispatch",), check_plan, num_cases=40, pure=True),
-    Task(
+    _on_ranks(
         "2",
         "dispatch",
         4,
         ("dispatch",),
-        OnRanks(draw_exchange, _play_dispatch, _judge_dispatch, 12),
-        num_cases=12,
+        draw_exchange,
+        _play_dispatch,
+        expect_dispatch,
+        compare_dispatch,
+        12,
     ),
-    Task(
+    _on_ranks(
         "3",
         "combine",
         4,
         ("combine",),
-        OnRanks(draw_exchange, _play_combine, _judge_combine, 12),
-        num_cases=12,
+        draw_exchange,
+        _play_combine,
+        expect_combine,
+        compare_combine,
+        12,
     ),
-    Task(
+    _on_ranks(
         "4",
         "your exchange in the expert-parallel block",
         5,
         ("plan_dispatch", "dispatch", "combine"),
-        OnRanks(draw_block, _play_block, _judge_block, 10),
-        num_cases=10,
+        draw_block,
+        _play_block,
+        expect_block,
+        compare_block,
+        10,
     ),
 ]

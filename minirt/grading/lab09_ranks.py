@@ -5,7 +5,7 @@ a task in one launch (process start-up costs more than a case).
 A rank plays the cases in order and stops at the first that raises; a rank that dies or waits in a
 collective for its partner is reported, the case fails, and the cases after it are played on fresh
 ranks. What the ranks return comes back as tensors and plain data (`torch.load(weights_only=True)`)
-into the grading process, which judges it there.
+into the grader's worker, which sends it on to the parent process: the parent judges it there.
 """
 
 from __future__ import annotations
@@ -176,19 +176,26 @@ def _telling(outcome: list) -> int:
 
 
 class OnRanks:
-    """A task whose cases run on the ranks: at case 0 every case is drawn and played (one launch),
-    then case i is judged from its outcome."""
+    """The draw and play of a task whose cases run on the ranks, every case in one launch: `draw`
+    draws them all at case 0 (from the task's rng, as drawing them one by one would) and `play`
+    launches the ranks at case 0, then gives each case its ranks' results (a list, per rank), or
+    raises what went wrong there. The task's own `expect` and `compare` judge the results, in the
+    grader's parent process."""
 
-    def __init__(self, draw, play, judge, num_cases: int):
-        self.draw, self.play, self.judge, self.num_cases = draw, play, judge, num_cases
+    def __init__(self, draw_case, play_rank, num_cases: int):
+        self.draw_case, self.play_rank, self.num_cases = draw_case, play_rank, num_cases
         self.cases: list = []
         self.outcomes: list = []
 
-    def __call__(self, learner: SimpleNamespace, rng: random.Random, i: int) -> None:
+    def draw(self, rng: random.Random, i: int) -> dict:
         if i == 0:
-            self.cases = [self.draw(rng, j) for j in range(self.num_cases)]
-            self.outcomes = _play_all(self.play, learner, self.cases)
-        case, (status, value) = self.cases[i], self.outcomes[i]
+            self.cases = [self.draw_case(rng, j) | {"index": j} for j in range(self.num_cases)]
+        return self.cases[i]
+
+    def play(self, learner: SimpleNamespace, case: dict) -> list:
+        if case["index"] == 0:
+            self.outcomes = _play_all(self.play_rank, learner, self.cases)
+        status, value = self.outcomes[case["index"]]
         if status == "not implemented":
             raise NotImplementedError(value)
         if status != "ok":
@@ -201,4 +208,4 @@ class OnRanks:
                 )
             size = None if value == NOT_PLAYED else case["size"]  # shown after a real failure
             raise Mismatch(f"{case['name']}: {value}{hint}", size)
-        self.judge(case, value)
+        return value

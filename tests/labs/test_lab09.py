@@ -212,3 +212,26 @@ def test_minirts_dispatch_reached_where_the_source_cannot_show_it_is_refused_by_
     assert by_id["2"].score == by_id["4"].score == 0
     assert "minirt.moe.parallel" in by_id["2"].message, by_id["2"].message
     assert by_id["1"].status == by_id["3"].status == "passed"
+
+
+def test_the_exchanges_verdict_is_made_in_the_parent_from_the_workers_record(tmp_path):
+    """Task 3: the worker runs only the learner's combine on the ranks and sends every rank's
+    tokens; a worker that claims full marks for a combine that forgets the router's weights is
+    judged on that record here, beside minirt's weighted sum computed in this process."""
+    import json
+
+    from minirt.grading import replay, run_task
+    from minirt.grading.runner import _verdict
+    from tests.labs.test_runner import Pipe
+
+    task = next(t for t in lab09.TASKS if t.id == "3")
+    assert task.play is not None and task.judged_apart
+    recording = replay.Recording(task)
+    ns = cells_into_namespace(planted(tmp_path, (WEIGH, "rows = back")))
+    worker = run_task(task, ns, SEED, play=recording.player(ns), judge=False)
+    assert worker.status == "passed" and len(recording.cases) == task.num_cases  # nothing judged
+    sent = json.loads(json.dumps({"result": worker.to_dict(), "cases": recording.cases}))
+    result = _verdict(sent, task, SEED, Pipe(), 0)
+    assert result.status == "wrong" and result.score < task.points, result.message
+    assert result.num_cases - result.cases_passed == exchanges_with(top_k_above_1)
+    assert "the router weights are missing" in result.message, result.message
