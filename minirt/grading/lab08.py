@@ -203,7 +203,7 @@ TASKS = [
             (*rungs.DECODE, "paged_decode_triton"), 10, rungs.draw_decode, rungs.play_decode,
             rungs.expect_decode, rungs.compare_decode, env=INTERPRET),
     _played("5", "your Triton kernels in the engine", 2,
-            ("write_kv", "prefill_triton", "paged_decode_triton", *TRITON_KERNELS), 2,
+            ("write_kv", "prefill_triton", "paged_decode_triton", *TRITON_KERNELS), 1,
             draw_triton_engine, play_triton_engine, engine.expect, compare_triton_engine,
             env=INTERPRET),
 ]  # fmt: skip

@@ -91,13 +91,13 @@ class _Spy:
 
 def draw(rng: random.Random, i: int, small: bool = False) -> dict:
     """Case `i`: a few prompts (token ids), a block size and a short greedy run."""
-    n = rng.randint(1, 2) if small else rng.randint(2, 4)
-    hi = 10 if small else 40
+    n = 2 if small else rng.randint(2, 4)  # small: one case in the interpreter, two prompts
+    hi = 8 if small else 40
     prompts = [[rng.randrange(256) for _ in range(rng.randint(2, hi))] for _ in range(n)]
     return {
         "prompts": prompts,
         "block_size": rng.choice((2, 4)) if small else rng.choice((1, 2, 4, 8)),
-        "max_tokens": rng.randint(2, 3) if small else rng.randint(3, 8),
+        "max_tokens": 3 if small else rng.randint(3, 8),  # small: a prefill, two decodes
         "num_kv_blocks": 48 if small else 128,
     }
 
