@@ -22,6 +22,8 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
+from minirt.grading.plain import decode, encode
+
 # notebook name (its stem) -> the module with its TASKS. Adding a lab = one line here.
 LABS: dict[str, str] = {
     "lab01_kv_blocks": "minirt.grading.lab01",
@@ -246,8 +248,6 @@ def _plain_player(task: Task, learner: SimpleNamespace) -> Callable[[Any], Any]:
 def _plain(value: Any) -> Any:
     """`value` as it reads after the trip from the worker to the parent (tuples stay tuples,
     tensors stay tensors; objects become their type name)."""
-    from minirt.grading.replay import decode, encode  # replay builds on this module
-
     return decode(encode(value))
 
 
