@@ -19,7 +19,12 @@ from __future__ import annotations
 import random
 
 from minirt.grading.core import Mismatch
-from minirt.grading.engine_runs import compare_rounds, first_step_difference, round_record
+from minirt.grading.engine_runs import (
+    STEP_FIELDS,
+    compare_rounds,
+    first_step_difference,
+    round_record,
+)
 
 VOCAB = 256  # the embedded model's byte-level vocabulary
 
@@ -309,26 +314,30 @@ def compare_batching(got: dict, want: dict, case: dict) -> None:
         f"{case['max_tokens']}; token budget {case['budget']}, {case['seats']} seats, "
         f"block_size {case['block_size']}, {case['num_blocks']} blocks, {case['priority']}"
     )
+    hints = {**HINTS, "scheduled": PREFILL_FIRST} if case["priority"] == "prefill-first" else HINTS
     if got["stalled"]:  # the steps before it, then the stall itself
         for gs, ws in zip(got["rounds"][0]["steps"], want["rounds"][0]["steps"], strict=False):
-            diff = first_step_difference(gs, ws)
+            diff = first_step_difference(gs, ws, FIELDS)
             if diff:
-                hint = HINTS.get(diff[0], "")
-                raise Mismatch(f"{about}: step {ws['step']}: {diff[1]} ({hint})", size)
+                raise Mismatch(f"{about}: step {ws['step']}: {diff[1]} ({hints[diff[0]]})", size)
         steps = len(got["rounds"][0]["steps"])
         raise Mismatch(
             f"{about}: step {steps}: your scheduler scheduled nothing while requests were still "
             "unfinished (one dropped from the queues, or starved); the engine cannot go on",
             size,
         )
-    compare_rounds(got["rounds"], want["rounds"], about, size, HINTS)
+    compare_rounds(got["rounds"], want["rounds"], about, size, hints, FIELDS)
     compare_end(got["end"], about, size)
 
 
+# A step's preemptions first: who is scheduled in that step follows from them.
+FIELDS = {"preempted": STEP_FIELDS["preempted"], **STEP_FIELDS}
+
 HINTS = {
-    "scheduled": "running sequences first, oldest first: one decode token each, or the next "
-    "chunk of a prompt, while the budget lasts; then waiting requests in arrival order while the "
-    "budget, the seats and the blocks last; a chunk is what is left of the budget",
+    "scheduled": "running sequences first, oldest first: a decode token each, or the next chunk "
+    "of a prompt, while the budget lasts; then waiting requests in arrival order (a preempted "
+    "one first in line) while the budget, the seats and the blocks last; a chunk is what is "
+    "left of the budget",
     "preempted": "when a running sequence cannot get its blocks, the newest running sequence "
     "gives up its own, until the sequence fits or is itself the newest",
     "block_tables": "blocks follow what is scheduled: the tokens computed so far and this step's",
@@ -337,3 +346,7 @@ HINTS = {
     "cached": "an admission asks the cache for the prompt's cached prefix",
     "tokens": "a preempted sequence computes its tokens again from the first one",
 }
+PREFILL_FIRST = (
+    "prefill-first: a step with prompt work (a running prompt's next chunk, an admission) runs "
+    "no decode; a step without any, as decode-first"
+)

@@ -1,6 +1,7 @@
-"""Lab 7's grader, graded as a student would be: a wrong policy loses the tasks that see it, with
-partial credit and a message that names the first differing call; a notebook that reaches
-minirt's policies, patches the grader or hands back the reference's order scores 0.
+"""Lab 7's grader, graded as a student would be: a wrong policy or a wrong scheduler step loses the
+tasks that see it, with partial credit and a message that names the first differing call or step;
+a notebook that reaches minirt's policies or scheduler, patches the grader or hands back the
+reference's order scores 0.
 
 (Full marks for the solution and 0 for the untouched student notebook are in test_grading.py, for
 every lab.) Planted bugs run in this process (the cells into one namespace, as the grader's
@@ -32,8 +33,14 @@ def one_thread():
 planted = partial(planted_in, SOURCE)  # planted(tmp_path, (old, new), ...)
 
 
-def grade_in_process(path: Path) -> dict:
-    return run_in_process(path, lab07.TASKS)
+def grade_in_process(path: Path, tasks: str = "1234", **kw) -> dict:
+    """The results of `tasks` (their ids), played in this process."""
+    return run_in_process(path, lab07.TASKS, keep=lambda t: t.id in tasks, **kw)
+
+
+def demo(source: str) -> bool:
+    """The policy demo's engine run, which the scheduler's tasks do not need."""
+    return source.startswith("calls = []")
 
 
 LPM = "return sorted(waiting, key=lambda s: -cache.match_len(s.token_ids))"
@@ -107,6 +114,73 @@ def test_the_engine_task_names_the_step_whose_order_differs(tmp_path):
     assert "starving workload" in result.message and "step " in result.message, result.message
 
 
+SCHEDULER_BUGS = {  # a planted bug in the scheduler's step -> (tasks it costs, edits, message)
+    "a chunk one token over the budget": (
+        {"5", "6", "7"},
+        [("n = min(n, budget)  # a chunk", "n = min(n, budget + 1)  # a chunk")],
+        ["step ", "scheduled (sequence, new tokens): yours", "a chunk is what is left"],
+    ),
+    "an admitted prompt not capped by the budget": (
+        {"5", "6", "7"},
+        [("n = min(seq.num_tokens - cached, budget)", "n = seq.num_tokens - cached")],
+        ["step 0: the engine scheduled (sequence, new tokens): yours"],
+    ),
+    "the sequence that needs a block preempts itself": (
+        {"6"},
+        [("victim = self.running.pop()", "victim = seq\n            self.running.remove(seq)")],
+        ["step ", "preempted sequences: yours [", "the newest running sequence gives up its own"],
+    ),
+    "a preempted request waits at the back of the queue": (
+        {"6"},
+        [("self.waiting.appendleft(seq)", "self.waiting.append(seq)")],
+        ["step ", "a preempted one first in line"],
+    ),
+    "nobody is ever admitted": (
+        {"5", "6", "7"},
+        [("if batch.preempted:", "if True:")],
+        ["step 0: your scheduler scheduled nothing while requests were still unfinished"],
+    ),
+    "decodes run in a prefill-first step": (
+        {"7"},
+        [("prefills_only=True)", "prefills_only=False)")],
+        ["prefill-first: step ", "scheduled (sequence, new tokens)", "runs no decode"],
+    ),
+}
+
+
+@pytest.mark.parametrize("bug", SCHEDULER_BUGS)
+def test_a_planted_scheduler_bug_loses_its_tasks_naming_the_step_and_what_differs(bug, tmp_path):
+    costs, edits, says = SCHEDULER_BUGS[bug]
+    results = grade_in_process(planted(tmp_path, *edits), tasks="567", skip=demo)
+    lost = {t for t, r in results.items() if r.status != "passed"}
+    assert lost == costs, {t: r.message[:300] for t, r in results.items()}
+    assert {results[t].status for t in costs} == {"wrong"}
+    first = results[min(costs)]
+    assert all(fragment in first.message for fragment in says), first.message
+    assert sum(r.score for r in results.values()) < sum(r.points for r in results.values())
+
+
+# minirt's Scheduler reached through a live engine, which the source check cannot see: what
+# these test is the object check of the scheduler the engine built from the learner's class
+MINIRTS = "_minirts = type(LLM(device='cpu', num_kv_blocks=8).scheduler)\n\n\n"
+DERIVED = MINIRTS + "class MyScheduler(_minirts):"
+WRAPPER = (
+    MINIRTS + "class MyScheduler(PreemptingScheduler):\n"
+    "    def __init__(self, *args):\n"
+    "        super().__init__(*args)\n"
+    "        self.theirs = _minirts(*args)\n"
+)
+
+
+@pytest.mark.parametrize("cheat", ["derives from it", "holds one"])
+def test_a_scheduler_built_on_minirts_own_is_refused_by_its_object(cheat, tmp_path):
+    old = "class MyScheduler(PreemptingScheduler):\n"
+    new = DERIVED + "\n" if cheat == "derives from it" else WRAPPER
+    results = grade_in_process(planted(tmp_path, (old, new)), tasks="7", skip=demo)
+    assert results["7"].status == "refused" and results["7"].score == 0, results["7"].message
+    assert "minirt.sched.scheduler.Scheduler" in results["7"].message, results["7"].message
+
+
 CHEATS = {  # how a notebook cheats -> (edits, what the refusal names)
     "delegates to minirt's lpm": (
         [(LPM, "from minirt.sched.policy import lpm\n    return lpm(waiting, cache)")],
@@ -117,7 +191,7 @@ CHEATS = {  # how a notebook cheats -> (edits, what the refusal names)
             (
                 "calls = []\n",
                 "import minirt.grading.lab07 as grader\n\n"
-                "grader.check_engine = print\ncalls = []\n",
+                "grader.expect_policies = print\ncalls = []\n",
             )
         ],
         "`import minirt.grading.lab07`",
@@ -131,6 +205,15 @@ CHEATS = {  # how a notebook cheats -> (edits, what the refusal names)
             )
         ],
         "changes what was imported",
+    ),
+    "derives its scheduler from minirt's": (
+        [
+            (
+                "class MyScheduler(PreemptingScheduler):",
+                "from minirt.sched import Scheduler\n\n\nclass MyScheduler(Scheduler):",
+            )
+        ],
+        "the name `Scheduler`",
     ),
     "hands back the engine's own order": (
         [
