@@ -260,6 +260,7 @@ def _position(case: dict, token: int) -> str:
 
 # -- 4e: paged decode attention, split along the context ----------------------------------------
 DECODE = ("decode_split_kernel", "decode_combine_kernel")
+PARTITION = 8  # tokens per split, as the notebook's launcher cuts a context
 
 
 def draw_decode(rng: random.Random, i: int) -> dict:
@@ -287,6 +288,10 @@ def expect_decode(case: dict) -> torch.Tensor:
 
 
 def compare_decode(got: dict, want: torch.Tensor, case: dict) -> None:
-    call = f"paged_decode_triton(...) on {describe_pool(case)}"
+    splits = [-(-c // PARTITION) for c in case["lens"]]
+    call = (
+        f"paged_decode_triton(...) on {describe_pool(case)}; in the launcher's partitions of "
+        f"{PARTITION} tokens the contexts span {splits} splits"
+    )
     check_launches(got["launches"], call, pool_size(case))
     close(got["out"], want, call, pool_size(case))

@@ -152,6 +152,12 @@ TRITON_BUGS = {  # a planted bug -> (its task, edits, what its message says[, "a
         "it sees keys 0 …",
         "all",  # every sequence has a query that sees its own key only, or one key too few
     ),
+    "the same mask, in the engine": (
+        "5",
+        [("(n[None, :] <= q_pos[:, None])", "(n[None, :] < q_pos[:, None])")],
+        "step 0, layer 0: the prefill of",  # the first call that differs, found inside the run
+        "all",
+    ),
     "split-K partials combined without the max correction": (
         "4e",
         [("    w = tl.exp(m - m_all)", "    w = tl.where(m > float('-inf'), 1.0, 0.0)")],
