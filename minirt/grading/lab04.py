@@ -4,16 +4,22 @@ a W4A16 GEMV in Triton that dequantizes inside the kernel. Expected answers come
 codes and scales (symmetric) and zero points (asymmetric), exact up to rounding ties; task 2 the
 packed int32 words bit for bit; task 3 the dequantized weight; task 4 the kernel's y = W x, run
 in Triton's interpreter (the grader sets TRITON_INTERPRET=1 for it) on tiny shapes, its launches
-counted (a PyTorch fallback fails). The learner may not use minirt's INT4 code (`FORBIDDEN`).
+counted (a PyTorch fallback fails); task 5 all of it inside every quantized layer of the embedded
+draft model, its perplexity against minirt's W4A16 (minirt.grading.lab04_model). Tasks 4 and 5
+are played: the worker runs the learner's side, the parent minirt's, and compares. The learner
+may not use minirt's INT4 code (`FORBIDDEN`).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import torch
 
+from minirt.grading import lab04_model
 from minirt.grading.core import CountingKernel, Mismatch, Task
 from minirt.grading.guard import Forbidden
 from minirt.quant import formats as F
@@ -35,6 +41,8 @@ FORBIDDEN = Forbidden(
         "quantize_model",
         "w4a16_gemm",
         "w4a16_gemm_ref",
+        "int4_method",
+        "Int4Functions",
     ),
     what="minirt's INT4 formats and W4A16 kernel",
     allow=("quant", "kernels"),  # everyday words; the modules' contents stay refused
@@ -234,8 +242,11 @@ def check_dequantize(learner: SimpleNamespace, rng: random.Random, i: int) -> No
 
 
 # -- task 4: the W4A16 GEMV in Triton -----------------------------------------------------------
-def check_gemv(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
-    from triton.runtime.jit import KernelInterface  # imported here: only this task needs triton
+@contextmanager
+def launches_counted(learner: SimpleNamespace) -> Iterator[CountingKernel]:
+    """The learner's kernel, counting its launches, where `w4a16_gemv` finds it (the notebook's
+    namespace) while the block runs; a launcher that never launches it fails the task."""
+    from triton.runtime.jit import KernelInterface  # imported here: only tasks 4-5 need triton
 
     kernel = learner.w4a16_gemv_kernel
     if not isinstance(kernel, KernelInterface):
@@ -248,42 +259,80 @@ def check_gemv(learner: SimpleNamespace, rng: random.Random, i: int) -> None:
     if where.get("w4a16_gemv_kernel") is kernel:
         where["w4a16_gemv_kernel"] = counting
     try:
-        _play_gemv(learner, rng, i, counting)
+        yield counting
     finally:
         if where.get("w4a16_gemv_kernel") is counting:
             where["w4a16_gemv_kernel"] = kernel
 
 
-def _play_gemv(
-    learner: SimpleNamespace, rng: random.Random, i: int, counting: CountingKernel
-) -> None:
+def draw_gemv(rng: random.Random, i: int) -> dict:
+    """Case `i`: a weight (both kinds, every group size), quantized by minirt, and an fp16 x."""
     w, gs, note = _weight(rng, i, max_in=256)
-    sym = i % 2 == 1
-    q = F.quantize_int4(w, gs, symmetric=sym)
     g = torch.Generator().manual_seed(rng.randrange(2**31))
     x = torch.randn(w.shape[1], generator=g).to(torch.float16)  # [in]
-    want = F.dequantize_int4(q) @ x.float()  # [out] fp32
-    zeros = None if sym else q.zeros.clone()
+    return {"w": w, "group_size": gs, "note": note, "sym": i % 2 == 1, "x": x}
+
+
+def _quantized(case: dict) -> F.Int4Weight:
+    return F.quantize_int4(case["w"], case["group_size"], symmetric=case["sym"])
+
+
+def play_gemv(learner: SimpleNamespace, case: dict) -> dict:
+    """The learner's launcher on minirt's packed weight: y, and how often the kernel ran."""
+    q = _quantized(case)
+    zeros = None if case["sym"] else q.zeros.clone()
+    with launches_counted(learner) as counting:
+        y = learner.w4a16_gemv(
+            case["x"].clone(), q.packed.clone(), q.scales.clone(), zeros, q.group_size
+        )
+    return {"y": y, "launches": counting.launches}
+
+
+def expect_gemv(case: dict) -> dict:
+    return {"y": F.dequantize_int4(_quantized(case)) @ case["x"].float()}  # [out] fp32
+
+
+def compare_gemv(got: dict, want: dict, case: dict) -> None:
+    w, gs, sym = case["w"], case["group_size"], case["sym"]
     call = (
         f"w4a16_gemv(x, packed, scales, {'None' if sym else 'zeros'}, group_size={gs}) "
-        f"(W [{w.shape[0]}, {w.shape[1]}]: {note}, {'symmetric' if sym else 'asymmetric'})"
+        f"(W [{w.shape[0]}, {w.shape[1]}]: {case['note']}, {'symmetric' if sym else 'asymmetric'})"
     )
-    got = learner.w4a16_gemv(x.clone(), q.packed.clone(), q.scales.clone(), zeros, gs)
-    if counting.launches == 0:
+    if got["launches"] == 0:
         raise Mismatch(
             f"{call}: w4a16_gemv_kernel was never launched; the task grades the Triton kernel, "
             "not a PyTorch fallback (w4a16_gemv must launch it: w4a16_gemv_kernel[grid](...))"
         )
-    got = _tensor(got, call, (w.shape[0],)).float()
-    tol = 1e-4 * (F.dequantize_int4(q).abs() @ x.float().abs()).max().item() + 1e-6
-    bad = (got - want).abs() > tol
+    y, want = _tensor(got["y"], call, (w.shape[0],)).float(), want["y"]
+    weight = F.dequantize_int4(_quantized(case))
+    tol = 1e-4 * (weight.abs() @ case["x"].float().abs()).max().item() + 1e-6
+    bad = (y - want).abs() > tol
     if bad.any():
         r = int(bad.nonzero()[0])
         raise Mismatch(
-            f"{call}: y[{r}] is {got[r].item():.6g}, minirt's dequantize_int4(W) @ x says "
-            f"{want[r].item():.6g} (max error {(got - want).abs().max().item():.3g}, allowed "
+            f"{call}: y[{r}] is {y[r].item():.6g}, minirt's dequantize_int4(W) @ x says "
+            f"{want[r].item():.6g} (max error {(y - want).abs().max().item():.3g}, allowed "
             f"{tol:.3g}); every row ({w.shape[0]}) and every input ({w.shape[1]}) must count once"
         )
+
+
+# -- task 5: your INT4 in every quantized layer of the model ------------------------------------
+def play_model(learner: SimpleNamespace, case: dict) -> dict:
+    """The draft quantized with the learner's quantizer and packing, run on the learner's GEMV
+    (minirt.quant.linear's plug point, `int4_method`)."""
+    from minirt.quant.linear import int4_method
+
+    quantize = learner.quantize_sym if case["sym"] else learner.quantize_asym
+    with launches_counted(learner) as counting:
+        method = int4_method(
+            quantize, learner.pack, learner.w4a16_gemv, case["group_size"], case["sym"]
+        )
+        out = lab04_model.run(method, case)
+    return out | {"launches": counting.launches}
+
+
+def expect_model(case: dict) -> dict:
+    return lab04_model.run(lab04_model.METHODS[case["group_size"], case["sym"]], case)
 
 
 INTERPRET = (("TRITON_INTERPRET", "1"),)
@@ -299,8 +348,25 @@ TASKS = [
         "w4a16_gemv in Triton",
         4,
         ("w4a16_gemv", "w4a16_gemv_kernel"),
-        check_gemv,
+        None,
         num_cases=8,
         env=INTERPRET,
+        draw=draw_gemv,
+        play=play_gemv,
+        expect=expect_gemv,
+        compare=compare_gemv,
+    ),
+    Task(
+        "5",
+        "your INT4 in every layer of the model",
+        4,
+        ("quantize_sym", "quantize_asym", "pack", "w4a16_gemv", "w4a16_gemv_kernel"),
+        None,
+        num_cases=2,
+        env=INTERPRET,
+        draw=lab04_model.draw,
+        play=play_model,
+        expect=expect_model,
+        compare=lab04_model.compare,
     ),
 ]

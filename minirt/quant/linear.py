@@ -4,6 +4,8 @@
 or the LM head) for a QuantLinear; its forward is the reference: dequantize the weight, round the
 activations through their format where the method quantizes them, matmul in fp32, cast back.
 Packed layouts keep working because the output rows stay in the same order (`parts` is kept).
+A method may bring INT4 functions of its own (`int4_method`: lab 4's quantizer, packer and GEMV):
+its QuantLinears then quantize, pack and multiply with those, in every layer of the model.
 """
 
 from __future__ import annotations
@@ -31,10 +33,41 @@ class QuantMethod:
     symmetric: bool = True  # int4 only: False adds a zero point per group
     activations: str = "none"  # "none" | "fp8-dynamic" | "fp8-static" | "int8-dynamic"
     smooth_alpha: float | None = None  # int8 only: SmoothQuant migration strength
+    functions: Int4Functions | None = None  # int4 only: yours instead of minirt's (int4_method)
 
     @property
     def needs_calibration(self) -> bool:
         return self.activations == "fp8-static" or self.smooth_alpha is not None
+
+
+@dataclass(frozen=True)
+class Int4Functions:
+    """INT4 written outside minirt, on minirt.quant.formats' conventions (codes in 0..15, GPTQ's
+    nibble order, zero point 8 when symmetric): a QuantLinear of a method that has them quantizes,
+    packs and multiplies with these instead of minirt's formats and kernel.
+
+    quantize(w [out, in] fp32, group_size) -> (codes [out, in], scales [out, groups]), plus zeros
+      [out, groups] when asymmetric; pack(codes) -> [out, in // 8] int32;
+    gemv(x [in], packed, scales, zeros or None, group_size) -> y [out], one token's product.
+    """
+
+    quantize: Callable
+    pack: Callable
+    gemv: Callable
+
+
+def int4_method(
+    quantize: Callable,
+    pack: Callable,
+    gemv: Callable,
+    group_size: int = 128,
+    symmetric: bool = True,
+    name: str = "w4a16-yours",
+) -> QuantMethod:
+    """A W4A16 method made of your functions: `LLM(quantization=int4_method(...))` runs every
+    decoder projection on them, your GEMV once per token (decode-shaped: a launch per row)."""
+    functions = Int4Functions(quantize, pack, gemv)
+    return QuantMethod(name, "int4", group_size, symmetric, functions=functions)
 
 
 METHODS = {
@@ -51,13 +84,15 @@ METHODS = {
 }
 
 
-def get_method(name: str) -> QuantMethod:
+def get_method(name: str | QuantMethod) -> QuantMethod:
+    if isinstance(name, QuantMethod):  # a method of your own (int4_method)
+        return name
     if name not in METHODS:
         raise ValueError(f"unknown quantization method {name!r}; choose one of {sorted(METHODS)}")
     return METHODS[name]
 
 
-def check_engine_method(name: str) -> None:
+def check_engine_method(name: str | QuantMethod) -> None:
     """`LLM(quantization=name)` quantizes at load time: the method must exist and need no
     calibration data (that takes texts, which only `quantize_model` is given)."""
     if get_method(name).needs_calibration:  # raises on an unknown name, listing the methods
@@ -77,7 +112,14 @@ class QuantLinear(nn.Module):
     smooth [in] (int8-smooth; a real deployment folds 1/s into the previous RMSNorm instead).
     """
 
-    def __init__(self, method: str, in_features: int, out_features: int, tensors: dict, parts=None):
+    def __init__(
+        self,
+        method: str | QuantMethod,
+        in_features: int,
+        out_features: int,
+        tensors: dict,
+        parts=None,
+    ):
         super().__init__()
         self.method = get_method(method)
         self.in_features, self.out_features = in_features, out_features
@@ -89,14 +131,16 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_linear(
-        cls, linear: nn.Linear, method: str, act_amax: torch.Tensor | None = None
+        cls, linear: nn.Linear, method: str | QuantMethod, act_amax: torch.Tensor | None = None
     ) -> QuantLinear:
         """Quantize `linear`; `act_amax` [in] (largest |x| per input channel) from calibration."""
         m = get_method(method)
         if m.needs_calibration and act_amax is None:
             raise ValueError(f"method {method!r} needs calibration data (activation ranges)")
         w, t = linear.weight.detach(), {}
-        if m.weights == "int4":
+        if m.functions is not None:
+            t = _int4_with(m, w)
+        elif m.weights == "int4":
             q = F.quantize_int4(w, m.group_size, m.symmetric, interleaved=True)
             t = {"qweight": q.packed, "scales": q.scales}
             if q.zeros is not None:
@@ -124,10 +168,12 @@ class QuantLinear(nn.Module):
         return slice(start, start + self.parts[name])
 
     def int4_weight(self) -> F.Int4Weight:
-        """The int4 buffers as the format they are (interleaved: what the kernel reads)."""
+        """The int4 buffers as the format they are (interleaved: what minirt's kernel reads;
+        a method's own functions pack in GPTQ's order)."""
         shape, g = (self.out_features, self.in_features), self.method.group_size
         zeros = getattr(self, "zeros", None)
-        return F.Int4Weight(self.qweight, self.scales, zeros, shape, g, interleaved=True)
+        mine = self.method.functions is None
+        return F.Int4Weight(self.qweight, self.scales, zeros, shape, g, interleaved=mine)
 
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
@@ -140,6 +186,13 @@ class QuantLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead, m = x.shape[:-1], self.method
+        if m.functions is not None:  # a method's own GEMV, once per token: a launch per row
+            zeros, g = getattr(self, "zeros", None), m.group_size
+            rows = x.reshape(-1, self.in_features)  # [tokens, in]
+            y = [m.functions.gemv(r, self.qweight, self.scales, zeros, g) for r in rows]
+            y = torch.stack(y).float().reshape(-1, self.out_features)  # [tokens, out]
+            y = y + self.bias.float() if self.bias is not None else y
+            return y.to(x.dtype).reshape(*lead, self.out_features)
         if x.is_cuda:  # the Triton kernels; the lines below are their reference (and CPU) path
             y = self._kernel_forward(x.reshape(-1, self.in_features))
             return y.reshape(*lead, self.out_features)
@@ -188,6 +241,16 @@ class QuantLinear(nn.Module):
     def to_dict(self) -> dict:
         return {**asdict(self.method), "in_features": self.in_features,
                 "out_features": self.out_features, "parts": self.parts}  # fmt: skip
+
+
+def _int4_with(m: QuantMethod, w: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A method's own functions on one weight: the buffers of its QuantLinear."""
+    codes, scales, *zeros = m.functions.quantize(w.float().clone(), m.group_size)
+    if len(zeros) != (0 if m.symmetric else 1):
+        want = "(codes, scales)" if m.symmetric else "(codes, scales, zeros)"
+        raise ValueError(f"method {m.name!r}: quantize returned {2 + len(zeros)} values; {want}")
+    t = {"qweight": m.functions.pack(codes), "scales": scales}
+    return t | ({"zeros": zeros[0]} if zeros else {})
 
 
 # -- whole models ---------------------------------------------------------------------------------

@@ -162,3 +162,33 @@ def test_bad_inputs_raise_clear_errors(llm, tmp_path):
         load_quantized(llm, tmp_path / "nowhere")
     with pytest.raises(ValueError, match="not divisible by group_size"):
         QuantLinear.from_linear(nn.Linear(200, 8), "w4a16-g128")
+
+
+def test_a_method_of_ones_own_functions_runs_in_every_projection_once_per_token():
+    """int4_method: the quantizer, packer and GEMV given (here minirt's formats and a GEMV in
+    PyTorch) quantize every decoder projection and multiply each token; the model then scores
+    as minirt's own method of the same group size does (the same codes, another sum order)."""
+    from minirt.quant import formats as Q
+    from minirt.quant.linear import int4_method
+
+    calls = []
+
+    def quantize(w, group_size):
+        q = Q.quantize_int4(w, group_size)
+        return Q.unpack_int4(q.packed), q.scales
+
+    def gemv(x, packed, scales, zeros, group_size):  # x [in] -> [out]
+        calls.append(tuple(x.shape))
+        shape = (packed.shape[0], packed.shape[1] * 8)
+        return Q.dequantize_int4(Q.Int4Weight(packed, scales, zeros, shape, group_size)) @ x
+
+    text = HELD_OUT[:24]
+    mine = LLM("draft", device="cpu", quantization=int4_method(quantize, Q.pack_int4, gemv, 32))
+    ref = LLM("draft", device="cpu", quantization="w4a16-g32")
+    layers = [m for m in mine.model.modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == len(target_linears(LLM("draft", device="cpu").model)) == 12
+    torch.testing.assert_close(mine.score(text), ref.score(text), rtol=1e-4, atol=1e-4)
+    assert len(calls) == len(layers) * len(mine.tokenizer.encode(text))
+    asym = int4_method(quantize, Q.pack_int4, gemv, 32, symmetric=False)
+    with pytest.raises(ValueError, match=r"quantize returned 2 values; \(codes, scales, zeros\)"):
+        LLM("draft", device="cpu", quantization=asym)
