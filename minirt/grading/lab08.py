@@ -57,11 +57,15 @@ def draw_write(rng: random.Random, i: int) -> dict:
         for j in rng.sample(range(n), rng.randint(1, n)):
             slots[j] = -1
     return {
-        "kv_heads": kv_heads, "head_dim": head_dim, "block_size": bs, "num_blocks": num_blocks,
-        "slots": slots, "dtype": ("float32", "bfloat16")[i % 4 == 3],
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "block_size": bs,
+        "num_blocks": num_blocks,
+        "slots": slots,
+        "dtype": ("float32", "bfloat16")[i % 4 == 3],
         "filled": bool(i % 2),  # a pool with other sequences' KV already in it
         "seed": rng.randrange(2**31),
-    }  # fmt: skip
+    }
 
 
 def _write_tensors(case: dict) -> tuple:
@@ -124,8 +128,15 @@ def compare_write(got: dict, want: dict, case: dict) -> None:
 # -- task 2: paged_decode -------------------------------------------------------------------------
 def _decode_args(case: dict) -> tuple:
     t = pool_tensors(case)
-    return (t["q"], t["k_cache"], t["v_cache"], t["block_tables"], t["context_lens"],
-            case["head_dim"] ** -0.5, case["max_context_len"])  # fmt: skip
+    return (
+        t["q"],
+        t["k_cache"],
+        t["v_cache"],
+        t["block_tables"],
+        t["context_lens"],
+        case["head_dim"] ** -0.5,
+        case["max_context_len"],
+    )
 
 
 def play_decode(learner: SimpleNamespace, case: dict) -> torch.Tensor:
@@ -173,37 +184,93 @@ def compare_triton_engine(got: dict, want: dict, case: dict) -> None:
     engine.compare(got, want, case, roles=ENGINE_ROLES)
 
 
-def _played(id_, title, points, needs, num_cases, draw, play, expect, compare, **kw) -> Task:
-    return Task(id_, title, points, needs, None, num_cases, draw=draw, play=play, expect=expect,
-                compare=compare, **kw)  # fmt: skip
+def _played(id_: str, title: str, points: int, needs, num_cases: int, pieces, env=()) -> Task:
+    """A task given as (draw, play, expect, compare)."""
+    draw, play, expect, compare = pieces
+    return Task(
+        id_,
+        title,
+        points,
+        needs,
+        None,
+        num_cases,
+        env,
+        draw=draw,
+        play=play,
+        expect=expect,
+        compare=compare,
+    )
 
 
 INTERPRET = (("TRITON_INTERPRET", "1"),)
 TRITON_KERNELS = ("prefill_kernel", "decode_split_kernel", "decode_combine_kernel")
+ENGINE = (engine.draw, play_engine, engine.expect, engine.compare)
+TRITON_ENGINE = (draw_triton_engine, play_triton_engine, engine.expect, compare_triton_engine)
 TASKS = [
-    _played("1", "write_kv", 2, ("write_kv",), 30, draw_write, play_write, expect_write,
-            compare_write),
-    _played("2", "paged_decode", 3, ("paged_decode",), 40, draw_pool, play_decode, expect_decode,
-            compare_decode),
-    _played("3", "your kernels in the engine", 3, ("write_kv", "paged_decode"), 4, engine.draw,
-            play_engine, engine.expect, engine.compare),
-    _played("4a", "scale_rows_kernel: load, store, a masked tail", 1,
-            ("scale_rows_kernel", "scale_rows"), 8, rungs.draw_scale, rungs.play_scale,
-            rungs.expect_scale, rungs.compare_scale, env=INTERPRET),
-    _played("4b", "softmax_kernel: a row softmax", 1, ("softmax_kernel", "softmax_rows"), 8,
-            rungs.draw_softmax, rungs.play_softmax, rungs.expect_softmax, rungs.compare_softmax,
-            env=INTERPRET),
-    _played("4c", "online_softmax_kernel: a long row, tile by tile", 2,
-            ("online_softmax_kernel", "softmax_tiled"), 8, rungs.draw_online, rungs.play_online,
-            rungs.expect_softmax, rungs.compare_online, env=INTERPRET),
-    _played("4d", "prefill_kernel: tiled causal attention", 3,
-            ("prefill_kernel", "prefill_triton"), 8, rungs.draw_prefill, rungs.play_prefill,
-            rungs.expect_prefill, rungs.compare_prefill, env=INTERPRET),
-    _played("4e", "decode kernels: paged attention split along the context", 3,
-            (*rungs.DECODE, "paged_decode_triton"), 10, rungs.draw_decode, rungs.play_decode,
-            rungs.expect_decode, rungs.compare_decode, env=INTERPRET),
-    _played("5", "your Triton kernels in the engine", 2,
-            ("write_kv", "prefill_triton", "paged_decode_triton", *TRITON_KERNELS), 1,
-            draw_triton_engine, play_triton_engine, engine.expect, compare_triton_engine,
-            env=INTERPRET),
-]  # fmt: skip
+    _played(
+        "1", "write_kv", 2, ("write_kv",), 30, (draw_write, play_write, expect_write, compare_write)
+    ),
+    _played(
+        "2",
+        "paged_decode",
+        3,
+        ("paged_decode",),
+        40,
+        (draw_pool, play_decode, expect_decode, compare_decode),
+    ),
+    _played("3", "your kernels in the engine", 3, ("write_kv", "paged_decode"), 4, ENGINE),
+    _played(
+        "4a",
+        "scale_rows_kernel: load, store, a masked tail",
+        1,
+        ("scale_rows_kernel", "scale_rows"),
+        8,
+        rungs.SCALE,
+        INTERPRET,
+    ),
+    _played(
+        "4b",
+        "softmax_kernel: a row softmax",
+        1,
+        ("softmax_kernel", "softmax_rows"),
+        8,
+        rungs.SOFTMAX,
+        INTERPRET,
+    ),
+    _played(
+        "4c",
+        "online_softmax_kernel: a long row, tile by tile",
+        2,
+        ("online_softmax_kernel", "softmax_tiled"),
+        8,
+        rungs.ONLINE,
+        INTERPRET,
+    ),
+    _played(
+        "4d",
+        "prefill_kernel: tiled causal attention",
+        3,
+        ("prefill_kernel", "prefill_triton"),
+        8,
+        rungs.PREFILL_TASK,
+        INTERPRET,
+    ),
+    _played(
+        "4e",
+        "decode kernels: paged attention split along the context",
+        3,
+        (*rungs.DECODE, "paged_decode_triton"),
+        10,
+        rungs.DECODE_TASK,
+        INTERPRET,
+    ),
+    _played(
+        "5",
+        "your Triton kernels in the engine",
+        2,
+        ("write_kv", "prefill_triton", "paged_decode_triton", *TRITON_KERNELS),
+        1,
+        TRITON_ENGINE,
+        INTERPRET,
+    ),
+]

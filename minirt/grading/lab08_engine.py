@@ -62,21 +62,21 @@ class _Spy:
                     f"{slot_mapping.tolist()}, the {name} differs from what store_kv_ref writes"
                 )
 
-    def decode_attention(self, q, k_cache, v_cache, block_tables, context_lens, scale,
-                         max_context_len, num_splits=None):  # fmt: skip
+    def decode_attention(self, *args, num_splits=None):
+        # args: q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len
         where = self._where("decode_attention")
-        args = (q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len)
+        q, context_lens = args[0], args[4]
         want = self.reference.decode_attention(*args)
         got = self._call("decode_attention", where, *args)
         lens = context_lens.tolist()
         close(got, want, f"{where}: the decode of {q.shape[0]} sequences with contexts {lens}", 0)
         return got
 
-    def prefill_attention(self, q, k_cache, v_cache, block_tables, context_lens,
-                          query_start_loc, scale, max_query_len, max_context_len):  # fmt: skip
+    def prefill_attention(self, *args):
+        # args: q, k_cache, v_cache, block_tables, context_lens, query_start_loc, scale,
+        # max_query_len, max_context_len
         where = self._where("prefill_attention")
-        args = (q, k_cache, v_cache, block_tables, context_lens, query_start_loc, scale,
-                max_query_len, max_context_len)  # fmt: skip
+        context_lens, query_start_loc = args[4], args[5]
         want = self.reference.prefill_attention(*args)
         got = self._call("prefill_attention", where, *args)
         starts = query_start_loc.tolist()
@@ -145,8 +145,8 @@ def expect(case: dict) -> dict:
     for prompt, out in zip(case["prompts"], rounds[0]["outputs"], strict=True):
         logits = llm.score(prompt + out["token_ids"][:-1])[len(prompt) - 1 :]
         best = logits.max(-1, keepdim=True).values
-        ties.append([(row >= top - TIE).nonzero().flatten().tolist() for row, top in
-                     zip(logits, best, strict=True)])  # fmt: skip
+        near = logits >= best - TIE  # [generated tokens, vocab]
+        ties.append([row.nonzero().flatten().tolist() for row in near])
     calls = {"store_kv": 1, "decode_attention": 1, "prefill_attention": 1}
     return {"rounds": rounds, "calls": calls, "ties": ties}
 

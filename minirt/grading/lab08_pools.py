@@ -53,10 +53,17 @@ def draw_pool(rng: random.Random, i: int, small: bool = False, prefill: bool = F
         tables.append(ids[at : at + b] + [pad] * (width - b))
         at += b
     case = {
-        "n": n, "kv_heads": kv_heads, "num_heads": kv_heads * group, "head_dim": head_dim,
-        "block_size": bs, "num_blocks": num_blocks, "lens": lens, "tables": tables,
-        "seed": rng.randrange(2**31), "note": note,
-    }  # fmt: skip
+        "n": n,
+        "kv_heads": kv_heads,
+        "num_heads": kv_heads * group,
+        "head_dim": head_dim,
+        "block_size": bs,
+        "num_blocks": num_blocks,
+        "lens": lens,
+        "tables": tables,
+        "seed": rng.randrange(2**31),
+        "note": note,
+    }
     if prefill:
         if i == 0 or i % 4 == 1:  # a whole prompt: no cached prefix
             case["q_lens"] = list(lens)

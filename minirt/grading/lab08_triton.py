@@ -215,8 +215,17 @@ def draw_prefill(rng: random.Random, i: int) -> dict:
 def _prefill_args(case: dict) -> tuple:
     t = pool_tensors(case)
     scale = case["head_dim"] ** -0.5
-    return (t["q"], t["k_cache"], t["v_cache"], t["block_tables"], t["context_lens"],
-            t["query_start_loc"], scale, max(case["q_lens"]), case["max_context_len"])  # fmt: skip
+    return (
+        t["q"],
+        t["k_cache"],
+        t["v_cache"],
+        t["block_tables"],
+        t["context_lens"],
+        t["query_start_loc"],
+        scale,
+        max(case["q_lens"]),
+        case["max_context_len"],
+    )
 
 
 def play_prefill(learner: SimpleNamespace, case: dict) -> dict:
@@ -270,8 +279,15 @@ def draw_decode(rng: random.Random, i: int) -> dict:
 def _decode_args(case: dict) -> tuple:
     t = pool_tensors(case)
     scale = case["head_dim"] ** -0.5
-    return (t["q"], t["k_cache"], t["v_cache"], t["block_tables"], t["context_lens"], scale,
-            case["max_context_len"])  # fmt: skip
+    return (
+        t["q"],
+        t["k_cache"],
+        t["v_cache"],
+        t["block_tables"],
+        t["context_lens"],
+        scale,
+        case["max_context_len"],
+    )
 
 
 def play_decode(learner: SimpleNamespace, case: dict) -> dict:
@@ -295,3 +311,11 @@ def compare_decode(got: dict, want: torch.Tensor, case: dict) -> None:
     )
     check_launches(got["launches"], call, pool_size(case))
     close(got["out"], want, call, pool_size(case))
+
+
+# Each rung's (draw, play, expect, compare), for its Task (minirt.grading.lab08).
+SCALE = (draw_scale, play_scale, expect_scale, compare_scale)
+SOFTMAX = (draw_softmax, play_softmax, expect_softmax, compare_softmax)
+ONLINE = (draw_online, play_online, expect_softmax, compare_online)
+PREFILL_TASK = (draw_prefill, play_prefill, expect_prefill, compare_prefill)
+DECODE_TASK = (draw_decode, play_decode, expect_decode, compare_decode)
