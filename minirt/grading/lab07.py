@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 from minirt.grading import lab07_engine as engine
 from minirt.grading.core import Mismatch, Refused, Task
-from minirt.grading.guard import Forbidden, check_objects
+from minirt.grading.guard import NOTEBOOK, Forbidden, check_instance, check_objects
 from minirt.grading.lab07_engine import answer, names, order_difference, show_queue
 from minirt.kv import BlockManager, RadixCache
 from minirt.sampling_params import SamplingParams
@@ -307,9 +307,7 @@ def expect_policies(case: dict) -> dict:
 def _refuse_minirts(scheduler) -> None:
     """The scheduler the engine built from the learner's class: no class of it, nor anything it
     holds, may be minirt's Scheduler (a subclass, a wrapper, a borrowed method)."""
-    mine = {c.__qualname__: c for c in type(scheduler).__mro__ if c.__module__ == "__main__"}
-    from minirt.grading.guard import check_instance
-
+    mine = {c.__qualname__: c for c in type(scheduler).__mro__ if c.__module__ == NOTEBOOK}
     refusals = check_objects(mine, SCHEDULER)
     refusals += check_instance("your scheduler", scheduler, SCHEDULER)
     if refusals:
