@@ -75,6 +75,8 @@ class Task:
     returns what came out as plain data (lists, dicts, numbers, tensors); `expect(case)` is
     minirt's own outputs on the case; `compare(got, want, case)` raises `Mismatch`. The grader's
     worker only plays; the parent draws the same cases, expects and compares (`runner._verdict`).
+    Where minirt's side is costly (an engine run) and much can be judged from the learner's record
+    alone, `precheck(got, case)` does that first: a case it fails costs no run of minirt's side.
     """
 
     id: str  # as numbered in the notebook: "1a", "2"
@@ -93,6 +95,7 @@ class Task:
     play: Callable[[SimpleNamespace, Any], Any] | None = None
     expect: Callable[[Any], Any] | None = None
     compare: Callable[[Any, Any, Any], None] | None = None
+    precheck: Callable[[Any, Any], None] | None = None
 
     def __post_init__(self):
         pieces = (self.draw, self.play, self.expect, self.compare)
@@ -234,6 +237,8 @@ def _played_check(task: Task, player: Callable[[Any], Any], judge: bool):
         case = task.draw(rng, i)
         got = player(case)
         if judge:
+            if task.precheck is not None:
+                task.precheck(got, case)
             task.compare(got, _plain(task.expect(case)), case)
 
     return check

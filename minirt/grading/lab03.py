@@ -595,5 +595,6 @@ TASKS = [
         play=lab03_engine.play,
         expect=lab03_engine.expect,
         compare=lab03_engine.compare,
+        precheck=lab03_engine.precheck,
     ),
 ]

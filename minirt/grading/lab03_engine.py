@@ -268,9 +268,11 @@ def _books(bm) -> dict:
     }
 
 
-def compare(got: dict, want: dict, case: dict) -> None:
+def precheck(got: dict, case: dict) -> None:
+    """What the learner's run shows on its own, before minirt's engines run: every verdict
+    (against minirt's verifier on the recorded inputs), a run that failed, every rollback."""
     about, size = case["about"], case["size"]
-    tolerated = _check_verdicts(got["calls"], about, size)
+    _check_verdicts(got["calls"], about, size)
     if "raised" in got:  # every verdict before it was right: the run itself failed
         from minirt.grading.replay import _rebuilt
 
@@ -278,6 +280,13 @@ def compare(got: dict, want: dict, case: dict) -> None:
     if not got["calls"]:
         raise Mismatch(f"{about}: the engine never called my_verifier", size)
     _check_rollbacks(about, got["steps"], case["block_size"], size)
+
+
+def compare(got: dict, want: dict, case: dict) -> None:
+    """The run beside minirt's speculative engine (unless a verdict on the boundary let the runs
+    part), greedy outputs beside the plain engine's, then the books (after `precheck`)."""
+    about, size = case["about"], case["size"]
+    tolerated = _check_verdicts(got["calls"], about, size)
     if not tolerated:  # the same verdicts: the same run as minirt's, step for step
         _compare_runs(about, got["steps"], want["steps"], size)
         for j, (a, b) in enumerate(zip(got["tokens"], want["tokens"], strict=True)):
