@@ -342,9 +342,16 @@ def save_quantized(llm_or_model, folder) -> Path:
     """Write every tensor of the model to folder/model.quant.safetensors; the metadata's
     "quantization" entry is a JSON {layer name: method and shapes} that load_quantized reads."""
     model = _causal_lm(llm_or_model)
-    layers = {n: m.to_dict() for n, m in model.named_modules() if isinstance(m, QuantLinear)}
-    if not layers:
+    quantized = {n: m for n, m in model.named_modules() if isinstance(m, QuantLinear)}
+    if not quantized:
         raise ValueError("the model has no QuantLinear layers; call quantize_model first")
+    own = next((m.method.name for m in quantized.values() if m.method.functions), None)
+    if own is not None:  # a checkpoint names its method; functions cannot be written down
+        raise ValueError(
+            f"the model is quantized with {own!r}, a method of your own functions; only "
+            f"minirt's methods ({', '.join(sorted(METHODS))}) can be saved and loaded again"
+        )
+    layers = {n: m.to_dict() for n, m in quantized.items()}
     tensors, seen = {}, set()
     for name, t in model.state_dict().items():
         if t.data_ptr() in seen:  # tied lm_head: the embedding already holds it

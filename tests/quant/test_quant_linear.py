@@ -192,3 +192,16 @@ def test_a_method_of_ones_own_functions_runs_in_every_projection_once_per_token(
     asym = int4_method(quantize, Q.pack_int4, gemv, 32, symmetric=False)
     with pytest.raises(ValueError, match=r"quantize returned 2 values; \(codes, scales, zeros\)"):
         LLM("draft", device="cpu", quantization=asym)
+
+
+def test_a_model_quantized_with_ones_own_functions_is_not_saved(tmp_path):
+    from minirt.quant import formats as Q
+    from minirt.quant.linear import int4_method
+
+    def quantize(w, group_size):
+        q = Q.quantize_int4(w, group_size)
+        return Q.unpack_int4(q.packed), q.scales
+
+    mine = LLM("draft", device="cpu", quantization=int4_method(quantize, Q.pack_int4, None, 32))
+    with pytest.raises(ValueError, match="'w4a16-yours', a method of your own functions"):
+        save_quantized(mine, tmp_path)
