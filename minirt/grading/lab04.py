@@ -107,7 +107,8 @@ def _check_codes(got: torch.Tensor, q: F.Int4Weight, w: torch.Tensor, call: str)
         raise Mismatch(
             f"{call}: code[{r}, {c}] is {int(got[r, c])}, minirt says {int(want[r, c])} "
             f"(w = {w[r, c].item():.6g}, group scale {q.scales[r, c // gs].item():.6g}, "
-            f"zero point {zero}: code = round(w / scale) + zero, clamped to 0..15)"
+            f"zero point {zero}: a code counts whole steps of the scale from the zero point, "
+            "the nearest one, clamped to 0..15)"
         )
 
 
@@ -118,13 +119,13 @@ def _check_scales(got: torch.Tensor, q: F.Int4Weight, call: str, sym: bool) -> N
     r, g = (int(v) for v in (~torch.isclose(got.float(), want, rtol=1e-5, atol=0)).nonzero()[0])
     ratio = (got.float()[r, g] / want[r, g]).item()
     if sym:
-        why = "scale = max|w| / 7 per group: 7, not 8, so +max|w| keeps a code (7 + 8 = 15)"
+        why = "one scale per group, which puts its largest |w| exactly on a level of -8..7"
         if abs(ratio - 7 / 8) < 1e-4:
-            why = "you divided by 8; the codes -8..7 reach +7 only, so scale = max|w| / 7"
+            why = "you divided by 8; the levels run -8..7, so +max|w| has no level +8 to land on"
     else:
         why = (
-            "scale = (hi - lo) / 15 with lo = min(min(w), 0) and hi = max(max(w), 0): the "
-            "range always includes 0, so that 0.0 is exactly a code (the zero point)"
+            "the range always includes 0 (widened to reach it, so that 0.0 is exactly a code: "
+            "the zero point) and is spread over the 15 steps between the codes 0 and 15"
         )
     raise Mismatch(
         f"{call}: scales[{r}, {g}] is {got[r, g].item():.6g}, minirt says "
@@ -161,8 +162,8 @@ def check_quantize_asym(learner: SimpleNamespace, rng: random.Random, i: int) ->
         r, g = (int(v) for v in (zeros.long() != q.zeros.long()).nonzero()[0])
         raise Mismatch(
             f"{call}: zeros[{r}, {g}] is {zeros[r, g].item()}, minirt says {q.zeros[r, g].item()}"
-            f"; the zero point is the code that stands for 0.0: round(-lo / scale), an integer "
-            "in 0..15"
+            f"; the zero point is the code that stands for 0.0: a whole number of steps above "
+            "the bottom of the range, in 0..15"
         )
     _check_codes(codes, q, w, call)
 

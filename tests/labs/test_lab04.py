@@ -46,7 +46,7 @@ BUGS = {  # a planted bug -> (the task that catches it, edits, what its message 
     "symmetric scale divides by 8": (
         "1a",
         [("scales = (g.abs().amax(-1) / 7)", "scales = (g.abs().amax(-1) / 8)")],
-        ["you divided by 8", "max|w| / 7"],
+        ["you divided by 8", "no level +8"],
     ),
     "asymmetric range without 0": (
         "1b",
