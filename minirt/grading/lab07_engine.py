@@ -245,9 +245,9 @@ POLICY_NAMES = {
 
 # -- tasks 5-7: the learner's scheduler -----------------------------------------------------------
 def draw_batching(rng: random.Random, i: int, tight: bool, priority: str) -> dict:
-    """Case `i`: 3-6 requests, some sharing a prefix, the first longer than the token budget
-    (chunked prefill); the pool holds every request at once, or (`tight`) the longest and at
-    most two blocks more, so that growing decodes preempt."""
+    """Case `i`: 3-6 requests (4-6 in a tight pool), some sharing a prefix, the first longer
+    than the token budget (chunked prefill); the pool holds every request at once, or (`tight`)
+    the longest and at most two blocks more, with 3-4 seats, so that growing sequences preempt."""
     budget, bs = rng.randint(6, 12), (2, 4)[i % 2]
     heads = [[rng.randrange(VOCAB) for _ in range(rng.randint(4, 10))] for _ in range(2)]
 
@@ -256,7 +256,7 @@ def draw_batching(rng: random.Random, i: int, tight: bool, priority: str) -> dic
         return head + [rng.randrange(VOCAB) for _ in range(rng.randint(lo, hi))]
 
     prompts = [prompt(budget + 1, 3 * budget)]
-    prompts += [prompt(1, 3 * budget) for _ in range(rng.randint(2, 5))]
+    prompts += [prompt(1, 3 * budget) for _ in range(rng.randint(3 if tight else 2, 5))]
     max_tokens = rng.randint(2, 5)
     need = [-(-(len(p) + max_tokens) // bs) for p in prompts]
     num_blocks = max(need) + rng.randint(0, 2) if tight else sum(need) + 1
@@ -265,7 +265,7 @@ def draw_batching(rng: random.Random, i: int, tight: bool, priority: str) -> dic
         "budget": budget,
         "block_size": bs,
         "num_blocks": num_blocks,
-        "seats": rng.randint(2, 4),
+        "seats": rng.randint(3 if tight else 2, 4),
         "max_tokens": max_tokens,
         "priority": priority,
     }
@@ -298,10 +298,13 @@ def run_batching(scheduler, case: dict, refuse=None) -> dict:
         if "found nothing to run" not in str(e):
             raise
         record = round_record(llm, [])
-        return {"rounds": [record], "stalled": True, "end": None}
+        last = llm.scheduler.last_batch  # that batch (no step event has its preemptions)
+        preempted = [s.seq_id for s in last.preempted] if last is not None else []
+        stalled = {"step": len(record["steps"]), "preempted": preempted}
+        return {"rounds": [record], "stalled": stalled, "end": None}
     return {
         "rounds": [round_record(llm, outputs)],
-        "stalled": False,
+        "stalled": None,
         "end": end_state(llm.block_manager),
     }
 
@@ -320,9 +323,13 @@ def compare_batching(got: dict, want: dict, case: dict) -> None:
             diff = first_step_difference(gs, ws, FIELDS)
             if diff:
                 raise Mismatch(f"{about}: step {ws['step']}: {diff[1]} ({hints[diff[0]]})", size)
-        steps = len(got["rounds"][0]["steps"])
+        step, preempted = got["stalled"]["step"], got["stalled"]["preempted"]
+        theirs = want["rounds"][0]["steps"][step:][:1]
+        if theirs and preempted != theirs[0]["preempted"]:
+            what = f"preempted sequences: yours {preempted}, minirt {theirs[0]['preempted']}"
+            raise Mismatch(f"{about}: step {step}: {what} ({hints['preempted']})", size)
         raise Mismatch(
-            f"{about}: step {steps}: your scheduler scheduled nothing while requests were still "
+            f"{about}: step {step}: your scheduler scheduled nothing while requests were still "
             "unfinished (one dropped from the queues, or starved); the engine cannot go on",
             size,
         )
