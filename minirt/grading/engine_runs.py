@@ -123,3 +123,42 @@ def compare_rounds(
                     message = f"generated token {j + 1} is {a['token_ids'][j]}, minirt's "
                     message += f"{b['token_ids'][j]}"
                 fail(req, message, "tokens")
+
+
+def books_after(books) -> dict[str, Any]:
+    """What the block books hold once a run is over, as plain data: the sequences that still
+    have tables, the blocks with holders, what `check_invariants` says, and (the prefix cache
+    evicted) how many blocks are not free."""
+    try:
+        books.check_invariants()
+        invariants = ""
+    except AssertionError as e:
+        invariants = str(e) or "an invariant does not hold"
+    tables = sorted(books.tables)
+    held = [b for b, n in enumerate(getattr(books, "ref_count", [])) if n]
+    books.evict()
+    return {
+        "tables": tables,
+        "held": held,
+        "invariants": invariants,
+        "not_free": books.num_blocks - books.num_free_blocks,
+        "num_blocks": books.num_blocks,
+    }
+
+
+def check_books_after(end: dict, case: str, size: int | None) -> None:
+    """Raise `Mismatch` if the run left anything held: no sequence keeps a table, no block a
+    holder, the invariants hold, and with the cache evicted every block is free."""
+    if end["tables"]:
+        raise Mismatch(f"{case}: after the run sequences {end['tables']} still hold blocks", size)
+    if end["held"]:
+        raise Mismatch(f"{case}: after the run blocks {end['held']} still have holders", size)
+    if end["invariants"]:
+        raise Mismatch(f"{case}: after the run, check_invariants says: {end['invariants']}", size)
+    if end["not_free"]:
+        raise Mismatch(
+            f"{case}: with every request done and the cache evicted, {end['not_free']} of "
+            f"{end['num_blocks']} blocks are not free (leaked: a block with no holder must go "
+            "back to the free list)",
+            size,
+        )
