@@ -354,27 +354,22 @@ def compare_lock_touch(got: list, want: dict, case: dict) -> None:
 
 
 # -- task 4: LRU eviction ----------------------------------------------------------------------
-def _eviction(case: dict, node_class=None):
-    """The reference tree (copied into `node_class` first, if given), minirt's eviction order
-    of it (node ids) and how many nodes the case evicts."""
+def _eviction(case: dict) -> tuple[_Reference, int]:
+    """The reference tree, and after how many removals `enough()` turns true: every third case
+    never before the tree has no unlocked leaf left, the others after a random share of its
+    nodes (often before that, sometimes after)."""
     ref = _Reference(random.Random(case["seed"]), case["block_size"], case["num_seqs"], 0.3)
-    mirror = ref.mirror(node_class) if node_class else None
-    paths = {n.node_id: _path(n) for n in all_nodes(ref.cache.root)}
-    order: list[int] = []
-    detach = ref.cache._detach
-    ref.cache._detach = lambda node: (order.append(node.node_id), detach(node))
-    ref.cache.evict()
+    num_nodes = len(all_nodes(ref.cache.root))
     share = random.Random(case["seed"] + 1).random()
-    stop = len(order) if case["i"] % 3 == 0 else int(share * (len(order) + 1))
-    tree = f"a tree of {len(paths)} nodes made from the token lists: " + ", ".join(ref.log)
-    return mirror, {"order": order, "stop": stop, "paths": paths, "tree": tree}
+    return ref, num_nodes if case["i"] % 3 == 0 else int(share * (num_nodes + 1))
 
 
 def play_evict(learner: SimpleNamespace, case: dict) -> dict:
     """What the learner's evict_lru removed (node ids), and whether each is still linked."""
-    (root, copies), want = _eviction(case, learner.Node)
+    ref, stop = _eviction(case)
+    root, copies = ref.mirror(learner.Node)
     removed: list = []
-    learner.evict_lru(root, lambda: len(removed) >= want["stop"], removed.append)
+    learner.evict_lru(root, lambda: len(removed) >= stop, removed.append)
     ids = [getattr(n, "node_id", n) for n in removed]
     known = [i if isinstance(i, int) and i in copies else None for i in ids]
     linked = [
@@ -385,26 +380,38 @@ def play_evict(learner: SimpleNamespace, case: dict) -> dict:
 
 
 def expect_evict(case: dict) -> dict:
-    return _eviction(case)[1]
+    """minirt's removals (node ids, in order) up to the case's stop, and every node's path."""
+    ref, stop = _eviction(case)
+    paths = {n.node_id: _path(n) for n in all_nodes(ref.cache.root)}
+    order: list[int] = []
+    detach = ref.cache._detach
+    ref.cache._detach = lambda node: (order.append(node.node_id), detach(node))
+    ref.cache.evict()
+    tree = f"a tree of {len(paths)} nodes made from the token lists: " + ", ".join(ref.log)
+    return {"removed": order[:stop], "stop": stop, "paths": paths, "tree": tree}
 
 
 def compare_evict(got: dict, want: dict, case: dict) -> None:
-    ids, order, stop, paths = got["removed"], want["order"], want["stop"], want["paths"]
+    ids, theirs, stop, paths = got["removed"], want["removed"], want["stop"], want["paths"]
     size, tree = len(paths) + 1, want["tree"]
 
     def shown(node_id) -> str:
         known = isinstance(node_id, int) and node_id in paths
         return _short(paths[node_id]) if known else f"{node_id!r} (no node of the tree)"
 
-    if ids != order[:stop]:
-        k = next((j for j, (a, b) in enumerate(zip(ids, order, strict=False)) if a != b), None)
-        if k is None:
-            k = min(len(ids), stop)
-        theirs = _short(paths[order[k]]) if k < stop else "nothing (enough() was true)"
+    if ids != theirs:
+        pairs = enumerate(zip(ids, theirs, strict=False))
+        k = next((j for j, (a, b) in pairs if a != b), min(len(ids), len(theirs)))
+        if k < len(theirs):
+            minirts = _short(paths[theirs[k]])
+        elif k >= stop:
+            minirts = "nothing (enough() was true)"
+        else:
+            minirts = "nothing (no unlocked leaf is left)"
         mine = shown(ids[k]) if k < len(ids) else "nothing"
         raise Mismatch(
             f"{tree}; evicting until {stop} nodes are gone: removal {k + 1} was the node of "
-            f"{mine}; minirt removes {theirs} (the least recently used unlocked leaf)",
+            f"{mine}; minirt removes {minirts} (the least recently used unlocked leaf)",
             size,
         )
     for node_id, linked in zip(ids, got["linked"], strict=True):
