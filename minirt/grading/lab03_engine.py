@@ -6,11 +6,12 @@ which blocks a rollback keeps and frees) as `LLM(prefix_cache=MyBlocks)`, on fre
 (greedy, sampled, or both in one batch, some in a pool small enough to preempt). The grader's
 worker runs the learner's engine only (`play`) and records every call of the verifier (its
 drafts, logits, distributions and the request's generator state, and the learner's verdict),
-the steps, the tokens and the books after the run. The parent (`compare`) checks every verdict
-against minirt's verifier on the same logits and the same random numbers, then compares the run
-with minirt's speculative engine step by step (proposals, verdicts, the rollback's tables and
-freed blocks, admissions, free blocks), every rollback with the invariant it keeps, greedy outputs
-with the plain engine's (no draft at all), and the books after the run (no leaked block).
+the steps, the tokens and the books after the run. The parent checks every verdict against
+minirt's verifier on the same logits and the same random numbers and every rollback (`precheck`:
+no engine of minirt's runs for a case that fails there), then compares the run with minirt's
+speculative engine step by step (`compare`: proposals, verdicts, the rollback's tables and
+freed blocks, admissions, free blocks), greedy outputs with the plain engine's (no draft at all),
+and the books after the run (no leaked block).
 """
 
 from __future__ import annotations
