@@ -3,7 +3,9 @@
 One `schedule()` call returns one `Batch` under a token budget: running sequences first (a decode
 is 1 token, an unfinished prefill its next chunk), preempting the newest when blocks run out (by
 recompute: its KV is rebuilt later, or by swapping its KV to host memory and back), then swapped
-sequences, then waiting ones in the policy's order (minirt.sched.policy). Notebooks 02 and 11.
+sequences, then waiting ones in the policy's order (minirt.sched.policy). `SchedulerBase` keeps
+the queues and what follows a forward; a scheduler is a class of it with its own `schedule()`
+(`LLM(scheduler=...)`, lab 7). Notebooks 02 and 11.
 """
 
 from __future__ import annotations
