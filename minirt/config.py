@@ -133,9 +133,7 @@ class EngineConfig:
     batch_priority: str = "decode-first"  # or "prefill-first": a step of prefills when any fit
     # None: minirt's Scheduler; or a class of minirt.sched.SchedulerBase with its schedule()
     scheduler: type | None = None
-    # schedule step n+1 while step n runs (tokens resolved late); None: on a CUDA device, where
-    # the host's work hides behind the GPU's, unless speculating; off on the CPU (nothing to hide)
-    overlap_schedule: bool | None = None
+    overlap_schedule: bool = False  # schedule step n+1 while step n runs (tokens resolved late)
     preemption_mode: str = "recompute"  # or "swap": KV to pinned host memory and back
     swap_space_bytes: int = 256 * 2**20  # host memory for swapped-out KV (preemption_mode="swap")
     device: str = "auto"  # "auto" -> cuda when available, else cpu

@@ -152,10 +152,7 @@ class LLM:
         self.recorder: Recorder | None = None
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
         self.overlap = None
-        overlap = cfg.overlap_schedule
-        if overlap is None:
-            overlap = self.device.type == "cuda" and not cfg.num_speculative_tokens
-        if overlap:
+        if cfg.overlap_schedule:
             self.overlap = OverlapLoop(self.scheduler, self.runner, self._on_step)
             self.runner.pin_inputs = self.device.type == "cuda"
 
