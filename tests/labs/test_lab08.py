@@ -237,6 +237,26 @@ def test_a_triton_rung_refuses_a_kernel_that_is_not_triton():
     assert result.status == "wrong" and "must be a @triton.jit kernel" in result.message
 
 
+# -- on a GPU: the kernels timed against minirt's (informational) ------------------------------
+TIMING = [sys.executable, "-m", "minirt.grading.lab08_timing", str(SOURCE)]
+
+
+def test_timing_without_a_gpu_says_so_and_does_nothing():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TRITON_INTERPRET": "1"}
+    proc = subprocess.run(TIMING, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert proc.returncode == 0 and "no CUDA GPU here" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_solution_kernels_are_timed_against_minirts_and_agree():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}  # as the notebook leaves it: compiled anew
+    proc = subprocess.run(TIMING, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if "ratio" in line]
+    assert [r[0] for r in rows] == ["prefill", "decode"], proc.stdout
+    assert all(float(r[-1]) < 0.05 for r in rows), proc.stdout  # float16 sums, another order
+
+
 # -- cheats -------------------------------------------------------------------------------------
 DECODE = "    num_seqs, num_heads, head_dim = q.shape\n    block_size, kv_heads"
 PREFILL = "    num_tokens, num_heads, head_dim = q.shape\n    q = q.contiguous()"
