@@ -154,7 +154,8 @@ class EngineConfig:
     sampler: Callable | None = None
     spec_verifier: Callable | None = None
     # Weight quantization at load (minirt.quant): "w4a16-g128", "fp8-dynamic", "int8", ...
-    quantization: str | None = None
+    # or a method of your own, minirt.quant.int4_method(...) (lab 4)
+    quantization: str | object | None = None
 
     def __post_init__(self) -> None:
         self._check_numbers()
@@ -264,6 +265,8 @@ class EngineConfig:
                 out[name] = getattr(getattr(self, name), "__name__", "custom")
         if not isinstance(self.kernel_backend, str):
             out["kernel_backend"] = getattr(self.kernel_backend, "name", "custom")
+        if self.quantization is not None and not isinstance(self.quantization, str):
+            out["quantization"] = getattr(self.quantization, "name", "custom")
         return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,7 @@ def test_a_method_of_ones_own_functions_runs_in_every_projection_once_per_token(
     assert len(layers) == len(target_linears(LLM("draft", device="cpu").model)) == 12
     torch.testing.assert_close(mine.score(text), ref.score(text), rtol=1e-4, atol=1e-4)
     assert len(calls) == len(layers) * len(mine.tokenizer.encode(text))
+    assert json.loads(json.dumps(mine.config.to_dict()))["quantization"] == "w4a16-yours"
     asym = int4_method(quantize, Q.pack_int4, gemv, 32, symmetric=False)
     with pytest.raises(ValueError, match=r"quantize returned 2 values; \(codes, scales, zeros\)"):
         LLM("draft", device="cpu", quantization=asym)
