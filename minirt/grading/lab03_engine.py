@@ -25,7 +25,12 @@ from pathlib import Path
 import torch
 
 from minirt.grading.core import Mismatch, _where
-from minirt.grading.engine_runs import first_step_difference, step_record
+from minirt.grading.engine_runs import (
+    books_after,
+    check_books_after,
+    first_step_difference,
+    step_record,
+)
 from minirt.sampler import filter_logits
 from minirt.sampling_params import SamplingParams
 from minirt.spec.rejection import verify
@@ -237,7 +242,7 @@ def play(learner, case: dict) -> dict:
         raise Mismatch(f"{case['about']}: {e}", case["size"]) from None
     except Exception as e:  # judged after the verdicts before it: a wrong one may have caused it
         return {"calls": recorder.calls, "raised": [type(e).__name__, f"{e}{_where(e)}"]}
-    return {"calls": recorder.calls, **run, "books": _books(mine.block_manager)}
+    return {"calls": recorder.calls, **run, "books": books_after(mine.block_manager)}
 
 
 def expect(case: dict) -> dict:
@@ -252,21 +257,6 @@ def expect(case: dict) -> dict:
         outs = plain.generate(prompts, params[greedy[0]], use_tqdm=False)
         ref["plain"] = {j: list(o.token_ids) for j, o in zip(greedy, outs, strict=True)}
     return ref
-
-
-def _books(bm) -> dict:
-    try:
-        bm.check_invariants()
-        invariants = ""
-    except AssertionError as e:
-        invariants = str(e) or "an invariant does not hold"
-    tables = sorted(bm.tables)
-    bm.evict()
-    return {
-        "invariants": invariants,
-        "tables": tables,
-        "not_free": bm.num_blocks - bm.num_free_blocks,
-    }
 
 
 def precheck(got: dict, case: dict) -> None:
@@ -306,7 +296,7 @@ def compare(got: dict, want: dict, case: dict) -> None:
                 f"{b[first : first + 1]} (speculation must not change a greedy output)",
                 size,
             )
-    _check_books(about, got["books"], size)
+    check_books_after(got["books"], about, size, "a rollback that kept or lost a block?")
 
 
 def _check_verdicts(calls: list[dict], about: str, size: int) -> int:
@@ -395,18 +385,3 @@ def _compare_runs(about: str, mine: list[dict], want: list[dict], size: int) -> 
             raise Mismatch(f"{step}: {diff[1]}", size)
     if len(mine) != len(want):
         raise Mismatch(f"{about}: your run took {len(mine)} steps; minirt's {len(want)}", size)
-
-
-def _check_books(about: str, books: dict, size: int) -> None:
-    if books["invariants"]:
-        raise Mismatch(
-            f"{about}: after the run, check_invariants says: {books['invariants']}", size
-        )
-    if books["tables"]:
-        raise Mismatch(f"{about}: after the run sequences {books['tables']} hold blocks", size)
-    if books["not_free"]:
-        raise Mismatch(
-            f"{about}: with every request done, {books['not_free']} blocks are "
-            "not free (leaked: a rollback that kept or lost a block?)",
-            size,
-        )

@@ -15,7 +15,12 @@ from __future__ import annotations
 import random
 
 from minirt.grading.core import Mismatch, Refused
-from minirt.grading.engine_runs import compare_rounds, round_record
+from minirt.grading.engine_runs import (
+    books_after,
+    check_books_after,
+    compare_rounds,
+    round_record,
+)
 from minirt.grading.guard import check_instance
 
 BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
@@ -106,22 +111,7 @@ def run(cache, case: dict, forbidden=None) -> dict:
                 for c, o in zip(prompts, outs, strict=True)
             ]
     bm = llm.block_manager
-    return {"rounds": rounds, "evicted": bm.num_evicted_tokens, "books": _books(bm)}
-
-
-def _books(bm) -> dict:
-    try:
-        bm.check_invariants()
-        invariants = ""
-    except AssertionError as e:
-        invariants = str(e) or "an invariant does not hold"
-    tables = sorted(bm.tables)
-    bm.evict()
-    return {
-        "invariants": invariants,
-        "tables": tables,
-        "not_free": bm.num_blocks - bm.num_free_blocks,
-    }
+    return {"rounds": rounds, "evicted": bm.num_evicted_tokens, "books": books_after(bm)}
 
 
 def compare(got: dict, want: dict, case: dict) -> None:
@@ -137,18 +127,4 @@ def compare(got: dict, want: dict, case: dict) -> None:
         raise Mismatch(
             f"{about}: your cache evicted {got['evicted']} tokens; minirt's {want['evicted']}", size
         )
-    books = got["books"]
-    if books["invariants"]:
-        raise Mismatch(
-            f"{about}: after the run, check_invariants says: {books['invariants']}", size
-        )
-    if books["tables"]:
-        raise Mismatch(
-            f"{about}: after the run sequences {books['tables']} still hold blocks", size
-        )
-    if books["not_free"]:
-        raise Mismatch(
-            f"{about}: with every sequence done and the tree evicted, {books['not_free']} blocks "
-            "are not free (leaked)",
-            size,
-        )
+    check_books_after(got["books"], about, size)
