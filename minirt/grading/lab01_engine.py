@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import random
 
-from minirt.grading.core import Mismatch, Refused
-from minirt.grading.engine_runs import compare_rounds, rounds_record
+from minirt.grading.core import Refused
+from minirt.grading.engine_runs import (
+    books_after,
+    check_books_after,
+    compare_rounds,
+    rounds_record,
+)
 
 BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
 VOCAB = 256  # the embedded model's byte-level vocabulary
@@ -70,22 +75,7 @@ def run(cache, case: dict, forbidden=None) -> dict:
             raise Refused("; ".join(map(str, refusals[:3])))
     params = SamplingParams(temperature=0, max_tokens=case["max_tokens"], ignore_eos=True)
     rounds = rounds_record(llm, case["rounds"], params)
-    return {"rounds": rounds, "end": _what_is_held(llm.block_manager)}
-
-
-def _what_is_held(books) -> dict:
-    try:
-        books.check_invariants()
-        invariants = ""
-    except AssertionError as e:
-        invariants = str(e) or "an invariant does not hold"
-    return {
-        "tables": sorted(books.tables),
-        "held": [b for b, n in enumerate(books.ref_count) if n],
-        "not_free": books.num_blocks - books.num_free_blocks,
-        "num_blocks": books.num_blocks,
-        "invariants": invariants,
-    }
+    return {"rounds": rounds, "end": books_after(llm.block_manager)}
 
 
 def compare(got: dict, want: dict, case: dict) -> None:
@@ -97,19 +87,7 @@ def compare(got: dict, want: dict, case: dict) -> None:
         f"max_tokens {case['max_tokens']}"
     )
     compare_rounds(got["rounds"], want["rounds"], about, size, HINTS)
-    end = got["end"]
-    if end["tables"]:
-        raise Mismatch(f"{about}: after the run sequences {end['tables']} still hold blocks", size)
-    if end["held"]:
-        raise Mismatch(f"{about}: after the run blocks {end['held']} still have holders", size)
-    if end["not_free"]:
-        raise Mismatch(
-            f"{about}: after the run {end['not_free']} of {end['num_blocks']} blocks are not "
-            "free (leaked: a block freed with no holder must go back to the free list)",
-            size,
-        )
-    if end["invariants"]:
-        raise Mismatch(f"{about}: after the run, check_invariants says: {end['invariants']}", size)
+    check_books_after(got["end"], about, size, LEAK)
 
 
 def _scheduled_hint(step: dict) -> str:
@@ -118,6 +96,7 @@ def _scheduled_hint(step: dict) -> str:
     return "admissions follow can_allocate, and a hit computes fewer tokens"
 
 
+LEAK = "a block freed with no holder must go back to the free list"
 HINTS = {
     "scheduled": _scheduled_hint,
     "cached": "the tokens your prefix match found",

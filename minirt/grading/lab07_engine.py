@@ -21,6 +21,8 @@ import random
 from minirt.grading.core import Mismatch
 from minirt.grading.engine_runs import (
     STEP_FIELDS,
+    books_after,
+    check_books_after,
     compare_rounds,
     first_step_difference,
     round_record,
@@ -77,37 +79,6 @@ def show_queue(waiting, cache) -> str:
     """'[r100 (3 cached), r101 (0 cached), …]': each waiting request and its cached prefix."""
     shown = (f"r{s.seq_id} ({cache.match_len(s.token_ids)} cached)" for s in waiting)
     return "[" + ", ".join(shown) + "]"
-
-
-def end_state(books) -> dict:
-    """What the prefix cache holds when every request is done: tables, invariants, and the blocks
-    not free once every cached block is evicted (a leak)."""
-    try:
-        books.check_invariants()
-        invariants = ""
-    except AssertionError as e:
-        invariants = str(e) or "an invariant does not hold"
-    tables = sorted(books.tables)
-    books.evict()
-    return {
-        "tables": tables,
-        "invariants": invariants,
-        "not_free": books.num_blocks - books.num_free_blocks,
-        "num_blocks": books.num_blocks,
-    }
-
-
-def compare_end(end: dict, about: str, size: int) -> None:
-    if end["tables"]:
-        raise Mismatch(f"{about}: after the run sequences {end['tables']} still hold blocks", size)
-    if end["invariants"]:
-        raise Mismatch(f"{about}: after the run, check_invariants says: {end['invariants']}", size)
-    if end["not_free"]:
-        raise Mismatch(
-            f"{about}: with every request done and the cache evicted, {end['not_free']} of "
-            f"{end['num_blocks']} blocks are not free (leaked)",
-            size,
-        )
 
 
 # -- task 4: the learner's policies in the engine -------------------------------------------------
@@ -200,7 +171,7 @@ def run_policies(policy, name: str, case: dict) -> dict:
         outputs = llm.generate(prompts, params, use_tqdm=False)
         rounds.append(round_record(llm, outputs))
         rounds[-1]["hit_rate"] = llm.last_stats.prefix_cache_hit_rate
-    return {"calls": calls.calls, "rounds": rounds, "end": end_state(llm.block_manager)}
+    return {"calls": calls.calls, "rounds": rounds, "end": books_after(llm.block_manager)}
 
 
 def compare_policies(got: dict, want: dict, case: dict) -> None:
@@ -233,7 +204,7 @@ def compare_policies(got: dict, want: dict, case: dict) -> None:
                 f"reference's {w['hit_rate']:.3f}",
                 size,
             )
-    compare_end(got["end"], about, size)
+    check_books_after(got["end"], about, size)
 
 
 POLICY_NAMES = {
@@ -305,7 +276,7 @@ def run_batching(scheduler, case: dict, refuse=None) -> dict:
     return {
         "rounds": [round_record(llm, outputs)],
         "stalled": None,
-        "end": end_state(llm.block_manager),
+        "end": books_after(llm.block_manager),
     }
 
 
@@ -334,7 +305,7 @@ def compare_batching(got: dict, want: dict, case: dict) -> None:
             size,
         )
     compare_rounds(got["rounds"], want["rounds"], about, size, hints, FIELDS)
-    compare_end(got["end"], about, size)
+    check_books_after(got["end"], about, size)
 
 
 # A step's preemptions first: who is scheduled in that step follows from them.
