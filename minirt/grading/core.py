@@ -102,6 +102,14 @@ class Task:
         if (self.check is None) != all(p is not None for p in pieces):
             raise TypeError(f"task {self.id}: give either check or draw, play, expect and compare")
 
+    @classmethod
+    def played(cls, id: str, title: str, points: int, needs: tuple[str, ...], num_cases: int,
+               pieces: tuple, env: tuple = (), precheck=None) -> Task:  # fmt: skip
+        """A task on code with state, given as `pieces` = (draw, play, expect, compare)."""
+        draw, play, expect, compare = pieces
+        return cls(id, title, points, needs, None, num_cases, env, draw=draw, play=play,
+                   expect=expect, compare=compare, precheck=precheck)  # fmt: skip
+
     @property
     def judged_apart(self) -> bool:
         """Whether the parent judges what the worker recorded (pure and played tasks)."""

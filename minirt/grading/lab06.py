@@ -433,18 +433,7 @@ def expect_engine(case: dict) -> dict:
 
 
 def _played(id_, title, points, needs, num_cases, draw, play, expect, compare) -> Task:
-    return Task(
-        id_,
-        title,
-        points,
-        needs,
-        None,
-        num_cases,
-        draw=draw,
-        play=play,
-        expect=expect,
-        compare=compare,
-    )
+    return Task.played(id_, title, points, needs, num_cases, (draw, play, expect, compare))
 
 
 TASKS = [

@@ -323,18 +323,9 @@ def expect_batching(case: dict) -> dict:
 
 
 def _batching_task(id: str, title: str, points: int, name: str, tight: bool, priority: str):
-    return Task(
-        id,
-        title,
-        points,
-        (name,),
-        None,
-        num_cases=4,
-        draw=partial(engine.draw_batching, tight=tight, priority=priority),
-        play=partial(play_batching, name),
-        expect=expect_batching,
-        compare=engine.compare_batching,
-    )
+    draw = partial(engine.draw_batching, tight=tight, priority=priority)
+    pieces = (draw, partial(play_batching, name), expect_batching, engine.compare_batching)
+    return Task.played(id, title, points, (name,), 4, pieces)
 
 
 def _orders(draw, policy_of, compare):

@@ -184,33 +184,15 @@ def compare_triton_engine(got: dict, want: dict, case: dict) -> None:
     engine.compare(got, want, case, roles=ENGINE_ROLES)
 
 
-def _played(id_: str, title: str, points: int, needs, num_cases: int, pieces, env=()) -> Task:
-    """A task given as (draw, play, expect, compare)."""
-    draw, play, expect, compare = pieces
-    return Task(
-        id_,
-        title,
-        points,
-        needs,
-        None,
-        num_cases,
-        env,
-        draw=draw,
-        play=play,
-        expect=expect,
-        compare=compare,
-    )
-
-
 INTERPRET = (("TRITON_INTERPRET", "1"),)
 TRITON_KERNELS = ("prefill_kernel", "decode_split_kernel", "decode_combine_kernel")
 ENGINE = (engine.draw, play_engine, engine.expect, engine.compare)
 TRITON_ENGINE = (draw_triton_engine, play_triton_engine, engine.expect, compare_triton_engine)
 TASKS = [
-    _played(
+    Task.played(
         "1", "write_kv", 2, ("write_kv",), 30, (draw_write, play_write, expect_write, compare_write)
     ),
-    _played(
+    Task.played(
         "2",
         "paged_decode",
         3,
@@ -218,8 +200,8 @@ TASKS = [
         40,
         (draw_pool, play_decode, expect_decode, compare_decode),
     ),
-    _played("3", "your kernels in the engine", 3, ("write_kv", "paged_decode"), 4, ENGINE),
-    _played(
+    Task.played("3", "your kernels in the engine", 3, ("write_kv", "paged_decode"), 4, ENGINE),
+    Task.played(
         "4a",
         "scale_rows_kernel: load, store, a masked tail",
         1,
@@ -228,7 +210,7 @@ TASKS = [
         rungs.SCALE,
         INTERPRET,
     ),
-    _played(
+    Task.played(
         "4b",
         "softmax_kernel: a row softmax",
         1,
@@ -237,7 +219,7 @@ TASKS = [
         rungs.SOFTMAX,
         INTERPRET,
     ),
-    _played(
+    Task.played(
         "4c",
         "online_softmax_kernel: a long row, tile by tile",
         2,
@@ -246,7 +228,7 @@ TASKS = [
         rungs.ONLINE,
         INTERPRET,
     ),
-    _played(
+    Task.played(
         "4d",
         "prefill_kernel: tiled causal attention",
         3,
@@ -255,7 +237,7 @@ TASKS = [
         rungs.PREFILL_TASK,
         INTERPRET,
     ),
-    _played(
+    Task.played(
         "4e",
         "decode kernels: paged attention split along the context",
         3,
@@ -264,7 +246,7 @@ TASKS = [
         rungs.DECODE_TASK,
         INTERPRET,
     ),
-    _played(
+    Task.played(
         "5",
         "your Triton kernels in the engine",
         2,

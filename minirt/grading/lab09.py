@@ -447,18 +447,8 @@ def compare_block(got: list, want: torch.Tensor, case: dict) -> None:
 def _on_ranks(id_, title, points, needs, draw, play_rank, expect, compare, num_cases) -> Task:
     """A task played on the ranks (lab09_ranks.OnRanks), judged by `expect` and `compare`."""
     runs = OnRanks(draw, play_rank, num_cases)
-    return Task(
-        id_,
-        title,
-        points,
-        needs,
-        None,
-        num_cases,
-        draw=runs.draw,
-        play=runs.play,
-        expect=expect,
-        compare=compare,
-    )
+    pieces = (runs.draw, runs.play, expect, compare)
+    return Task.played(id_, title, points, needs, num_cases, pieces)
 
 
 TASKS = [
