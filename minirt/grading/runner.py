@@ -92,7 +92,14 @@ class GradeReport:
             "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
         ]
         rule = "-" * max(len(line) for line in lines)
-        notes = [f"task {r.task_id}: {r.message}" for r in self.results if r.message]
+        by_message: dict[str, list[str]] = {}  # a refusal of the whole notebook: said once
+        for r in self.results:
+            if r.message:
+                by_message.setdefault(r.message, []).append(r.task_id)
+        notes = [
+            f"{'task' if len(ids) == 1 else 'tasks'} {', '.join(ids)}: {message}"
+            for message, ids in by_message.items()
+        ]
         return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1], *notes])
 
 

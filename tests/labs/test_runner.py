@@ -199,3 +199,14 @@ def test_what_the_worker_records_travels_as_data_and_comes_back_equal():
 
     program = Program("p").h2d("kv", stream="copy", nbytes=64)
     assert replay.decode(json.loads(json.dumps(replay.encode(program)))) == program
+
+
+def test_a_message_every_task_shares_is_printed_once_under_the_table():
+    from minirt.grading.runner import GradeReport
+
+    refused = "cell 3, line 1: `import minirt.kv` is refused"
+    report = GradeReport("lab01_kv_blocks", "x.ipynb", 0)
+    for i, message in enumerate([refused, refused, "2 of 4 cases fail", refused]):
+        report.results.append(TaskResult(str(i + 1), "t", 1, 0, "refused", 0, 4, message))
+    notes = report.table().splitlines()[-2:]
+    assert notes == [f"tasks 1, 2, 4: {refused}", "task 3: 2 of 4 cases fail"]
