@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from minirt.grading.core import Mismatch
+from minirt.grading.core import Mismatch, Refused
 
 # What one step decided, in the order a difference is looked for: what was scheduled comes
 # first, since the blocks of that step follow from it.
@@ -58,6 +58,30 @@ def rounds_record(llm, rounds, params) -> list[dict[str, Any]]:
         outputs = llm.generate(prompts, params, use_tqdm=False)
         out.append(round_record(llm, outputs))
     return out
+
+
+def engine_on(cache, case: dict, forbidden=None, what: str = "your cache"):
+    """The embedded engine on the CPU, traced, on the prefix cache `cache` (a class, or a
+    registry name) in a pool of the case's `num_blocks` blocks of `block_size`, 32 tokens a step,
+    first come first served. With `forbidden`, the books the engine built are checked first: books
+    that are, or hold, minirt's own raise `Refused`."""
+    from minirt import LLM  # the engine, only for the tasks that run it
+    from minirt.grading.guard import check_instance
+
+    llm = LLM(
+        device="cpu",
+        block_size=case["block_size"],
+        num_kv_blocks=case["num_blocks"],
+        max_num_batched_tokens=32,
+        prefix_cache=cache,
+        schedule_policy="fcfs",
+        trace=True,
+    )
+    if forbidden is not None:
+        refusals = check_instance(what, llm.block_manager, forbidden)
+        if refusals:
+            raise Refused("; ".join(map(str, refusals[:3])))
+    return llm
 
 
 def first_step_difference(got: dict, want: dict, fields=STEP_FIELDS) -> tuple[str, str] | None:

@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import random
 
-from minirt.grading.core import Refused
 from minirt.grading.engine_runs import (
     books_after,
     check_books_after,
     compare_rounds,
+    engine_on,
     rounds_record,
 )
 
-BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
 VOCAB = 256  # the embedded model's byte-level vocabulary
 
 
@@ -56,23 +55,9 @@ def draw(rng: random.Random, i: int) -> dict:
 def run(cache, case: dict, forbidden=None) -> dict:
     """The engine on `cache` (a class, or a registry name) through the case's rounds: every
     step's decisions and every request's tokens, then what the books still hold at the end."""
-    from minirt import LLM, SamplingParams  # the engine, only for this task
-    from minirt.grading.guard import check_instance
+    from minirt import SamplingParams
 
-    bs = case["block_size"]
-    llm = LLM(
-        device="cpu",
-        block_size=bs,
-        kv_cache_bytes=case["num_blocks"] * bs * BYTES_PER_TOKEN,
-        max_num_batched_tokens=32,
-        prefix_cache=cache,
-        schedule_policy="fcfs",
-        trace=True,
-    )
-    if forbidden is not None:
-        refusals = check_instance("your HashBlocks", llm.block_manager, forbidden)
-        if refusals:
-            raise Refused("; ".join(map(str, refusals[:3])))
+    llm = engine_on(cache, case, forbidden, "your HashBlocks")
     params = SamplingParams(temperature=0, max_tokens=case["max_tokens"], ignore_eos=True)
     rounds = rounds_record(llm, case["rounds"], params)
     return {"rounds": rounds, "end": books_after(llm.block_manager)}

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import random
 
-from minirt.grading.core import Mismatch, Refused
+from minirt.grading.core import Mismatch
 from minirt.grading.engine_runs import (
     books_after,
     check_books_after,
     compare_rounds,
+    engine_on,
     round_record,
 )
-from minirt.grading.guard import check_instance
 
-BYTES_PER_TOKEN = 8192  # the embedded target's KV per token (float32)
 # What a step decided, compared with engine_runs' step comparison (the cache's free blocks
 # include the evictable ones).
 STEP_FIELDS = {
@@ -81,22 +80,9 @@ def run(cache, case: dict, forbidden=None) -> dict:
     """The engine on `cache` (a class, or a registry name) through the case's rounds (a
     multi-turn round resends each conversation with its reply and a new question): every round
     recorded, the tokens it evicted, and the books at the end."""
-    from minirt import LLM, SamplingParams  # the engine, only for this task
+    from minirt import SamplingParams
 
-    bs = case["block_size"]
-    llm = LLM(
-        device="cpu",
-        block_size=bs,
-        kv_cache_bytes=case["num_blocks"] * bs * BYTES_PER_TOKEN,
-        max_num_batched_tokens=32,
-        prefix_cache=cache,
-        schedule_policy="fcfs",
-        trace=True,
-    )
-    if forbidden is not None:
-        refusals = check_instance("your cache", llm.block_manager, forbidden)
-        if refusals:
-            raise Refused("; ".join(map(str, refusals[:3])))
+    llm = engine_on(cache, case, forbidden)
     params = SamplingParams(temperature=0, max_tokens=case["max_tokens"], ignore_eos=True)
     rng = random.Random(case["seed"])  # the same new questions on both sides
     rounds, multi_turn = [], case["kind"] == "multi-turn"
