@@ -96,6 +96,9 @@ class Task:
     expect: Callable[[Any], Any] | None = None
     compare: Callable[[Any, Any, Any], None] | None = None
     precheck: Callable[[Any, Any], None] | None = None
+    # The least time limit the task gets, in seconds (a model run in Triton's interpreter is slow
+    # on any machine): the grader gives it the larger of this and its --timeout.
+    seconds: float = 0.0
 
     def __post_init__(self):
         pieces = (self.draw, self.play, self.expect, self.compare)
@@ -104,11 +107,12 @@ class Task:
 
     @classmethod
     def played(cls, id: str, title: str, points: int, needs: tuple[str, ...], num_cases: int,
-               pieces: tuple, env: tuple = (), precheck=None) -> Task:  # fmt: skip
-        """A task on code with state, given as `pieces` = (draw, play, expect, compare)."""
+               pieces: tuple, env: tuple = (), **options) -> Task:  # fmt: skip
+        """A task on code with state, given as `pieces` = (draw, play, expect, compare);
+        `options`: precheck, seconds."""
         draw, play, expect, compare = pieces
         return cls(id, title, points, needs, None, num_cases, env, draw=draw, play=play,
-                   expect=expect, compare=compare, precheck=precheck)  # fmt: skip
+                   expect=expect, compare=compare, **options)  # fmt: skip
 
     @property
     def judged_apart(self) -> bool:

@@ -369,5 +369,6 @@ TASKS = [
         play=play_model,
         expect=expect_model,
         compare=lab04_model.compare,
+        seconds=120,  # a model in Triton's interpreter: ~12 s on a 2-core machine, more on some
     ),
 ]

@@ -254,5 +254,6 @@ TASKS = [
         1,
         TRITON_ENGINE,
         INTERPRET,
+        seconds=120,  # the engine in Triton's interpreter
     ),
 ]

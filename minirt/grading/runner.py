@@ -416,5 +416,6 @@ def grade_notebook(
         if refusals:  # nothing of the notebook runs
             report.results.append(refused(task, refusals))
         else:
-            report.results.append(_run_isolated(cells, lab, task, seed, timeout))
+            limit = max(timeout, task.seconds)
+            report.results.append(_run_isolated(cells, lab, task, seed, limit))
     return report

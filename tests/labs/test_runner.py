@@ -210,3 +210,19 @@ def test_a_message_every_task_shares_is_printed_once_under_the_table():
         report.results.append(TaskResult(str(i + 1), "t", 1, 0, "refused", 0, 4, message))
     notes = report.table().splitlines()[-2:]
     assert notes == [f"tasks 1, 2, 4: {refused}", "task 3: 2 of 4 cases fail"]
+
+
+def test_a_slow_task_gets_its_own_least_time_limit(monkeypatch):
+    """Lab 4's model task runs a model in Triton's interpreter: it gets 120 s even when the
+    grader's --timeout is shorter; every other task gets the --timeout."""
+    from minirt.grading import lab04, runner
+
+    given = {}
+
+    def fake(cells, lab, task, seed, timeout):
+        given[task.id] = timeout
+        return TaskResult(task.id, task.title, task.points, 0, "not implemented", 0, 1, "")
+
+    monkeypatch.setattr(runner, "_run_isolated", fake)
+    runner.grade_notebook(ROOT / "labs" / "lab04_quantization.ipynb", timeout=5)
+    assert given == {t.id: (120 if t.id == "5" else 5) for t in lab04.TASKS}
