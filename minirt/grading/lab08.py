@@ -24,7 +24,13 @@ from minirt.grading import lab08_engine as engine
 from minirt.grading import lab08_triton as rungs
 from minirt.grading.core import Mismatch, Task
 from minirt.grading.guard import Forbidden
-from minirt.grading.lab08_pools import close, describe_pool, draw_pool, pool_size, pool_tensors
+from minirt.grading.lab08_pools import (
+    close,
+    decode_args,
+    describe_pool,
+    draw_pool,
+    pool_size,
+)
 
 FORBIDDEN = Forbidden(
     modules=("minirt.kernels",),
@@ -126,27 +132,14 @@ def compare_write(got: dict, want: dict, case: dict) -> None:
 
 
 # -- task 2: paged_decode -------------------------------------------------------------------------
-def _decode_args(case: dict) -> tuple:
-    t = pool_tensors(case)
-    return (
-        t["q"],
-        t["k_cache"],
-        t["v_cache"],
-        t["block_tables"],
-        t["context_lens"],
-        case["head_dim"] ** -0.5,
-        case["max_context_len"],
-    )
-
-
 def play_decode(learner: SimpleNamespace, case: dict) -> torch.Tensor:
-    return learner.paged_decode(*_decode_args(case))
+    return learner.paged_decode(*decode_args(case))
 
 
 def expect_decode(case: dict) -> torch.Tensor:
     from minirt.kernels.decode_attention import decode_attention_ref
 
-    return decode_attention_ref(*_decode_args(case))
+    return decode_attention_ref(*decode_args(case))
 
 
 def compare_decode(got, want: torch.Tensor, case: dict) -> None:

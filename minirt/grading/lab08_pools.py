@@ -155,3 +155,34 @@ def close(got, want: torch.Tensor, call: str, size: int, rows: str = "sequence")
             f"{got[s, h, :4].tolist()}…, expected {want[s, h, :4].tolist()}…",
             size,
         )
+
+
+def decode_args(case: dict) -> tuple:
+    """The arguments of a decode attention call on the case: (q, k_cache, v_cache, block_tables,
+    context_lens, scale, max_context_len), as the backend's `decode_attention` takes them."""
+    t = pool_tensors(case)
+    return (
+        t["q"],
+        t["k_cache"],
+        t["v_cache"],
+        t["block_tables"],
+        t["context_lens"],
+        case["head_dim"] ** -0.5,
+        case["max_context_len"],
+    )
+
+
+def prefill_args(case: dict) -> tuple:
+    """The arguments of a prefill attention call on the case, as the backend's takes them."""
+    t = pool_tensors(case)
+    return (
+        t["q"],
+        t["k_cache"],
+        t["v_cache"],
+        t["block_tables"],
+        t["context_lens"],
+        t["query_start_loc"],
+        case["head_dim"] ** -0.5,
+        max(case["q_lens"]),
+        case["max_context_len"],
+    )

@@ -22,10 +22,11 @@ from minirt.grading.lab08_pools import (
     DTYPES,
     TOLERANCE,
     close,
+    decode_args,
     describe_pool,
     draw_pool,
     pool_size,
-    pool_tensors,
+    prefill_args,
 )
 
 SENTINEL = 7.0  # what the padding after each output row holds; a masked store leaves it there
@@ -212,33 +213,21 @@ def draw_prefill(rng: random.Random, i: int) -> dict:
     return draw_pool(rng, i, small=True, prefill=True)
 
 
-def _prefill_args(case: dict) -> tuple:
-    t = pool_tensors(case)
-    scale = case["head_dim"] ** -0.5
-    return (
-        t["q"],
-        t["k_cache"],
-        t["v_cache"],
-        t["block_tables"],
-        t["context_lens"],
-        t["query_start_loc"],
-        scale,
-        max(case["q_lens"]),
-        case["max_context_len"],
-    )
+def _play_launcher(learner: SimpleNamespace, launcher: str, kernels, args: tuple) -> dict:
+    """The learner's launcher on `args`: its output and how often each of `kernels` ran."""
+    run = lambda: getattr(learner, launcher)(*args)  # noqa: E731
+    out, launches = launched(learner, launcher, kernels, run)
+    return {"out": out, "launches": launches}
 
 
 def play_prefill(learner: SimpleNamespace, case: dict) -> dict:
-    args = _prefill_args(case)
-    run = lambda: learner.prefill_triton(*args)  # noqa: E731
-    out, launches = launched(learner, "prefill_triton", PREFILL, run)
-    return {"out": out, "launches": launches}
+    return _play_launcher(learner, "prefill_triton", PREFILL, prefill_args(case))
 
 
 def expect_prefill(case: dict) -> torch.Tensor:
     from minirt.kernels.prefill_attention import prefill_attention_ref
 
-    return prefill_attention_ref(*_prefill_args(case))
+    return prefill_attention_ref(*prefill_args(case))
 
 
 def compare_prefill(got: dict, want: torch.Tensor, case: dict) -> None:
@@ -276,31 +265,14 @@ def draw_decode(rng: random.Random, i: int) -> dict:
     return draw_pool(rng, i, small=True)
 
 
-def _decode_args(case: dict) -> tuple:
-    t = pool_tensors(case)
-    scale = case["head_dim"] ** -0.5
-    return (
-        t["q"],
-        t["k_cache"],
-        t["v_cache"],
-        t["block_tables"],
-        t["context_lens"],
-        scale,
-        case["max_context_len"],
-    )
-
-
 def play_decode(learner: SimpleNamespace, case: dict) -> dict:
-    args = _decode_args(case)
-    run = lambda: learner.paged_decode_triton(*args)  # noqa: E731
-    out, launches = launched(learner, "paged_decode_triton", DECODE, run)
-    return {"out": out, "launches": launches}
+    return _play_launcher(learner, "paged_decode_triton", DECODE, decode_args(case))
 
 
 def expect_decode(case: dict) -> torch.Tensor:
     from minirt.kernels.decode_attention import decode_attention_ref
 
-    return decode_attention_ref(*_decode_args(case))
+    return decode_attention_ref(*decode_args(case))
 
 
 def compare_decode(got: dict, want: torch.Tensor, case: dict) -> None:
