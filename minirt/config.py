@@ -110,6 +110,7 @@ PRESETS: dict[str, ModelConfig] = {
 
 MAX_SPECULATIVE_TOKENS = 16  # beyond this a verify is a prefill: speculation cannot pay
 DTYPES = ("auto", "float32", "float16", "bfloat16")  # "auto": float32 on CPU, bfloat16 on CUDA
+KV_CACHE_DTYPES = {"auto": None, "fp8": "float8_e4m3fn"}  # None: the model's dtype
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -133,11 +134,16 @@ class EngineConfig:
     batch_priority: str = "decode-first"  # or "prefill-first": a step of prefills when any fit
     # None: minirt's Scheduler; or a class of minirt.sched.SchedulerBase with its schedule()
     scheduler: type | None = None
-    overlap_schedule: bool = False  # schedule step n+1 while step n runs (tokens resolved late)
+    # schedule step n+1 while step n runs (tokens resolved late); None: in generate() on a CUDA
+    # device, where the host's work hides behind the GPU's, unless speculating; not on the CPU
+    overlap_schedule: bool | None = False
     preemption_mode: str = "recompute"  # or "swap": KV to pinned host memory and back
     swap_space_bytes: int = 256 * 2**20  # host memory for swapped-out KV (preemption_mode="swap")
     device: str = "auto"  # "auto" -> cuda when available, else cpu
     dtype: str = "auto"  # "auto" -> float32 on CPU, bfloat16 on CUDA
+    # the KV pool's dtype: "auto" is the model's; "fp8" stores E4M3 (1 byte a value: twice the
+    # tokens in the same bytes, half the bytes a decode step reads), saturating at +-448
+    kv_cache_dtype: str = "auto"
     seed: int = 0  # for requests without their own seed
     # CPU: torch's intra-op threads (process-wide); None: minirt.threads chooses from the size
     cpu_threads: int | None = None
@@ -212,6 +218,11 @@ class EngineConfig:
         self.dtype = str(self.dtype).removeprefix("torch.")  # torch.float16 -> "float16"
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
+            choices = sorted(KV_CACHE_DTYPES)
+            raise ValueError(
+                f"kv_cache_dtype must be one of {choices}, got {self.kv_cache_dtype!r}"
+            )
         if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"

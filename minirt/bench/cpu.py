@@ -66,6 +66,11 @@ class CpuBenchConfig:
     prefix_max_tokens: int = 16
     model: str | None = None  # None: the embedded default model
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # batch-1 decode again at each weight/KV dtype and thread count (threads past the usable
+    # cores are left out): decode reads every weight each step, so half the bytes is faster
+    precisions: tuple[str, ...] = ("float32", "float16")
+    thread_counts: tuple[int, ...] = (1, 2)
+    repeats: int = 5  # of each of those runs; the median is kept
 
     @property
     def block_size(self) -> int:
@@ -80,7 +85,7 @@ def measure_decode(llm: Any, batch_size: int, cfg: CpuBenchConfig) -> dict[str, 
     params = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens, ignore_eos=True)
     llm.generate(prompts, replace(params, max_tokens=cfg.warmup_tokens), use_tqdm=False)
     start = time.perf_counter()
-    llm.generate(prompts, params, use_tqdm=False)
+    out = llm.generate(prompts, params, use_tqdm=False)
     wall_s = time.perf_counter() - start
     stats = llm.last_stats
     return {
@@ -94,7 +99,33 @@ def measure_decode(llm: Any, batch_size: int, cfg: CpuBenchConfig) -> dict[str, 
         "tokens_per_s": stats.num_generated_tokens / stats.elapsed_s,
         "num_steps": stats.num_steps,
         "num_preemptions": stats.num_preemptions,
+        "token_ids": out[0].token_ids,
     }
+
+
+def measure_precisions(cfg: CpuBenchConfig) -> list[dict[str, Any]]:
+    """Batch-1 decode tokens/s per (dtype, threads), the median of `repeats` runs, each beside
+    what the dtype costs in accuracy: held-out nats/byte and how many greedy tokens agree with
+    the first dtype's."""
+    from minirt.quant.accuracy import held_out_text, nats_per_byte
+    from minirt.threads import usable_cores
+
+    rows, first_tokens = [], None
+    text = held_out_text(1000)
+    for dtype in cfg.precisions:
+        for threads in sorted({min(t, usable_cores()) for t in cfg.thread_counts}):
+            llm = make_llm(replace(cfg, engine_kwargs={**cfg.engine_kwargs, "dtype": dtype,
+                                                       "cpu_threads": threads}))  # fmt: skip
+            runs = sorted((measure_decode(llm, 1, cfg) for _ in range(cfg.repeats)),
+                          key=lambda r: r["tokens_per_s"])  # fmt: skip
+            row = runs[len(runs) // 2]  # the median run: one short run is at the host's mercy
+            tokens = row.pop("token_ids")
+            first_tokens = first_tokens or tokens
+            agree = sum(a == b for a, b in zip(tokens, first_tokens, strict=True))
+            rows.append({**row, "name": "decode_precision", "dtype": dtype, "threads": threads,
+                         "nats_per_byte": nats_per_byte(llm, text),
+                         "greedy_agreement": agree / len(tokens)})  # fmt: skip
+    return rows
 
 
 def measure_prefix_cache(llm: Any, cfg: CpuBenchConfig) -> dict[str, Any]:
@@ -157,13 +188,14 @@ def measure(cfg: CpuBenchConfig, progress: bool = True, llm: Any = None) -> list
 
     `llm` defaults to `make_llm(cfg)`; pass your own to measure an engine you configured.
     """
-    bar = tqdm(total=len(cfg.batch_sizes) + 2, desc="loading model", disable=not progress)
+    bar = tqdm(total=len(cfg.batch_sizes) + 3, desc="loading model", disable=not progress)
     llm = llm if llm is not None else make_llm(cfg)
     bar.update()
     rows = []
     for batch_size in cfg.batch_sizes:
         bar.set_description(f"decode, batch {batch_size}")
         rows.append(measure_decode(llm, batch_size, cfg))
+        del rows[-1]["token_ids"]
         bar.update()
     decode = [r for r in rows if r["name"] == "decode"]
     if len(decode) >= 2:
@@ -177,6 +209,9 @@ def measure(cfg: CpuBenchConfig, progress: bool = True, llm: Any = None) -> list
         )
     bar.set_description("shared-prefix workload")
     rows.append(measure_prefix_cache(llm, cfg))
+    bar.update()
+    bar.set_description("batch 1 per dtype and threads")
+    rows += measure_precisions(cfg)
     bar.update()
     bar.close()
     return rows
@@ -195,6 +230,12 @@ def summary(rows: list[dict[str, Any]]) -> str:
         elif r["name"] == "decode_batch_ratio":
             high, low = r["batch_sizes"]
             lines.append(f"batch {high} / batch {low}: {r['ratio']:.1f}x tokens/s")
+        elif r["name"] == "decode_precision":
+            lines.append(
+                f"batch 1, {r['dtype']:>8}, {r['threads']} thread(s): {r['tokens_per_s']:6.1f} "
+                f"tokens/s, {r['nats_per_byte']:.4f} nats/byte held out, "
+                f"{r['greedy_agreement']:.0%} of its greedy tokens those of the first row"
+            )
         elif r["name"] == "prefix_cache":
             lines.append(
                 f"prefix cache: hit rate {r['hit_rate']:.1%} "
@@ -239,21 +280,25 @@ def add_parser(topics) -> None:
     p.add_argument(
         "--model", default=None, help="a Hugging Face checkpoint folder (default: embedded)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: the engine's choice)"
+    )
     add_no_progress(p)
 
 
-def main(args, command: str) -> Path:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = CpuBenchConfig(
+def config_of(args) -> CpuBenchConfig:
+    """The command line as a config; --threads goes to the engine (`cpu_threads`): a
+    torch.set_num_threads before LLM() would be undone by the engine's own choice."""
+    return CpuBenchConfig(
         batch_sizes=args.batch_sizes,
         max_tokens=args.max_tokens,
         prefix_prompts=args.prefix_prompts,
         model=args.model,
+        engine_kwargs={"cpu_threads": args.threads} if args.threads else {},
     )
-    path = run(cfg, out_dir=args.out, command=command, progress=progress(args))
+
+
+def main(args, command: str) -> Path:
+    path = run(config_of(args), out_dir=args.out, command=command, progress=progress(args))
     print(summary(load_results(path)["results"]))
     return path

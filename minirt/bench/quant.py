@@ -215,6 +215,38 @@ def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"), batches=(1,
     return rows
 
 
+def kv_cache_rows(batches=(16, 64), context: int = 2048, max_tokens: int = 64,
+                  progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+    """Decode tokens/s over long contexts with the KV pool in bf16 and in FP8 (same bytes): the
+    steps where the whole batch decodes (`minirt.bench.spec.full_batch_decode`), where the
+    attention reads `context` tokens of KV per sequence; and how many tokens each pool holds."""
+    from minirt import LLM, SamplingParams
+    from minirt.bench.roofline import qwen3_06b_checkpoint
+    from minirt.bench.spec import full_batch_decode
+
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        qwen3_06b_checkpoint(folder)
+        for kv in tqdm(("auto", "fp8"), desc="kv cache", disable=not progress):
+            llm = LLM(folder, device="cuda", kv_cache_dtype=kv, max_num_seqs=max(batches),
+                      kv_cache_bytes=20 * 2**30,
+                      max_model_len=context + max_tokens + 16)  # fmt: skip
+            for b in batches:
+                ids = torch.randint(10, 1000, (b, context), generator=g).tolist()
+                row = full_batch_decode(llm, ids, params)
+                rows.append({"experiment": "kv_cache", "model": "qwen3-0.6b",
+                             "kv_cache_dtype": str(llm.kv_dtype).removeprefix("torch."),
+                             "batch": b, "context": context,
+                             "pool_tokens": llm.num_blocks * llm.config.block_size,
+                             "tokens_per_s": row["tokens_per_s"],
+                             "decode_steps": row["num_steps"]})  # fmt: skip
+            del llm
+            torch.cuda.empty_cache()
+    return rows
+
+
 def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
     """All of it; or with `methods` (e.g. {"w4a16-g128"}) only those GEMMs beside bf16."""
     from minirt.bench.timing import gpu_device
@@ -225,6 +257,7 @@ def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
         if methods is not None:
             raise StopIteration  # GEMMs only
         rows += decode_rows(progress=progress)
+        rows += kv_cache_rows(progress=progress)
     except StopIteration:
         pass
     except Exception:  # noqa: BLE001 - keep the GEMM timings; say why decode is missing
@@ -237,7 +270,9 @@ def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
               "copies that fill 3x the L2 (weights from DRAM); ours: best of the configs "
               "listed; rel_err against scaled_gemm_ref / w4a16_gemm_ref",
               "decode": "Qwen3-0.6B shape, random weights, greedy, 64 new tokens, CUDA "
-              "graphs"}  # fmt: skip
+              "graphs",
+              "kv_cache": "the same model, bf16 weights, KV pool bf16 or FP8 E4M3 in 20 GiB; "
+              "2,048-token random prompts; tokens/s over the steps where all decode"}  # fmt: skip
     return write_results("quant", gpu_device(), rows, out_dir, command, config=config)
 
 
@@ -252,6 +287,11 @@ def summary(rows: list[dict[str, Any]]) -> str:
         cells = [f"{got[x]['ms'] * 1e3:8.1f}us {got[x]['speedup_vs_bf16']:4.2f}x" if x in got
                  else f"{'-':>14}" for x in _methods(rows)]  # fmt: skip
         lines.append(f"{model + '/' + layer:<22} {m:>5} " + " ".join(cells))
+    for r in (r for r in rows if r["experiment"] == "kv_cache"):
+        lines.append(
+            f"kv {r['kv_cache_dtype']:<14} batch {r['batch']:>3} x {r['context']} "
+            f"context: {r['tokens_per_s']:8.0f} tok/s, pool {r['pool_tokens']:,} tokens"
+        )
     for r in (r for r in rows if r["experiment"] == "decode"):
         lines.append(
             f"decode {r['method']:<12} batch {r['batch']:>3}: {r['tokens_per_s']:8.0f} tok/s"

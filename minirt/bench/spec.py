@@ -177,13 +177,82 @@ def end_to_end(batches=BATCHES, ks=(2, 4, 6), max_tokens: int = 128, device: str
     return rows
 
 
-def full_batch_decode(llm, texts: list[str], params) -> dict[str, Any]:
+TEMPERATURES = (0.0, 0.7, 1.0)
+
+
+def alpha_sweep(pair: tuple[str, str] = ("target", "draft"), name: str = "embedded", k: int = 4,
+                temperatures=TEMPERATURES, requests: int = 8, max_tokens: int = 128,
+                device: str = "cuda", curve_rows=(), progress: bool = True,
+                kv_cache_bytes: int = 2**30) -> list[dict[str, Any]]:  # fmt: skip
+    """Batch-1 tokens/s with k draft tokens over the same engine without, at each sampling
+    temperature. Exact rejection sampling keeps the target's distribution whatever the
+    temperature, but the draft's guesses agree less often as both spread out: the per-token α
+    falls, and the speedup with it. Each point carries α and, where the run measured the pair's
+    cost curves (`curve_rows`: the target's and the draft's, models "<name>-target" and
+    "<name>-draft"), the cost model's prediction at that α (`minirt.tools.spec.speedup`).
+    `requests` prompts run one at a time (max_num_seqs = 1), each seeded."""
+    from minirt import LLM, SamplingParams
+    from minirt.tools.spec import alpha_from_acceptance_rate, host_overhead, speedup
+
+    graphs = device == "cuda"
+    curves = _curves(curve_rows, name, "gpu_ms_expanded" if graphs else "ms")  # as it verifies
+    engines = {}
+    for kk in (0, k):
+        spec = dict(speculative_model=pair[1], num_speculative_tokens=kk) if kk else {}
+        engines[kk] = LLM(pair[0], device=device, kv_cache_bytes=kv_cache_bytes, max_num_seqs=1,
+                          enforce_eager=not graphs, **spec)  # fmt: skip
+        engines[kk].generate(prompts(2), SamplingParams(max_tokens=8), use_tqdm=False)  # warm-up
+    rows = []
+    for temperature in tqdm(temperatures, desc="alpha sweep", disable=not progress):
+        tps, stats = {}, {}
+        for kk, llm in engines.items():
+            params = [SamplingParams(temperature=temperature, max_tokens=max_tokens,
+                                     ignore_eos=True, seed=i) for i in range(requests)]  # fmt: skip
+            _sync()
+            llm.generate(prompts(requests), params, use_tqdm=False)
+            stats[kk] = llm.last_stats
+            tps[kk] = stats[kk].num_generated_tokens / stats[kk].elapsed_s
+        rate = stats[k].acceptance_rate
+        alpha = alpha_from_acceptance_rate(rate, k)
+        predicted = None
+        if curves is not None:
+            host = host_overhead(curves[0], {1: 1e3 / tps[0]}) if graphs else 0.0
+            predicted = speedup(alpha, k, 1, *curves, host_ms=host)
+        rows.append({"experiment": "alpha_sweep", "pair": name, "batch": 1, "k": k,
+                     "temperature": temperature, "requests": requests, "cuda_graphs": graphs,
+                     "acceptance_rate": rate, "alpha": alpha, "tokens_per_s": tps[k],
+                     "plain_tokens_per_s": tps[0], "speedup": tps[k] / tps[0],
+                     "predicted_speedup": predicted})  # fmt: skip
+    del engines
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _curves(rows, name: str, key: str):
+    """(target, draft) CostCurves of pair `name` from cost_curve rows, timed by `key`; None when
+    the rows lack either."""
+    from minirt.tools.spec import CostCurve
+
+    out = []
+    for role in ("target", "draft"):
+        model = f"{name}-{role}"
+        mine = [{"batch": r["batch"], "tokens": r["tokens"], "ms": r[key]} for r in rows
+                if r.get("experiment") == "cost_curve" and r["model"] == model]  # fmt: skip
+        if not mine:
+            return None
+        out.append(CostCurve.from_rows(mine, f"{name}-{role}"))
+    return tuple(out)
+
+
+def full_batch_decode(llm, texts: list[str] | list[list[int]], params) -> dict[str, Any]:
     """Tokens/s over the steps in which every one of the len(texts) sequences decodes: all
     prompts are in, none has finished, no prompt chunk shares the step. Prefill steps, the tail
     of a batch thinning out and admissions are left out. Drives the engine step by step."""
     from minirt.sched import Sequence
 
-    seqs = [Sequence(-1 - i, llm.tokenizer.encode(t), params) for i, t in enumerate(texts)]
+    ids = [t if isinstance(t, list) else llm.tokenizer.encode(t) for t in texts]  # text or ids
+    seqs = [Sequence(-1 - i, x, params) for i, x in enumerate(ids)]
     # Room for every decode's k lookahead slots *and* the prompts still waiting: with the default
     # budget, 512 decodes x (1 + 4) slots take all 2,048 tokens and the last prompts would wait
     # until others finish (the batch would never be full).
@@ -238,6 +307,8 @@ def run_pair(target: str, draft: str, out_dir, command: str, progress: bool = Tr
     rows += end_to_end(PAIR_BATCHES, ks=(2, 4), pair=(target, draft), name="gpu",
                        progress=progress, kv_cache_bytes=24 * 2**30,
                        workloads=("decode",) if decode_only else WORKLOADS)  # fmt: skip
+    rows += alpha_sweep((target, draft), "gpu", curve_rows=rows, progress=progress,
+                        kv_cache_bytes=4 * 2**30)  # fmt: skip
     config = {"gpu": torch.cuda.get_device_name(), "pair": cards,
               "end_to_end": "gpu pair, greedy, 64-character prompts of Python source, 128 new "
               "tokens each, ignore_eos; closed: batch requests at once; steady: 4 x batch "
@@ -263,6 +334,7 @@ def run(out_dir, command: str, progress: bool = True) -> Path:
         rows += cost_curve(llm, f"embedded-{name}", progress=progress)
         del llm
     rows += end_to_end(progress=progress)
+    rows += alpha_sweep(curve_rows=rows, progress=progress)
     config = {
         "gpu": torch.cuda.get_device_name(),
         "cost_curve": "one forward, logits at every row, bf16, Triton kernels, context 256 "

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from minirt.config import EngineConfig
+from minirt.config import KV_CACHE_DTYPES, EngineConfig
 from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
 from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
@@ -106,6 +106,8 @@ class LLM:
         self.device = _pick_device(self.config.device)
         auto = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.dtype = auto if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
+        kv = KV_CACHE_DTYPES[self.config.kv_cache_dtype]  # the pool's: the model's, or FP8
+        self.kv_dtype = self.dtype if kv is None else getattr(torch, kv)
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
         if self.device.type == "cpu":  # few threads: a tiny model's waiting threads only spin
             pin_cpu_threads(self.model_config, self.config.cpu_threads)
@@ -130,12 +132,12 @@ class LLM:
         # The pool is allocated once, now: a budget too small fails at start-up, not mid-request.
         self.draft_model, self.draft_config = self._load_draft()
         self.num_blocks = cfg.num_kv_blocks or self._blocks_in_budget()
-        self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.dtype, self.device)
+        self.kv_pool = allocate_kv_pool(mc, self.num_blocks, bs, self.kv_dtype, self.device)
         # the block books: hash blocks, radix tree, none, or the learner's (minirt.kv.caches)
         bm = self.block_manager = make_prefix_cache(cfg.prefix_cache, self.num_blocks, bs)
         host_blocks = 0  # preemption_mode="swap": host blocks of the same shape as the pool's
         if cfg.preemption_mode == "swap":
-            host_blocks = cfg.swap_space_bytes // (bs * kv_cache_bytes_per_token(mc, self.dtype))
+            host_blocks = cfg.swap_space_bytes // (bs * kv_cache_bytes_per_token(mc, self.kv_dtype))
         swap = SwapSpace(self.kv_pool, host_blocks) if host_blocks else None
         self.eos_ids = set(mc.eos_token_id) | ({self.tokenizer.eos_token_id} - {None})
         stop = StopRule(self.max_model_len, bm.num_blocks * bs, self.eos_ids, self.tokenizer.decode)
@@ -145,14 +147,22 @@ class LLM:
         self.runner = ModelRunner(self.model, self.kv_pool, bm, cfg.seed, swap, cfg.sampler)
         self.spec: SpecRunner | None = None
         if self.draft_model is not None:  # its own pool, the target's block tables
-            pool = allocate_kv_pool(self.draft_config, self.num_blocks, bs, self.dtype, self.device)
+            pool = allocate_kv_pool(self.draft_config, self.num_blocks, bs, self.kv_dtype,
+                                    self.device)  # fmt: skip
             draft = ModelRunner(self.draft_model, pool, bm, cfg.seed)
             self.spec = SpecRunner(self.runner, draft, cfg.spec_verifier or verify)
         self.capture_graphs()
         self.recorder: Recorder | None = None
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
         self.overlap = None
-        if cfg.overlap_schedule:
+        overlap = cfg.overlap_schedule
+        # None: generate() overlaps on a CUDA device (it drains the last step itself); step-wise
+        # drivers (the server, benchmarks) read each step's tokens, so their step() stays plain
+        self._overlap_in_step = overlap is True
+        self._generating = False
+        if overlap is None:
+            overlap = self.device.type == "cuda" and not cfg.num_speculative_tokens
+        if overlap:
             self.overlap = OverlapLoop(self.scheduler, self.runner, self._on_step)
             self.runner.pin_inputs = self.device.type == "cuda"
 
@@ -202,12 +212,14 @@ class LLM:
         try:
             for seq in seqs:
                 self.scheduler.add(seq)
+            self._generating = True
             while self.scheduler.has_unfinished():
                 bar.update(len(self.step(t0)))
             if self.overlap is not None:  # the last step's tokens (all dropped: every sequence
                 self.overlap.drain(t0)  # stopped before it was read)
         finally:
             bar.close()
+            self._generating = False
             if self.overlap is not None:
                 self.overlap.inflight = None
             for seq in self.scheduler.abort_all():  # only after an error: nothing is leaked
@@ -217,10 +229,14 @@ class LLM:
             self._record_requests(seqs)
         return [self._output(p, s) for p, s in zip(prompts, seqs, strict=True)]
 
+    @property
+    def _overlapping(self) -> bool:
+        return self.overlap is not None and (self._generating or self._overlap_in_step)
+
     def step(self, t0: float | None = None) -> list[Sequence]:
         """One engine step: schedule, run the model, update; returns sequences that finished."""
         t0 = time.perf_counter() if t0 is None else t0
-        if self.overlap is not None:
+        if self._overlapping:
             return self.overlap.step(t0)
         t_sched = time.perf_counter()
         batch = self.scheduler.schedule()
@@ -325,10 +341,10 @@ class LLM:
         mc, cfg = self.model_config, self.config
         budget = kv_budget_bytes(self.device, cfg.kv_cache_bytes, cfg.gpu_memory_utilization)
         if self.draft_config is not None:
-            per_token = kv_cache_bytes_per_token(mc, self.dtype)
-            both = per_token + kv_cache_bytes_per_token(self.draft_config, self.dtype)
+            per_token = kv_cache_bytes_per_token(mc, self.kv_dtype)
+            both = per_token + kv_cache_bytes_per_token(self.draft_config, self.kv_dtype)
             budget = budget * per_token // both
-        return num_kv_blocks(mc, cfg.block_size, self.dtype, budget)
+        return num_kv_blocks(mc, cfg.block_size, self.kv_dtype, budget)
 
     def _load_draft(self):
         """The speculative decoding draft (EngineConfig.speculative_model), or (None, None)."""
@@ -400,7 +416,7 @@ class LLM:
                 spec=[s.to_dict() for s in self.spec.last_steps] if self.spec else [],
                 cpu_ms=cpu_s * 1e3,
                 device_ms=device_s * 1e3,
-                overlap=self.overlap is not None,
+                overlap=self._overlapping,
                 cache=bm.to_dict() if self.trace_cache else {},
             )
         )

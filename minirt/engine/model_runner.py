@@ -13,7 +13,7 @@ import time
 import torch
 
 from minirt.engine.cuda_graph import DecodeGraphs
-from minirt.kv import BlockManager
+from minirt.kv import BlockManager, as_bytes
 from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
 from minirt.model.decoder import CausalLM
@@ -155,7 +155,8 @@ class ModelRunner:
         tokens are overwritten later."""
         if pairs:
             src, dst = (self.to_device(list(x)) for x in zip(*pairs, strict=True))
-            self.kv_pool[:, :, dst] = self.kv_pool[:, :, src]
+            pool = as_bytes(self.kv_pool)  # an FP8 pool copies as bytes
+            pool[:, :, dst] = pool[:, :, src]
 
     def run(self, batch: Batch) -> dict[int, list[int]]:
         """One forward over the batch, waited for: {seq_id: [next token]} for those that

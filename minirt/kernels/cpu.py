@@ -5,9 +5,11 @@ operators, and each one costs a few microseconds of dispatch whatever its size. 
 model's matrices are small, so a step spends more time starting operators than multiplying:
 the references (written to be read, ~15 operators for one RMSNorm-and-rotate, ~30 for one
 paged decode attention) cost twice the GEMMs. Here the same arithmetic calls PyTorch's fused CPU
-operators instead: `rms_norm`, `scaled_dot_product_attention` (grouped-query heads included),
-`index_copy_`. The role of each function and its signature are its reference's; the tests hold
-every one to its reference on random inputs, and the engine to the same greedy tokens.
+operators instead: `scaled_dot_product_attention` (grouped-query heads included, in fp32 whatever
+the KV dtype: a CPU's half-precision SDPA is slower), `index_select`, `index_copy_`, and q and k
+normalised and rotated together. The role of each function and its signature are its
+reference's; the tests hold every one to its reference on random inputs, and the engine to the
+same greedy tokens.
 """
 
 from __future__ import annotations
@@ -15,40 +17,75 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minirt.kernels.store_kv import store_kv_ref
+from minirt.kernels.store_kv import store_kv_ref, to_cache_dtype
 
 
 def rms_norm_cpu(x, weight, eps, residual=None):
-    """`rms_norm_ref` as one fused operator: statistics in fp32, rounded to the activation
-    dtype, then scaled by the weight (the order transformers uses)."""
+    """`rms_norm_ref`'s arithmetic: statistics in fp32, rounded to the activation dtype, then
+    scaled by the weight (the order transformers uses). PyTorch's F.rms_norm is no faster on a
+    CPU (it runs these same operators, and more), and these give the reference's bits."""
     if residual is not None:
         x = x + residual
-    out = F.rms_norm(x.float(), (x.shape[-1],), None, eps).to(x.dtype) * weight
+    out = _normalize(x, eps).to(x.dtype) * weight
     return out if residual is None else (out, x)
+
+
+def _normalize(x, eps):
+    h = x.float()
+    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
 
 
 def rope_cpu(positions, q, k, cos, sin):
     """`rope_ref` with q and k rotated together: one set of operators for both."""
     heads = q.shape[1]
-    qk = torch.cat((q, k), dim=1).float()
-    c, s = cos[positions][:, None, :], sin[positions][:, None, :]
-    x1, x2 = qk.chunk(2, dim=-1)
-    out = torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1).to(q.dtype)
+    out = _rotate(torch.cat((q, k), dim=1).float(), positions, cos, sin).to(q.dtype)
     return out[:, :heads], out[:, heads:]
 
 
+def _rotate(x, positions, cos, sin):
+    """Rotate-half RoPE as x * C + swap(x) * S, where swap exchanges the halves, C = [c, c] and
+    S = [-s, s]: the reference's (x1 c - x2 s, x2 c + x1 s) to the last bit, in fewer operators."""
+    wide_cos, wide_sin = _wide_tables(cos, sin)
+    x1, x2 = x.chunk(2, dim=-1)
+    return (
+        x * wide_cos[positions][:, None]
+        + torch.cat((x2, x1), dim=-1) * wide_sin[positions][:, None]
+    )
+
+
+_wide = (None, None, None)  # (cos, [cos, cos], [-sin, sin]) of the model rotated last
+
+
+def _wide_tables(cos, sin):
+    """C and S for every position, built once per model (every layer passes the same tables;
+    one tuple, read once, so a thread running another model never mixes two models' tables)."""
+    global _wide
+    wide = _wide
+    if wide[0] is not cos:
+        wide = _wide = cos, torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
+    return wide[1], wide[2]
+
+
 def qk_norm_rope_cpu(positions, q, k, q_weight, k_weight, eps, cos, sin):
-    """`qk_norm_rope_ref`: per-head RMSNorm of q and k, then RoPE."""
-    q, k = rms_norm_cpu(q, q_weight, eps), rms_norm_cpu(k, k_weight, eps)
-    return rope_cpu(positions, q, k, cos, sin)
+    """`qk_norm_rope_ref`: per-head RMSNorm of q and k, then RoPE; q and k normalised in one
+    call (the statistics are per head either way), each scaled by its own weight."""
+    heads, dtype = q.shape[1], q.dtype
+    qk = torch.cat((q, k), dim=1)
+    qk = _normalize(qk, eps).to(dtype)
+    weight = torch.cat((q_weight.expand(heads, -1), k_weight.expand(k.shape[1], -1)))
+    out = _rotate((qk * weight).float(), positions, cos, sin).to(dtype)
+    return out[:, :heads], out[:, heads:]
 
 
 def store_kv_cpu(k, v, k_cache, v_cache, slot_mapping):
     """`store_kv_ref` as one `index_copy_` per cache (padding slots -1 go the reference's way)."""
-    if bool((slot_mapping < 0).any()):
+    if slot_mapping.numel() and int(slot_mapping.min()) < 0:
         return store_kv_ref(k, v, k_cache, v_cache, slot_mapping)
-    k_cache.view(-1, *k_cache.shape[2:]).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
-    v_cache.view(-1, *v_cache.shape[2:]).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+    for x, cache in ((k, k_cache), (v, v_cache)):
+        x = to_cache_dtype(x, cache)
+        if cache.dtype == torch.float8_e4m3fn:  # no index_copy_ for FP8: copy the bytes
+            x, cache = x.view(torch.uint8), cache.view(torch.uint8)
+        cache.view(-1, *cache.shape[2:]).index_copy_(0, slot_mapping, x)
 
 
 def decode_attention_cpu(
@@ -61,15 +98,22 @@ def decode_attention_cpu(
     torch.empty: they may hold NaN) and masked; a padding row (context 0) attends to nothing."""
     lens = context_lens.tolist()
     n, block_size = max(max(lens), 1), k_cache.shape[1]
-    tables = block_tables[:, : -(-n // block_size)].clamp(min=0).long()
-    k = k_cache[tables].flatten(1, 2)[:, :n].transpose(1, 2).to(q.dtype)  # [seqs, kv_heads, n, d]
-    v = v_cache[tables].flatten(1, 2)[:, :n].transpose(1, 2).to(q.dtype)
+    tables = block_tables[:, : -(-n // block_size)]
+    ragged = min(lens) < n
+    if ragged:  # a shorter row's table ends in -1 padding: read block 0 there, masked below
+        tables = tables.clamp(min=0)
+
+    def gather(cache):  # [seqs, kv_heads, n, d]: index_select is the cheapest gather on a CPU
+        rows = cache.index_select(0, tables.flatten()).view(len(lens), -1, *cache.shape[2:])
+        return rows[:, :n].transpose(1, 2).float()  # fp32 math: a CPU's half SDPA is slower
+
+    k, v = gather(k_cache), gather(v_cache)
     mask = None
-    if min(lens) < n:
+    if ragged:
         written = (torch.arange(n) < context_lens[:, None])[:, None, :, None]
         k, v = k.where(written, 0), v.where(written, 0)
         mask = written.transpose(2, 3)  # [seqs, 1, 1, n]: which keys each query may see
     out = F.scaled_dot_product_attention(
-        q[:, :, None], k, v, attn_mask=mask, scale=scale, enable_gqa=True
-    )[:, :, 0]
-    return out.where(context_lens[:, None, None] > 0, 0)
+        q[:, :, None].float(), k, v, attn_mask=mask, scale=scale, enable_gqa=True
+    )[:, :, 0].to(q.dtype)
+    return out.where(context_lens[:, None, None] > 0, 0) if min(lens) == 0 else out

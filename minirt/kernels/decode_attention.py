@@ -88,13 +88,14 @@ def _decode_split_kernel(
                 table, n, valid, kv_head, d, BLOCK_SIZE, KV_HEADS, HEAD_DIM
             )  # [BLOCK_N, BLOCK_D]
             k = tl.load(k_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+            k = k.to(q.dtype)  # a no-op, or an FP8 pool's values upcast
             s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_G, BLOCK_N]
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m, tl.max(s, axis=1))
             alpha = tl.exp2(m - m_new)  # rescales what was summed under the old max
             p = tl.exp2(s - m_new[:, None])
             l = l * alpha + tl.sum(p, axis=1)
-            v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+            v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0).to(q.dtype)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m = m_new
         part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]

@@ -47,6 +47,7 @@ def _attend_tile(
     valid = n < ctx
     kv_offs, kv_mask = paged_kv_offsets(table, n, valid, kv_head, d, BLOCK_SIZE, KV_HEADS, HEAD_DIM)
     k = tl.load(k_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+    k = k.to(q.dtype)  # a no-op, or an FP8 pool's values upcast
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # [BLOCK_M, BLOCK_N]
     if MASKED:  # near the diagonal: key n is visible to the query at q_pos iff n <= q_pos
         s = tl.where((n[None, :] <= q_pos[:, None]) & valid[None, :], s, float("-inf"))
@@ -54,7 +55,7 @@ def _attend_tile(
     alpha = tl.exp2(m - m_new)
     p = tl.exp2(s - m_new[:, None])
     l = l * alpha + tl.sum(p, axis=1)
-    v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0)
+    v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0).to(q.dtype)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return acc, m_new, l
 

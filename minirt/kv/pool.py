@@ -87,6 +87,12 @@ def allocate_kv_pool(
     return pool
 
 
+def as_bytes(pool: torch.Tensor) -> torch.Tensor:
+    """A one-byte (FP8) pool viewed as uint8, for the copies PyTorch only has for plain types
+    (index_copy_, index_put); other pools as they are. Copies move bits, so either view does."""
+    return pool.view(torch.uint8) if pool.dtype == torch.float8_e4m3fn else pool
+
+
 def poison_requested() -> bool:
     """Debug mode: fill fresh KV memory (device pool, host swap pool) with NaN."""
     return os.environ.get("MINIRT_POISON_KV", "") not in ("", "0")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from minirt.kv.pool import poison_requested
+from minirt.kv.pool import as_bytes, poison_requested
 
 
 class SwapSpace:
@@ -18,7 +18,7 @@ class SwapSpace:
         # kv_pool: [2, layers, num_blocks, block_size, kv_heads, head_dim] on the device
         if num_host_blocks < 1:
             raise ValueError(f"num_host_blocks must be >= 1, got {num_host_blocks}")
-        self.pool = kv_pool
+        self.pool = as_bytes(kv_pool)  # an FP8 pool moves as bytes (no index_copy_ for FP8)
         self.cuda = kv_pool.is_cuda
         two, layers, _, *block = kv_pool.shape
         # Pinned (page-locked) memory: the GPU's copy engine can DMA it directly, asynchronously.
@@ -26,6 +26,7 @@ class SwapSpace:
                                 pin_memory=self.cuda)  # fmt: skip
         if poison_requested():  # debug: a host block read before it is written shows as NaN
             self.host.fill_(float("nan"))
+        self.host = as_bytes(self.host)
         self.free = list(range(num_host_blocks))
         self.stream = torch.cuda.Stream(kv_pool.device) if self.cuda else None
 

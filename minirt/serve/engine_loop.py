@@ -106,6 +106,11 @@ class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
     def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
+        if llm.config.overlap_schedule:  # placeholders would reach the clients as tokens
+            raise ValueError(
+                "the server streams each step's tokens as it reads them; the overlapped "
+                "loop learns them a step late: serve with overlap_schedule off"
+            )
         self.llm = llm
         self.max_waiting = max_waiting
         self.on_finish = on_finish  # called in the engine thread with each finished ServeRequest

@@ -2,6 +2,8 @@
 
 import json
 
+import torch
+
 from minirt.bench import cpu
 from minirt.bench.__main__ import build_parser
 
@@ -11,6 +13,8 @@ TINY = cpu.CpuBenchConfig(
     warmup_tokens=1,
     prefix_prompts=3,
     prefix_max_tokens=2,
+    thread_counts=(1,),
+    repeats=1,
 )
 
 
@@ -30,9 +34,20 @@ def test_a_tiny_cpu_run_writes_decode_ratio_and_prefix_rows(tmp_path):
     (prefix,) = [r for r in record["results"] if r["name"] == "prefix_cache"]
     assert prefix["shared_prefix_blocks"] >= 4
     assert 0 < prefix["hit_rate"] <= prefix["best_hit_rate"] <= 1
-    assert cpu.summary(record["results"]).count("\n") == 3
+    precision = {r["dtype"]: r for r in record["results"] if r["name"] == "decode_precision"}
+    assert sorted(precision) == ["float16", "float32"]
+    assert precision["float32"]["greedy_agreement"] == 1.0  # the row the others are held to
+    for r in precision.values():
+        assert r["batch_size"] == 1 and r["threads"] == 1 and r["tokens_per_s"] > 0
+        assert 0.5 < r["nats_per_byte"] < 3  # the embedded model's held-out text, either dtype
+    assert cpu.summary(record["results"]).count("\n") == 5
 
 
-def test_the_command_line_takes_batch_sizes_and_an_output_folder():
-    args = build_parser().parse_args(["cpu", "--batch-sizes", "1,8", "--out", "x"])
-    assert args.batch_sizes == (1, 8) and args.out == "x"
+def test_threads_from_the_command_line_reach_the_engine():
+    cfg = cpu.config_of(build_parser().parse_args(["cpu", "--threads", "2"]))
+    before = torch.get_num_threads()
+    try:
+        llm = cpu.make_llm(cfg)
+        assert llm.config.cpu_threads == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

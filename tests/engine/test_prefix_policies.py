@@ -130,6 +130,38 @@ def test_on_cuda_the_presets_and_the_overlapped_scheduler_keep_the_tokens(preset
     _assert_nothing_leaks(llm)
 
 
+def test_overlap_none_stays_off_on_the_cpu_and_the_server_refuses_the_overlapped_loop():
+    from minirt.serve.engine_loop import EngineLoop
+
+    assert LLM(**SMALL, overlap_schedule=None).overlap is None  # nothing to hide behind
+    with pytest.raises(ValueError, match="serve with overlap_schedule off"):
+        EngineLoop(LLM(**SMALL, overlap_schedule=True))
+
+
+@pytest.mark.gpu
+def test_on_cuda_overlap_none_overlaps_generate_and_step_wise_driving_stays_plain():
+    """overlap_schedule=None overlaps generate() on CUDA, whose loop drains the last step; a
+    caller of step() reads every step's tokens, so it gets the plain step: never a placeholder."""
+    cuda = {"device": "cuda", "dtype": "float32", "block_size": 4, "kv_cache_bytes": 2**26}
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    want = [o.token_ids for o in LLM(**cuda, overlap_schedule=False).generate(prompts, PARAMS)]
+    llm = LLM(**cuda, trace=True, overlap_schedule=None)
+    assert llm.overlap is not None
+    assert [o.token_ids for o in llm.generate(prompts, PARAMS, use_tqdm=False)] == want
+    steps = [e for e in llm.recorder.events if e["type"] == "step"]
+    assert steps and all(e["overlap"] for e in steps)
+    from minirt.sched import Sequence
+
+    seqs = [Sequence(-1 - i, llm.tokenizer.encode(p), PARAMS) for i, p in enumerate(prompts)]
+    for seq in seqs:
+        llm.scheduler.add(seq)
+    while llm.scheduler.has_unfinished():
+        llm.step()
+        assert all(t >= 0 for s in seqs for t in s.output_token_ids)
+    assert [s.output_token_ids for s in seqs] == want
+    _assert_nothing_leaks(llm)
+
+
 def _admissions(llm) -> list[list[int]]:
     return [[s["seq_id"] for s in e["scheduled"]] for e in llm.recorder.events
             if e["type"] == "step"]  # fmt: skip
