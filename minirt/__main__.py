@@ -171,6 +171,8 @@ def cmd_serve(args) -> int:
     kw = {"block_size": args.block_size, "device": args.device, "max_num_seqs": args.max_num_seqs}
     if args.kv_cache_mb is not None:
         kw["kv_cache_bytes"] = args.kv_cache_mb * 2**20
+    if args.overlap:
+        kw["overlap_schedule"] = True
     return serve(args.model, args.host, args.port, args.max_waiting, args.threads, args.engine,
                  **kw)  # fmt: skip
 
@@ -254,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     srv.add_argument("--engine", choices=["process", "thread"], default="process",
                      help="the engine in its own process (default) or a server thread")  # fmt: skip
+    srv.add_argument("--overlap", action="store_true",
+                     help="prepare step n + 1 while the device runs step n")  # fmt: skip
     srv.set_defaults(func=cmd_serve)
     return parser
 

@@ -78,8 +78,10 @@ def run(
     command: str | None = None,
     label: str | None = None,
     progress: bool = True,
+    overlap: bool = False,
 ) -> Path:
-    """Sweep `cfg.rates` against cfg.url, or against a server started from `launch`."""
+    """Sweep `cfg.rates` against cfg.url, or against a server started from `launch` (with
+    `overlap`: its engine and the offline one run the overlapped scheduler)."""
     config = {
         "url": cfg.url,
         "rates": [str(r) for r in cfg.rates],
@@ -95,12 +97,12 @@ def run(
         return _with_plot(path)
     with tempfile.TemporaryDirectory() as folder:
         model = _model_folder(launch, folder)
-        extra = ["--max-num-seqs", "256"]
+        extra = ["--max-num-seqs", "256", *(["--overlap"] if overlap else [])]
         with launched(model, device, threads, extra) as url:
             rows = sweep(replace(cfg, url=url), progress)
-        rows += _offline(model, device, threads, cfg, rows)
+        rows += _offline(model, device, threads, cfg, rows, overlap)
     steps_path = _without_step_logs(rows)
-    config |= {"launch": launch, "device": device, "threads": threads}
+    config |= {"launch": launch, "device": device, "threads": threads, "overlap": overlap}
     device_label = label or _device_label(device)
     path = write_results(TOPIC, device_label, rows, out_dir, command, config=config)
     _write_step_logs(path, steps_path)
@@ -153,7 +155,8 @@ def _model_folder(launch: str, folder: str) -> str | None:
     return launch
 
 
-def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> list[dict]:
+def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows,
+             overlap: bool = False) -> list[dict]:  # fmt: skip
     """The offline row, then the simulator's rows for the same rates (fitted to this engine)."""
     import torch
 
@@ -161,7 +164,7 @@ def _offline(model, device: str, threads: int | None, cfg: LoadConfig, rows) -> 
 
     if threads:
         torch.set_num_threads(threads)
-    llm = LLM(model, device=device, max_num_seqs=256)
+    llm = LLM(model, device=device, max_num_seqs=256, overlap_schedule=overlap)
     out = [offline_row(llm, cfg, rows)]
     out += simulated_rows(llm, cfg, rows)
     del llm
@@ -343,6 +346,9 @@ def add_parser(topics) -> None:
     p.add_argument("--model", help="model name to send (default: the server's first)")
     p.add_argument("--device", default="auto", help="with --launch: cpu, cuda or auto")
     p.add_argument("--threads", type=int, default=None, help="with --launch: torch threads")
+    p.add_argument(
+        "--overlap", action="store_true", help="with --launch: the overlapped scheduler, both sides"
+    )
     p.add_argument("--label", help="results folder name (default: cpu/h100/..., or remote)")
     p.add_argument("--seed", type=int, default=0)
     add_out(p)
@@ -374,8 +380,7 @@ def main(args, command: str) -> Path:
         model=args.model,
         slo=Slo(args.slo_ttft_ms, args.slo_tpot_ms),
     )
-    path = run(
-        cfg, args.launch, args.device, args.threads, args.out, command, args.label, progress(args)
-    )
+    path = run(cfg, args.launch, args.device, args.threads, args.out, command, args.label,
+               progress(args), overlap=args.overlap)  # fmt: skip
     print_summary(path)
     return path

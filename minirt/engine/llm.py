@@ -156,9 +156,9 @@ class LLM:
         self.trace_cache = False  # with trace: snapshot the prefix cache every step (dashboard)
         self.overlap = None
         overlap = cfg.overlap_schedule
-        # None: generate() overlaps on a CUDA device (it drains the last step itself); step-wise
-        # drivers (the server, benchmarks) read each step's tokens, so their step() stays plain
-        self._overlap_in_step = overlap is True
+        # None: generate() overlaps on a CUDA device (it drains the last step itself); step()
+        # overlaps only where its caller drains too (`overlap_steps`: the server sets it)
+        self.overlap_steps = overlap is True
         self._generating = False
         if overlap is None:
             overlap = self.device.type == "cuda" and not cfg.num_speculative_tokens
@@ -231,7 +231,15 @@ class LLM:
 
     @property
     def _overlapping(self) -> bool:
-        return self.overlap is not None and (self._generating or self._overlap_in_step)
+        return self.overlap is not None and (self._generating or self.overlap_steps)
+
+    def drain(self, t0: float | None = None) -> list[Sequence]:
+        """The overlapped step still in flight: wait for it, resolve its tokens; who finished
+        (nothing when no step is in flight). A step-wise caller of the overlapped `step()` calls
+        this once its sequences are all done: that step's tokens were never anyone's."""
+        if self.overlap is None:
+            return []
+        return self.overlap.drain(time.perf_counter() if t0 is None else t0)
 
     def step(self, t0: float | None = None) -> list[Sequence]:
         """One engine step: schedule, run the model, update; returns sequences that finished."""

@@ -106,11 +106,10 @@ class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
     def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
-        if llm.config.overlap_schedule:  # placeholders would reach the clients as tokens
-            raise ValueError(
-                "the server streams each step's tokens as it reads them; the overlapped "
-                "loop learns them a step late: serve with overlap_schedule off"
-            )
+        # With an overlapped engine (overlap_schedule=True, or None on CUDA) every step() runs
+        # ahead: a request's newest token is a placeholder until the next step resolves it, so
+        # only resolved tokens go out, and an idle engine drains the step still in flight.
+        llm.overlap_steps = llm.overlap is not None
         self.llm = llm
         self.max_waiting = max_waiting
         self.on_finish = on_finish  # called in the engine thread with each finished ServeRequest
@@ -216,6 +215,7 @@ class EngineLoop:
             start = time.perf_counter()
             self._take_inbox()
             if not scheduler.has_unfinished():
+                self.llm.drain(t0)  # overlapped: the last step's tokens, all dropped
                 self._publish()
                 self._wake.wait(timeout=0.5)
                 self._wake.clear()
@@ -264,6 +264,8 @@ class EngineLoop:
         done = {s.seq_id for s in finished}
         for seq_id, req in list(self._live.items()):
             new = req.seq.output_token_ids[req.num_sent :]
+            if new and new[-1] < 0:  # the step in flight's placeholder: sent once resolved
+                new = new[:-1]
             if not new and seq_id not in done:
                 continue
             if new and req.first_token_s is None:
@@ -290,6 +292,8 @@ class EngineLoop:
             self.on_finish(req)
 
     def _fail_all(self, message: str) -> None:
+        if self.llm.overlap is not None:  # a step in flight after an error: its tokens are lost
+            self.llm.overlap.inflight = None
         for seq in self.llm.scheduler.abort_all():
             self.llm.runner.release(seq.seq_id)
         for req in list(self._live.values()):
