@@ -88,6 +88,12 @@ def store_kv_cpu(k, v, k_cache, v_cache, slot_mapping):
         cache.view(-1, *cache.shape[2:]).index_copy_(0, slot_mapping, x)
 
 
+# Sequences whose KV one gather copies. The gathered K and V are fresh tensors every call; past
+# ~32 MB the allocator takes them from the OS and gives them back, and touching new pages cost
+# more than the copy itself (256 sequences x 300 tokens: 106 ms a layer at once, 29 ms by 16s).
+GATHER_SEQS = 16
+
+
 def decode_attention_cpu(
     q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len, num_splits=None
 ):
@@ -97,6 +103,12 @@ def decode_attention_cpu(
     reading it costs nothing). With ragged contexts the unwritten slots are zeroed (the pool is
     torch.empty: they may hold NaN) and masked; a padding row (context 0) attends to nothing."""
     lens = context_lens.tolist()
+    if len(lens) > GATHER_SEQS:  # a few sequences at a time (see GATHER_SEQS)
+        parts = range(0, len(lens), GATHER_SEQS)
+        return torch.cat([decode_attention_cpu(q[i : i + GATHER_SEQS], k_cache, v_cache,
+                                               block_tables[i : i + GATHER_SEQS],
+                                               context_lens[i : i + GATHER_SEQS], scale,
+                                               max_context_len) for i in parts])  # fmt: skip
     n, block_size = max(max(lens), 1), k_cache.shape[1]
     tables = block_tables[:, : -(-n // block_size)]
     ragged = min(lens) < n

@@ -39,6 +39,19 @@ def test_decode_attention_matches_the_reference(ctx_lens, group, block_size, dty
     assert torch.equal(out[padding], torch.zeros_like(out[padding]))
 
 
+def test_decode_attention_over_more_sequences_than_one_gather_takes():
+    """Past GATHER_SEQS sequences the CPU path gathers and attends a slice at a time: every
+    slice, its ragged contexts and a padding row among them, must still be the reference's."""
+    g = torch.Generator().manual_seed(5)
+    ctx = torch.randint(1, 90, (2 * cpu.GATHER_SEQS + 3,), generator=g).tolist()
+    p = make_paged([1] * len(ctx), ctx, heads=4, kv_heads=2, block_size=16, seed=5)
+    p.context_lens[cpu.GATHER_SEQS] = 0  # a padding row, first of the second slice
+    ref = decode_attention_ref(*p.decode_args(bound=4096))
+    out = cpu.decode_attention_cpu(*p.decode_args(bound=4096))
+    assert rel_error(out, ref) < TOLERANCE[torch.float32]
+    assert torch.equal(out[cpu.GATHER_SEQS], torch.zeros_like(out[0]))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 256), (5, 4, 64)])
 @pytest.mark.parametrize("with_residual", [False, True])
