@@ -75,6 +75,7 @@ CPU = replace(
     name="cpu",
     store_kv=cpu.store_kv_cpu,
     decode_attention=cpu.decode_attention_cpu,
+    prefill_attention=cpu.prefill_attention_cpu,
     rms_norm=cpu.rms_norm_cpu,
     rope=cpu.rope_cpu,
     qk_norm_rope=cpu.qk_norm_rope_cpu,

@@ -129,3 +129,35 @@ def decode_attention_cpu(
         q[:, :, None].float(), k, v, attn_mask=mask, scale=scale, enable_gqa=True
     )[:, :, 0].to(q.dtype)
     return out.where(context_lens[:, None, None] > 0, 0) if min(lens) == 0 else out
+
+
+def prefill_attention_cpu(
+    q, k_cache, v_cache, block_tables, context_lens, query_start_loc, scale, max_query_len,
+    max_context_len,
+):  # fmt: skip
+    """`prefill_attention_ref` a sequence at a time: its own blocks gathered (its context, no
+    padding to the batch's longest), then one SDPA call, causal with the diagonal moved right by
+    the tokens it had cached (a prefix hit, an earlier chunk). The reference scores the whole
+    batch as one [seqs, heads, queries, keys] tensor, most of it masked. The rows of a mixed
+    step that decode (one query each) go through `decode_attention_cpu` together."""
+    starts, lens, block_size = query_start_loc.tolist(), context_lens.tolist(), k_cache.shape[1]
+    out = torch.empty_like(q)
+    one = [s for s in range(len(lens)) if starts[s + 1] - starts[s] == 1]
+    if one:
+        seqs, rows = torch.tensor(one), torch.tensor([starts[s] for s in one])
+        out[rows] = decode_attention_cpu(q[rows], k_cache, v_cache, block_tables[seqs],
+                                         context_lens[seqs], scale, max_context_len)  # fmt: skip
+    for s, ctx in enumerate(lens):
+        first, end = starts[s], starts[s + 1]
+        if end - first <= 1:
+            continue
+        blocks = block_tables[s, : -(-ctx // block_size)]
+        k, v = (c.index_select(0, blocks).flatten(0, 1)[:ctx].transpose(0, 1).float()
+                for c in (k_cache, v_cache))  # [kv_heads, ctx, head_dim] # fmt: skip
+        rows = end - first  # query r sits at position ctx - rows + r
+        mask = None if rows == ctx else torch.arange(ctx) <= torch.arange(ctx - rows, ctx)[:, None]
+        o = F.scaled_dot_product_attention(q[first:end].transpose(0, 1).float(), k, v,
+                                           attn_mask=mask, is_causal=mask is None, scale=scale,
+                                           enable_gqa=True)  # fmt: skip
+        out[first:end] = o.transpose(0, 1)
+    return out

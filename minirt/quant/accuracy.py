@@ -93,13 +93,17 @@ def quantized(llm, method: str, calibration: Iterable[str | list[int]] | None = 
 
 @contextmanager
 def nudged(llm, k: int, ppm: float = 1.0) -> Iterator:
-    """`with nudged(llm, 2):` — the token embeddings' output scaled by 1 + 2 ppm in the block.
+    """`with nudged(llm, 2):` — the token embeddings' output channels scaled by 1 + 2 ppm and
+    1 - 2 ppm in turn, in the block.
 
     A change in the last bits, as another CPU's vector kernels make (k = 0 changes nothing). A
     score whose rounding of activations amplifies it moves by as much as it would on that CPU.
+    (Not one factor for every channel: the first RMSNorm undoes a plain scale, often exactly.)
     """
     embed = _causal_lm(llm).model.embed_tokens
-    factor = 1.0 + k * ppm * 1e-6
+    signs = torch.ones(embed.embedding_dim, device=embed.weight.device)
+    signs[1::2] = -1
+    factor = 1.0 + k * ppm * 1e-6 * signs
     handle = embed.register_forward_hook(lambda module, args, out: out * factor) if k else None
     try:
         yield

@@ -10,6 +10,7 @@ from minirt import LLM, SamplingParams
 from minirt.kernels import cpu
 from minirt.kernels.backend import CPU, TORCH, get_backend
 from minirt.kernels.decode_attention import decode_attention_ref
+from minirt.kernels.prefill_attention import prefill_attention_ref
 from minirt.kernels.qk_norm_rope import qk_norm_rope_ref
 from minirt.kernels.rms_norm import rms_norm_ref
 from minirt.kernels.rotary import rope_ref
@@ -37,6 +38,26 @@ def test_decode_attention_matches_the_reference(ctx_lens, group, block_size, dty
     assert rel_error(out, ref) < TOLERANCE[dtype]
     padding = p.context_lens == 0
     assert torch.equal(out[padding], torch.zeros_like(out[padding]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seqs=st.lists(st.tuples(st.integers(1, 40), st.integers(0, 40)), min_size=1, max_size=4),
+    group=st.sampled_from([1, 2, 4]),
+    block_size=st.sampled_from([16, 32]),
+    dtype=st.sampled_from(DTYPES),
+    seed=st.integers(0, 2**16),
+)
+def test_prefill_attention_matches_the_reference(seqs, group, block_size, dtype, seed):
+    """(new tokens, tokens cached before them) per sequence: a fresh prompt (0 cached), a prefix
+    hit or a later chunk; the unwritten slots hold NaN."""
+    q_lens, ctx_lens = [n for n, _ in seqs], [n + c for n, c in seqs]
+    p = make_paged(q_lens, ctx_lens, heads=2 * group, kv_heads=2, block_size=block_size,
+                   dtype=dtype, seed=seed)  # fmt: skip
+    ref = prefill_attention_ref(*p.prefill_args())
+    out = cpu.prefill_attention_cpu(*p.prefill_args())
+    assert out.dtype == ref.dtype and not out.isnan().any()
+    assert rel_error(out, ref) < TOLERANCE[dtype]
 
 
 def test_decode_attention_over_more_sequences_than_one_gather_takes():
