@@ -136,7 +136,7 @@ class EngineConfig:
     scheduler: type | None = None
     # schedule step n+1 while step n runs (tokens resolved late); None: in generate() on a CUDA
     # device, where the host's work hides behind the GPU's, unless speculating; not on the CPU
-    overlap_schedule: bool | None = False
+    overlap_schedule: bool | None = None
     preemption_mode: str = "recompute"  # or "swap": KV to pinned host memory and back
     swap_space_bytes: int = 256 * 2**20  # host memory for swapped-out KV (preemption_mode="swap")
     device: str = "auto"  # "auto" -> cuda when available, else cpu

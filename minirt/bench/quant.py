@@ -215,11 +215,13 @@ def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"), batches=(1,
     return rows
 
 
-def kv_cache_rows(batches=(16, 64), context: int = 2048, max_tokens: int = 64,
+def kv_cache_rows(batches=(16, 64), context: int = 2048, max_tokens: int = 256,
                   progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
     """Decode tokens/s over long contexts with the KV pool in bf16 and in FP8 (same bytes): the
     steps where the whole batch decodes (`minirt.bench.spec.full_batch_decode`), where the
-    attention reads `context` tokens of KV per sequence; and how many tokens each pool holds."""
+    attention reads `context` tokens of KV per sequence; and how many tokens each pool holds.
+    `max_tokens` must outlast the chunked prefill of the batch's prompts, or the first ones end
+    before the last are in and no step has the whole batch (64 x 2,048 tokens at 64 did)."""
     from minirt import LLM, SamplingParams
     from minirt.bench.roofline import qwen3_06b_checkpoint
     from minirt.bench.spec import full_batch_decode
@@ -272,7 +274,8 @@ def run(out_dir, command: str, progress: bool = True, methods=None) -> Any:
               "decode": "Qwen3-0.6B shape, random weights, greedy, 64 new tokens, CUDA "
               "graphs",
               "kv_cache": "the same model, bf16 weights, KV pool bf16 or FP8 E4M3 in 20 GiB; "
-              "2,048-token random prompts; tokens/s over the steps where all decode"}  # fmt: skip
+              "2,048-token random prompts, 256 new tokens; tokens/s over the steps where "
+              "all decode"}  # fmt: skip
     return write_results("quant", gpu_device(), rows, out_dir, command, config=config)
 
 

@@ -106,10 +106,10 @@ class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
     def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
-        # With an overlapped engine (overlap_schedule=True, or None on CUDA) every step() runs
-        # ahead: a request's newest token is a placeholder until the next step resolves it, so
-        # only resolved tokens go out, and an idle engine drains the step still in flight.
-        llm.overlap_steps = llm.overlap is not None
+        # Asked for (overlap_schedule=True, `serve --overlap`), every step() runs ahead: a
+        # request's newest token is a placeholder until the next step resolves it, so only
+        # resolved tokens go out, and an idle engine drains the step still in flight.
+        llm.overlap_steps = llm.overlap is not None and llm.config.overlap_schedule is True
         self.llm = llm
         self.max_waiting = max_waiting
         self.on_finish = on_finish  # called in the engine thread with each finished ServeRequest
