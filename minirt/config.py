@@ -152,6 +152,9 @@ class EngineConfig:
     kernel_backend: str | object = "auto"
     enforce_eager: bool = False  # CUDA: True launches every kernel from Python (no CUDA graphs)
     cuda_graph_sizes: list[int] | None = None  # batch sizes to capture; default: vLLM's ladder
+    # Token counts for the piecewise graphs of every other step (all but attention captured;
+    # minirt.engine.cuda_graph.PieceGraphs); None: a ladder up to max_num_batched_tokens, []: off
+    piecewise_graph_sizes: list[int] | None = None
     # Speculative decoding: a draft ("draft": the embedded one, or a folder) guesses k a step.
     speculative_model: str | None = None
     num_speculative_tokens: int = 0  # k; 0 = off
@@ -215,6 +218,12 @@ class EngineConfig:
                 hint = "a list of batch sizes (at least one) or None"
                 raise ValueError(f"cuda_graph_sizes must be {hint}, got {sizes!r}")
             self.cuda_graph_sizes = [as_int("cuda_graph_sizes", n, 1) for n in sizes]
+        if self.piecewise_graph_sizes is not None:
+            sizes = self.piecewise_graph_sizes
+            if not isinstance(sizes, list | tuple):
+                hint = "a list of token counts ([] for none) or None"
+                raise ValueError(f"piecewise_graph_sizes must be {hint}, got {sizes!r}")
+            self.piecewise_graph_sizes = [as_int("piecewise_graph_sizes", n, 1) for n in sizes]
         self.dtype = str(self.dtype).removeprefix("torch.")  # torch.float16 -> "float16"
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")

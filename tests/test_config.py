@@ -94,6 +94,7 @@ def test_invalid_sampling_params_raise_and_name_the_field(kwargs, match):
         ({"swap_space_bytes": -1}, "swap_space_bytes"),
         ({"kernel_backend": "cuda-c"}, "kernel_backend"),
         ({"cuda_graph_sizes": [0, 8]}, "cuda_graph_sizes"),
+        ({"piecewise_graph_sizes": [16, 0]}, "piecewise_graph_sizes"),
     ],
 )
 def test_invalid_engine_settings_raise_and_name_the_setting(kwargs, match):
@@ -151,6 +152,7 @@ def test_sampling_params_take_numpy_and_torch_integers_as_plain_ints():
         ({"device": "bogus"}, "device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'bogus'"),
         ({"device": 0}, "device must be"),
         ({"cuda_graph_sizes": 8}, "cuda_graph_sizes must be a list"),
+        ({"piecewise_graph_sizes": 512}, "piecewise_graph_sizes must be a list"),
     ],
 )
 def test_engine_settings_of_the_wrong_type_or_range_are_refused_by_name(kwargs, match):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -56,8 +57,6 @@ def decode_rate(generate: Callable[[int], Any], batch: int, new_tokens: int) -> 
 def minirt_decode(llm, batch: int, graphs: bool) -> dict[str, Any]:
     from minirt import SamplingParams
 
-    saved = llm.runner.graphs
-    llm.runner.graphs = saved if graphs else None
     prompts = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
 
     def generate(n: int):
@@ -65,11 +64,9 @@ def minirt_decode(llm, batch: int, graphs: bool) -> dict[str, Any]:
         llm.generate(prompts.tolist(), p, use_tqdm=False)
         llm.block_manager.evict()  # every run starts cold: no prefix-cache hits across runs
 
-    try:
+    with nullcontext() if graphs else llm.runner.without_graphs():
         new = NEW_TOKENS if graphs else SLOW_NEW_TOKENS
         row = decode_rate(generate, batch, new)
-    finally:
-        llm.runner.graphs = saved
     system = "minirt-graphs" if graphs else "minirt-eager"
     return {"name": "decode", "system": system, "batch": batch, "prompt_len": PROMPT_LEN,
             "new_tokens": new, **row}  # fmt: skip
@@ -187,18 +184,16 @@ def profile_step(llm, batch: int, graphs: bool, top: int = 12) -> dict[str, Any]
 
     from minirt import SamplingParams
 
-    saved = llm.runner.graphs
-    llm.runner.graphs = saved if graphs else None
     prompts = torch.randint(0, 256, (batch, PROMPT_LEN), generator=torch.Generator().manual_seed(2))
     p = SamplingParams(temperature=0, max_tokens=9, ignore_eos=True)
-    llm.generate(prompts.tolist(), p, use_tqdm=False)  # warm-up
-    llm.block_manager.evict()
-    try:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            llm.generate(prompts.tolist(), p, use_tqdm=False)
-    finally:
-        llm.runner.graphs = saved
+    with nullcontext() if graphs else llm.runner.without_graphs():
+        llm.generate(prompts.tolist(), p, use_tqdm=False)  # warm-up
         llm.block_manager.evict()
+        try:
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                llm.generate(prompts.tolist(), p, use_tqdm=False)
+        finally:
+            llm.block_manager.evict()
     kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     kernels.sort(key=lambda e: -e.device_time_total)
     return {"name": "profile", "mode": "graphs" if graphs else "eager", "batch": batch,

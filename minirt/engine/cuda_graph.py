@@ -38,6 +38,8 @@ class DecodeGraphs:
         # Per size, rows ids, positions, slots, context lengths (one copy in); tables shared.
         i64 = {"dtype": torch.int64, "device": device}
         self.inputs = {bs: torch.zeros(4, bs, **i64) for bs in self.sizes}
+        for x in self.inputs.values():
+            x[2].fill_(-1)  # the warm-up before a capture stores nothing
         self.block_tables = torch.full((self.sizes[-1], max_blocks_per_seq), -1, **i64)
         self.metas = {bs: self._meta(bs) for bs in self.sizes}  # alive as long as the graphs
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -97,3 +99,118 @@ class DecodeGraphs:
             self.graphs[bs].replay()
             return self.outputs[bs][:n]
         return self._forward(bs)[:n]  # not captured (a CPU run of the same path, for tests)
+
+
+def default_piece_sizes(max_num_batched_tokens: int) -> list[int]:
+    """Token counts for the piecewise graphs, up to the step's token budget: powers of two to
+    256 (below ~300 tokens the GEMMs are bound by reading the weights: padding is nearly free),
+    then steps of a half (at most a third of a step is padding)."""
+    ladder = [16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096]
+    ladder += [4096 + 2048 * i for i in range(1, 30)]
+    sizes = [s for s in ladder if s < max_num_batched_tokens]
+    return [*sizes, max_num_batched_tokens]
+
+
+class PieceGraphs:
+    """Every other step (prompts, chunks, mixes, verifies) from graphs of all but attention.
+
+    Outside attention a layer works row by row: for n new tokens the same launches run whatever
+    sequences they belong to. Only attention reads the block tables and context lengths, which
+    change every step. So, as vLLM's piecewise graphs do, a step of the model is cut at attention:
+    per token count T, L + 1 graphs, each from one layer's attention output to the next layer's
+    queries (the first starts at the embedding, the last ends at the final norm), and each
+    layer's attention runs eagerly between them on this step's metadata. A step of n tokens pads
+    to the smallest T >= n; padding rows store nothing (slot -1) and no sequence reads them.
+    An eager prompt step on the H100 was ~170 Triton and ~110 cuBLAS launches from Python; here
+    it is L + 1 replays and L attention launches.
+    """
+
+    def __init__(self, model: CausalLM, sizes: list[int], device: torch.device):
+        self.model, self.device = model, device
+        self.sizes = sorted(set(sizes))
+        self.layers = model.model.layers
+        i64 = {"dtype": torch.int64, "device": device}
+        # Per size: rows of ids, positions, slots (-1: store nothing; also during warm-up)
+        self.inputs = {t: torch.zeros(3, t, **i64) for t in self.sizes}
+        for x in self.inputs.values():
+            x[2].fill_(-1)
+        self.metas = {t: self._meta(t) for t in self.sizes}  # project() reads only the slots
+        # Per size, what crosses from one piece to the next, at fixed addresses: the queries and
+        # the residual stream (copied there at a piece's end; every layer reuses them) and the
+        # attention output (copied there eagerly). Allocated by the first (eager) run.
+        self.q: dict[int, torch.Tensor] = {}  # [T, heads, head_dim]
+        self.residual: dict[int, torch.Tensor] = {}  # [T, hidden]
+        self.attn_out: dict[int, torch.Tensor] = {}  # [T, heads * head_dim]
+        self.hidden: dict[int, torch.Tensor] = {}  # [T, hidden]: the last piece's output
+        self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
+
+    def _meta(self, t: int) -> AttentionMetadata:
+        slots = self.inputs[t][2]
+        zeros = torch.zeros(1, dtype=torch.int64, device=self.device)
+        return AttentionMetadata(slot_mapping=slots, query_start_loc=zeros, context_lens=zeros,
+                                 block_tables=zeros.view(1, 1), max_query_len=t,
+                                 max_context_len=0)  # fmt: skip
+
+    def _piece(self, t: int, i: int) -> None:
+        """Piece i of a T-token step: layer i-1's attention output to layer i's queries and
+        residual stream (piece 0 starts at the embedding; piece L ends at the final norm)."""
+        ids, positions = self.inputs[t][0], self.inputs[t][1]
+        if i == 0:
+            x, residual = self.model.model.embed_tokens(ids), None
+        else:
+            x, residual = self.layers[i - 1].after_attention(self.attn_out[t], self.residual[t])
+        if i == len(self.layers):
+            self.hidden[t] = self.model.model.norm(x, residual)[0]
+            return
+        q, residual = self.layers[i].before_attention(positions, x, residual, self.metas[t])
+        if t not in self.q:  # the first run, eager: buffers shaped like what they will hold
+            self.q[t] = torch.empty(q.shape, dtype=q.dtype, device=self.device)
+            self.residual[t] = torch.empty(residual.shape, dtype=residual.dtype, device=self.device)
+            self.attn_out[t] = q.new_zeros(t, q.shape[1] * q.shape[2])
+        self.q[t].copy_(q)
+        self.residual[t].copy_(residual)
+
+    @torch.inference_mode()
+    def capture(self) -> None:
+        """Warm each size up (Triton compiles, cuBLAS picks), then record its L + 1 pieces in
+        order, largest size first, all in one memory pool. What a piece leaves for the next is
+        in the buffers above, so a capture may reuse an earlier piece's scratch memory: replays
+        run in the order they were captured, one size at a time."""
+        pool = None
+        pieces = range(len(self.layers) + 1)
+        for t in reversed(self.sizes):
+            for i in pieces:
+                self._piece(t, i)
+            torch.cuda.synchronize()
+            self.graphs[t] = []
+            for i in pieces:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):
+                    self._piece(t, i)
+                pool = graph.pool()
+                self.graphs[t].append(graph)
+        torch.cuda.synchronize()
+
+    def fits(self, num_tokens: int) -> bool:
+        return num_tokens <= self.sizes[-1]
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """The model's forward (hidden [n, hidden]) over the flat batch ModelRunner.prepare
+        built: one copy in, then per layer a replay and the eager attention."""
+        n = input_ids.shape[0]
+        t = self.sizes[bisect.bisect_left(self.sizes, n)]
+        x = self.inputs[t]
+        x[:, :n].copy_(torch.stack([input_ids, positions, meta.slot_mapping]))
+        x[2, n:].fill_(-1)  # the last step's slots past n would overwrite live blocks
+        graphs = self.graphs.get(t)  # None: the same pieces eagerly (a CPU run, for tests)
+        for i in range(len(self.layers) + 1):
+            if graphs:
+                graphs[i].replay()
+            else:
+                self._piece(t, i)
+            if i < len(self.layers):
+                o = self.layers[i].self_attn.attend(self.q[t][:n], meta)
+                self.attn_out[t][:n].copy_(o)
+        return self.hidden[t][:n]

@@ -17,7 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from minirt.config import KV_CACHE_DTYPES, EngineConfig
-from minirt.engine.cuda_graph import DecodeGraphs, default_graph_sizes
+from minirt.engine.cuda_graph import (
+    DecodeGraphs,
+    PieceGraphs,
+    default_graph_sizes,
+    default_piece_sizes,
+)
 from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
 from minirt.engine.overlap import OverlapLoop
@@ -172,7 +177,8 @@ class LLM:
         return self.num_blocks * self.config.block_size
 
     def capture_graphs(self) -> None:
-        """(Re)capture the decode CUDA graphs of the target (and the draft). A graph replays the
+        """(Re)capture the CUDA graphs of the target (and the draft): decode steps whole, other
+        steps in pieces cut at attention. A graph replays the
         kernels and weights it recorded: after swapping layers (quantize_model) capture again."""
         # Graphs need launch shapes independent of the data: Triton's kernels, not the references.
         if self.device.type == "cuda" and self.kernels.capturable and not self.config.enforce_eager:
@@ -180,11 +186,18 @@ class LLM:
             rows = self.config.max_num_seqs * (1 + self.config.num_speculative_tokens)
             sizes = self.config.cuda_graph_sizes or default_graph_sizes(rows)
             blocks = -(-self.max_model_len // self.config.block_size)
+            tokens = self.config.piecewise_graph_sizes
+            if tokens is None:
+                tokens = default_piece_sizes(self.config.max_num_batched_tokens)
             for runner in (self.runner, self.spec.draft) if self.spec else (self.runner,):
-                runner.graphs = None  # free the old graphs' memory before capturing new ones
+                runner.graphs = runner.piece_graphs = None  # free the old graphs' memory first
                 graphs = DecodeGraphs(runner.model, sizes, blocks, self.max_model_len, self.device)
                 graphs.capture()
                 runner.graphs = graphs
+                if tokens:  # every other step: graphs of all but attention
+                    pieces = PieceGraphs(runner.model, tokens, self.device)
+                    pieces.capture()
+                    runner.piece_graphs = pieces
 
     def generate(
         self,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import contextmanager
 
 import torch
 
-from minirt.engine.cuda_graph import DecodeGraphs
+from minirt.engine.cuda_graph import DecodeGraphs, PieceGraphs
 from minirt.kv import BlockManager, as_bytes
 from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
@@ -34,6 +35,7 @@ class ModelRunner:
         self.model = model
         self.sampler = sampler or sample  # or the learner's (a named part: LLM(sampler=fn))
         self.graphs: DecodeGraphs | None = None  # CUDA: captured by the engine
+        self.piece_graphs: PieceGraphs | None = None  # CUDA: the other steps, cut at attention
         self.swap = swap  # preemption_mode="swap": where swapped-out KV waits (minirt.kv.swap)
         self.swapped_host: dict[int, list[int]] = {}  # seq_id -> its host blocks
         self.kv_pool = kv_pool  # [2, layers, num_blocks, block_size, kv_heads, head_dim]
@@ -91,7 +93,8 @@ class ModelRunner:
         self, rows: list[Row], wanted: list[int] | None = None, resolve=None
     ) -> torch.Tensor:
         """The one forward path: logits [len(wanted), vocab] fp32 at tokens `wanted` (None: all),
-        from a captured graph for a decode-shaped batch, or eagerly. `resolve` maps the input ids
+        from a captured graph for a decode-shaped batch, from piecewise graphs (all but
+        attention) for any other, or eagerly. `resolve` maps the input ids
         on the device first (the overlapped loop's placeholders)."""
         decode = max(r.n for r in rows) == 1
         if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
@@ -100,8 +103,21 @@ class ModelRunner:
         input_ids, positions, meta = self.prepare(rows)
         if resolve is not None:
             input_ids = resolve(input_ids)
-        hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
+        if self.piece_graphs is not None and self.piece_graphs.fits(len(input_ids)):
+            hidden = self.piece_graphs.forward(input_ids, positions, meta)
+        else:
+            hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
         return self.model.compute_logits(self.take_rows(hidden, wanted))
+
+    @contextmanager
+    def without_graphs(self):
+        """Every step launched from Python for a while (a benchmark's eager baseline)."""
+        saved = self.graphs, self.piece_graphs
+        self.graphs = self.piece_graphs = None
+        try:
+            yield
+        finally:
+            self.graphs, self.piece_graphs = saved
 
     def take_rows(self, t: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
         """t[rows] (all of t for None or every row), indexed by a device tensor: a Python list

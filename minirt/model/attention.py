@@ -64,6 +64,14 @@ class Attention(nn.Module):
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
+        return self.o_proj(self.attend(self.project(positions, x, meta), meta))
+
+    def project(
+        self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """q, k, v from x; q and k normalised (Qwen3) and rotated; k and v stored in the pool at
+        `meta.slot_mapping`: the queries [num_tokens, heads, head_dim]. Row by row, whatever
+        the batch: a CUDA graph may hold it (minirt.engine.cuda_graph)."""
         n = x.shape[0]  # x: [num_tokens, hidden]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(n, self.num_heads, self.head_dim)  # views into the packed output
@@ -77,6 +85,12 @@ class Attention(nn.Module):
             q, k = rotary(positions, q, k)
         ops.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)  # first: then the
         # new tokens' keys are read through the block table like every cached one
+        return q
+
+    def attend(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """Each query against its sequence's cached keys: [num_tokens, heads * head_dim]. The
+        one part whose work depends on the batch's contexts (the block tables, their lengths)."""
+        ops = self.kernels
         if meta.is_decode:  # one query per sequence: split-K over the context (flash-decoding)
             o = ops.decode_attention(
                 q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens,
@@ -87,4 +101,4 @@ class Attention(nn.Module):
                 q, self.k_cache, self.v_cache, meta.block_tables, meta.context_lens,
                 meta.query_start_loc, self.scale, meta.max_query_len, meta.max_context_len,
             )  # fmt: skip
-        return self.o_proj(o.reshape(n, self.num_heads * self.head_dim))
+        return o.reshape(q.shape[0], self.num_heads * self.head_dim)

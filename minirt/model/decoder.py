@@ -25,13 +25,21 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, positions, x, residual, meta: AttentionMetadata):
+        q, residual = self.before_attention(positions, x, residual, meta)
+        return self.after_attention(self.self_attn.attend(q, meta), residual)
+
+    def before_attention(self, positions, x, residual, meta: AttentionMetadata):
+        """Norm, then q/k/v (K and V stored): the queries, and the residual stream."""
         # The residual stream is carried beside x so each "add, then norm" is one fused kernel.
         if residual is None:
             x, residual = self.input_layernorm(x), x
         else:
             x, residual = self.input_layernorm(x, residual)
-        x = self.self_attn(positions, x, meta)
-        x, residual = self.post_attention_layernorm(x, residual)
+        return self.self_attn.project(positions, x, meta), residual
+
+    def after_attention(self, o, residual):
+        """Output projection, add and norm, the MLP: the layer's output and residual stream."""
+        x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
         return self.mlp(x), residual
 
 

@@ -103,6 +103,26 @@ def test_cuda_graph_decode_equals_eager_decode_token_for_token():
     assert a == b
 
 
+def test_piecewise_graphs_give_the_eager_tokens_with_chunks_prefixes_and_mixed_steps():
+    """Every non-decode step from the piecewise graphs (attention eager between them): prompts
+    chunked at 48 tokens beside decodes, a shared prefix read from the cache."""
+    shared = code_snippets(1)[0] * 2
+    prompts = [shared + s for s in code_snippets(8)]
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    kw = dict(device="cuda", dtype="float32", kv_cache_bytes=128 * 2**20, max_num_batched_tokens=48)
+    graphed = LLM(**kw)
+    eager = LLM(enforce_eager=True, **kw)
+    assert graphed.runner.piece_graphs.sizes == [16, 32, 48] and eager.runner.piece_graphs is None
+    calls = []
+    forward = graphed.runner.piece_graphs.forward
+    graphed.runner.piece_graphs.forward = lambda *a: calls.append(len(a[0])) or forward(*a)
+    a = graphed.generate(prompts, params, use_tqdm=False)
+    b = eager.generate(prompts, params, use_tqdm=False)
+    assert [o.token_ids for o in a] == [o.token_ids for o in b]
+    assert len(calls) > 10 and sum(o.num_cached_tokens for o in a) > 0
+    assert graphed.block_manager.num_free_blocks == graphed.num_blocks
+
+
 def test_triton_and_torch_backends_agree_on_cuda_with_prefix_caching_and_chunked_prefill():
     """Shared prefixes (cached blocks read by the prefill kernel) and chunks of 64 tokens."""
     shared = code_snippets(1)[0] * 3

@@ -83,6 +83,63 @@ def test_the_padded_static_buffer_decode_path_gives_the_eager_tokens(qwen3_check
     assert padded.block_manager.num_free_blocks == padded.num_blocks
 
 
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_the_piecewise_path_gives_the_eager_tokens_and_logits(qwen3_checkpoint, backend):
+    """What the piecewise graphs replay, run on the CPU without capture: steps of prompts,
+    chunks, shared prefixes and mixes padded to 16 or 64 tokens (padding rows store nothing),
+    attention eager between the pieces."""
+    from minirt.engine.cuda_graph import PieceGraphs
+
+    folder, _ = qwen3_checkpoint
+    shared = list(range(100, 140))
+    prompts = [shared + list(range(40, 40 + n)) for n in (5, 23, 17)] + [list(range(9, 20))]
+    params = [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for m in (9, 6, 3, 5)]
+    kw = dict(device="cpu", kernel_backend=backend, max_num_batched_tokens=48, max_num_seqs=4)
+    eager = LLM(folder, **kw)
+    pieces = LLM(folder, **kw)
+    pieces.runner.piece_graphs = PieceGraphs(pieces.model, [16, 64], torch.device("cpu"))
+    calls = []
+    forward = pieces.runner.piece_graphs.forward
+    pieces.runner.piece_graphs.forward = lambda *a: calls.append(len(a[0])) or forward(*a)
+    a = [o.token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
+    b = [o.token_ids for o in pieces.generate(prompts, params, use_tqdm=False)]
+    assert a == b
+    assert any(n < 16 for n in calls) and any(16 < n < 64 for n in calls)  # both sizes padded
+    assert len(calls) == pieces.scheduler.num_steps  # no decode graphs here: every step
+    assert pieces.block_manager.num_free_blocks == pieces.num_blocks
+    text = list(range(60, 85))  # 25 tokens: one step padded to 64, every position's logits
+    torch.testing.assert_close(pieces.score(text), eager.score(text), rtol=1e-4, atol=1e-4)
+
+
+def test_the_piecewise_paths_padding_rows_store_nothing(qwen3_checkpoint):
+    """A step of 3 tokens after one of 10 at the same size: rows 3-9 still hold the last step's
+    ids, positions and slots, and must not write the pool (those blocks may be another
+    sequence's by now)."""
+    from minirt.engine.cuda_graph import PieceGraphs
+    from minirt.model.attention import AttentionMetadata
+
+    folder, _ = qwen3_checkpoint
+    llm = LLM(folder, device="cpu", kernel_backend="triton")
+    pieces = PieceGraphs(llm.model, [16], torch.device("cpu"))
+    bs = llm.config.block_size
+
+    def step(block: int, n: int) -> None:
+        i64 = dict(dtype=torch.int64)
+        meta = AttentionMetadata(slot_mapping=torch.arange(n) + block * bs,
+                                 query_start_loc=torch.tensor([0, n]),
+                                 context_lens=torch.tensor([n]),
+                                 block_tables=torch.tensor([[block]], **i64),
+                                 max_query_len=n, max_context_len=n)  # fmt: skip
+        with torch.inference_mode():
+            pieces.forward(torch.arange(50, 50 + n), torch.arange(n), meta)
+
+    step(block=0, n=10)
+    llm.kv_pool.zero_()
+    step(block=1, n=3)
+    written = llm.kv_pool.flatten(4).abs().sum(-1).nonzero()[:, 2:].unique(dim=0)  # block, slot
+    assert written.tolist() == [[1, 0], [1, 1], [1, 2]]
+
+
 def test_a_backend_of_the_learners_own_runs_the_engine_and_a_missing_role_is_named():
     """A named part: the kernel backend. Attention written in the test (the reference, counted)
     gives the same tokens as the default; a backend without a role is refused by name."""
