@@ -135,13 +135,12 @@ class PieceGraphs:
         for x in self.inputs.values():
             x[2].fill_(-1)
         self.metas = {t: self._meta(t) for t in self.sizes}  # project() reads only the slots
-        # Per size, what crosses from one piece to the next, at fixed addresses: the queries and
-        # the residual stream (copied there at a piece's end; every layer reuses them) and the
-        # attention output (copied there eagerly). Allocated by the first (eager) run.
-        self.q: dict[int, torch.Tensor] = {}  # [T, heads, head_dim]
-        self.residual: dict[int, torch.Tensor] = {}  # [T, hidden]
-        self.attn_out: dict[int, torch.Tensor] = {}  # [T, heads * head_dim]
-        self.hidden: dict[int, torch.Tensor] = {}  # [T, hidden]: the last piece's output
+        # What crosses from one piece to the next, at fixed addresses: the queries and the
+        # residual stream (copied there at a piece's end; every layer reuses them), the
+        # attention output (copied there eagerly), the final hidden states. One buffer each,
+        # sized for the largest step; a step of T tokens uses the first T rows (steps never
+        # overlap). Made by the first (eager) run, shaped like what they hold.
+        self.buffers: dict[str, torch.Tensor] = {}
         self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
 
     def _meta(self, t: int) -> AttentionMetadata:
@@ -158,24 +157,30 @@ class PieceGraphs:
         if i == 0:
             x, residual = self.model.model.embed_tokens(ids), None
         else:
-            x, residual = self.layers[i - 1].after_attention(self.attn_out[t], self.residual[t])
+            attn_out, residual = self.buffers["attn_out"][:t], self.buffers["residual"][:t]
+            x, residual = self.layers[i - 1].after_attention(attn_out, residual)
         if i == len(self.layers):
-            self.hidden[t] = self.model.model.norm(x, residual)[0]
+            self._keep("hidden", t, self.model.model.norm(x, residual)[0])
             return
         q, residual = self.layers[i].before_attention(positions, x, residual, self.metas[t])
-        if t not in self.q:  # the first run, eager: buffers shaped like what they will hold
-            self.q[t] = torch.empty(q.shape, dtype=q.dtype, device=self.device)
-            self.residual[t] = torch.empty(residual.shape, dtype=residual.dtype, device=self.device)
-            self.attn_out[t] = q.new_zeros(t, q.shape[1] * q.shape[2])
-        self.q[t].copy_(q)
-        self.residual[t].copy_(residual)
+        self._keep("q", t, q)
+        self._keep("residual", t, residual)
+
+    def _keep(self, name: str, t: int, value: torch.Tensor) -> None:
+        """Copy `value` into the first T rows of buffer `name` (made at the first call)."""
+        if name not in self.buffers:
+            rows = self.sizes[-1]
+            self.buffers[name] = value.new_zeros(rows, *value.shape[1:])
+            if name == "q":  # the attention output, [T, heads * head_dim] in the queries' dtype
+                self.buffers["attn_out"] = value.new_zeros(rows, value.shape[1] * value.shape[2])
+        self.buffers[name][:t].copy_(value)
 
     @torch.inference_mode()
     def capture(self) -> None:
         """Warm each size up (Triton compiles, cuBLAS picks), then record its L + 1 pieces in
         order, largest size first, all in one memory pool. What a piece leaves for the next is
-        in the buffers above, so a capture may reuse an earlier piece's scratch memory: replays
-        run in the order they were captured, one size at a time."""
+        in `buffers`, so a capture may reuse an earlier piece's scratch memory: replays run in
+        the order they were captured, one size at a time."""
         pool = None
         pieces = range(len(self.layers) + 1)
         for t in reversed(self.sizes):
@@ -211,6 +216,6 @@ class PieceGraphs:
             else:
                 self._piece(t, i)
             if i < len(self.layers):
-                o = self.layers[i].self_attn.attend(self.q[t][:n], meta)
-                self.attn_out[t][:n].copy_(o)
-        return self.hidden[t][:n]
+                o = self.layers[i].self_attn.attend(self.buffers["q"][:n], meta)
+                self.buffers["attn_out"][:n].copy_(o)
+        return self.buffers["hidden"][:n]
