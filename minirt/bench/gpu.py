@@ -5,7 +5,8 @@ written as a Hugging Face checkpoint; nothing downloaded):
 (a) decode tokens/s at batch 1..256: minirt with CUDA graphs, minirt eager, transformers
     `generate` (sdpa), and the compiled loop a user would write instead: transformers' static
     cache with a one-token step under torch.compile(mode="reduce-overhead") (CUDA graphs);
-(b) offline throughput on 256 requests of random lengths: minirt vs transformers padded batches;
+(b) offline throughput on 256 requests of random lengths: minirt vs transformers padded batches,
+    and minirt's prompt steps with the piecewise graphs and without;
 (c) the attention kernels against the copy bandwidth and SDPA's flash backend;
 (d) a roofline table: decode step time vs (weight + KV bytes) / measured bandwidth;
 plus a torch.profiler kernel table of one decode step, eager and graphed (notebook 05).
@@ -132,6 +133,36 @@ def _compiled_or_error(model, batch: int) -> dict[str, Any]:
                 "error": f"{type(e).__name__}: {str(e)[:300]}"}  # fmt: skip
 
 
+PROMPT_SHAPES = ((1, 64), (4, 64), (1, 300), (16, 128), (8, 256), (1, 1024))
+
+
+def prompt_steps(llm, reps: int = 5) -> list[dict[str, Any]]:
+    """Prompt-only generate (one eager-shaped step: max_tokens=1) of n prompts of L tokens,
+    median wall ms, with the piecewise graphs and with every kernel launched from Python."""
+    from minirt import SamplingParams
+
+    gen = torch.Generator().manual_seed(3)
+    p = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    rows = []
+    for mode in ("piecewise", "eager"):
+        with nullcontext() if mode == "piecewise" else llm.runner.without_graphs():
+            for n, length in PROMPT_SHAPES:
+                prompts = torch.randint(0, 256, (n, length), generator=gen).tolist()
+                times = []
+                for _ in range(reps + 1):  # the first: warm-up
+                    llm.block_manager.evict()
+                    t = time.perf_counter()
+                    llm.generate(prompts, p, use_tqdm=False)
+                    if llm.device.type == "cuda":
+                        torch.cuda.synchronize()
+                    times.append((time.perf_counter() - t) * 1e3)
+                times = sorted(times[1:])
+                rows.append({"name": "prompt_step", "mode": mode, "prompts": n,
+                             "prompt_len": length, "ms": times[reps // 2],
+                             "ms_min": times[0]})  # fmt: skip
+    return rows
+
+
 def minirt_offline(llm, work: Workload) -> dict[str, Any]:
     prompts, params = work.prompts, work.params
     secs = _wall(lambda: llm.generate(prompts, params, use_tqdm=False))
@@ -223,6 +254,7 @@ def measure(
         for bs in tqdm(BATCHES, desc="minirt decode", disable=not progress):
             decode += [minirt_decode(llm, bs, graphs=True), minirt_decode(llm, bs, graphs=False)]
         rows += [profile_step(llm, 1, graphs=False), profile_step(llm, 1, graphs=True)]
+        rows += prompt_steps(llm)
         work = uniform(num_requests=256, lo=100, hi=1024, seed=0)
         rows.append(minirt_offline(llm, work))
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
@@ -262,6 +294,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 cells.append(f"{system} {r['tokens_per_s']:9.0f} tok/s")
         lines.append("  ".join(cells))
     for r in rows:
+        if r["name"] == "prompt_step":
+            lines.append(f"prompt step {r['mode']:>9} {r['prompts']:>2} x {r['prompt_len']:>4}: "
+                         f"{r['ms']:.2f} ms")  # fmt: skip
         if r["name"] == "offline":
             lines.append(f"offline {r['system']}: {r['output_tokens_per_s']:.0f} output tok/s "
                          f"({r['seconds']:.1f} s)")  # fmt: skip

@@ -21,3 +21,19 @@ def test_the_compiled_loop_decodes_what_generate_decodes(tmp_path, monkeypatch):
     want = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
                           min_new_tokens=6, do_sample=False, pad_token_id=0)  # fmt: skip
     assert torch.equal(runs[0], want[:, 8:])
+
+
+def test_prompt_steps_time_both_modes_and_leave_the_graphs_in_place(embedded_llm, monkeypatch):
+    monkeypatch.setattr(gpu, "PROMPT_SHAPES", ((1, 8), (2, 5)))
+    llm = embedded_llm
+    saved = llm.runner.graphs, llm.runner.piece_graphs
+    rows = gpu.prompt_steps(llm, reps=1)
+    assert [(r["mode"], r["prompts"], r["prompt_len"]) for r in rows] == [
+        ("piecewise", 1, 8),
+        ("piecewise", 2, 5),
+        ("eager", 1, 8),
+        ("eager", 2, 5),
+    ]
+    assert all(r["ms"] >= r["ms_min"] > 0 for r in rows)
+    assert (llm.runner.graphs, llm.runner.piece_graphs) == saved
+    assert llm.block_manager.num_free_blocks == llm.num_blocks
