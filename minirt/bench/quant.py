@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minirt.bench.cli import add_no_progress, add_out, progress
-from minirt.kernels.scaled_gemm import scaled_gemm, scaled_gemm_ref
+from minirt.kernels.scaled_gemm import scaled_gemm, scaled_gemm_dynamic, scaled_gemm_ref
 from minirt.kernels.w4a16_gemm import w4a16_gemm, w4a16_gemm_ref
 from minirt.quant import formats as F
 
@@ -152,6 +152,10 @@ def _one_shape(m: int, n: int, k: int, g: torch.Generator, methods=None) -> dict
         pass
     t, c = _best(lambda c, d, s: scaled_gemm(xq, xs, d, s, config=c), _gemm_configs(m), fp8_sets)
     found["fp8"] = (t, c, _rel(scaled_gemm(xq, xs, q8.data, q8.scales, config=c), ref8))
+    # ... and with the activations quantized inside the GEMM (what the engine runs)
+    t, c = _best(lambda c, d, s: scaled_gemm_dynamic(x, d, s, config=c), _gemm_configs(m),
+                 fp8_sets)  # fmt: skip
+    found["fp8_fused"] = (t, c, _rel(scaled_gemm_dynamic(x, q8.data, q8.scales, config=c), ref8))
 
     # INT8 W8A8
     (xi, xis), (wi, wis) = F.quantize_int8_rows(x), F.quantize_int8_rows(w)

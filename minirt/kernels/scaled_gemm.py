@@ -6,7 +6,10 @@ one per token for x (dynamic, computed from the token's own values, or one stati
 and one per output channel for W, applied once in the epilogue. FP8 accumulates in fp32, INT8 in
 int32 (exact). One kernel serves both formats (only the accumulator differs); the benchmark puts
 it beside cuBLAS's own 8-bit paths, `torch._scaled_mm` (fp8) and `torch._int_mm` (int8).
-Notebook 08 (quantization).
+`scaled_gemm_dynamic` quantizes the activations inside the GEMM: each program finds its rows'
+largest magnitudes, then turns each tile of x into codes just before the dot. Done as separate
+torch ops the quantization was ~9 small kernels per layer, more than the GEMM itself at decode
+sizes. Notebook 08 (quantization).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import triton
 import triton.language as tl
 
 _FORMATS = (torch.float8_e4m3fn, torch.int8)
+_QMAX = {torch.float8_e4m3fn: 448.0, torch.int8: 127.0}  # = minirt.quant.formats' FP8/INT8_MAX
+_TINY = 1e-12  # a row of zeros gets this scale (minirt.quant.formats)
 
 
 def scaled_gemm_ref(
@@ -51,10 +56,41 @@ def _check(xq, x_scale, wq, w_scale) -> None:
         )
 
 
+def scaled_gemm_dynamic_ref(
+    x: torch.Tensor, wq: torch.Tensor, w_scale: torch.Tensor, out_dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The spec of `scaled_gemm_dynamic`: x [M, K] quantized per row (scale = largest |x| / the
+    format's largest code; codes rounded to nearest, ties to even), then `scaled_gemm_ref`."""
+    from minirt.quant.formats import quantize_int8_rows, to_fp8
+
+    if wq.dtype == torch.int8:
+        xq, xs = quantize_int8_rows(x)
+    else:
+        xs = (x.float().abs().amax(-1) / _QMAX[torch.float8_e4m3fn]).clamp(min=_TINY)
+        xq = to_fp8(x, xs[:, None])
+    return scaled_gemm_ref(xq, xs, wq, w_scale, out_dtype or x.dtype)
+
+
+@triton.jit
+def _round_to_code(v, IS_INT: tl.constexpr):
+    """v (fp32, within the format's range) rounded to the nearest code, ties to even, in fp32
+    arithmetic, so the cast after it is exact: int8's codes are the integers; E4M3's are 2^(e-3)
+    apart in the binade [2^e, 2^(e+1)), and 2^-9 apart below 2^-6 (subnormals). Adding 1.5 x 2^23
+    steps rounds to a multiple of the step (the float's own round-to-nearest-even). A GPU's cast
+    rounds the same way; Triton's interpreter does not carry across a power of two."""
+    if IS_INT:
+        step = tl.full(v.shape, 1.0, tl.float32)
+    else:
+        e = tl.maximum(((v.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127, -6)
+        step = ((e + 124) << 23).to(tl.float32, bitcast=True)  # 2^(e-3): exponent bits e-3+127
+    magic = step * 12582912.0
+    return (v + magic) - magic
+
+
 @triton.jit
 def _kernel(
     x_ptr, w_ptr, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
-    PER_TOKEN: tl.constexpr, IS_INT: tl.constexpr,
+    PER_TOKEN: tl.constexpr, IS_INT: tl.constexpr, DYNAMIC: tl.constexpr, QMAX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     # Grouped order: GROUP_M row-tiles share each column-tile in turn, so W tiles stay in L2.
@@ -70,15 +106,28 @@ def _kernel(
     # value to cast to fp8); their results are never stored. K is a multiple of BLOCK_K.
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)
     ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32
+    CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
+    if DYNAMIC:  # x holds activations: first each row's scale, from its largest magnitude
+        amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            a = tl.load(x_ptr + m_in[:, None] * stride_xm + k[None, :]).to(tl.float32)
+            amax = tl.maximum(amax, tl.max(tl.abs(a), axis=1))
+        xs = tl.maximum(tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32)), 1e-12)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + k[None, :])  # [BLOCK_M, BLOCK_K]
+        if DYNAMIC:  # the tile's codes, as the reference makes them: x / scale, clamped, rounded
+            v = tl.div_rn(x.to(tl.float32), tl.broadcast_to(xs[:, None], x.shape))
+            v = tl.minimum(tl.maximum(v, -QMAX), QMAX)
+            x = _round_to_code(v, IS_INT).to(CODE)
         # W is [N, K] row-major: read as the [BLOCK_K, BLOCK_N] B tile, K-major (what the
         # Hopper 8-bit MMA wants for both operands)
         w = tl.load(w_ptr + n_in[None, :] * stride_wn + k[:, None])
         acc = tl.dot(x, w, acc, out_dtype=ACC)
-    xs = tl.load(xs_ptr + m, mask=m < M, other=0.0) if PER_TOKEN else tl.load(xs_ptr + m * 0)
+    if not DYNAMIC:
+        xs = tl.load(xs_ptr + m, mask=m < M, other=0.0) if PER_TOKEN else tl.load(xs_ptr + m * 0)
     ws = tl.load(ws_ptr + n, mask=n < N, other=0.0)
     y = acc.to(tl.float32) * xs[:, None] * ws[None, :]
     mask = (m[:, None] < M) & (n[None, :] < N)
@@ -105,17 +154,40 @@ def scaled_gemm(
     """The Triton kernel, same signature as scaled_gemm_ref; `config` overrides the tiles
     ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"}, see default_config)."""
     _check(xq, x_scale, wq, w_scale)
-    (m, k), n = xq.shape, wq.shape[0]
-    xq, wq = xq.contiguous(), wq.contiguous()
-    xs, ws = x_scale.float().reshape(-1).contiguous(), w_scale.float().reshape(-1).contiguous()
+    xs = x_scale.float().reshape(-1).contiguous()
+    per_token = xs.numel() == xq.shape[0] and xq.shape[0] > 1
+    return _launch(xq, xs, wq, w_scale, out_dtype, config, per_token=per_token, dynamic=False)
+
+
+def scaled_gemm_dynamic(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    out_dtype: torch.dtype | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """The Triton kernel with the activations x [M, K] (bf16/fp16/fp32) quantized inside, one
+    scale per token; `scaled_gemm_dynamic_ref` is its spec. Output in x's dtype by default."""
+    if wq.dtype not in _FORMATS or x.dim() != 2 or x.shape[1] != wq.shape[1]:
+        raise ValueError(
+            f"need activations x [M, K] and codes wq [N, K] (float8_e4m3fn or int8); got "
+            f"{tuple(x.shape)} and {tuple(wq.shape)} {wq.dtype}"
+        )
+    return _launch(x, x, wq, w_scale, out_dtype or x.dtype, config, per_token=True, dynamic=True)
+
+
+def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: bool):
+    (m, k), n = x.shape, wq.shape[0]
+    x, wq = x.contiguous(), wq.contiguous()
+    ws = w_scale.float().reshape(-1).contiguous()
     c = {**default_config(m), **(config or {})}
     while k % c["BLOCK_K"] and c["BLOCK_K"] > 16:  # the K loop has no tail: a BLOCK_K dividing K
         c["BLOCK_K"] //= 2
     if k % c["BLOCK_K"]:
         raise ValueError(f"K = {k} must be a multiple of 16 (pad the weight's columns)")
-    y = torch.empty((m, n), dtype=out_dtype, device=xq.device)
+    y = torch.empty((m, n), dtype=out_dtype, device=x.device)
     grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-    _kernel[grid](xq, wq, xs, ws, y, m, n, k, xq.stride(0), wq.stride(0), y.stride(0),
-                  PER_TOKEN=xs.numel() == m and m > 1, IS_INT=xq.dtype == torch.int8,
-                  **c)  # fmt: skip
+    _kernel[grid](x, wq, xs, ws, y, m, n, k, x.stride(0), wq.stride(0), y.stride(0),
+                  PER_TOKEN=per_token, IS_INT=wq.dtype == torch.int8, DYNAMIC=dynamic,
+                  QMAX=_QMAX[wq.dtype], **c)  # fmt: skip
     return y

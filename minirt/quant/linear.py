@@ -216,23 +216,19 @@ class QuantLinear(nn.Module):
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [tokens, in] in the model's dtype -> [tokens, out]: dequantise-in-kernel for int4,
         the 8-bit scaled GEMM for fp8 / int8 with the activations quantized first."""
-        from minirt.kernels.scaled_gemm import scaled_gemm
+        from minirt.kernels.scaled_gemm import scaled_gemm, scaled_gemm_dynamic
         from minirt.kernels.w4a16_gemm import w4a16_gemm
 
         m = self.method
         if m.weights == "int4":
             y = w4a16_gemm(x, self.int4_weight())
-        else:
-            if m.activations == "fp8-static":
-                xs = self.input_scale.reshape(1)
-                xq = F.to_fp8(x.float(), xs)
-            elif m.activations == "fp8-dynamic":  # one scale per token, computed now
-                xs = (x.float().abs().amax(-1) / F.FP8_MAX).clamp(min=1e-12)  # [tokens]
-                xq = F.to_fp8(x.float(), xs[:, None])
-            else:
-                x32 = x.float() / self.smooth if m.smooth_alpha is not None else x.float()
-                xq, xs = F.quantize_int8_rows(x32)
+        elif m.activations == "fp8-static":
+            xs = self.input_scale.reshape(1)
+            xq = F.to_fp8(x.float(), xs)
             y = scaled_gemm(xq, xs, self.qweight, self.scales, out_dtype=x.dtype)
+        else:  # one scale per token, found and applied inside the GEMM (one launch)
+            xin = x.float() / self.smooth if m.smooth_alpha is not None else x
+            y = scaled_gemm_dynamic(xin, self.qweight, self.scales, out_dtype=x.dtype)
         return y + self.bias.to(y.dtype) if self.bias is not None else y
 
     def extra_repr(self) -> str:

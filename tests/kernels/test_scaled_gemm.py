@@ -52,3 +52,47 @@ def test_mixed_formats_and_bad_scales_are_refused():
         scaled_gemm(xq, xs, wq.view(torch.int8), ws)
     with pytest.raises(ValueError, match=r"1 \(static\) or M = 4"):
         scaled_gemm(xq, xs[:2], wq, ws)
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+@pytest.mark.parametrize("mnk", [(1, 40, 256), (5, 70, 128), (33, 130, 384), (130, 20, 64)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_dynamic_kernel_quantizes_inside_as_the_reference_does(fmt, mnk, dtype):
+    from minirt.kernels.scaled_gemm import scaled_gemm_dynamic, scaled_gemm_dynamic_ref
+
+    m, n, k = mnk
+    g = torch.Generator().manual_seed(sum(mnk))
+    w, x = torch.randn(n, k, generator=g), (torch.randn(m, k, generator=g) * 3).to(dtype)
+    q = quantize_fp8(w)
+    wq, ws = quantize_int8_rows(w) if fmt == "int8" else (q.data, q.scales)
+    x, wq, ws = x.to(DEVICE), wq.to(DEVICE), ws.to(DEVICE)
+    out = scaled_gemm_dynamic(x, wq, ws, out_dtype=torch.float32)
+    bound = 2e-3 if fmt == "fp8" and DEVICE == "cuda" else 1e-6
+    assert rel_error(out, scaled_gemm_dynamic_ref(x, wq, ws, torch.float32)) < bound
+    assert scaled_gemm_dynamic(x, wq, ws).dtype == dtype  # the activations' dtype by default
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+def test_the_dynamic_kernels_codes_round_ties_to_even_across_powers_of_two(fmt):
+    """Against an identity weight the product is each activation's code times its row's scale:
+    halfway values (17 -> 16, 19 -> 20, 15.5 -> 16 across a power of two; 2.5 -> 2 for int8),
+    subnormals, negatives, and a row of zeros."""
+    from minirt.kernels.scaled_gemm import scaled_gemm_dynamic, scaled_gemm_dynamic_ref
+
+    qmax = 448.0 if fmt == "fp8" else 127.0
+    ties = [17, 19, 15.5, 7.75, 0.5 * (2**-9 + 2**-8), 1.5 * 2**-9, 2.5, 3.5, 0.5, 1.5, qmax - 0.5]
+    row = torch.tensor([qmax, *ties, *[-t for t in ties]])  # the scale is exactly 1
+    x = torch.zeros(3, 32)
+    x[0, : len(row)] = row
+    x[1] = torch.linspace(-qmax, qmax / 3, 32)
+    eye = torch.eye(32)
+    wq, ws = (
+        (eye.to(torch.int8), torch.ones(32))
+        if fmt == "int8"
+        else (eye.to(torch.float8_e4m3fn), torch.ones(32))
+    )
+    x, wq, ws = x.to(DEVICE), wq.to(DEVICE), ws.to(DEVICE)
+    out = scaled_gemm_dynamic(x, wq, ws, out_dtype=torch.float32)
+    assert torch.equal(out, scaled_gemm_dynamic_ref(x, wq, ws, torch.float32))
+    assert out[0, 1:3].tolist() == ([16.0, 20.0] if fmt == "fp8" else [17.0, 19.0])
+    assert out[2].abs().sum() == 0
