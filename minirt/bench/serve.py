@@ -38,9 +38,18 @@ class LoadConfig:
 
 
 async def send(
-    client: httpx.AsyncClient, url: str, model: str, prompt: list[int], max_tokens: int, t0: float
+    client: httpx.AsyncClient,
+    url: str,
+    model: str,
+    prompt: list[int],
+    max_tokens: int,
+    t0: float,
+    at: float | None = None,
 ):
-    """One streamed completion; a RequestTiming, or the error in words."""
+    """One streamed completion, scheduled at `at` s after `t0`; a RequestTiming, or the error
+    in words. Besides TTFT and the gaps it records how late the send was (this client's own
+    event loop, busy with other streams, can be) and when the response's headers came (the
+    server accepted, parsed and queued the request by then)."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True}
     # greedy and exactly max_tokens tokens (ignore_eos: vLLM's extension, which minirt has too)
     body |= {"temperature": 0.0, "ignore_eos": True, "stream_options": {"include_usage": True}}
@@ -48,6 +57,7 @@ async def send(
     stamps, tokens = [], None
     try:
         async with client.stream("POST", url + "/v1/completions", json=body) as r:
+            headers = time.perf_counter()
             if r.status_code != 200:
                 return f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
             async for line in r.aiter_lines():
@@ -66,7 +76,9 @@ async def send(
         return "the stream ended without a token"
     itl = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     n = tokens if tokens is not None else len(stamps)
-    return RequestTiming(start - t0, stamps[0] - start, stamps[-1] - start, n, itl)
+    late = None if at is None else max(0.0, start - t0 - at)
+    return RequestTiming(start - t0, stamps[0] - start, stamps[-1] - start, n, itl, late,
+                         headers - start)  # fmt: skip
 
 
 async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float):
@@ -78,7 +90,7 @@ async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float)
 
         async def one(prompt: list[int], max_tokens: int, at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            return await send(client, cfg.url, model, prompt, max_tokens, t0)
+            return await send(client, cfg.url, model, prompt, max_tokens, t0, at)
 
         sends = zip(requests.prompts, requests.output_lens, times, strict=True)
         outs = await asyncio.gather(*(one(p, n, t) for p, n, t in sends))
@@ -146,6 +158,12 @@ def _line(r: dict) -> str:
         f"{r['output_throughput']:8.1f} tok/s  TTFT p50/p99 {ms('ttft_p50_ms')}/"
         f"{ms('ttft_p99_ms')} ms  TPOT p50/p99 {ms('tpot_p50_ms')}/{ms('tpot_p99_ms')} ms  "
         f"goodput {r['goodput']:.2f}  failed {r['failed']}"
+        + (
+            f"  headers p50/p99 {ms('headers_p50_ms')}/{ms('headers_p99_ms')} ms  late p99 "
+            f"{ms('late_p99_ms')} ms"
+            if "headers_p50_ms" in r
+            else ""
+        )  # fmt: skip
     )
 
 

@@ -43,6 +43,9 @@ class RequestTiming:
     e2e_s: float
     output_tokens: int
     itl_s: list[float]  # gaps between consecutive streamed chunks
+    # Where a first token's time goes before the engine (a load generator's own measurements):
+    late_s: float | None = None  # sent this long after its scheduled arrival (a busy client)
+    headers_s: float | None = None  # from the send to the response's headers (the HTTP intake)
 
     @property
     def tpot_s(self) -> float:
@@ -85,6 +88,10 @@ def summarize(done: list[RequestTiming], num_failed: int, duration_s: float, slo
     row |= _stats("tpot", [r.tpot_s for r in done if r.output_tokens > 1])
     row |= _stats("itl", [gap for r in done for gap in r.itl_s])
     row |= _stats("e2e", [r.e2e_s for r in done])
+    for name in ("late", "headers"):  # measured by a client, not by the simulator
+        xs = [getattr(r, f"{name}_s") for r in done if getattr(r, f"{name}_s") is not None]
+        if xs:
+            row |= _stats(name, xs)
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 

@@ -104,6 +104,10 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
     (cost,) = [r for r in record["results"] if r["name"] == "cost_model"]
     assert cost["fitted_on"] == "server steps" and cost["calibration_rates"] == ["50.0", "inf"]
     assert all(rate["server_num_steps"] > 0 for rate in rates)
+    # the client's own timings of the intake: headers before the first token, sends on time
+    assert all(0 < r["headers_p50_ms"] <= r["ttft_p50_ms"] for r in rates)
+    assert all(r["late_p99_ms"] is not None for r in rates)  # how late the client sent
+    assert not any("headers_p50_ms" in r for r in record["results"] if r["name"] == "simulated")
 
 
 def test_a_committed_run_is_resimulated_from_its_step_log(tmp_path):
