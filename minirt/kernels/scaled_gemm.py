@@ -20,7 +20,6 @@ import triton.language as tl
 
 _FORMATS = (torch.float8_e4m3fn, torch.int8)
 _QMAX = {torch.float8_e4m3fn: 448.0, torch.int8: 127.0}  # = minirt.quant.formats' FP8/INT8_MAX
-_TINY = 1e-12  # a row of zeros gets this scale (minirt.quant.formats)
 
 
 def scaled_gemm_ref(
@@ -61,13 +60,10 @@ def scaled_gemm_dynamic_ref(
 ) -> torch.Tensor:
     """The spec of `scaled_gemm_dynamic`: x [M, K] quantized per row (scale = largest |x| / the
     format's largest code; codes rounded to nearest, ties to even), then `scaled_gemm_ref`."""
-    from minirt.quant.formats import quantize_int8_rows, to_fp8
+    from minirt.quant.formats import quantize_fp8_rows, quantize_int8_rows
 
-    if wq.dtype == torch.int8:
-        xq, xs = quantize_int8_rows(x)
-    else:
-        xs = (x.float().abs().amax(-1) / _QMAX[torch.float8_e4m3fn]).clamp(min=_TINY)
-        xq = to_fp8(x, xs[:, None])
+    quantize_rows = quantize_int8_rows if wq.dtype == torch.int8 else quantize_fp8_rows
+    xq, xs = quantize_rows(x)
     return scaled_gemm_ref(xq, xs, wq, w_scale, out_dtype or x.dtype)
 
 

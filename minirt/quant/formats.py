@@ -167,6 +167,13 @@ def to_fp8(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
     return (x.float() / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
 
 
+def quantize_fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per row (token): (E4M3 codes [rows, cols], scales [rows] fp32), each row's
+    largest magnitude landing on 448 (the activations' twin of quantize_int8_rows)."""
+    scales = (x.detach().float().abs().amax(-1) / FP8_MAX).clamp(min=_TINY)
+    return to_fp8(x.detach(), scales[..., None]), scales
+
+
 def quantize_fp8(w: torch.Tensor) -> Fp8Weight:
     """Per output channel: each row's largest magnitude lands on 448."""
     _check_matrix(w, "quantize_fp8")

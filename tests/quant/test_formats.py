@@ -71,6 +71,9 @@ def test_fp8_saturates_above_448_instead_of_overflowing():
 def test_fp8_dynamic_activations_use_one_scale_per_token():
     x = torch.tensor([[1.0, 2.0], [1000.0, -2000.0]])
     assert torch.equal(F.fake_quant_fp8(x), x)  # each row's max lands exactly on 448
+    codes, scales = F.quantize_fp8_rows(x)  # the same scales, as codes the 8-bit GEMM reads
+    assert codes.dtype == torch.float8_e4m3fn and codes.float().abs().amax(-1).tolist() == [448] * 2
+    assert torch.equal(codes.float() * scales[:, None], F.fake_quant_fp8(x))
 
 
 def test_int8_round_trip_errs_at_most_half_a_step_per_channel():
