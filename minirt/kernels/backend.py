@@ -41,6 +41,9 @@ class KernelBackend:
     silu_mul: Callable
     rope: Callable
     qk_norm_rope: Callable
+    # A fused role runs in place of its parts (qk_norm_rope, then store_kv); None: the parts.
+    # `get_backend` drops it when a part was replaced, so a learner's store_kv always runs.
+    qk_norm_rope_store: Callable | None = None
     # Fixed launch shapes, whatever the data: a decode step can be captured in a CUDA graph
     # (the references index with data-dependent masks; with them the engine stays eager).
     capturable: bool = False
@@ -66,6 +69,7 @@ TRITON = KernelBackend(
     silu_mul=activation.silu_mul,
     rope=rotary.rope,
     qk_norm_rope=qk_norm_rope.qk_norm_rope,
+    qk_norm_rope_store=qk_norm_rope.qk_norm_rope_store,
     capturable=True,
 )
 
@@ -82,6 +86,7 @@ CPU = replace(
 )
 
 BACKENDS = {"torch": TORCH, "triton": TRITON, "cpu": CPU}
+FUSED = {"qk_norm_rope_store": ("qk_norm_rope", "store_kv")}  # fused role -> the roles it runs
 
 
 def get_backend(name: str | KernelBackend, device: torch.device | str) -> KernelBackend:
@@ -105,11 +110,17 @@ def get_backend(name: str | KernelBackend, device: torch.device | str) -> Kernel
 
 def _checked(backend) -> KernelBackend:
     roles = [f.name for f in fields(KernelBackend) if f.name not in ("name", "capturable")]
-    missing = [r for r in roles if not callable(getattr(backend, r, None))]
+    missing = [r for r in roles if r not in FUSED and not callable(getattr(backend, r, None))]
     if missing:
         raise ValueError(
             f"kernel_backend {getattr(backend, 'name', backend)!r} lacks callable "
             f"{', '.join(missing)}; build one with dataclasses.replace(minirt.kernels.backend."
             "TORCH, name=..., <role>=your_function)"
         )
+    for fused, parts in FUSED.items():  # a fused role stands for its parts only if they are
+        mine = getattr(backend, fused, None)  # the ones it fuses
+        if mine is getattr(TRITON, fused) and any(
+            getattr(backend, p) is not getattr(TRITON, p) for p in parts
+        ):
+            backend = replace(backend, **{fused: None})
     return backend

@@ -78,6 +78,11 @@ class Attention(nn.Module):
         k = k.view(n, self.num_kv_heads, self.head_dim)
         v = v.view(n, self.num_kv_heads, self.head_dim)
         ops, rotary = self.kernels, self.rotary[0]
+        if self.qk_norm and ops.qk_norm_rope_store is not None:  # all of the below, one kernel
+            return ops.qk_norm_rope_store(
+                positions, q, k, v, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps,
+                rotary.cos, rotary.sin, self.k_cache, self.v_cache, meta.slot_mapping,
+            )  # fmt: skip
         if self.qk_norm:  # Qwen3: per-head RMSNorm of q and k, then RoPE, as one fused kernel
             q, k = ops.qk_norm_rope(positions, q, k, self.q_norm.weight, self.k_norm.weight,
                                     self.q_norm.eps, rotary.cos, rotary.sin)  # fmt: skip
