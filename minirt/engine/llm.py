@@ -116,7 +116,7 @@ class LLM:
         self.model, self.model_config = load_model(self.model_path, self.dtype, self.device)
         if self.device.type == "cpu":  # few threads: a tiny model's waiting threads only spin
             pin_cpu_threads(self.model_config, self.config.cpu_threads)
-        self.kernels = get_backend(self.config.kernel_backend, self.device)
+        self.kernels = get_backend(self.config.kernel_backend, self.device, self.dtype)
         self.model.use_kernels(self.kernels)
         if self.config.quantization:  # before the pool is sized and the graphs captured
             quantize_model(self.model, self.config.quantization)

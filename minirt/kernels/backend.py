@@ -89,7 +89,9 @@ BACKENDS = {"torch": TORCH, "triton": TRITON, "cpu": CPU}
 FUSED = {"qk_norm_rope_store": ("qk_norm_rope", "store_kv")}  # fused role -> the roles it runs
 
 
-def get_backend(name: str | KernelBackend, device: torch.device | str) -> KernelBackend:
+def get_backend(
+    name: str | KernelBackend, device: torch.device | str, dtype: torch.dtype | None = None
+) -> KernelBackend:
     """ "auto" -> Triton on CUDA, the CPU path on CPU; or ask for "torch"/"triton"/"cpu" by name,
     or pass a KernelBackend of your own (checked: every role must be callable)."""
     device = torch.device(device)
@@ -104,6 +106,11 @@ def get_backend(name: str | KernelBackend, device: torch.device | str) -> Kernel
         raise ValueError(
             "Triton kernels need a CUDA device; on the CPU set TRITON_INTERPRET=1 before "
             "starting Python (Triton's interpreter, slow but exact) or use kernel_backend='torch'"
+        )
+    if name == "triton" and device.type != "cuda" and dtype == torch.bfloat16:
+        raise ValueError(  # measured with Triton 3.7: NaN and 1e38 where the reference has 0.5
+            "Triton's interpreter computes bfloat16 wrongly (NumPy has no bfloat16); run the "
+            "Triton kernels on the CPU with dtype='float32' or 'float16'"
         )
     return BACKENDS[name]
 

@@ -33,6 +33,12 @@ def test_triton_on_cpu_without_the_interpreter_says_how_to_enable_it(monkeypatch
         get_backend("triton", "cpu")
 
 
+def test_triton_in_the_interpreter_refuses_bfloat16_and_says_which_dtypes_work():
+    with pytest.raises(ValueError, match="float32' or 'float16"):
+        get_backend("triton", "cpu", torch.bfloat16)
+    assert get_backend("triton", "cpu", torch.float16) is TRITON
+
+
 def test_graph_sizes_climb_vllms_ladder_and_end_at_max_num_seqs():
     assert default_graph_sizes(256)[:6] == [1, 2, 4, 8, 16, 32]
     assert default_graph_sizes(256)[-1] == 256
@@ -41,12 +47,15 @@ def test_graph_sizes_climb_vllms_ladder_and_end_at_max_num_seqs():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter path is the CPU's")
-def test_engine_on_triton_kernels_in_the_interpreter_gives_the_reference_tokens(qwen3_checkpoint):
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_engine_on_triton_kernels_in_the_interpreter_gives_the_reference_tokens(
+    qwen3_checkpoint, dtype
+):
     """Prefill (two chunks), decode and a shared prefix, all through the Triton kernels."""
     folder, _ = qwen3_checkpoint
     prompts = [list(range(40, 80)), list(range(40, 72)) + [7, 8, 9]]
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
-    kw = dict(device="cpu", max_num_batched_tokens=32, block_size=16)
+    kw = dict(device="cpu", max_num_batched_tokens=32, block_size=16, dtype=dtype)
     ours = LLM(folder, kernel_backend="triton", **kw).generate(prompts, params, use_tqdm=False)
     ref = LLM(folder, kernel_backend="torch", **kw).generate(prompts, params, use_tqdm=False)
     assert [o.token_ids for o in ours] == [o.token_ids for o in ref]
