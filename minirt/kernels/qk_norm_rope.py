@@ -64,10 +64,12 @@ def _norm_rotate(x_ptr, x_stride, out_ptr, out_row, w_ptr, token, c, s, eps,
 
 @triton.jit
 def _qk_norm_rope_kernel(
-    pos_ptr, q_ptr, k_ptr, q_out_ptr, k_out_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr,
-    q_stride, k_stride, eps,
+    pos_ptr, q_ptr, k_ptr, v_ptr, q_out_ptr, k_out_ptr, v_out_ptr, slot_ptr,
+    qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride, eps,
     Q_HEADS: tl.constexpr, K_HEADS: tl.constexpr, HALF: tl.constexpr,
     BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_D: tl.constexpr,
+    STORE: tl.constexpr = False,  # k and v into the pool at their slots (k_out, v_out: the pool)
+    BLOCK_ROW: tl.constexpr = 1, SATURATE: tl.constexpr = False,
 ):  # fmt: skip
     token = tl.program_id(0).to(tl.int64)  # one program per token: all its q and k heads
     pos = tl.load(pos_ptr + token).to(tl.int64)
@@ -76,8 +78,21 @@ def _qk_norm_rope_kernel(
     s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
     _norm_rotate(q_ptr, q_stride, q_out_ptr, token, qw_ptr, token, c, s, eps,
                  Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
-    _norm_rotate(k_ptr, k_stride, k_out_ptr, token, kw_ptr, token, c, s, eps,
-                 K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
+    if not STORE:
+        _norm_rotate(k_ptr, k_stride, k_out_ptr, token, kw_ptr, token, c, s, eps,
+                     K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
+    else:
+        slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
+        if slot >= 0:  # -1: a padding row of a CUDA graph, stores nothing
+            _norm_rotate(k_ptr, k_stride, k_out_ptr, slot, kw_ptr, token, c, s, eps,
+                         K_HEADS, HALF, BLOCK_KH, BLOCK_D, SATURATE)  # fmt: skip
+            ROW: tl.constexpr = K_HEADS * 2 * HALF
+            i = tl.arange(0, BLOCK_ROW)
+            value = tl.load(v_ptr + token * v_stride + i, mask=i < ROW)
+            if SATURATE:
+                value = tl.minimum(tl.maximum(value.to(tl.float32), -448.0), 448.0)  # FP8_MAX
+            tl.store(v_out_ptr + slot * ROW + i, value.to(v_out_ptr.dtype.element_ty),
+                     mask=i < ROW)  # fmt: skip
 
 
 def qk_norm_rope(
@@ -100,8 +115,8 @@ def qk_norm_rope(
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     if num_tokens:
         _qk_norm_rope_kernel[(num_tokens,)](
-            positions, q, k, q_out, k_out, q_weight, k_weight, cos.contiguous(), sin.contiguous(),
-            q.stride(0), k.stride(0), eps,
+            positions, q, k, k, q_out, k_out, k_out, positions, q_weight, k_weight,
+            cos.contiguous(), sin.contiguous(), q.stride(0), k.stride(0), k.stride(0), eps,
             Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half,
             BLOCK_QH=triton.next_power_of_2(q_heads), BLOCK_KH=triton.next_power_of_2(k_heads),
             BLOCK_D=triton.next_power_of_2(half),
@@ -129,34 +144,6 @@ def qk_norm_rope_store_ref(
     return q
 
 
-@triton.jit
-def _qk_norm_rope_store_kernel(
-    pos_ptr, q_ptr, k_ptr, v_ptr, q_out_ptr, k_cache_ptr, v_cache_ptr, slot_ptr,
-    qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride, eps,
-    Q_HEADS: tl.constexpr, K_HEADS: tl.constexpr, HALF: tl.constexpr,
-    BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_ROW: tl.constexpr, SATURATE: tl.constexpr,
-):  # fmt: skip
-    token = tl.program_id(0).to(tl.int64)  # one program per token: its q, k and v
-    pos = tl.load(pos_ptr + token).to(tl.int64)
-    cols = tl.arange(0, BLOCK_D)[None, :]
-    c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
-    s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
-    _norm_rotate(q_ptr, q_stride, q_out_ptr, token, qw_ptr, token, c, s, eps,
-                 Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
-    slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
-    if slot >= 0:  # -1: a padding row of a CUDA graph, stores nothing
-        _norm_rotate(k_ptr, k_stride, k_cache_ptr, slot, kw_ptr, token, c, s, eps,
-                     K_HEADS, HALF, BLOCK_KH, BLOCK_D, SATURATE)  # fmt: skip
-        ROW: tl.constexpr = K_HEADS * 2 * HALF
-        i = tl.arange(0, BLOCK_ROW)
-        value = tl.load(v_ptr + token * v_stride + i, mask=i < ROW)
-        if SATURATE:
-            value = tl.minimum(tl.maximum(value.to(tl.float32), -448.0), 448.0)  # FP8_MAX
-        tl.store(v_cache_ptr + slot * ROW + i, value.to(v_cache_ptr.dtype.element_ty),
-                 mask=i < ROW)  # fmt: skip
-
-
 def qk_norm_rope_store(
     positions, q, k, v, q_weight, k_weight, eps, cos, sin, k_cache, v_cache, slot_mapping
 ) -> torch.Tensor:
@@ -174,12 +161,12 @@ def qk_norm_rope_store(
     assert k_cache.is_contiguous() and v_cache.is_contiguous(), "bind the pool's layer slices"
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if num_tokens:
-        _qk_norm_rope_store_kernel[(num_tokens,)](
+        _qk_norm_rope_kernel[(num_tokens,)](
             positions, q, k, v, q_out, k_cache, v_cache, slot_mapping, q_weight, k_weight,
             cos.contiguous(), sin.contiguous(), q.stride(0), k.stride(0), v.stride(0), eps,
             Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half,
             BLOCK_QH=triton.next_power_of_2(q_heads), BLOCK_KH=triton.next_power_of_2(k_heads),
-            BLOCK_D=triton.next_power_of_2(half),
+            BLOCK_D=triton.next_power_of_2(half), STORE=True,
             BLOCK_ROW=triton.next_power_of_2(k_heads * head_dim), SATURATE=saturate,
         )  # fmt: skip
     return q_out
