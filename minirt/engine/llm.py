@@ -27,6 +27,7 @@ from minirt.engine.inputs import param_list, prompt_list, token_ids
 from minirt.engine.model_runner import ModelRunner
 from minirt.engine.overlap import OverlapLoop
 from minirt.kernels.backend import get_backend
+from minirt.kernels.cpu import gemv_layout
 from minirt.kv import allocate_kv_pool, kv_cache_bytes_per_token, num_kv_blocks
 from minirt.kv.caches import make_prefix_cache
 from minirt.kv.pool import kv_budget_bytes
@@ -120,6 +121,8 @@ class LLM:
         self.model.use_kernels(self.kernels)
         if self.config.quantization:  # before the pool is sized and the graphs captured
             quantize_model(self.model, self.config.quantization)
+        if self.device.type == "cpu" and self.dtype == torch.float32:
+            gemv_layout(self.model)  # MKL's one-row products are faster on column-major weights
         self.tokenizer: Tokenizer = load_tokenizer(self.model_path)
         context = self.model_config.max_position_embeddings
         self.max_model_len = min(self.config.max_model_len or context, context)

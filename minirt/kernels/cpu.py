@@ -161,3 +161,21 @@ def prefill_attention_cpu(
                                            enable_gqa=True)  # fmt: skip
         out[first:end] = o.transpose(0, 1)
     return out
+
+
+def gemv_layout(model: torch.nn.Module) -> int:
+    """Store the q/k/v, o and gate/up weights column-major (same shape and values:
+    `W.t().contiguous().t()`); returns how many. At batch 1 a CPU step's projections are GEMVs,
+    `x @ W^T` with one row of x, and MKL runs them over contiguous rows of `W^T` faster: on one
+    core of the course's 2-core machine the embedded model decodes at ~215-227 tokens/s instead
+    of ~180-193 (same greedy tokens). The down projection is faster as it is. Only the order of
+    the sums changes: outputs move by rounding, as they do between CPUs."""
+    count = 0
+    for layer in model.model.layers:
+        for owner, name in ((layer.self_attn, "qkv_proj"), (layer.self_attn, "o_proj"),
+                            (layer.mlp, "gate_up_proj")):  # fmt: skip
+            linear = getattr(owner, name, None)  # a MoE block has no gate_up_proj
+            if isinstance(linear, torch.nn.Linear) and linear.weight.dim() == 2:
+                linear.weight.data = linear.weight.data.t().contiguous().t()
+                count += 1
+    return count

@@ -144,7 +144,7 @@ class QuantLinear(nn.Module):
         m = get_method(method)
         if m.needs_calibration and act_amax is None:
             raise ValueError(f"method {method!r} needs calibration data (activation ranges)")
-        w, t = linear.weight.detach(), {}
+        w, t = linear.weight.detach().contiguous(), {}  # (a CPU engine's may be column-major)
         if m.functions is not None:
             t = _int4_with(m, w)
         elif m.weights == "int4":

@@ -132,3 +132,30 @@ def test_the_engine_on_the_cpu_path_gives_the_references_greedy_tokens():
         assert llm.kernels is backend
         runs[backend.name] = [o.token_ids for o in llm.generate(prompts, params, use_tqdm=False)]
     assert runs["cpu"] == runs["torch"]
+
+
+def test_a_cpu_fp32_engine_stores_the_wide_projections_column_major(embedded_llm):
+    from minirt.kernels.cpu import gemv_layout
+    from minirt.model.loader import load_model
+
+    layer = embedded_llm.model.model.layers[0]
+    for linear in (layer.self_attn.qkv_proj, layer.self_attn.o_proj, layer.mlp.gate_up_proj):
+        assert linear.weight.stride() == (1, linear.weight.shape[0])  # column-major
+    assert layer.mlp.down_proj.weight.is_contiguous()  # faster as it is
+    fresh, _ = load_model(embedded_llm.model_path, torch.float32, torch.device("cpu"))
+    x = torch.randn(3, fresh.config.hidden_size)
+    before = [m.weight.clone() for m in fresh.modules() if isinstance(m, torch.nn.Linear)]
+    assert gemv_layout(fresh) == 3 * fresh.config.num_hidden_layers
+    after = [m.weight for m in fresh.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # same values
+    qkv = fresh.model.layers[0].self_attn.qkv_proj
+    torch.testing.assert_close(qkv(x), x @ before[0].t())  # the product, summed in another order
+
+
+def test_quantizing_a_cpu_engine_with_column_major_weights_works():
+    from minirt.quant.linear import QuantLinear, quantize_model
+
+    llm = LLM(device="cpu")
+    quantize_model(llm, "w4a16-g32")
+    assert isinstance(llm.model.model.layers[0].self_attn.qkv_proj, QuantLinear)
+    assert llm.generate(["def f("], use_tqdm=False)[0].token_ids
