@@ -294,8 +294,9 @@ def test_the_default_cost_view_shows_where_speculation_stops_paying_measured_and
     ok(at)
     assert at.selectbox(key="spec_time").value == sc.ENGINE_TIME  # as the engine runs
     assert at.toggle(key="spec_host").value and not at.warning and not at.error
-    newest = sc.load_spec(sets[0])
-    curves = sc.load_spec(sc.curve_run(sets, sets[0]))
+    shown = sets[sc.default_run(sets)]  # the newest run with end-to-end rows
+    newest = sc.load_spec(shown)
+    curves = sc.load_spec(sc.curve_run(sets, shown))
     target = curves.curve("gpu-target", 256, sc.ENGINE_TIME)
     draft = curves.curve("gpu-draft", 256, sc.ENGINE_TIME)
     # the full-batch decode steps in CUDA graphs: the plain ones fit the host's time

@@ -229,7 +229,11 @@ elif source == COST:
     if curves == MEASURED:
         by_path = {str(s.path): s for s in sets}
         chosen = sb.selectbox(
-            "Run", list(by_path), format_func=lambda p: by_path[p].label, key="spec_set"
+            "Run",
+            list(by_path),
+            index=sc.default_run(sets),
+            format_func=lambda p: by_path[p].label,
+            key="spec_set",
         )
         name = f"bench/results/{by_path[chosen].device}/{by_path[chosen].path.name}"
         try:

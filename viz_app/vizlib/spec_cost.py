@@ -127,16 +127,25 @@ class LoadedSpec:
 
 def curve_run(sets: list[SpecResult], chosen: SpecResult) -> SpecResult | None:
     """The run whose cost curves price `chosen`: itself when it has cost_curve rows, else the
-    newest run of the same device that has them (`bench spec --pair --decode-only` writes none:
-    a forward's time depends on the model shapes and the GPU, not on the trained weights)."""
+    newest run of the same device that has them, for the pairs `chosen` ran if one has (`bench
+    spec --pair --decode-only` writes none: a forward's time depends on the model shapes and the
+    GPU, not on the trained weights)."""
     same = [chosen] + [s for s in sets if s.device == chosen.device and s.path != chosen.path]
+    try:  # the pairs `chosen` ran end to end: prefer curves of those models
+        pairs = {str(r.get("pair")) for r in load_spec(chosen).end_to_end}
+    except SpecError:
+        pairs = set()
+    found = []
     for s in same:
         try:
-            if load_spec(s).cost_rows:
-                return s
+            models = load_spec(s).models()
         except SpecError:
             continue
-    return None
+        if models:
+            found.append(s)
+            if not pairs or any(f"{p}-target" in models for p in pairs):
+                return s
+    return found[0] if found else None
 
 
 def default_models(models: list[str]) -> tuple[int, int]:
@@ -182,6 +191,18 @@ def load_spec(result: SpecResult) -> LoadedSpec:
     except (KeyError, TypeError, ValueError) as e:
         raise SpecError(f"{name} has a malformed row ({e!r})") from None
     return LoadedSpec(record, cost, e2e)
+
+
+def default_run(sets: list[SpecResult]) -> int:
+    """Where the cost view starts: the newest run with end-to-end rows (its measured speedups
+    sit on the curves, and the host's time is fitted on them); else the newest."""
+    for i, result in enumerate(sets):
+        try:
+            if load_spec(result).end_to_end:
+                return i
+        except SpecError:
+            continue
+    return 0
 
 
 def usable_ks(target: CostCurve) -> list[int]:
