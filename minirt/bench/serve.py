@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 
 from minirt.tools.slo import RequestTiming, Slo, max_rate_meeting, summarize
@@ -38,7 +39,7 @@ class LoadConfig:
 
 
 async def send(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     model: str,
     prompt: list[int],
@@ -56,12 +57,12 @@ async def send(
     start = time.perf_counter()
     stamps, tokens = [], None
     try:
-        async with client.stream("POST", url + "/v1/completions", json=body) as r:
+        async with session.post(url + "/v1/completions", json=body) as r:
             headers = time.perf_counter()
-            if r.status_code != 200:
-                return f"HTTP {r.status_code}: {(await r.aread())[:200]!r}"
-            async for line in r.aiter_lines():
-                if not line.startswith("data: {"):
+            if r.status != 200:
+                return f"HTTP {r.status}: {(await r.read())[:200]!r}"
+            async for line in r.content:  # one server-sent event line at a time
+                if not line.startswith(b"data: {"):
                     continue
                 chunk = json.loads(line[6:])
                 if "error" in chunk:
@@ -70,7 +71,7 @@ async def send(
                     stamps.append(time.perf_counter())
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
-    except httpx.HTTPError as e:
+    except (TimeoutError, aiohttp.ClientError) as e:
         return f"{type(e).__name__}: {e}"
     if not stamps:
         return "the stream ended without a token"
@@ -82,51 +83,76 @@ async def send(
 
 
 async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float):
-    """Send `requests` at `rate` (open loop); (timings, errors, duration in seconds)."""
+    """Send `requests` at `rate` (open loop); (timings, errors, duration in seconds, the send
+    clock's zero on perf_counter(): timings count from it). aiohttp,
+    as vLLM's benchmark: httpx's connection pool scans every connection when one is released,
+    so with hundreds of streams open this client, not the server, set the pace."""
     times = arrival_times(len(requests.prompts), rate, cfg.burstiness, cfg.workload.seed)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=0)  # no cap on connections: the arrivals decide
+    timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         t0 = time.perf_counter()
 
         async def one(prompt: list[int], max_tokens: int, at: float):
             await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
-            return await send(client, cfg.url, model, prompt, max_tokens, t0, at)
+            return await send(session, cfg.url, model, prompt, max_tokens, t0, at)
 
         sends = zip(requests.prompts, requests.output_lens, times, strict=True)
         outs = await asyncio.gather(*(one(p, n, t) for p, n, t in sends))
         duration = time.perf_counter() - t0
     done = [o for o in outs if isinstance(o, RequestTiming)]
-    return done, [o for o in outs if isinstance(o, str)], duration
+    return done, [o for o in outs if isinstance(o, str)], duration, t0
 
 
 def served_model(url: str) -> str:
-    models = httpx.get(url + "/v1/models", timeout=30).json()["data"]
-    return models[0]["id"]
+    return _models(url)[0]["id"]
 
 
-def server_steps(url: str, since: int = 0) -> tuple[int | None, list[list]]:
-    """(steps logged so far, the steps after `since`) from a minirt server's GET /steps;
-    (None, []) from a server without one."""
+def _models(url: str) -> list[dict]:
+    return httpx.get(url + "/v1/models", timeout=30).json()["data"]
+
+
+def check_fits(url: str, model: str, requests: Workload) -> None:
+    """ValueError, before anything is sent, when a request cannot fit the model's context (a
+    server that says its max_model_len in /v1/models, as minirt's and vLLM's do)."""
+    card = next((m for m in _models(url) if m["id"] == model), {})
+    limit = card.get("max_model_len")
+    need = max(p + o for p, o in zip(requests.prompt_lens, requests.output_lens, strict=True))
+    if limit is not None and need > limit:
+        raise ValueError(
+            f"the workload's longest request needs {need:,} tokens (prompt + output) but "
+            f"{model!r} holds {limit:,}; choose a smaller distribution (e.g. sharegpt-small) "
+            "or shorter --input-len/--output-len"
+        )
+
+
+def server_steps(url: str, since: int = 0) -> tuple[int | None, list[list], float | None]:
+    """(steps logged so far, the steps after `since`, the engine's t0_s) from a minirt
+    server's GET /steps; (None, [], None) from a server without one."""
     r = httpx.get(url + "/steps", params={"since": since}, timeout=60)
     if r.status_code != 200:
-        return None, []
+        return None, [], None
     body = r.json()
-    return body["next"], body["steps"]
+    return body["next"], body["steps"], body.get("t0_s")
 
 
 def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     """One row per offered rate: the same lengths at each, fresh tokens (no prefix-cache hits
     from an earlier rate), after a warm-up of the whole workload at once."""
     model = cfg.model or served_model(cfg.url)
-    _run(run_rate(cfg, model, make_requests(cfg.workload, cfg.num_prompts), math.inf))
+    warm_up = make_requests(cfg.workload, cfg.num_prompts)
+    check_fits(cfg.url, model, warm_up)
+    _run(run_rate(cfg, model, warm_up, math.inf))
     rows = []
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
         first = server_steps(cfg.url)[0]
-        done, errors, duration = _run(run_rate(cfg, model, requests, rate))
+        done, errors, duration, t0 = _run(run_rate(cfg, model, requests, rate))
         row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
         if first is not None:  # a minirt server: its step log for this rate (the simulator's)
-            row["server_steps"] = server_steps(cfg.url, first)[1]
+            _, row["server_steps"], engine_t0 = server_steps(cfg.url, first)
+            if engine_t0 is not None and _local(cfg.url):  # one clock: steps on the sends' axis
+                row["server_clock_offset_s"] = engine_t0 - t0
         row |= summarize(done, len(errors), duration, cfg.slo)
         for name, slo in cfg.slos.items():
             row[f"goodput_{name}"] = summarize(done, len(errors), duration, slo)["goodput"]
@@ -135,6 +161,13 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
         if progress:
             print(_line(row), flush=True)
     return rows
+
+
+def _local(url: str) -> bool:
+    """A server on this machine (its perf_counter() is this process's clock)."""
+    from urllib.parse import urlparse
+
+    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _run(coro):

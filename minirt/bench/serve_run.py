@@ -238,7 +238,8 @@ def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) 
     front = None
     if lowest in client and lowest in rate_times:
         p50 = client[lowest]["ttft_p50_ms"]
-        front = frontend_ms(p50, prompt_lens, rate_times[lowest], logs[lowest])
+        offset = client[lowest].get("server_clock_offset_s")
+        front = frontend_ms(p50, prompt_lens, rate_times[lowest], logs[lowest], offset)
     cost = replace(cost, frontend_ms=front or 0.0)
     how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
     return cost, how

@@ -179,9 +179,11 @@ def build_app(engine: EngineLoop, model_name: str, chat: ChatTemplate) -> FastAP
     @app.get("/steps")
     async def steps(since: int = 0):
         """minirt's own endpoint: the engine's step log after the `since`-th step, as rows of
-        [end_s, ms, prefill_tokens, decodes, context_tokens] (the serving simulator's data)."""
+        [end_s, ms, prefill_tokens, decodes, context_tokens] (the serving simulator's data);
+        end_s counts from t0_s, the engine's start on this machine's perf_counter() clock."""
         total, rows = engine.steps_since(since)
-        return {"next": total, "fields": STEP_FIELDS, "steps": [r.to_list() for r in rows]}
+        steps = [r.to_list() for r in rows]
+        return {"next": total, "fields": STEP_FIELDS, "steps": steps, "t0_s": engine.t0}
 
     @app.get("/metrics")
     async def prometheus():

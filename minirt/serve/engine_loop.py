@@ -128,6 +128,7 @@ class EngineLoop:
         self._thread: threading.Thread | None = None
         self.steps: deque[StepRecord] = deque(maxlen=500_000)  # the newest steps, for GET /steps
         self.num_steps_logged = 0  # ever, so a reader can ask for the steps after the Nth
+        self.t0: float | None = None  # perf_counter() when the engine thread started: steps' 0
 
     def _limits(self, limits: dict) -> None:
         """What the HTTP side must know of the engine to check a request (plain data: a server
@@ -210,6 +211,7 @@ class EngineLoop:
     # -- the engine thread -------------------------------------------------------------------
     def _run(self) -> None:
         t0 = time.perf_counter()
+        self._started(t0)
         scheduler = self.llm.scheduler
         while not self._stop:
             start = time.perf_counter()
@@ -229,6 +231,12 @@ class EngineLoop:
             self._publish()
             self._log_step(scheduler.last_batch, start, t0)
         self._fail_all("the server is shutting down")
+
+    def _started(self, t0: float) -> None:
+        """Steps' end_s count from `t0`. perf_counter() is one clock for every process of a Linux
+        machine (CLOCK_MONOTONIC), so a client on the same machine can line its times up with
+        the steps' (`GET /steps` gives t0_s)."""
+        self.t0 = t0
 
     def _log_step(self, batch, start: float, t0: float) -> None:
         end = time.perf_counter()

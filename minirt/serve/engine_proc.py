@@ -64,6 +64,10 @@ class _ChildLoop(EngineLoop):
             deltas.append([rid, d.token_ids, d.finish_reason, d.error, cached])
         _send(self.out, {"deltas": deltas})
 
+    def _started(self, t0: float) -> None:
+        super()._started(t0)
+        _send(self.out, {"clock": t0})
+
     def _log_step(self, batch, start: float, t0: float) -> None:
         super()._log_step(batch, start, t0)
         _send(self.out, {"step": self.steps[-1].to_list()})
@@ -132,6 +136,7 @@ class EngineProcess(EngineLoop):
         self._lock = threading.Lock()
         self.steps: deque[StepRecord] = deque(maxlen=500_000)
         self.num_steps_logged = 0
+        self.t0: float | None = None
         self._proc = None
         self.tokenizer = None
 
@@ -200,6 +205,8 @@ class EngineProcess(EngineLoop):
                 with self._lock:
                     self.steps.append(StepRecord(*message["step"]))
                     self.num_steps_logged += 1
+            elif "clock" in message:
+                self.t0 = message["clock"]
             elif "snapshot" in message:
                 for name, value in message["snapshot"].items():
                     setattr(self.snapshot, name, value)

@@ -39,22 +39,31 @@ def admissions(prompt_lens: list[int], steps: list[list]) -> list[tuple[int, int
     return [(placed[i], first[i]) for i in range(len(prompt_lens))]
 
 
-def engine_ttfts_ms(prompt_lens, send_s: list[float], steps: list[list]) -> list[float] | None:
-    """Each request's TTFT as the engine saw it: from its arrival (the clocks are lined up by
-    the request that waited least for its admitting step) to the end of its first-token step."""
+def engine_ttfts_ms(
+    prompt_lens, send_s: list[float], steps: list[list], clock_offset_s: float | None = None
+) -> list[float] | None:
+    """Each request's TTFT as the engine saw it: from its send to the end of its first-token
+    step. `clock_offset_s` (the engine's zero minus the client's, `bench serve`'s
+    server_clock_offset_s on one machine) lines the clocks up; without it they are lined up by
+    the request that waited least for its admitting step."""
     placed = admissions(prompt_lens, steps)
     if placed is None:
         return None
     end = [s[0] for s in steps]
     start = [s[0] - s[1] / 1e3 for s in steps]
-    offset = min(start[a] - t for (a, _), t in zip(placed, send_s, strict=True))
+    if clock_offset_s is not None:
+        offset = -clock_offset_s
+    else:
+        offset = min(start[a] - t for (a, _), t in zip(placed, send_s, strict=True))
     return [(end[f] - t - offset) * 1e3 for (_, f), t in zip(placed, send_s, strict=True)]
 
 
-def frontend_ms(client_ttft_p50_ms: float, prompt_lens, send_s, steps) -> float | None:
+def frontend_ms(
+    client_ttft_p50_ms: float, prompt_lens, send_s, steps, clock_offset_s: float | None = None
+) -> float | None:
     """What the front end adds at the median: the client's TTFT p50 minus the engine's (None
     when the log does not line up with the requests)."""
-    engine = engine_ttfts_ms(prompt_lens, send_s, steps)
+    engine = engine_ttfts_ms(prompt_lens, send_s, steps, clock_offset_s)
     if engine is None:
         return None
     return max(0.0, client_ttft_p50_ms - percentile(engine, 50))

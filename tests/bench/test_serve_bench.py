@@ -108,6 +108,24 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
     assert all(0 < r["headers_p50_ms"] <= r["ttft_p50_ms"] for r in rates)
     assert all(r["late_p99_ms"] is not None for r in rates)  # how late the client sent
     assert not any("headers_p50_ms" in r for r in record["results"] if r["name"] == "simulated")
+    # one clock (the server runs on this machine): every step of a rate lies within its sweep
+    import gzip
+
+    logs = json.loads(gzip.open(path.with_name(path.stem + "-steps.json.gz"), "rt").read())
+    for r in rates:
+        steps, offset = logs["by_rate"][str(r["rate"])], r["server_clock_offset_s"]
+        assert 0 < steps[0][0] - steps[0][1] / 1e3 + offset
+        assert steps[-1][0] + offset < r["duration_s"]
+
+
+def test_a_workload_longer_than_the_context_is_refused_before_any_request(tmp_path):
+    from minirt.bench.__main__ import main
+
+    lengths = ["--distribution", "fixed", "--input-len", "1000", "--output-len", "100"]
+    argv = ["serve", "--launch", "embedded", "--device", "cpu", "--threads", "1", *lengths]
+    with pytest.raises(ValueError, match="needs 1,100 tokens .* holds 1,024; choose a smaller"):
+        main([*argv, "--rates", "inf", "--num-prompts", "2", "--out", str(tmp_path)])
+    assert not list(tmp_path.rglob("*.json"))
 
 
 def test_a_committed_run_is_resimulated_from_its_step_log(tmp_path):

@@ -30,11 +30,11 @@ def _complete(url: str, prompt: str, max_tokens: int) -> dict:
     return httpx.post(url + "/v1/completions", json=body, timeout=60).json()
 
 
-def test_concurrent_answers_equal_the_offline_engines(process_server, serve_llm):
+def test_concurrent_answers_equal_the_offline_engines(process_server, embedded_llm):
     url, engine = process_server
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         answers = list(pool.map(lambda p: _complete(url, p, 24), PROMPTS))
-    want = greedy_offline(serve_llm, PROMPTS, 24)
+    want = greedy_offline(embedded_llm, PROMPTS, 24)  # not serve_llm: a thread server owns it
     assert [a["choices"][0]["text"] for a in answers] == [w.text for w in want]
     tokens = [a["usage"]["completion_tokens"] for a in answers]
     assert tokens == [len(w.token_ids) for w in want]
@@ -42,6 +42,7 @@ def test_concurrent_answers_equal_the_offline_engines(process_server, serve_llm)
     assert health["num_blocks_used"] == 0 and health["num_steps"] > 0
     steps = httpx.get(url + "/steps").json()
     assert len(steps["steps"]) == health["num_steps"]  # every step logged, across the pipe
+    assert steps["t0_s"] is not None  # the engine process's clock zero crossed the pipe too
 
 
 def test_a_stream_closed_mid_answer_frees_its_blocks_in_the_engine_process(process_server):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -69,7 +71,9 @@ def test_the_step_log_counts_the_steps_that_served_a_request(server):
     first = httpx.get(server + "/steps").json()["next"]
     body = {**GOOD, "max_tokens": 5}
     body |= {"temperature": 0.0, "ignore_eos": True}
+    sent = time.perf_counter()
     assert httpx.post(server + "/v1/completions", json=body, timeout=60).status_code == 200
+    answered = time.perf_counter()
     log = httpx.get(server + "/steps", params={"since": first}).json()
     rows = [dict(zip(log["fields"], s, strict=True)) for s in log["steps"]]
     assert log["next"] == first + len(rows)
@@ -77,3 +81,6 @@ def test_the_step_log_counts_the_steps_that_served_a_request(server):
     assert sum(r["prefill_tokens"] for r in rows) >= 1
     assert all(r["ms"] > 0 for r in rows)
     assert [r["end_s"] for r in rows] == sorted(r["end_s"] for r in rows)
+    # end_s counts from t0_s on this machine's perf_counter(): the steps lie within the request
+    assert sent < log["t0_s"] + rows[0]["end_s"] - rows[0]["ms"] / 1e3
+    assert log["t0_s"] + rows[-1]["end_s"] < answered
