@@ -20,7 +20,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from minirt.serve.chat import ChatTemplate
 from minirt.serve.detok import IncrementalText
-from minirt.serve.engine_loop import STEP_FIELDS, EngineLoop, Overloaded, ServeRequest
+from minirt.serve.engine_loop import (
+    STEP_FIELDS,
+    EngineLoop,
+    Overloaded,
+    ServeRequest,
+    TokenDelta,
+)
 from minirt.serve.metrics import ServerMetrics
 from minirt.serve.protocol import (
     APIError,
@@ -43,10 +49,17 @@ class Answer:
         self.finish_reason: str | None = None
 
     async def pieces(self) -> AsyncIterator[tuple[str, str | None]]:
-        """(new text, finish_reason or None) per engine step; aborts the request if left early."""
+        """(new text, finish_reason or None) per engine step, or per several steps when this
+        stream fell behind the engine: what waits in the queue goes out as one chunk (vLLM's
+        output collector merges the same way), so a busy server writes fewer, larger chunks
+        instead of falling further behind. Aborts the request if left early."""
         try:
             while self.finish_reason is None:
                 delta = await self.req.queue.get()
+                while delta.finish_reason is None and not self.req.queue.empty():
+                    more = self.req.queue.get_nowait()
+                    delta = TokenDelta(delta.token_ids + more.token_ids, more.finish_reason,
+                                       more.error)  # fmt: skip
                 if delta.finish_reason == "error":
                     self.finish_reason = "error"
                     raise APIError(delta.error or "the engine failed", 500, kind="server_error")

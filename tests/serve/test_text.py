@@ -79,3 +79,32 @@ def test_a_step_decodes_a_window_not_the_whole_answer():
     for t in b"x" * 2000:
         inc.add([t], finished=False)
     assert Counting.decoded < 10 * 2000  # the whole answer each step would be ~2,000,000
+
+
+def test_a_stream_that_fell_behind_gets_what_waited_as_one_chunk_with_the_same_text():
+    """Answer.pieces merges the deltas queued while the client was slow: fewer writes, the
+    same text, and the finish reason of the last one."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from minirt.serve.app import Answer
+    from minirt.serve.engine_loop import ServeRequest, TokenDelta
+
+    async def pieces(deltas: list[TokenDelta]) -> list[tuple[str, str | None]]:
+        req = ServeRequest(list(b"hi"), SamplingParams(stop=[]), asyncio.Queue())
+        engine = SimpleNamespace(tokenizer=TOK, eos_ids={EOS_ID}, abort=None)
+        answer = Answer(engine, req)
+        for d in deltas:
+            req.queue.put_nowait(d)  # all queued before the handler reads: it fell behind
+        return [p async for p in answer.pieces()]
+
+    ids = list("héllo wörld".encode())
+    steps = [TokenDelta([t]) for t in ids[:-1]] + [TokenDelta(ids[-1:], "length")]
+    merged = asyncio.run(pieces(steps))
+    assert merged == [("héllo wörld", "length")]
+    import pytest
+
+    from minirt.serve.protocol import APIError
+
+    with pytest.raises(APIError, match="gone"):  # an error merged in still ends it as an error
+        asyncio.run(pieces([TokenDelta(ids[:3]), TokenDelta([], "error", "gone")]))
