@@ -126,14 +126,11 @@ def check_fits(url: str, model: str, requests: Workload) -> None:
         )
 
 
-def server_steps(url: str, since: int = 0) -> tuple[int | None, list[list], float | None]:
-    """(steps logged so far, the steps after `since`, the engine's t0_s) from a minirt
-    server's GET /steps; (None, [], None) from a server without one."""
+def server_steps(url: str, since: int = 0) -> dict | None:
+    """A minirt server's GET /steps after the `since`-th step: {next, steps, t0_s, http_cpu_s};
+    None from a server without one."""
     r = httpx.get(url + "/steps", params={"since": since}, timeout=60)
-    if r.status_code != 200:
-        return None, [], None
-    body = r.json()
-    return body["next"], body["steps"], body.get("t0_s")
+    return r.json() if r.status_code == 200 else None
 
 
 def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
@@ -146,13 +143,16 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     rows = []
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
-        first = server_steps(cfg.url)[0]
+        before = server_steps(cfg.url)
         done, errors, duration, t0 = _run(run_rate(cfg, model, requests, rate))
         row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
-        if first is not None:  # a minirt server: its step log for this rate (the simulator's)
-            _, row["server_steps"], engine_t0 = server_steps(cfg.url, first)
-            if engine_t0 is not None and _local(cfg.url):  # one clock: steps on the sends' axis
-                row["server_clock_offset_s"] = engine_t0 - t0
+        if before is not None:  # a minirt server: its step log for this rate (the simulator's)
+            after = server_steps(cfg.url, before["next"])
+            row["server_steps"] = after["steps"]
+            if after.get("t0_s") is not None and _local(cfg.url):  # steps on the sends' clock
+                row["server_clock_offset_s"] = after["t0_s"] - t0
+            if after.get("http_cpu_s") is not None:  # the HTTP process's CPU for this rate
+                row["server_http_cpu_s"] = after["http_cpu_s"] - before["http_cpu_s"]
         row |= summarize(done, len(errors), duration, cfg.slo)
         for name, slo in cfg.slos.items():
             row[f"goodput_{name}"] = summarize(done, len(errors), duration, slo)["goodput"]

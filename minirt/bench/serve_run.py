@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,7 +224,8 @@ def predict_rows(
 def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) -> tuple:
     """(CostModel, how it was made) from a server's step logs: the line and its spread from every
     rate's steps; `frontend_ms` from the lowest rate, the client's TTFT p50 minus the engine's
-    (minirt.tools.serving_frontend), 0 when no measured row or the log does not line up."""
+    (minirt.tools.serving_frontend), 0 when no measured row or the log does not line up; the
+    HTTP process's costs from the CPU time it reported (`http_costs`)."""
     from dataclasses import replace
 
     from minirt.tools.serving import fit_cost_model, with_spread
@@ -240,9 +242,33 @@ def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) 
         p50 = client[lowest]["ttft_p50_ms"]
         offset = client[lowest].get("server_clock_offset_s")
         front = frontend_ms(p50, prompt_lens, rate_times[lowest], logs[lowest], offset)
-    cost = replace(cost, frontend_ms=front or 0.0)
+    cost = replace(cost, frontend_ms=front or 0.0, **http_costs(measured, logs))
     how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
     return cost, how
+
+
+def http_costs(measured, logs: dict[str, list]) -> dict[str, float]:
+    """The HTTP process's CPU microseconds per step it relays and per token it streams, from
+    the CPU time a minirt server with its engine in another process reports for each rate:
+    least squares of CPU = per_step x steps + (the same for every rate: each rate streams the
+    same tokens to the same number of requests) over the rates; all of it per token when one
+    rate ran or the per-step term comes out below zero. Zeros (the front end as a pure latency)
+    for a run without it."""
+    import numpy as np
+
+    rows = [r for r in measured if r.get("name") == "rate" and r.get("server_http_cpu_s")]
+    rows = [r for r in rows if str(r["rate"]) in logs]
+    if not rows:
+        return {"frontend_us_per_step": 0.0, "frontend_us_per_token": 0.0}
+    tokens = statistics.fmean(r["output_throughput"] * r["duration_s"] for r in rows)
+    cpu = np.array([r["server_http_cpu_s"] for r in rows])
+    steps = np.array([len(logs[str(r["rate"])]) for r in rows], dtype=float)
+    per_step, lump = 0.0, float(cpu.mean())
+    if len(rows) >= 2 and steps.std() > 0:
+        (a, b), *_ = np.linalg.lstsq(np.c_[steps, np.ones_like(steps)], cpu, rcond=None)
+        if a >= 0 and b >= 0:
+            per_step, lump = float(a), float(b)
+    return {"frontend_us_per_step": per_step * 1e6, "frontend_us_per_token": lump / tokens * 1e6}
 
 
 def resimulate(path: str | Path) -> Path:

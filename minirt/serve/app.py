@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -196,7 +197,11 @@ def build_app(engine: EngineLoop, model_name: str, chat: ChatTemplate) -> FastAP
         end_s counts from t0_s, the engine's start on this machine's perf_counter() clock."""
         total, rows = engine.steps_since(since)
         steps = [r.to_list() for r in rows]
-        return {"next": total, "fields": STEP_FIELDS, "steps": steps, "t0_s": engine.t0}
+        # the HTTP side's CPU seconds so far (its cost per streamed token, for the simulator's
+        # front end); only an engine in a process of its own leaves this process to HTTP
+        http_cpu = time.process_time() if engine.separate_process else None
+        return {"next": total, "fields": STEP_FIELDS, "steps": steps, "t0_s": engine.t0,
+                "http_cpu_s": http_cpu}  # fmt: skip
 
     @app.get("/metrics")
     async def prometheus():

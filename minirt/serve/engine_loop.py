@@ -105,6 +105,8 @@ STEP_FIELDS = [
 class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
+    separate_process = False  # the engine shares the HTTP side's process (EngineProcess: not)
+
     def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
         # Asked for (overlap_schedule=True, `serve --overlap`), every step() runs ahead: a
         # request's newest token is a placeholder until the next step resolves it, so only

@@ -123,6 +123,8 @@ class EngineProcess(EngineLoop):
     keeps EngineLoop's request checks (`encode`, `capacity`, `steps_since`) and replaces what
     touches the engine: the state here is what the child's messages said."""
 
+    separate_process = True
+
     def __init__(self, model=None, max_waiting: int = 256, threads: int | None = None,
                  start_timeout_s: float = 600, **engine_kwargs) -> None:  # fmt: skip
         self.model, self.max_waiting, self.threads = model, max_waiting, threads

@@ -5,7 +5,10 @@ then waiting ones are admitted first-come-first-served under the token budget (p
 while KV tokens and batch slots last. A step lasts what a `CostModel` says, a line fitted to
 measured minirt steps: fixed cost + per prefill token + per decoding sequence + per token of
 context read (+ once for a step with prompt tokens), times a factor drawn (seeded) from the
-measured scatter of such steps; each token then reaches the client `frontend_ms` later (HTTP).
+measured scatter of such steps; each token then reaches the client `frontend_ms` later (HTTP),
+after waiting its turn in the HTTP process, a single server that streams each step's tokens at a
+measured cost per step and per token and takes new requests in between
+(`frontend_us_per_step`, `frontend_us_per_token`).
 It predicts the latency-throughput curve (and goodput) without running a model, and answers what
 one machine cannot show (`ClusterModel`): N replicas behind a router (round-robin or
 least-outstanding), another token budget, prefill and decode on separate engines with each
@@ -18,8 +21,8 @@ tensor and pipeline parallelism, global and per-replica schedulers, and preempti
 numbers to whole-step times of one model on one device and draws each step's scatter from the
 same log; replicas are copies of that one engine, no preemption (a request waits until its whole
 prompt and output fit the pool), the KV copy is bytes / a measured bandwidth (no contention, no
-overlap with compute), and the HTTP front end is one measured latency, not a queue that can
-saturate. Notebook 03.
+overlap with compute), and the HTTP front end is one measured latency plus one queue per
+engine, served at its measured CPU time per relayed step and streamed token. Notebook 03.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class Engine:
         self.running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, generated]
         self.kv_used = 0
         self.busy_until: float | None = None  # end of the step in flight
+        self.http_free = 0.0  # when its HTTP process is done with what it was given
         self.chunks: dict[int, int] = {}  # this step's prompt tokens per request
         self.decoding: set[int] = set()
 
@@ -197,6 +201,14 @@ class Engine:
         self.busy_until, self.chunks, self.decoding = None, {}, set()
         return tokens, handoffs
 
+    def http(self, now: float, tokens: int, cost: CostModel) -> float:
+        """When the HTTP process is done with a step's `tokens` handed to it at `now` (0: a new
+        request to take in): it works first come, first served, so they wait for what it was
+        given before."""
+        us = cost.frontend_us_per_step + tokens * cost.frontend_us_per_token if tokens else 0.0
+        self.http_free = max(now, self.http_free) + us / 1e6
+        return self.http_free
+
     def _free(self, i: int) -> None:
         self.kv_used -= self.kv_need(i)
         del self.running[i]
@@ -245,16 +257,21 @@ def simulate(
         for engine in front + back:
             if engine.busy_until == now:
                 tokens, handoffs = engine.end_step()
+                streamed = engine.http(now, len(tokens), cost)
                 for i in tokens:
-                    stamps[i].append(now)
+                    stamps[i].append(streamed)
                 for i in handoffs:
                     heapq.heappush(
                         arrivals, (now + cluster.transfer_s(requests[i].prompt_len), i, "kv")
                     )
         while arrivals and arrivals[0][0] <= now:
             _, i, kind = heapq.heappop(arrivals)
-            if kind == "request":
-                to_front.pick().waiting.append(i)
+            if kind == "request":  # taken in once its engine's HTTP process is free
+                engine = to_front.pick()
+                heapq.heappush(arrivals, (engine.http(now, 0, cost), i, engine))
+                continue
+            if isinstance(kind, Engine):  # taken in: it waits for the scheduler
+                kind.waiting.append(i)
                 continue
             stamps[i].append(now)  # the first token, delivered once its KV has landed
             if requests[i].output_len > 1:

@@ -26,7 +26,11 @@ class CostModel:
     own spread: measured/predicted ratios of logged steps at evenly spaced quantiles, empty for
     no spread. `frontend_ms` is not a step: it is what the HTTP side adds to each token on its way
     to the client (the pipe from the engine process, server-sent events, the client's parse),
-    measured by `minirt.tools.serving_frontend`."""
+    measured by `minirt.tools.serving_frontend`. `frontend_us_per_step` and
+    `frontend_us_per_token` price the HTTP process as a server of its own: each step's tokens
+    take it that long to stream (a wake-up per step, then each token; its CPU time, measured),
+    and a new request is taken in only when it is free, so it saturates when it is busy all the
+    time and the intake queues."""
 
     base_ms: float
     prefill_ms: float  # per prompt token computed this step
@@ -34,6 +38,8 @@ class CostModel:
     context_ms: float = 0.0  # per token of KV the step's decodes read
     eager_ms: float = 0.0  # once, for a step with prompt tokens
     frontend_ms: float = 0.0  # once per token delivered: HTTP and the client, not the engine
+    frontend_us_per_step: float = 0.0  # the HTTP process's busy time per step it relays...
+    frontend_us_per_token: float = 0.0  # ...and per token it streams (intake included)
     eager_spread: tuple[float, ...] = ()  # measured / predicted, steps with prompt tokens
     graph_spread: tuple[float, ...] = ()  # measured / predicted, decode-only steps
 

@@ -8,6 +8,7 @@ import gzip
 import json
 import random
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,18 @@ def test_the_simulator_stays_within_the_bound_it_reaches_on_the_committed_run(ru
         if e["rate"] in (8.0, 32.0):
             assert abs(e["errors"]["ttft_p50_ms"]) <= 0.15
             assert abs(e["errors"]["tpot_p50_ms"]) <= 0.20
+
+
+def test_an_http_process_that_streams_too_slowly_saturates_and_delays_the_intake():
+    """The front end as a queue: a cost per streamed token caps the tokens/s at 1e6 / cost and
+    makes new requests wait behind the tokens of the steps before them; at no cost, no change."""
+    line = CostModel(base_ms=2.0, prefill_ms=0.001, decode_ms=0.01)
+    requests = [SimRequest(0.001 * i, 16, 64) for i in range(200)]  # 1,000 req/s: all at once
+    plain = simulate(requests, line, SchedulerModel())
+    free = simulate(requests, replace(line, frontend_us_per_token=0.0), SchedulerModel())
+    assert [t.ttft_s for t in free] == [t.ttft_s for t in plain]
+    slow = simulate(requests, replace(line, frontend_us_per_token=200.0), SchedulerModel())
+    end = max(t.start_s + t.e2e_s for t in slow)
+    assert 200 * 64 / end <= 1e6 / 200.0 * 1.01  # no more than 5,000 tokens/s get out
+    assert max(t.start_s + t.e2e_s for t in plain) < 0.8 * end
+    assert statistics.median(t.ttft_s for t in slow) > statistics.median(t.ttft_s for t in plain)
