@@ -43,7 +43,7 @@ async def httpx_rate(cfg, model, requests):
 
 
 async def aiohttp_rate(cfg, model, requests):
-    done, errors, duration, t0 = await run_rate(cfg, model, requests, math.inf)
+    done, errors, duration, t0, _ = await run_rate(cfg, model, requests, math.inf)
     assert not errors, errors
     return duration, t0, [d.start_s + d.ttft_s for d in done]
 

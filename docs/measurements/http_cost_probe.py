@@ -46,7 +46,7 @@ def main(n: int = 100, out_len: int = 64) -> None:
         for rep in range(3):
             s0, e0 = server.cpu_times(), engine.cpu_times()
             work = make_requests(spec, n, rep)
-            done, errors, wall, _ = asyncio.run(run_rate(cfg, model, work, math.inf))
+            done, errors, wall, _, _ = asyncio.run(run_rate(cfg, model, work, math.inf))
             s1, e1 = server.cpu_times(), engine.cpu_times()
             tokens = sum(d.output_tokens for d in done)
             server_s = s1.user + s1.system - s0.user - s0.system

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import httpx
@@ -82,9 +83,18 @@ async def send(
                          headers - start)  # fmt: skip
 
 
-async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float):
-    """Send `requests` at `rate` (open loop); (timings, errors, duration in seconds, the send
-    clock's zero on perf_counter(): timings count from it). aiohttp,
+class RateRun(NamedTuple):
+    """One rate's requests as the client saw them."""
+
+    done: list[RequestTiming]  # the answered ones, in the order sent
+    errors: list[str]  # the others, in words
+    duration_s: float
+    t0: float  # the send clock's zero on perf_counter(): every time here counts from it
+    sends_s: list[float | None]  # when each request went out (None: it failed), request order
+
+
+async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float) -> RateRun:
+    """Send `requests` at `rate` (open loop). aiohttp,
     as vLLM's benchmark: httpx's connection pool scans every connection when one is released,
     so with hundreds of streams open this client, not the server, set the pace."""
     times = arrival_times(len(requests.prompts), rate, cfg.burstiness, cfg.workload.seed)
@@ -101,7 +111,8 @@ async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float)
         outs = await asyncio.gather(*(one(p, n, t) for p, n, t in sends))
         duration = time.perf_counter() - t0
     done = [o for o in outs if isinstance(o, RequestTiming)]
-    return done, [o for o in outs if isinstance(o, str)], duration, t0
+    sends = [o.start_s if isinstance(o, RequestTiming) else None for o in outs]
+    return RateRun(done, [o for o in outs if isinstance(o, str)], duration, t0, sends)
 
 
 def served_model(url: str) -> str:
@@ -144,13 +155,14 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
         before = server_steps(cfg.url)
-        done, errors, duration, t0 = _run(run_rate(cfg, model, requests, rate))
+        done, errors, duration, t0, sends = _run(run_rate(cfg, model, requests, rate))
         row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
         if before is not None:  # a minirt server: its step log for this rate (the simulator's)
             after = server_steps(cfg.url, before["next"])
             row["server_steps"] = after["steps"]
             if after.get("t0_s") is not None and _local(cfg.url):  # steps on the sends' clock
                 row["server_clock_offset_s"] = after["t0_s"] - t0
+                row["client_sends_s"] = sends  # to the step log's file, beside the steps
             if after.get("http_cpu_s") is not None:  # the HTTP process's CPU for this rate
                 row["server_http_cpu_s"] = after["http_cpu_s"] - before["http_cpu_s"]
         row |= summarize(done, len(errors), duration, cfg.slo)

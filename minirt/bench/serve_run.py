@@ -111,13 +111,15 @@ def run(
 
 
 def _without_step_logs(rows: list[dict]) -> dict:
-    """Take the raw step logs out of the rows (thousands of steps a rate) and summarise them;
-    the logs go to a compressed file beside the results."""
+    """Take the raw step logs (thousands of steps a rate) and the client's send times out of the
+    rows and summarise the steps; both go to a compressed file beside the results."""
     import statistics
 
-    logs = {}
+    logs, sends = {}, {}
     for r in rows:
         steps = r.pop("server_steps", None)
+        if r.get("client_sends_s") is not None:
+            sends[str(r["rate"])] = r.pop("client_sends_s")
         if steps:
             ms = sorted(s[1] for s in steps)
             r["server_num_steps"] = len(steps)
@@ -125,7 +127,7 @@ def _without_step_logs(rows: list[dict]) -> dict:
             r["server_step_ms_p99"] = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
             r["server_decodes_mean"] = statistics.fmean(s[3] for s in steps)
             logs[str(r["rate"])] = steps
-    return logs
+    return {"by_rate": logs, "sends_by_rate": sends} if logs else {}
 
 
 def _write_step_logs(path: Path, logs: dict) -> None:
@@ -134,7 +136,7 @@ def _write_step_logs(path: Path, logs: dict) -> None:
 
     if logs:
         with gzip.open(path.with_name(path.stem + "-steps.json.gz"), "wt") as f:
-            json.dump({"fields": STEP_FIELDS, "by_rate": logs}, f, separators=(",", ":"))
+            json.dump({"fields": STEP_FIELDS, **logs}, f, separators=(",", ":"))
 
 
 def _model_folder(launch: str, folder: str) -> str | None:
@@ -241,7 +243,10 @@ def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) 
     if lowest in client and lowest in rate_times:
         p50 = client[lowest]["ttft_p50_ms"]
         offset = client[lowest].get("server_clock_offset_s")
-        front = frontend_ms(p50, prompt_lens, rate_times[lowest], logs[lowest], offset)
+        sends = client[lowest].get("client_sends_s")  # when they really went out, if known
+        if offset is None or not sends or None in sends:
+            sends = rate_times[lowest]
+        front = frontend_ms(p50, prompt_lens, sends, logs[lowest], offset)
     cost = replace(cost, frontend_ms=front or 0.0, **http_costs(measured, logs))
     how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
     return cost, how
@@ -288,7 +293,8 @@ def resimulate(path: str | Path) -> Path:
         raise FileNotFoundError(
             f"{log_path} not found: only a run with a step log can be resimulated"
         )
-    logs = json.loads(gzip.open(log_path, "rt").read())["by_rate"]
+    saved = json.loads(gzip.open(log_path, "rt").read())
+    logs, sends = saved["by_rate"], saved.get("sends_by_rate", {})
     c = record["config"]
     cfg = LoadConfig(
         url="",
@@ -301,7 +307,9 @@ def resimulate(path: str | Path) -> Path:
     old = next((r for r in record["results"] if r["name"] == "cost_model"), {})
     sched = SchedulerModel(**old.get("scheduler", {"max_num_seqs": 256}))
     keep = [r for r in record["results"] if r["name"] not in ("cost_model", "simulated")]
-    record["results"] = keep + predict_rows(cfg, logs, sched, measured=keep)
+    with_sends = [r | ({"client_sends_s": sends[str(r["rate"])]} if str(r.get("rate")) in sends
+                       else {}) for r in keep]  # fmt: skip
+    record["results"] = keep + predict_rows(cfg, logs, sched, measured=with_sends)
     record["config"]["resimulated"] = datetime.now(UTC).isoformat(timespec="seconds")
     path.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return _with_plot(path)

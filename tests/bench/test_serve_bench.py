@@ -116,6 +116,9 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
         steps, offset = logs["by_rate"][str(r["rate"])], r["server_clock_offset_s"]
         assert 0 < steps[0][0] - steps[0][1] / 1e3 + offset
         assert steps[-1][0] + offset < r["duration_s"]
+        sends = logs["sends_by_rate"][str(r["rate"])]  # when each request really went out
+        assert len(sends) == 4 and all(0 <= t < r["duration_s"] for t in sends)
+        assert "client_sends_s" not in r  # in the log's file, not the results
 
 
 def test_a_workload_longer_than_the_context_is_refused_before_any_request(tmp_path):
