@@ -154,3 +154,19 @@ def test_an_http_process_that_streams_too_slowly_saturates_and_delays_the_intake
     assert 200 * 64 / end <= 1e6 / 200.0 * 1.01  # no more than 5,000 tokens/s get out
     assert max(t.start_s + t.e2e_s for t in plain) < 0.8 * end
     assert statistics.median(t.ttft_s for t in slow) > statistics.median(t.ttft_s for t in plain)
+
+
+def test_the_http_costs_are_told_apart_from_rates_with_different_step_counts():
+    """CPU = per_step x steps + the same lump at every rate (the same tokens and requests):
+    least squares over the rates finds both; without CPU times the front end costs nothing."""
+    from minirt.bench.serve_run import http_costs
+
+    steps = {"1.0": 1000, "4.0": 700, "inf": 80}
+    logs = {rate: [[0.0, 1.0, 0, 1, 10]] * n for rate, n in steps.items()}
+    rows = [{"name": "rate", "rate": float(r), "output_throughput": 500.0, "duration_s": 2.0,
+             "server_http_cpu_s": 250e-6 * n + 0.1} for r, n in steps.items()]  # fmt: skip
+    costs = http_costs(rows, logs)
+    assert costs["frontend_us_per_step"] == pytest.approx(250.0)
+    assert costs["frontend_us_per_token"] == pytest.approx(0.1 / 1000 * 1e6)  # 1,000 tokens
+    without = [{k: v for k, v in r.items() if k != "server_http_cpu_s"} for r in rows]
+    assert http_costs(without, logs) == {"frontend_us_per_step": 0.0, "frontend_us_per_token": 0.0}
