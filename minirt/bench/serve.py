@@ -94,9 +94,9 @@ class RateRun(NamedTuple):
 
 
 async def run_rate(cfg: LoadConfig, model: str, requests: Workload, rate: float) -> RateRun:
-    """Send `requests` at `rate` (open loop). aiohttp,
-    as vLLM's benchmark: httpx's connection pool scans every connection when one is released,
-    so with hundreds of streams open this client, not the server, set the pace."""
+    """Send `requests` at `rate` (open loop), with aiohttp as vLLM's benchmark does: httpx's
+    connection pool scans every connection when one is released, so with hundreds of streams
+    open that client, not the server, set the pace."""
     times = arrival_times(len(requests.prompts), rate, cfg.burstiness, cfg.workload.seed)
     connector = aiohttp.TCPConnector(limit=0)  # no cap on connections: the arrivals decide
     timeout = aiohttp.ClientTimeout(total=cfg.timeout_s)

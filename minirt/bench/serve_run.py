@@ -113,8 +113,6 @@ def run(
 def _without_step_logs(rows: list[dict]) -> dict:
     """Take the raw step logs (thousands of steps a rate) and the client's send times out of the
     rows and summarise the steps; both go to a compressed file beside the results."""
-    import statistics
-
     logs, sends = {}, {}
     for r in rows:
         steps = r.pop("server_steps", None)
