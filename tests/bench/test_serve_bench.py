@@ -121,16 +121,6 @@ def test_a_launched_cpu_run_writes_every_rate_and_the_offline_comparison(tmp_pat
         assert "client_sends_s" not in r  # in the log's file, not the results
 
 
-def test_a_workload_longer_than_the_context_is_refused_before_any_request(tmp_path):
-    from minirt.bench.__main__ import main
-
-    lengths = ["--distribution", "fixed", "--input-len", "1000", "--output-len", "100"]
-    argv = ["serve", "--launch", "embedded", "--device", "cpu", "--threads", "1", *lengths]
-    with pytest.raises(ValueError, match="needs 1,100 tokens .* holds 1,024; choose a smaller"):
-        main([*argv, "--rates", "inf", "--num-prompts", "2", "--out", str(tmp_path)])
-    assert not list(tmp_path.rglob("*.json"))
-
-
 def test_a_committed_run_is_resimulated_from_its_step_log(tmp_path):
     """--resimulate: the simulated rows again, from the step log; the measured ones untouched."""
     import shutil

@@ -84,3 +84,20 @@ def test_the_step_log_counts_the_steps_that_served_a_request(server):
     # end_s counts from t0_s on this machine's perf_counter(): the steps lie within the request
     assert sent < log["t0_s"] + rows[0]["end_s"] - rows[0]["ms"] / 1e3
     assert log["t0_s"] + rows[-1]["end_s"] < answered
+
+
+def test_bench_serve_refuses_a_workload_longer_than_the_context_before_sending_any(server):
+    """The load generator reads the model's max_model_len from /v1/models and says what to do
+    instead of running a sweep whose every request would come back as an error."""
+    import math
+
+    from minirt.bench.serve import LoadConfig, sweep
+    from minirt.workload import WorkloadSpec
+
+    server, _ = server
+    first = httpx.get(server + "/steps").json()["next"]
+    too_long = WorkloadSpec(distribution="fixed", prompt_len=1000, output_len=100)
+    cfg = LoadConfig(server, [math.inf], num_prompts=2, workload=too_long)
+    with pytest.raises(ValueError, match="needs 1,100 tokens .* holds 1,024; choose a smaller"):
+        sweep(cfg, progress=False)
+    assert httpx.get(server + "/steps").json()["next"] == first  # not one step ran
