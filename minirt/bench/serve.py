@@ -138,7 +138,8 @@ def check_fits(url: str, model: str, requests: Workload) -> None:
 
 
 def server_steps(url: str, since: int = 0) -> dict | None:
-    """A minirt server's GET /steps after the `since`-th step: {next, steps, t0_s, http_cpu_s};
+    """A minirt server's GET /steps after the `since`-th step: {next, steps, t0_s, http_cpu_s,
+    http_chunks};
     None from a server without one."""
     r = httpx.get(url + "/steps", params={"since": since}, timeout=60)
     return r.json() if r.status_code == 200 else None
@@ -154,9 +155,10 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
     rows = []
     for i, rate in enumerate(cfg.rates, start=1):
         requests = make_requests(cfg.workload, cfg.num_prompts, variant=i)
-        before = server_steps(cfg.url)
+        before, client_cpu = server_steps(cfg.url), time.process_time()
         done, errors, duration, t0, sends = _run(run_rate(cfg, model, requests, rate))
-        row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i}
+        row = {"name": "rate", "rate": "inf" if math.isinf(rate) else rate, "variant": i,
+               "client_cpu_s": time.process_time() - client_cpu}  # fmt: skip
         if before is not None:  # a minirt server: its step log for this rate (the simulator's)
             after = server_steps(cfg.url, before["next"])
             row["server_steps"] = after["steps"]
@@ -165,6 +167,7 @@ def sweep(cfg: LoadConfig, progress: bool = True) -> list[dict]:
                 row["client_sends_s"] = sends  # to the step log's file, beside the steps
             if after.get("http_cpu_s") is not None:  # the HTTP process's CPU for this rate
                 row["server_http_cpu_s"] = after["http_cpu_s"] - before["http_cpu_s"]
+                row["server_http_chunks"] = after["http_chunks"] - before["http_chunks"]
         row |= summarize(done, len(errors), duration, cfg.slo)
         for name, slo in cfg.slos.items():
             row[f"goodput_{name}"] = summarize(done, len(errors), duration, slo)["goodput"]

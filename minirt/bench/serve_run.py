@@ -213,7 +213,7 @@ def predict_rows(
     }
     fitted_on = {"fitted_on": "offline steps", "calibration_rates": []}
     if cost is None:
-        cost, fitted_on = fit_server_steps(logs, work.prompt_lens, times, measured)
+        cost, fitted_on = fit_server_steps(logs, lengths, times, measured, sched)
     rows = predict_curve(lengths, times, cost, sched, cfg.slo)
     spreads = {"eager_spread": list(cost.eager_spread), "graph_spread": list(cost.graph_spread)}
     model = {"name": "cost_model", **cost.to_dict(), **spreads, **fitted_on}
@@ -221,16 +221,20 @@ def predict_rows(
     return [model, *rows]
 
 
-def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) -> tuple:
+def fit_server_steps(
+    logs: dict[str, list], lengths: list[tuple[int, int]], times: dict, measured, sched
+) -> tuple:
     """(CostModel, how it was made) from a server's step logs: the line and its spread from every
-    rate's steps; `frontend_ms` from the lowest rate, the client's TTFT p50 minus the engine's
-    (minirt.tools.serving_frontend), 0 when no measured row or the log does not line up; the
-    HTTP process's costs from the CPU time it reported (`http_costs`)."""
+    rate's steps; the HTTP process's costs from the CPU time it reported (`http_costs`);
+    `frontend_ms` at the lowest rate: the client's TTFT p50 minus the simulated one there (the
+    request's way in and its tokens' way out: parse, pipe, client), 0 when no measured row or
+    the step log does not line up with the requests (minirt.tools.serving_frontend)."""
     from dataclasses import replace
 
     from minirt.tools.serving import fit_cost_model, with_spread
     from minirt.tools.serving_frontend import frontend_ms
 
+    prompt_lens = [p for p, _ in lengths]
     steps = [dict(zip(STEP_FIELDS, s, strict=True)) for r in logs for s in logs[r]]
     steps = [{**s, "step_ms": s["ms"]} for s in steps]
     cost = with_spread(fit_cost_model(steps), steps)
@@ -245,33 +249,64 @@ def fit_server_steps(logs: dict[str, list], prompt_lens, times: dict, measured) 
         if offset is None or not sends or None in sends:
             sends = rate_times[lowest]
         front = frontend_ms(p50, prompt_lens, sends, logs[lowest], offset)
-    cost = replace(cost, frontend_ms=front or 0.0, **http_costs(measured, logs))
+    cost = replace(cost, **http_costs(measured, logs), client_us_per_chunk=client_cost(measured))
+    if front is not None:  # what the simulation at that rate (its HTTP queue too) lacks
+        front = p50 - _simulated_ttft_p50_ms(cost, lengths, sends, sched)
+    cost = replace(cost, frontend_ms=max(0.0, front or 0.0))
     how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
     return cost, how
 
 
+def _simulated_ttft_p50_ms(cost, lengths, sends: list[float], sched) -> float:
+    """The simulated TTFT p50 of requests sent at `sends`, with no front-end latency."""
+    from dataclasses import replace
+
+    from minirt.tools.serving import SimRequest, simulate
+
+    reqs = [SimRequest(t, p, o) for t, (p, o) in zip(sends, lengths, strict=True)]
+    timings = simulate(reqs, replace(cost, frontend_ms=0.0), sched)
+    return statistics.median(t.ttft_s for t in timings) * 1e3
+
+
+def client_cost(measured) -> float:
+    """The load generator's CPU microseconds per chunk it read, over the rates that recorded
+    both (0 for a run that did not)."""
+    rows = [r for r in measured if r.get("name") == "rate" and r.get("client_cpu_s")]
+    rows = [r for r in rows if r.get("server_http_chunks")]
+    if not rows:
+        return 0.0
+    return sum(r["client_cpu_s"] for r in rows) / sum(r["server_http_chunks"] for r in rows) * 1e6
+
+
 def http_costs(measured, logs: dict[str, list]) -> dict[str, float]:
-    """The HTTP process's CPU microseconds per step it relays and per token it streams, from
-    the CPU time a minirt server with its engine in another process reports for each rate:
-    least squares of CPU = per_step x steps + (the same for every rate: each rate streams the
-    same tokens to the same number of requests) over the rates; all of it per token when one
-    rate ran or the per-step term comes out below zero. Zeros (the front end as a pure latency)
-    for a run without it."""
+    """The HTTP process's CPU microseconds per step it relays and per chunk it streams, from the
+    CPU time and chunk count a minirt server with its engine in another process reports for each
+    rate: least squares of CPU = per_step x steps + per_chunk x chunks over the rates (what each
+    request costs to take in lands in the per-chunk term: every rate sends the same requests, so
+    it cannot be told apart). A run that did not count chunks: one per token. A term that comes
+    out below zero is dropped and the other fitted alone; zeros (the front end as a pure
+    latency) for a run without CPU times."""
     import numpy as np
 
+    zero = {"frontend_us_per_step": 0.0, "frontend_us_per_chunk": 0.0}
     rows = [r for r in measured if r.get("name") == "rate" and r.get("server_http_cpu_s")]
     rows = [r for r in rows if str(r["rate"]) in logs]
     if not rows:
-        return {"frontend_us_per_step": 0.0, "frontend_us_per_token": 0.0}
-    tokens = statistics.fmean(r["output_throughput"] * r["duration_s"] for r in rows)
+        return zero
     cpu = np.array([r["server_http_cpu_s"] for r in rows])
     steps = np.array([len(logs[str(r["rate"])]) for r in rows], dtype=float)
-    per_step, lump = 0.0, float(cpu.mean())
-    if len(rows) >= 2 and steps.std() > 0:
-        (a, b), *_ = np.linalg.lstsq(np.c_[steps, np.ones_like(steps)], cpu, rcond=None)
-        if a >= 0 and b >= 0:
-            per_step, lump = float(a), float(b)
-    return {"frontend_us_per_step": per_step * 1e6, "frontend_us_per_token": lump / tokens * 1e6}
+    chunks = np.array([r.get("server_http_chunks") or r["output_throughput"] * r["duration_s"]
+                       for r in rows])  # fmt: skip
+    names, columns = list(zero), [steps, chunks]
+    if len(rows) < 2:  # one rate: all of it per chunk
+        names, columns = names[1:], columns[1:]
+    while columns:
+        fit, *_ = np.linalg.lstsq(np.c_[tuple(columns)], cpu, rcond=None)
+        if min(fit) >= 0:
+            return zero | {n: float(v) * 1e6 for n, v in zip(names, fit, strict=True)}
+        drop = int(np.argmin(fit))
+        del names[drop], columns[drop]
+    return zero
 
 
 def resimulate(path: str | Path) -> Path:

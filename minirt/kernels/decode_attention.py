@@ -53,10 +53,12 @@ def split_plan(
     return partition, max(1, triton.cdiv(max_context_len, partition))
 
 
-# table_stride (the block table's width) changes with the batch: specialised, as Triton does
-# for an int that is 1 or a multiple of 16, each new kind would compile the kernel again
-# mid-serving (seconds); marked, one compiled kernel serves every width.
-@triton.jit(do_not_specialize=["table_stride"])
+# The block table's width and where the metadata views start change with the batch: as in
+# minirt.kernels.prefill_attention, neither may compile the kernel again mid-serving.
+@triton.jit(
+    do_not_specialize=["table_stride"],
+    do_not_specialize_on_alignment=["block_tables_ptr", "context_lens_ptr"],
+)
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]
@@ -104,7 +106,7 @@ def _decode_split_kernel(
         tl.store(part_lse_ptr + part, m + tl.log2(l), mask=g < GROUP)
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["context_lens_ptr"])
 def _decode_combine_kernel(
     part_out_ptr, part_lse_ptr, context_lens_ptr, out_ptr,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PARTITION: tl.constexpr,

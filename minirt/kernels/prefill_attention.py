@@ -60,10 +60,15 @@ def _attend_tile(
     return acc, m_new, l
 
 
-# table_stride (the block table's width) changes with the batch: specialised, as Triton does
-# for an int that is 1 or a multiple of 16, each new kind would compile the kernel again
-# mid-serving (seconds); marked, one compiled kernel serves every width.
-@triton.jit(do_not_specialize=["table_stride"])
+# Triton compiles a kernel again for each new kind of argument: an int that is 1 or a multiple
+# of 16, a pointer that is or is not 16-byte aligned. The block table's width changes with the
+# batch, and the engine hands over its metadata as views into one packed buffer, at offsets that
+# change too: each new kind would compile the kernel mid-serving (1.1 s for one step on the
+# H100). Marked, one compiled kernel serves them all (their loads are scalar: nothing is lost).
+METADATA = ["block_tables_ptr", "context_lens_ptr", "query_start_ptr"]
+
+
+@triton.jit(do_not_specialize=["table_stride"], do_not_specialize_on_alignment=METADATA)
 def _prefill_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr, query_start_ptr,
     out_ptr, qk_scale, table_stride,

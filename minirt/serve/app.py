@@ -65,6 +65,7 @@ class Answer:
                     self.finish_reason = "error"
                     raise APIError(delta.error or "the engine failed", 500, kind="server_error")
                 self.finish_reason = delta.finish_reason
+                self.engine.http_chunks += 1
                 yield (
                     self.text.add(delta.token_ids, delta.finish_reason is not None),
                     (delta.finish_reason),
@@ -197,11 +198,12 @@ def build_app(engine: EngineLoop, model_name: str, chat: ChatTemplate) -> FastAP
         end_s counts from t0_s, the engine's start on this machine's perf_counter() clock."""
         total, rows = engine.steps_since(since)
         steps = [r.to_list() for r in rows]
-        # the HTTP side's CPU seconds so far (its cost per streamed token, for the simulator's
-        # front end); only an engine in a process of its own leaves this process to HTTP
+        # the HTTP side's CPU seconds so far and the chunks it streamed (its costs, for the
+        # simulator's front end); only an engine in a process of its own leaves this process
+        # to HTTP
         http_cpu = time.process_time() if engine.separate_process else None
         return {"next": total, "fields": STEP_FIELDS, "steps": steps, "t0_s": engine.t0,
-                "http_cpu_s": http_cpu}  # fmt: skip
+                "http_cpu_s": http_cpu, "http_chunks": engine.http_chunks}  # fmt: skip
 
     @app.get("/metrics")
     async def prometheus():

@@ -106,6 +106,7 @@ class EngineLoop:
     """Runs one `LLM` in a thread for many concurrent requests; `max_waiting` bounds the queue."""
 
     separate_process = False  # the engine shares the HTTP side's process (EngineProcess: not)
+    http_chunks = 0  # stream chunks the HTTP side has written (a lagging stream merges steps)
 
     def __init__(self, llm, max_waiting: int = 256, on_finish=None) -> None:
         # Asked for (overlap_schedule=True, `serve --overlap`), every step() runs ahead: a

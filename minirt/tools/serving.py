@@ -6,9 +6,9 @@ while KV tokens and batch slots last. A step lasts what a `CostModel` says, a li
 measured minirt steps: fixed cost + per prefill token + per decoding sequence + per token of
 context read (+ once for a step with prompt tokens), times a factor drawn (seeded) from the
 measured scatter of such steps; each token then reaches the client `frontend_ms` later (HTTP),
-after waiting its turn in the HTTP process, a single server that streams each step's tokens at a
-measured cost per step and per token and takes new requests in between
-(`frontend_us_per_step`, `frontend_us_per_token`).
+after the HTTP process got to it: one event loop per engine (`HttpProcess`) that, each time it is
+free, streams every step finished since its last pass, one chunk per answer, and takes new
+requests in between passes, at a measured CPU cost per step and per chunk.
 It predicts the latency-throughput curve (and goodput) without running a model, and answers what
 one machine cannot show (`ClusterModel`): N replicas behind a router (round-robin or
 least-outstanding), another token budget, prefill and decode on separate engines with each
@@ -21,8 +21,9 @@ tensor and pipeline parallelism, global and per-replica schedulers, and preempti
 numbers to whole-step times of one model on one device and draws each step's scatter from the
 same log; replicas are copies of that one engine, no preemption (a request waits until its whole
 prompt and output fit the pool), the KV copy is bytes / a measured bandwidth (no contention, no
-overlap with compute), and the HTTP front end is one measured latency plus one queue per
-engine, served at its measured CPU time per relayed step and streamed token. Notebook 03.
+overlap with compute), and the HTTP front end is one measured latency plus one event loop per
+engine, priced by its measured CPU time per relayed step and per streamed chunk.
+Notebook 03.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Engine:
         self.running: dict[int, list[int]] = {}  # id -> [prompt tokens computed, generated]
         self.kv_used = 0
         self.busy_until: float | None = None  # end of the step in flight
-        self.http_free = 0.0  # when its HTTP process is done with what it was given
+        self.http = HttpProcess(cost.frontend_us_per_step, cost.frontend_us_per_chunk)
         self.chunks: dict[int, int] = {}  # this step's prompt tokens per request
         self.decoding: set[int] = set()
 
@@ -201,17 +202,49 @@ class Engine:
         self.busy_until, self.chunks, self.decoding = None, {}, set()
         return tokens, handoffs
 
-    def http(self, now: float, tokens: int, cost: CostModel) -> float:
-        """When the HTTP process is done with a step's `tokens` handed to it at `now` (0: a new
-        request to take in): it works first come, first served, so they wait for what it was
-        given before."""
-        us = cost.frontend_us_per_step + tokens * cost.frontend_us_per_token if tokens else 0.0
-        self.http_free = max(now, self.http_free) + us / 1e6
-        return self.http_free
-
     def _free(self, i: int) -> None:
         self.kv_used -= self.kv_need(i)
         del self.running[i]
+
+
+class HttpProcess:
+    """The HTTP side of one engine as an event loop. A step's tokens wait until the loop is free;
+    then one pass takes every step finished since the last one and writes one chunk per answer
+    that got tokens (merged when it fell behind), costing `us_per_step` per step and
+    `us_per_chunk` per chunk; a new request is taken in when the pass in progress ends. At no
+    cost every token goes out when its step ends. The load generator that measures a server is
+    one more such loop (its chunks cost it `CostModel.client_us_per_chunk`)."""
+
+    def __init__(self, us_per_step: float, us_per_chunk: float) -> None:
+        self.us_per_step, self.us_per_chunk = us_per_step, us_per_chunk
+        self.busy_until: float | None = None  # end of the pass in progress
+        self.writing: list[int] = []  # whose tokens that pass delivers (one entry per token)
+        self.steps, self.tokens = 0, []  # what waits for the next pass
+
+    def take(self, now: float, tokens: list[int]) -> list[int]:
+        """A step ended with these tokens: what goes out now (at no cost: all of them)."""
+        self.steps, self.tokens = self.steps + 1, self.tokens + tokens
+        return self.start(now)
+
+    def intake_at(self, now: float) -> float:
+        """When a request arriving now is taken in: once the pass in progress is over."""
+        return now if self.busy_until is None else self.busy_until
+
+    def finish(self) -> list[int]:
+        """The pass in progress ended: whose tokens it delivered."""
+        done, self.writing, self.busy_until = self.writing, [], None
+        return done
+
+    def start(self, now: float) -> list[int]:
+        """Begin a pass when idle and given work; a pass that costs nothing delivers at once."""
+        if self.busy_until is not None or not self.steps:
+            return []
+        us = self.us_per_step * self.steps + self.us_per_chunk * len(set(self.tokens))
+        tokens, self.steps, self.tokens = self.tokens, 0, []
+        if us <= 0:
+            return tokens
+        self.busy_until, self.writing = now + us / 1e6, tokens
+        return []
 
 
 class Router:
@@ -251,24 +284,32 @@ def simulate(
     arrivals = [(r.arrival_s, i, "request") for i, r in enumerate(requests)]
     heapq.heapify(arrivals)  # (time, id, kind): requests, and KV landing on the decode side
     stamps: dict[int, list[float]] = {i: [] for i in range(len(requests))}
-    while arrivals or any(e.busy_until is not None for e in front + back):
-        busy = [e.busy_until for e in front + back if e.busy_until is not None]
+    engines = front + back
+    client = HttpProcess(0.0, cost.client_us_per_chunk)  # the load generator, when priced
+    loops = [client] + [e.http for e in engines]
+    while arrivals or any(x.busy_until is not None for x in engines + loops):
+        busy = [x.busy_until for x in engines + loops if x.busy_until is not None]
         now = min(busy + [arrivals[0][0]] if arrivals else busy)
-        for engine in front + back:
+        if client.busy_until == now:
+            for i in client.finish():
+                stamps[i].append(now)
+        for engine in engines:
+            if engine.http.busy_until == now:
+                for i in client.take(now, engine.http.finish()):
+                    stamps[i].append(now)
             if engine.busy_until == now:
                 tokens, handoffs = engine.end_step()
-                streamed = engine.http(now, len(tokens), cost)
-                for i in tokens:
-                    stamps[i].append(streamed)
+                for i in client.take(now, engine.http.take(now, tokens)):
+                    stamps[i].append(now)
                 for i in handoffs:
                     heapq.heappush(
                         arrivals, (now + cluster.transfer_s(requests[i].prompt_len), i, "kv")
                     )
         while arrivals and arrivals[0][0] <= now:
             _, i, kind = heapq.heappop(arrivals)
-            if kind == "request":  # taken in once its engine's HTTP process is free
+            if kind == "request":  # taken in once its engine's HTTP process ends its pass
                 engine = to_front.pick()
-                heapq.heappush(arrivals, (engine.http(now, 0, cost), i, engine))
+                heapq.heappush(arrivals, (engine.http.intake_at(now), i, engine))
                 continue
             if isinstance(kind, Engine):  # taken in: it waits for the scheduler
                 kind.waiting.append(i)
@@ -276,7 +317,9 @@ def simulate(
             stamps[i].append(now)  # the first token, delivered once its KV has landed
             if requests[i].output_len > 1:
                 to_back.pick().waiting.append(i)
-        for engine in front + back:
+        for engine in engines:
+            for i in client.take(now, engine.http.start(now)):
+                stamps[i].append(now)
             if engine.busy_until is None:
                 engine.start_step(now)
     # each token reaches the client frontend_ms after its step: TTFT and latency grow, TPOT not

@@ -27,10 +27,14 @@ class CostModel:
     no spread. `frontend_ms` is not a step: it is what the HTTP side adds to each token on its way
     to the client (the pipe from the engine process, server-sent events, the client's parse),
     measured by `minirt.tools.serving_frontend`. `frontend_us_per_step` and
-    `frontend_us_per_token` price the HTTP process as a server of its own: each step's tokens
-    take it that long to stream (a wake-up per step, then each token; its CPU time, measured),
-    and a new request is taken in only when it is free, so it saturates when it is busy all the
-    time and the intake queues."""
+    `frontend_us_per_chunk` price the HTTP process as a server of its own (its CPU time,
+    measured): one event loop that, whenever it is free, takes every step the engine finished
+    since its last pass and writes one chunk per answer that got tokens in them (an answer that
+    fell behind gets several steps' tokens in one chunk), and takes a new request in when the
+    pass in progress ends. It saturates when it is busy all the time: chunks merge, intake
+    waits, tokens arrive in bursts. `client_us_per_chunk` prices the load generator that
+    measured a run the same way (one event loop reading every stream): to compare with that
+    run; leave it at 0 to predict what a server's many separate clients would see."""
 
     base_ms: float
     prefill_ms: float  # per prompt token computed this step
@@ -38,8 +42,9 @@ class CostModel:
     context_ms: float = 0.0  # per token of KV the step's decodes read
     eager_ms: float = 0.0  # once, for a step with prompt tokens
     frontend_ms: float = 0.0  # once per token delivered: HTTP and the client, not the engine
-    frontend_us_per_step: float = 0.0  # the HTTP process's busy time per step it relays...
-    frontend_us_per_token: float = 0.0  # ...and per token it streams (intake included)
+    frontend_us_per_step: float = 0.0  # the HTTP process's busy time per step it relays
+    frontend_us_per_chunk: float = 0.0  # and per chunk it streams (one answer's tokens, a pass)
+    client_us_per_chunk: float = 0.0  # the load generator's CPU per chunk it reads (0: none)
     eager_spread: tuple[float, ...] = ()  # measured / predicted, steps with prompt tokens
     graph_spread: tuple[float, ...] = ()  # measured / predicted, decode-only steps
 
@@ -71,7 +76,10 @@ def fit_cost_model(steps: list[dict]) -> CostModel:
     (on CUDA: a graph replay); steps with prompt tokens then price what they cost beyond that,
     once (eager_ms) and per prompt token. With one kind of step only, one line fits them all.
     No coefficient below zero: one that comes out negative is dropped and the rest refitted (a
-    noisy CPU can make a cost look negative; no step gets cheaper with more work)."""
+    noisy CPU can make a cost look negative; no step gets cheaper with more work). A stall, a
+    step over `STALL` times what the first fit prices it at (a one-time compile, say: 1.1 s for
+    a 4 ms step on the H100), is left out and the line fitted again: one such step would
+    otherwise raise the price of every step with prompt tokens."""
     import numpy as np
 
     if len(steps) < 4:
@@ -80,6 +88,18 @@ def fit_cost_model(steps: list[dict]) -> CostModel:
         [[s["prefill_tokens"], s["decodes"], s["context_tokens"], s["step_ms"]] for s in steps],
         dtype=float,
     )
+    first = _fit_rows(rows)
+    priced = np.array([first.step_ms(*r[:3]) for r in rows])
+    calm = rows[rows[:, 3] <= STALL * priced]
+    return first if len(calm) == len(rows) or len(calm) < 4 else _fit_rows(calm)
+
+
+STALL = 10.0  # a step this many times its price is a stall, not a cost
+
+
+def _fit_rows(rows) -> CostModel:
+    import numpy as np
+
     eager, plain = rows[rows[:, 0] > 0], rows[rows[:, 0] == 0]
     ones = np.ones(len(rows))
     if len(eager) < 2 or len(plain) < 3:  # one kind of step: one line over everything

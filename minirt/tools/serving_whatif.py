@@ -30,7 +30,7 @@ def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
         )
     row = rows[0]
     numbers = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms", "frontend_ms",
-               "frontend_us_per_step", "frontend_us_per_token")  # fmt: skip
+               "frontend_us_per_step", "frontend_us_per_chunk", "client_us_per_chunk")  # fmt: skip
     cost = CostModel(
         **{k: row.get(k, 0.0) for k in numbers},
         eager_spread=tuple(row.get("eager_spread", ())),  # JSON gave lists

@@ -73,3 +73,23 @@ def test_decode_attention_replays_from_a_cuda_graph_for_new_contexts():
         p.context_lens.copy_(torch.tensor(lens, dtype=torch.int32))
         graph.replay()
         assert rel_error(out, decode_attention_ref(*args)) < TOLERANCE[torch.bfloat16]
+
+
+@pytest.mark.gpu
+def test_metadata_views_at_any_offset_share_one_compiled_kernel():
+    """Block tables and context lengths handed over as views at odd offsets: no new compile."""
+    from minirt.kernels.decode_attention import _decode_combine_kernel, _decode_split_kernel
+
+    p = make_paged([1, 1, 1], [300, 900, 2000], heads=16, kv_heads=8, head_dim=128,
+                   dtype=torch.bfloat16, device="cuda")  # fmt: skip
+    ref = decode_attention_ref(*p.decode_args())
+    decode_attention(*p.decode_args())
+    kernels = (_decode_split_kernel, _decode_combine_kernel)
+    compiled = [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels]
+    for offset in (1, 2, 3):
+        views = [torch.cat([t.new_zeros(offset), t.flatten()])[offset:].view(t.shape)
+                 for t in (p.block_tables, p.context_lens)]  # fmt: skip
+        args = list(p.decode_args())
+        args[3:5] = views
+        assert rel_error(decode_attention(*args), ref) < TOLERANCE[torch.bfloat16]
+    assert [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels] == compiled

@@ -90,9 +90,10 @@ def test_a_stream_that_fell_behind_gets_what_waited_as_one_chunk_with_the_same_t
     from minirt.serve.app import Answer
     from minirt.serve.engine_loop import ServeRequest, TokenDelta
 
+    engine = SimpleNamespace(tokenizer=TOK, eos_ids={EOS_ID}, abort=None, http_chunks=0)
+
     async def pieces(deltas: list[TokenDelta]) -> list[tuple[str, str | None]]:
         req = ServeRequest(list(b"hi"), SamplingParams(stop=[]), asyncio.Queue())
-        engine = SimpleNamespace(tokenizer=TOK, eos_ids={EOS_ID}, abort=None)
         answer = Answer(engine, req)
         for d in deltas:
             req.queue.put_nowait(d)  # all queued before the handler reads: it fell behind
@@ -102,6 +103,7 @@ def test_a_stream_that_fell_behind_gets_what_waited_as_one_chunk_with_the_same_t
     steps = [TokenDelta([t]) for t in ids[:-1]] + [TokenDelta(ids[-1:], "length")]
     merged = asyncio.run(pieces(steps))
     assert merged == [("héllo wörld", "length")]
+    assert engine.http_chunks == 1  # counted as written: one chunk, the simulator's unit
     import pytest
 
     from minirt.serve.protocol import APIError

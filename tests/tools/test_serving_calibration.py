@@ -1,4 +1,5 @@
-"""The serving simulator against the committed H100 server run (engine in its own process).
+"""The serving simulator against the committed H100 server run (engine in its own process, the
+HTTP process's CPU time and chunk count and the load generator's CPU recorded at every rate).
 
 The cost model is fitted to steps, never to latencies; these tests hold it to the steps it did not
 see and hold the simulator to the per-rate errors it reaches (docs/development.md, calibration).
@@ -22,15 +23,19 @@ from minirt.tools.serving_frontend import admissions, frontend_ms
 from minirt.tools.slo import Slo
 from minirt.workload import WorkloadSpec, arrival_times, make_requests
 
-RUN = Path("bench/results/h100/serve-20261205-174119.json")
+RUN = Path("bench/results/h100/serve-20261206-092905.json")
 
 
 @pytest.fixture(scope="module")
 def run():
     record = json.loads(RUN.read_text())
     with gzip.open(RUN.with_name(RUN.stem + "-steps.json.gz"), "rt") as f:
-        logs = json.load(f)["by_rate"]
-    return record, logs
+        saved = json.load(f)
+    sends = saved["sends_by_rate"]  # each request's real send time, kept beside the steps
+    for row in record["results"]:
+        if row["name"] == "rate":
+            row["client_sends_s"] = sends[str(row["rate"])]
+    return record, saved["by_rate"]
 
 
 def _steps(logs, rates=None):
@@ -121,52 +126,100 @@ def test_the_committed_simulated_rows_are_what_this_simulator_computes(run):
     assert json.loads(json.dumps(fresh)) == pytest.approx(committed)
 
 
-# The bound this model reaches on the committed run, per metric, at the rates below saturation
-# (docs/development.md lists each rate). The issue asks for 15 %; the eager steps' cost wanders
-# from 12 to 23 ms between rates of this one run, and one cost model cannot follow it.
-BOUND = {"ttft_p50_ms": 0.45, "ttft_p99_ms": 0.90, "tpot_p50_ms": 0.50, "tpot_p99_ms": 0.50}
+# The issue's bound: within 15 % of the real server on TTFT and TPOT, p50 and p99, at every
+# rate below saturation, and at the knee (docs/development.md lists each rate's error).
+BOUND = 0.15
 
 
-def test_the_simulator_stays_within_the_bound_it_reaches_on_the_committed_run(run):
-    record, _ = run
+def test_the_simulator_is_within_15_percent_of_the_committed_h100_run(run):
+    record, logs = run
     errors = simulator_errors(record["results"])
-    assert [e["rate"] for e in errors] == [8.0, 16.0, 24.0, 32.0, 48.0]  # below saturation
+    assert [e["rate"] for e in errors] == [8.0, 16.0, 32.0, 48.0, 64.0]  # below saturation
     for e in errors:
         for metric, error in e["errors"].items():
-            assert abs(error) <= BOUND[metric], (e["rate"], metric, error)
-    # the rates that ran at the run's typical eager cost are within 20 % on the medians
-    for e in errors:
-        if e["rate"] in (8.0, 32.0):
-            assert abs(e["errors"]["ttft_p50_ms"]) <= 0.15
-            assert abs(e["errors"]["tpot_p50_ms"]) <= 0.20
+            assert abs(error) <= BOUND, (e["rate"], metric, error)
+    rows = {(r["name"], str(r["rate"])): r for r in record["results"] if "rate" in r}
+    # the knee: what the server finishes at saturation (all at once), and the highest rate
+    # offered that still met the SLO at p99
+    served = [rows[(name, "inf")]["request_throughput"] for name in ("rate", "simulated")]
+    assert served[1] == pytest.approx(served[0], rel=BOUND)
+    met = {name: max(float(r) for n, r in rows if n == name and r != "inf"
+                     and rows[(n, r)]["goodput"] >= 0.99 * rows[(n, r)]["request_throughput"])
+           for name in ("rate", "simulated")}  # fmt: skip
+    assert met["rate"] == met["simulated"] == 128.0
+    # the run after the prefill kernel stopped compiling again for odd metadata offsets: two
+    # earlier runs of the same command had one 1.1 s step at 8 req/s, this one none over 0.1 s
+    assert max(s[1] for rate in logs if rate != "inf" for s in logs[rate]) < 100
 
 
-def test_an_http_process_that_streams_too_slowly_saturates_and_delays_the_intake():
-    """The front end as a queue: a cost per streamed token caps the tokens/s at 1e6 / cost and
-    makes new requests wait behind the tokens of the steps before them; at no cost, no change."""
+def _chunks(timing) -> int:
+    """Chunks one answer arrived in: tokens that came together are one chunk."""
+    return 1 + sum(gap > 0 for gap in timing.itl_s)
+
+
+def test_an_http_process_that_falls_behind_merges_chunks_and_delays_the_intake():
+    """The front end as an event loop: a cost per chunk caps the chunks/s at 1e6 / cost; behind,
+    an answer's tokens from several steps go out as one chunk, and new requests wait for the
+    pass in progress; at no cost, no change."""
     line = CostModel(base_ms=2.0, prefill_ms=0.001, decode_ms=0.01)
     requests = [SimRequest(0.001 * i, 16, 64) for i in range(200)]  # 1,000 req/s: all at once
     plain = simulate(requests, line, SchedulerModel())
-    free = simulate(requests, replace(line, frontend_us_per_token=0.0), SchedulerModel())
+    free = simulate(requests, replace(line, frontend_us_per_chunk=0.0), SchedulerModel())
     assert [t.ttft_s for t in free] == [t.ttft_s for t in plain]
-    slow = simulate(requests, replace(line, frontend_us_per_token=200.0), SchedulerModel())
+    assert all(_chunks(t) == 64 for t in plain)  # one chunk a token
+    slow = simulate(requests, replace(line, frontend_us_per_chunk=200.0), SchedulerModel())
     end = max(t.start_s + t.e2e_s for t in slow)
-    assert 200 * 64 / end <= 1e6 / 200.0 * 1.01  # no more than 5,000 tokens/s get out
-    assert max(t.start_s + t.e2e_s for t in plain) < 0.8 * end
+    chunks = sum(_chunks(t) for t in slow)
+    assert chunks <= end * 1e6 / 200.0 * 1.01  # no more than 5,000 chunks/s get out
+    assert chunks < 0.8 * 200 * 64  # so they merge: many tokens to a chunk
+    assert max(t.start_s + t.e2e_s for t in plain) < end
     assert statistics.median(t.ttft_s for t in slow) > statistics.median(t.ttft_s for t in plain)
 
 
+def test_one_pass_takes_every_step_that_waited_and_writes_a_chunk_per_answer():
+    from minirt.tools.serving import HttpProcess
+
+    http = HttpProcess(us_per_step=100.0, us_per_chunk=10.0)
+    assert http.take(0.0, [1, 2]) == []  # busy: 100 + 2 x 10 us
+    assert http.busy_until == pytest.approx(120e-6)
+    assert http.intake_at(50e-6) == pytest.approx(120e-6)  # a request waits for the pass
+    assert http.take(60e-6, [1, 2]) == [] and http.take(90e-6, [1, 3]) == []  # they wait
+    assert http.finish() == [1, 2]
+    assert http.start(120e-6) == []  # the next pass: 2 steps, 3 answers
+    assert http.busy_until == pytest.approx(120e-6 + (2 * 100 + 3 * 10) * 1e-6)
+    assert sorted(http.finish()) == [1, 1, 2, 3]  # every token, in one chunk per answer
+    free = HttpProcess(0.0, 0.0)
+    assert free.take(1.0, [4, 5]) == [4, 5] and free.busy_until is None
+    assert free.intake_at(2.0) == 2.0
+
+
+def test_a_priced_load_generator_delays_the_tokens_it_reads_and_not_the_engine():
+    line = CostModel(base_ms=2.0, prefill_ms=0.001, decode_ms=0.01)
+    requests = [SimRequest(0.002 * i, 16, 32) for i in range(100)]
+    plain = simulate(requests, line, SchedulerModel())
+    read = simulate(requests, replace(line, client_us_per_chunk=50.0), SchedulerModel())
+    assert all(b.ttft_s >= a.ttft_s for a, b in zip(plain, read, strict=True))
+    assert statistics.median(b.ttft_s - a.ttft_s for a, b in zip(plain, read, strict=True)) > 0
+
+
 def test_the_http_costs_are_told_apart_from_rates_with_different_step_counts():
-    """CPU = per_step x steps + the same lump at every rate (the same tokens and requests):
-    least squares over the rates finds both; without CPU times the front end costs nothing."""
-    from minirt.bench.serve_run import http_costs
+    """CPU = per_step x steps + per_chunk x chunks: least squares over the rates finds both; a run
+    that did not count chunks is priced one chunk a token; without CPU times the front end costs
+    nothing; the load generator's cost is its CPU over the chunks it read."""
+    from minirt.bench.serve_run import client_cost, http_costs
 
     steps = {"1.0": 1000, "4.0": 700, "inf": 80}
+    chunks = {"1.0": 1000, "4.0": 1000, "inf": 600}
     logs = {rate: [[0.0, 1.0, 0, 1, 10]] * n for rate, n in steps.items()}
     rows = [{"name": "rate", "rate": float(r), "output_throughput": 500.0, "duration_s": 2.0,
-             "server_http_cpu_s": 250e-6 * n + 0.1} for r, n in steps.items()]  # fmt: skip
+             "server_http_cpu_s": 250e-6 * n + 40e-6 * chunks[r], "server_http_chunks": chunks[r],
+             "client_cpu_s": 30e-6 * chunks[r]} for r, n in steps.items()]  # fmt: skip
     costs = http_costs(rows, logs)
     assert costs["frontend_us_per_step"] == pytest.approx(250.0)
-    assert costs["frontend_us_per_token"] == pytest.approx(0.1 / 1000 * 1e6)  # 1,000 tokens
+    assert costs["frontend_us_per_chunk"] == pytest.approx(40.0)
+    assert client_cost(rows) == pytest.approx(30.0)
+    uncounted = [{k: v for k, v in r.items() if k != "server_http_chunks"} for r in rows]
+    assert http_costs(uncounted, logs)["frontend_us_per_chunk"] > 0  # 1,000 tokens a rate
+    assert client_cost(uncounted) == 0.0
     without = [{k: v for k, v in r.items() if k != "server_http_cpu_s"} for r in rows]
-    assert http_costs(without, logs) == {"frontend_us_per_step": 0.0, "frontend_us_per_token": 0.0}
+    assert http_costs(without, logs) == {"frontend_us_per_step": 0.0, "frontend_us_per_chunk": 0.0}
