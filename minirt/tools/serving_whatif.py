@@ -20,8 +20,10 @@ from minirt.workload import WorkloadSpec, arrival_times, make_requests
 QWEN3_KV_BYTES_PER_TOKEN = kv_cache_bytes_per_token(PRESETS["qwen3-0.6b"], "bfloat16")
 
 
-def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
-    """The cost model and the scheduler a serve run's simulated rows were made with."""
+def fitted_model(record: dict, load_generator: bool = False) -> tuple[CostModel, SchedulerModel]:
+    """The cost model and the scheduler a serve run's simulated rows were made with; the load
+    generator's own cost only with `load_generator` (to compare with that run): a what-if
+    predicts the server, whose clients are many, not the one loop that measured it."""
     rows = [r for r in record["results"] if r["name"] == "cost_model"]
     if not rows:
         raise ValueError(
@@ -30,9 +32,10 @@ def fitted_model(record: dict) -> tuple[CostModel, SchedulerModel]:
         )
     row = rows[0]
     numbers = ("base_ms", "prefill_ms", "decode_ms", "context_ms", "eager_ms", "frontend_ms",
-               "frontend_us_per_step", "frontend_us_per_chunk", "client_us_per_chunk")  # fmt: skip
+               "frontend_us_per_step", "frontend_us_per_chunk")  # fmt: skip
     cost = CostModel(
         **{k: row.get(k, 0.0) for k in numbers},
+        client_us_per_chunk=row.get("client_us_per_chunk", 0.0) if load_generator else 0.0,
         eager_spread=tuple(row.get("eager_spread", ())),  # JSON gave lists
         graph_spread=tuple(row.get("graph_spread", ())),
     )
@@ -64,10 +67,12 @@ def what_if(
     slo: Slo,
     token_budget: int | None = None,
     num_prompts: int | None = None,
+    load_generator: bool = False,
 ) -> list[dict]:
     """Simulated rows (one per rate, as `bench serve` writes them) for the run's requests and
-    arrivals on `cluster`, each with its `setup` and GPU count."""
-    cost, sched = fitted_model(record)
+    arrivals on `cluster`, each with its `setup` and GPU count (`load_generator`: as
+    `fitted_model`)."""
+    cost, sched = fitted_model(record, load_generator)
     if token_budget is not None:
         sched = replace(sched, max_num_batched_tokens=token_budget)
     lengths = requests_of(record, num_prompts)

@@ -45,12 +45,16 @@ def test_one_replica_reproduces_the_runs_committed_simulated_rows():
     record = _newest("serve-*[0-9].json")
     committed = [r for r in record["results"] if r["name"] == "simulated"]
     rates = [float(r) for r in record["config"]["rates"]]
-    rows = what_if(record, ClusterModel(), rates, Slo(**record["config"]["slo"]))
+    slo = Slo(**record["config"]["slo"])
+    rows = what_if(record, ClusterModel(), rates, slo, load_generator=True)
     for ours, theirs in zip(rows, committed, strict=True):
         assert ours["rate"] == theirs["rate"]
         assert ours["ttft_p99_ms"] == pytest.approx(theirs["ttft_p99_ms"])
         assert ours["goodput"] == pytest.approx(theirs["goodput"])
     assert {r["setup"] for r in rows} == {"1 replica"}
+    # a what-if predicts the server alone: no load generator's loop, tokens no later
+    server = what_if(record, ClusterModel(), rates, slo)
+    assert all(a["ttft_p50_ms"] <= b["ttft_p50_ms"] for a, b in zip(server, rows, strict=True))
 
 
 def test_more_replicas_never_serve_the_runs_requests_within_the_slo_at_a_lower_rate():

@@ -125,3 +125,17 @@ def test_live_mode_measures_a_local_server_with_the_load_generator(open_page):
     assert not at.exception and not at.error
     (live,) = [df.value for df in at.dataframe if list(df.value["rate"]) == ["8.0"]]
     assert live["failed"].tolist() == [0] and live["request_throughput"].iloc[0] > 0
+
+
+def test_the_simulators_error_at_each_rate_below_saturation_is_shown(open_page):
+    from minirt.bench.serve import simulator_errors
+
+    record = newest()
+    errors = simulator_errors(record["results"])
+    if not errors:
+        pytest.skip("the newest run has no simulated rows")
+    at = open_page(PAGE)
+    (table,) = [df.value for df in at.dataframe if "ttft_p50" in df.value.columns]
+    assert list(table["rate"]) == [str(e["rate"]) for e in errors]
+    first = errors[0]["errors"]["ttft_p50_ms"]
+    assert table["ttft_p50"].iloc[0] == f"{first:+.0%}"

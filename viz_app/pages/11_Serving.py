@@ -8,7 +8,7 @@ load generator at a local server. Notebook 03 (latency vs throughput), sections 
 
 import streamlit as st
 
-from minirt.bench.serve import plot_rows
+from minirt.bench.serve import plot_rows, simulator_errors
 from minirt.results import load_results
 from minirt.tools.serving import ROUTERS, ClusterModel
 from minirt.tools.serving_whatif import fitted_model, max_rate_attained, plot_what_if
@@ -61,6 +61,10 @@ simulated = sp.table(record, "simulated")
 if simulated:
     st.subheader("Simulated (minirt.tools.serving, fitted to the same engine)")
     st.dataframe(simulated, hide_index=True)
+    errors = sp.error_table(simulator_errors(record["results"]))
+    if errors:
+        st.caption("Simulated ÷ measured − 1, at each rate below saturation (90 % of capacity)")
+        st.dataframe(errors, hide_index=True)
 
 st.subheader("One offered rate")
 rate = st.select_slider("Offered rate (requests/s)", sp.rates(record), key="sv_rate")

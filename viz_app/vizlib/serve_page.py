@@ -34,6 +34,15 @@ def table(record: dict, kind: str = "rate") -> list[dict]:
     return [r | {"rate": str(r["rate"])} for r in rows]  # "inf" beside numbers: one text column
 
 
+def error_table(errors: list[dict]) -> list[dict]:
+    """minirt.bench.serve.simulator_errors as rows of percentages, one per rate."""
+    rows = []
+    for e in errors:
+        cells = {k.removesuffix("_ms"): f"{v:+.0%}" for k, v in e["errors"].items()}
+        rows.append({"rate": str(e["rate"])} | cells)
+    return rows
+
+
 def summary(record: dict, slo: Slo) -> dict:
     """The numbers the page's headline shows, for this SLO."""
     measured = [r for r in record["results"] if r["name"] == "rate"]
