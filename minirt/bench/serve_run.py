@@ -225,34 +225,27 @@ def fit_server_steps(
     logs: dict[str, list], lengths: list[tuple[int, int]], times: dict, measured, sched
 ) -> tuple:
     """(CostModel, how it was made) from a server's step logs: the line and its spread from every
-    rate's steps; the HTTP process's costs from the CPU time it reported (`http_costs`);
-    `frontend_ms` at the lowest rate: the client's TTFT p50 minus the simulated one there (the
-    request's way in and its tokens' way out: parse, pipe, client), 0 when no measured row or
-    the step log does not line up with the requests (minirt.tools.serving_frontend)."""
+    rate's steps; the HTTP process's and the load generator's costs from the CPU time they
+    reported (`http_costs`, `client_cost`); `frontend_ms` at the lowest rate: the client's TTFT
+    p50 minus the simulated one there, the request's way in and its tokens' way out (parse, the
+    pipe to the engine process, the network); 0 without a measured row."""
     from dataclasses import replace
 
     from minirt.tools.serving import fit_cost_model, with_spread
-    from minirt.tools.serving_frontend import frontend_ms
 
-    prompt_lens = [p for p, _ in lengths]
     steps = [dict(zip(STEP_FIELDS, s, strict=True)) for r in logs for s in logs[r]]
     steps = [{**s, "step_ms": s["ms"]} for s in steps]
     cost = with_spread(fit_cost_model(steps), steps)
+    cost = replace(cost, **http_costs(measured, logs), client_us_per_chunk=client_cost(measured))
     client = {str(r["rate"]): r for r in measured if r.get("name") == "rate"}
     lowest = min(logs, key=float)
     rate_times = {str(r): t for r, t in times.items()}
-    front = None
     if lowest in client and lowest in rate_times:
-        p50 = client[lowest]["ttft_p50_ms"]
-        offset = client[lowest].get("server_clock_offset_s")
         sends = client[lowest].get("client_sends_s")  # when they really went out, if known
-        if offset is None or not sends or None in sends:
+        if not sends or None in sends:
             sends = rate_times[lowest]
-        front = frontend_ms(p50, prompt_lens, sends, logs[lowest], offset)
-    cost = replace(cost, **http_costs(measured, logs), client_us_per_chunk=client_cost(measured))
-    if front is not None:  # what the simulation at that rate (its HTTP queue too) lacks
-        front = p50 - _simulated_ttft_p50_ms(cost, lengths, sends, sched)
-    cost = replace(cost, frontend_ms=max(0.0, front or 0.0))
+        front = client[lowest]["ttft_p50_ms"] - _simulated_ttft_p50_ms(cost, lengths, sends, sched)
+        cost = replace(cost, frontend_ms=max(0.0, front))
     how = {"fitted_on": "server steps", "calibration_rates": list(logs), "frontend_rate": lowest}
     return cost, how
 

@@ -287,6 +287,11 @@ def simulate(
     engines = front + back
     client = HttpProcess(0.0, cost.client_us_per_chunk)  # the load generator, when priced
     loops = [client] + [e.http for e in engines]
+
+    def written(ids: list[int]) -> None:  # tokens an HTTP process wrote: to the client's loop
+        for i in client.take(now, ids):
+            stamps[i].append(now)
+
     while arrivals or any(x.busy_until is not None for x in engines + loops):
         busy = [x.busy_until for x in engines + loops if x.busy_until is not None]
         now = min(busy + [arrivals[0][0]] if arrivals else busy)
@@ -295,12 +300,10 @@ def simulate(
                 stamps[i].append(now)
         for engine in engines:
             if engine.http.busy_until == now:
-                for i in client.take(now, engine.http.finish()):
-                    stamps[i].append(now)
+                written(engine.http.finish())
             if engine.busy_until == now:
                 tokens, handoffs = engine.end_step()
-                for i in client.take(now, engine.http.take(now, tokens)):
-                    stamps[i].append(now)
+                written(engine.http.take(now, tokens))
                 for i in handoffs:
                     heapq.heappush(
                         arrivals, (now + cluster.transfer_s(requests[i].prompt_len), i, "kv")
@@ -318,8 +321,7 @@ def simulate(
             if requests[i].output_len > 1:
                 to_back.pick().waiting.append(i)
         for engine in engines:
-            for i in client.take(now, engine.http.start(now)):
-                stamps[i].append(now)
+            written(engine.http.start(now))
             if engine.busy_until is None:
                 engine.start_step(now)
     # each token reaches the client frontend_ms after its step: TTFT and latency grow, TPOT not

@@ -24,9 +24,9 @@ class CostModel:
     Python-launched kernel at a time (notebook 05 shows the launch cost). Eager steps scatter far
     more than graphed ones (on the H100 run, 13 to 26 ms for the same work), so each kind has its
     own spread: measured/predicted ratios of logged steps at evenly spaced quantiles, empty for
-    no spread. `frontend_ms` is not a step: it is what the HTTP side adds to each token on its way
-    to the client (the pipe from the engine process, server-sent events, the client's parse),
-    measured by `minirt.tools.serving_frontend`. `frontend_us_per_step` and
+    no spread. `frontend_ms` is not a step: it is what the way in and out adds to each token (the
+    request's parse, the pipe to and from the engine process, the network), fitted as what the
+    simulation lacks at a run's lowest rate (`bench serve`'s fit). `frontend_us_per_step` and
     `frontend_us_per_chunk` price the HTTP process as a server of its own (its CPU time,
     measured): one event loop that, whenever it is free, takes every step the engine finished
     since its last pass and writes one chunk per answer that got tokens in them (an answer that

@@ -6,7 +6,9 @@ first served, so walking the steps in order and handing each one's prompt tokens
 in arrival order finds the step that admitted each request and the step that gave its first
 token. The engine's view of a TTFT follows (first-token step end - arrival, on the engine's clock);
 the client's minus the engine's is what HTTP, the pipe to the engine process and the client's
-own parsing add. The simulator adds it to every token (`CostModel.frontend_ms`). Notebook 03.
+own parsing add. A diagnostic: it says where a first token's time went, on the engine's side or
+before and after it (the simulator's `CostModel.frontend_ms` is fitted otherwise, as what its
+own simulation lacks at the lowest rate). Notebook 03.
 """
 
 from __future__ import annotations
