@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from minirt.sampler import filter_logits
+from minirt.sampler import draw, filter_logits
 from minirt.sched import Batch, Row, Sequence
 from minirt.spec.rejection import verify
 
@@ -154,14 +154,14 @@ class SpecRunner:
 
     def _draw(self, seqs: list[Sequence], logits: torch.Tensor):
         """The draft's guesses, one logits row per sequence: the argmax, or for a sampled request
-        a draw through the target's own filter, with the distribution q it was drawn from."""
-        tokens, probs = logits.argmax(-1).tolist(), [None] * len(seqs)
+        a draw through the target's own filter, with the distribution q it was drawn from. The
+        guesses come back to the host together (one wait for the GPU per draft forward)."""
+        tokens, probs = logits.argmax(-1), [None] * len(seqs)
         for j, seq in enumerate(seqs):
             if not seq.sampling_params.greedy:
                 probs[j] = filter_logits(logits[j], seq.sampling_params).softmax(-1)
-                gen = self.target._generator(seq)
-                tokens[j] = int(torch.multinomial(probs[j], 1, generator=gen))
-        return tokens, probs
+                tokens[j] = draw(probs[j], self.target._generator(seq))
+        return tokens.tolist(), probs
 
     # -- 5: roll back ---------------------------------------------------------------------------
     def _roll_back(self, seq: Sequence, guesses: list[int], a: int, emitted: list[int]) -> None:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
-from minirt.sampler import filter_logits
+from minirt.kernels.rejection import rejection_sample_rows
+from minirt.sampler import draw, filter_logits
 
 
 @dataclass
@@ -56,8 +57,8 @@ def rejection_sample(
     # p == q leaves no residual (rejection has probability 0, rounding aside): fall back to p
     empty = residual.sum(-1, keepdim=True) <= 0
     residual = torch.where(empty, p_at, residual)
-    last = torch.multinomial(residual / residual.sum(-1, keepdim=True), 1, generator=generator)
-    return _verdict(draft_tokens, num_accepted, last.squeeze(-1))
+    last = draw(residual / residual.sum(-1, keepdim=True), generator)  # = torch.multinomial's
+    return _verdict(draft_tokens, num_accepted, last)
 
 
 def greedy_verify(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Verdict:
@@ -71,9 +72,14 @@ def greedy_verify(draft_tokens: torch.Tensor, target_logits: torch.Tensor) -> Ve
 
 
 def _verdict(draft_tokens, num_accepted, last) -> Verdict:
-    n = num_accepted.tolist()
-    drafts, last = draft_tokens.tolist(), last.tolist()
-    return Verdict(n, [d[:a] + [t] for d, a, t in zip(drafts, n, last, strict=True)])
+    # One read back to the host for the three (each read waits for the GPU)
+    rows = torch.cat([num_accepted[:, None], last[:, None], draft_tokens], 1).tolist()
+    return _from_rows(rows)
+
+
+def _from_rows(rows: list[list[int]]) -> Verdict:
+    """A Verdict from rows [num_accepted, last token, guesses...]."""
+    return Verdict([r[0] for r in rows], [r[2 : 2 + r[0]] + [r[1]] for r in rows])
 
 
 def verify(drafts, q, p_logits, params, generator=None) -> Verdict:
@@ -83,5 +89,7 @@ def verify(drafts, q, p_logits, params, generator=None) -> Verdict:
     distributions, p through the request's filter, exact rejection sampling with `generator`."""
     if params.greedy:
         return greedy_verify(drafts, p_logits)
-    p = torch.stack([filter_logits(row, params).softmax(-1) for row in p_logits[0]])
+    p = filter_logits(p_logits[0], params).softmax(-1)  # [k + 1, V]: each row alone
+    if p.is_cuda:  # the same rule and random numbers in one kernel: the same tokens, one launch
+        return _from_rows(rejection_sample_rows(drafts, q[None], p[None], generator).tolist())
     return rejection_sample(drafts, q.unsqueeze(0), p.unsqueeze(0), generator=generator)

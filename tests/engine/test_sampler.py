@@ -1,8 +1,9 @@
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minirt.sampler import filter_logits, sample
+from minirt.sampler import draw, filter_logits, sample
 from minirt.sampling_params import SamplingParams
 
 
@@ -36,3 +37,36 @@ def test_sampling_follows_the_tempered_distribution():
     draws = sample(logits.repeat(4000, 1), [SamplingParams(temperature=1.0)] * 4000, [g] * 4000)
     freq = torch.bincount(torch.tensor(draws), minlength=3) / 4000
     assert torch.allclose(freq, torch.tensor([0.5, 0.3, 0.2]), atol=0.03)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(2, 400))
+def test_draw_is_torch_multinomials_token(seed, rows, vocab):
+    probs = torch.rand(rows, vocab, generator=torch.Generator().manual_seed(seed)).softmax(-1)
+    want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))
+    assert draw(probs, torch.Generator().manual_seed(seed)).tolist() == want[:, 0].tolist()
+
+
+@given(st.integers(0, 2**16), st.sampled_from([-1, 1, 3, 6]), st.floats(0.05, 1.0))
+def test_filtering_rows_together_is_filtering_each_alone(seed, top_k, top_p):
+    logits = torch.randn(5, 40, generator=torch.Generator().manual_seed(seed))
+    params = SamplingParams(temperature=0.7, top_k=top_k, top_p=top_p)
+    alone = torch.stack([filter_logits(row, params) for row in logits])
+    assert torch.equal(filter_logits(logits, params), alone)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_draw_on_the_gpu_is_multinomials_token_and_does_not_wait():
+    probs = torch.rand(4, 151936, device="cuda").softmax(-1)
+    for seed in range(20):
+        want = torch.multinomial(probs, 1, generator=torch.Generator("cuda").manual_seed(seed))
+        got = draw(probs, torch.Generator("cuda").manual_seed(seed))
+        assert got.tolist() == want[:, 0].tolist()
+    # The GPU busy for a while (~1 s of spinning), then an event: draw returns with the GPU still
+    # spinning (it reads nothing back to the host)
+    torch.cuda.synchronize()
+    torch.cuda._sleep(2_000_000_000)
+    spun = torch.cuda.Event()
+    spun.record()
+    draw(probs)
+    assert not spun.query()
