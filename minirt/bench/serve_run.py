@@ -256,8 +256,7 @@ def _simulated_ttft_p50_ms(cost, lengths, sends: list[float], sched) -> float:
 
     from minirt.tools.serving import SimRequest, simulate
 
-    reqs = [SimRequest(t, p, o) for t, (p, o) in zip(sends, lengths, strict=True)]
-    timings = simulate(reqs, replace(cost, frontend_ms=0.0), sched)
+    timings = simulate(SimRequest.sent(sends, lengths), replace(cost, frontend_ms=0.0), sched)
     return statistics.median(t.ttft_s for t in timings) * 1e3
 
 

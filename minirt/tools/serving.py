@@ -68,6 +68,11 @@ class SimRequest:
     prompt_len: int
     output_len: int
 
+    @classmethod
+    def sent(cls, times: list[float], lengths: list[tuple[int, int]]) -> list[SimRequest]:
+        """Requests sent at `times`, with (prompt, output) `lengths` in the same order."""
+        return [cls(t, p, o) for t, (p, o) in zip(times, lengths, strict=True)]
+
 
 @dataclass
 class SchedulerModel:
@@ -360,8 +365,7 @@ def predict_curve(
     """One row per rate, shaped like `bench serve`'s: `arrivals` maps a rate to send times."""
     rows = []
     for rate, times in arrivals.items():
-        reqs = [SimRequest(t, p, o) for t, (p, o) in zip(times, lengths, strict=True)]
-        timings = simulate(reqs, cost, sched, cluster, seed)
+        timings = simulate(SimRequest.sent(times, lengths), cost, sched, cluster, seed)
         duration = max(r.start_s + r.e2e_s for r in timings) - min(times)
         row = {"name": "simulated", "rate": "inf" if math.isinf(rate) else rate}
         rows.append(row | summarize(timings, 0, duration, slo))
