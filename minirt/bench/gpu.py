@@ -164,12 +164,16 @@ def prompt_steps(llm, reps: int = 5) -> list[dict[str, Any]]:
 
 
 def minirt_offline(llm, work: Workload) -> dict[str, Any]:
+    """The workload once, the prefix cache emptied first: an engine that ran these prompts
+    before would skip their prefill (on the H100 that read 20,100 tokens/s for 19,100)."""
     prompts, params = work.prompts, work.params
+    llm.block_manager.evict()
     secs = _wall(lambda: llm.generate(prompts, params, use_tqdm=False))
     out = sum(work.output_lens)
     return {"name": "offline", "system": "minirt-graphs", "requests": len(prompts),
             "input_tokens": work.num_prompt_tokens, "output_tokens": out, "seconds": secs,
             "output_tokens_per_s": out / secs,
+            "cached_prompt_tokens": llm.last_stats.num_cached_tokens,
             "num_preemptions": llm.last_stats.num_preemptions}  # fmt: skip
 
 

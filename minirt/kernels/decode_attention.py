@@ -1,9 +1,10 @@
 """decode_attention: one new query per sequence against its paged KV, split along the context.
 
 Decode is memory-bound: every step reads each sequence's whole KV once. With few sequences, one
-program per (sequence, KV head) leaves most SMs idle, so the context is cut into fixed-size
-partitions read in parallel (split-K, "flash-decoding"); each writes a partial output and its
-log-sum-exp, and a small second kernel merges them. The query heads that share a KV head (GQA)
+program per (sequence, KV head) leaves most SMs idle, so each context is cut into partitions read
+in parallel (split-K, "flash-decoding"): as many as the batch needs to fill the GPU, each sequence
+its own length (`split_plan`). Each writes a partial output and its log-sum-exp, and a small
+second kernel merges them. The query heads that share a KV head (GQA)
 are one program's rows, so each K/V tile is loaded once for the whole group. Notebook 04.
 """
 
@@ -15,9 +16,8 @@ import triton.language as tl
 
 from minirt.kernels.paged_attention import paged_attention_ref, paged_kv_offsets
 
-PARTITION = 256  # tokens per split: a short context uses few splits, whatever the bound says
-SMALL_BATCH_PARTITION = 64  # few (sequence, KV head) pairs: cut finer, or most SMs sit idle
-MAX_SPLITS = 64  # caps the partials' memory for long bounds (the partition grows instead)
+TARGET_PROGRAMS = 2048  # (sequence, KV head, split) programs a launch aims for: ~16 an SM
+MAX_SPLITS = 64  # caps the partials' memory (a long context gets longer partitions instead)
 
 
 def decode_attention_ref(
@@ -39,18 +39,23 @@ def decode_attention_ref(
     return out.where(context_lens[:, None, None] > 0, 0)  # a padding row attends to nothing
 
 
-def split_plan(
-    max_context_len: int, num_splits: int | None = None, num_programs: int = 1024
-) -> tuple[int, int]:
-    """(partition, num_splits) covering `max_context_len` tokens; `num_programs` is the number
-    of (sequence, KV head) pairs, which already spread across the SMs when there are many."""
-    if num_splits is None:
-        partition = PARTITION if num_programs > 128 else SMALL_BATCH_PARTITION
-        while triton.cdiv(max_context_len, partition) > MAX_SPLITS:
-            partition *= 2
-    else:
-        partition = max(16, triton.next_power_of_2(triton.cdiv(max_context_len, num_splits)))
-    return partition, max(1, triton.cdiv(max_context_len, partition))
+def split_plan(num_programs: int, num_splits: int | None = None) -> int:
+    """How many parts each (sequence, KV head) pair's context is cut into: enough programs to
+    fill the GPU, from the batch alone. Each sequence then cuts *its own* context into that many
+    partitions (rounded up to a tile, so a short one uses fewer), in the kernel: the bound a CUDA
+    graph is captured with (max_model_len, 40,960 for Qwen3) no longer sizes the grid, which had
+    made one split of 1,024 tokens for every short context and thousands of programs that found
+    nothing to read."""
+    if num_splits is not None:
+        return max(1, num_splits)
+    wanted = triton.next_power_of_2(triton.cdiv(TARGET_PROGRAMS, num_programs))
+    return max(1, min(MAX_SPLITS, wanted))
+
+
+@triton.jit
+def _partition(ctx, NUM_SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """A sequence's tokens per split: its context / NUM_SPLITS, rounded up to whole tiles."""
+    return tl.maximum(tl.cdiv(tl.cdiv(ctx, NUM_SPLITS), BLOCK_N), 1) * BLOCK_N
 
 
 # The block table's width and where the metadata views start change with the batch: as in
@@ -62,17 +67,19 @@ def split_plan(
 def _decode_split_kernel(
     q_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, context_lens_ptr,
     part_out_ptr, part_lse_ptr,  # [num_seqs, num_heads, num_splits, head_dim], [.., num_splits]
+    out_ptr,  # [num_seqs, num_heads, head_dim]: written here when NUM_SPLITS == 1
     qk_scale, table_stride,
     NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
-    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, PARTITION: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(context_lens_ptr + seq)
-    start = split * PARTITION
+    partition = _partition(ctx, NUM_SPLITS, BLOCK_N)
+    start = split * partition
     if start < ctx:  # splits past this sequence's context have nothing to read
-        end = tl.minimum(start + PARTITION, ctx)
+        end = tl.minimum(start + partition, ctx)
         g = tl.arange(0, BLOCK_G)  # the query heads sharing this KV head (padded to >= 16 rows)
         d = tl.arange(0, BLOCK_D)
         heads = kv_head * GROUP + g
@@ -100,20 +107,31 @@ def _decode_split_kernel(
             v = tl.load(v_cache_ptr + kv_offs, mask=kv_mask, other=0.0).to(q.dtype)
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m = m_new
-        part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
-        tl.store(part_out_ptr + part[:, None] * HEAD_DIM + d[None, :], acc / l[:, None],
-                 mask=q_mask)  # fmt: skip
-        tl.store(part_lse_ptr + part, m + tl.log2(l), mask=g < GROUP)
+        if NUM_SPLITS == 1:  # nothing to merge: the output itself, and no second kernel
+            rows = (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :]
+            tl.store(out_ptr + rows, (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=q_mask)
+        else:
+            part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
+            tl.store(part_out_ptr + part[:, None] * HEAD_DIM + d[None, :], acc / l[:, None],
+                     mask=q_mask)  # fmt: skip
+            tl.store(part_lse_ptr + part, m + tl.log2(l), mask=g < GROUP)
+    elif NUM_SPLITS == 1:  # an empty context (a padding row): zeros, as the merge would give
+        d = tl.arange(0, BLOCK_D)
+        heads = kv_head * GROUP + tl.arange(0, BLOCK_G)
+        rows = (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :]
+        mask = (tl.arange(0, BLOCK_G) < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
+        tl.store(out_ptr + rows, tl.zeros([BLOCK_G, BLOCK_D], out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit(do_not_specialize_on_alignment=["context_lens_ptr"])
 def _decode_combine_kernel(
     part_out_ptr, part_lse_ptr, context_lens_ptr, out_ptr,
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, PARTITION: tl.constexpr,
-    NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     seq, head = tl.program_id(0), tl.program_id(1)
-    used = tl.cdiv(tl.load(context_lens_ptr + seq), PARTITION)  # splits that wrote something
+    ctx = tl.load(context_lens_ptr + seq)
+    used = tl.cdiv(ctx, _partition(ctx, NUM_SPLITS, BLOCK_N))  # splits that wrote something
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
     part = (seq * NUM_HEADS + head) * NUM_SPLITS + s
@@ -142,14 +160,14 @@ def decode_attention(
 ) -> torch.Tensor:
     """Triton twin of `decode_attention_ref`; `block_n`, `num_warps`, `num_stages` tune it.
 
-    Launch shapes depend only on host integers (never on `context_lens`' values), so a CUDA
-    graph captured once replays for any contexts up to `max_context_len`.
+    Launch shapes depend only on the batch and the head counts (not on `context_lens`' values,
+    nor on `max_context_len`), so a CUDA graph captured once replays for any contexts.
     """
     num_seqs, num_heads, head_dim = q.shape
     block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_heads // kv_heads
-    partition, splits = split_plan(max_context_len, num_splits, num_seqs * kv_heads)
-    block_n = block_n or min(32, partition)  # measured best at batch 1, equal at batch 64
+    splits = split_plan(num_seqs * kv_heads, num_splits)
+    block_n = block_n or 32  # measured best at batch 1, equal at batch 64
     q = q.contiguous()
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     part_out = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32,
@@ -161,16 +179,18 @@ def decode_attention(
     block_d = max(16, triton.next_power_of_2(head_dim))
     precision = "ieee" if q.dtype == torch.float32 else "tf32"  # fp32 stays exact; 16-bit: MMA
     _decode_split_kernel[(num_seqs, kv_heads, splits)](
-        q, k_cache, v_cache, block_tables, context_lens, part_out, part_lse,
+        q, k_cache, v_cache, block_tables, context_lens, part_out, part_lse, out,
         scale * 1.4426950408889634, block_tables.stride(0),  # log2(e): exp2 is the cheap one
         NUM_HEADS=num_heads, KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, PARTITION=partition, NUM_SPLITS=splits,
+        BLOCK_SIZE=block_size, NUM_SPLITS=splits,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, BLOCK_D=block_d,
         PRECISION=precision, num_warps=num_warps, num_stages=num_stages,
     )  # fmt: skip
+    if splits == 1:
+        return out
     _decode_combine_kernel[(num_seqs, num_heads)](
         part_out, part_lse, context_lens, out,
-        NUM_HEADS=num_heads, HEAD_DIM=head_dim, PARTITION=partition, NUM_SPLITS=splits,
+        NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, BLOCK_N=block_n,
         BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d,
     )  # fmt: skip
     return out

@@ -38,14 +38,27 @@ def test_a_bound_above_the_context_changes_nothing_and_padding_rows_give_zeros()
     torch.testing.assert_close(bounded[:2], exact[:2])
     assert torch.equal(bounded[2], torch.zeros_like(bounded[2]))
     assert torch.equal(decode_attention_ref(*p.decode_args(bound=4096))[2], bounded[2])
+    one = decode_attention(*p.decode_args(bound=4096), num_splits=1)  # written without a merge
+    torch.testing.assert_close(one[:2], exact[:2])
+    assert torch.equal(one[2], torch.zeros_like(one[2]))
 
 
-def test_split_plan_keeps_partitions_fixed_for_short_bounds_and_caps_the_splits():
-    assert split_plan(4096) == (256, 16)
-    assert split_plan(100) == (256, 1)
-    assert split_plan(4096, num_programs=8) == (64, 64)  # batch 1: finer, to fill the SMs
-    partition, splits = split_plan(40960)
-    assert splits <= 64 and partition * splits >= 40960
+def test_split_plan_fills_the_gpu_from_the_batch_alone():
+    assert split_plan(8) == 64  # batch 1, 8 KV heads: cut finest (capped)
+    assert split_plan(64 * 8) == 4
+    assert split_plan(256 * 8) == 1  # one program per (sequence, KV head): no merge kernel
+    assert split_plan(4096 * 8) == 1
+    assert split_plan(8, num_splits=3) == 3
+
+
+@pytest.mark.parametrize("splits", [1, 4, 64])
+def test_each_sequence_cuts_its_own_context_a_short_one_into_fewer_parts(splits):
+    """A 1-token and a 5,000-token context in one batch, with a bound far above both (a graph's
+    max_model_len): the same answer whatever the split count."""
+    p = make_paged([1, 1], [1, 5000], heads=2, kv_heads=1, block_size=32)
+    ref = decode_attention_ref(*p.decode_args())
+    out = decode_attention(*p.decode_args(bound=40960), num_splits=splits)
+    assert rel_error(out, ref) < TOLERANCE[torch.float32]
 
 
 @pytest.mark.gpu
