@@ -42,10 +42,10 @@ def decode_attention_ref(
 def split_plan(num_programs: int, num_splits: int | None = None) -> int:
     """How many parts each (sequence, KV head) pair's context is cut into: enough programs to
     fill the GPU, from the batch alone. Each sequence then cuts *its own* context into that many
-    partitions (rounded up to a tile, so a short one uses fewer), in the kernel: the bound a CUDA
-    graph is captured with (max_model_len, 40,960 for Qwen3) no longer sizes the grid, which had
-    made one split of 1,024 tokens for every short context and thousands of programs that found
-    nothing to read."""
+    partitions (rounded up to a tile, so a short one uses fewer), in the kernel. The bound a CUDA
+    graph is captured with (max_model_len: 40,960 for Qwen3) must not size the grid: cut by it,
+    every short context would be one split of 1,024 tokens (a batch of one: 8 programs on a
+    132-SM GPU) and most programs would find nothing to read."""
     if num_splits is not None:
         return max(1, num_splits)
     wanted = triton.next_power_of_2(triton.cdiv(TARGET_PROGRAMS, num_programs))
