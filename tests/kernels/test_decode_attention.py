@@ -64,13 +64,15 @@ def test_each_sequence_cuts_its_own_context_a_short_one_into_fewer_parts(splits)
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_decode_attention_on_cuda(dtype, seed):
+@pytest.mark.parametrize("num_splits", [None, 1])  # 1: the output written without a merge
+def test_decode_attention_on_cuda(dtype, seed, num_splits):
     g = torch.Generator().manual_seed(seed)
     ctx = torch.randint(1, 3000, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g)
     p = make_paged([1] * len(ctx), ctx.tolist(), heads=16, kv_heads=8, head_dim=128,
                    block_size=16, dtype=dtype, device="cuda", seed=seed)  # fmt: skip
     ref = decode_attention_ref(*p.decode_args())
-    assert rel_error(decode_attention(*p.decode_args()), ref) < TOLERANCE[dtype]
+    out = decode_attention(*p.decode_args(), num_splits=num_splits)
+    assert rel_error(out, ref) < TOLERANCE[dtype]
 
 
 @pytest.mark.gpu
