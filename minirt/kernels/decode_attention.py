@@ -4,8 +4,8 @@ Decode is memory-bound: every step reads each sequence's whole KV once. With few
 program per (sequence, KV head) leaves most SMs idle, so each context is cut into partitions read
 in parallel (split-K, "flash-decoding"): as many as the batch needs to fill the GPU, each sequence
 its own length (`split_plan`). Each writes a partial output and its log-sum-exp, and a small
-second kernel merges them. The query heads that share a KV head (GQA)
-are one program's rows, so each K/V tile is loaded once for the whole group. Notebook 04.
+second kernel merges them (none is needed with one split). The query heads that share a KV head
+(GQA) are one program's rows, so each K/V tile is loaded once for the whole group. Notebook 04.
 """
 
 from __future__ import annotations
