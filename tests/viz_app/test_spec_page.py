@@ -623,3 +623,39 @@ def test_the_host_is_fitted_on_plain_graph_steps_decode_first_and_none_without_t
     assert (
         sc.host_model(runs, "other", target) is None and sc.host_model(runs, None, target) is None
     )
+
+
+def test_the_cost_view_draws_the_newest_alpha_sweep_with_the_models_lines(open_page):
+    sweep = sc.alpha_sweep(sc.discover())
+    if sweep is None:
+        pytest.skip("no committed spec run has an alpha sweep")
+    at = open_page(PAGE)
+    at.radio(key="spec_source").set_value("Cost model").run()
+    ok(at)
+    rows = [r for r in json.loads(sweep.result.path.read_text())["results"]
+            if r.get("experiment") == "alpha_sweep"]  # fmt: skip
+    assert "At a realistic α: the measured sweep at batch 1" in [h.value for h in at.subheader]
+    shown = at.dataframe[-1].value  # the sweep's table comes last
+    assert sorted(shown["speedup"]) == sorted(r["speedup"] for r in rows)
+    drawn = frame_with(at, "temperature")  # the measured points on the chart
+    assert sorted(drawn["α"]) == sorted(r["alpha"] for r in rows)
+    lines = frame_with(at, "α", 0.5)  # the model's lines start at α = 0.5, one per k
+    assert set(lines["k"]) == {r["k"] for r in rows}
+
+
+def test_the_sweeps_lines_are_the_cost_model_on_the_runs_own_curves(tmp_path):
+    curve = [{"experiment": "cost_curve", "model": f"p-{role}", "batch": 1, "tokens": t,
+              "context_len": 256, "ms": 9.0, "gpu_ms": 1.0, "gpu_ms_expanded": ms * t ** 0.1}
+             for role, ms in (("target", 1.2), ("draft", 0.1)) for t in range(1, 10)]  # fmt: skip
+    sweep = [{"experiment": "alpha_sweep", "pair": "p", "batch": 1, "k": 4, "temperature": t,
+              "alpha": a, "speedup": x, "predicted_speedup": x, "plain_tokens_per_s": 800.0,
+              "tokens_per_s": 800.0 * x}
+             for t, a, x in ((0.0, 0.9, 2.2), (1.0, 0.8, 1.8))]  # fmt: skip
+    write_results("spec", "h100", curve + sweep, tmp_path, "test")
+    got = sc.alpha_sweep(sc.discover(tmp_path))
+    target = CostCurve.from_rows([{**r, "ms": r["gpu_ms_expanded"]} for r in curve[:9]], "t")
+    draft = CostCurve.from_rows([{**r, "ms": r["gpu_ms_expanded"]} for r in curve[9:]], "d")
+    host = host_overhead(target, {1: 1e3 / 800.0})
+    at = got.lines[(got.lines["k"] == 4) & ((got.lines["α"] - 0.8).abs() < 1e-9)]
+    assert at["speedup"].item() == pytest.approx(speedup(0.8, 4, 1, target, draft, host_ms=host))
+    assert list(got.points["temperature"]) == [0.0, 1.0]

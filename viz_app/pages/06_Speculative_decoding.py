@@ -392,6 +392,18 @@ elif source == COST:
             "speedup": st.column_config.NumberColumn(format="%.2f×"),
         },
     )
+    sweep = sc.alpha_sweep(sets) if curves == MEASURED else None  # measured data only
+    if sweep is not None:
+        st.subheader("At a realistic α: the measured sweep at batch 1")
+        st.altair_chart(sc.alpha_sweep_chart(sweep), width="stretch")
+        st.caption(
+            f"bench/results/{sweep.result.device}/{sweep.result.path.name}: one pair, batch 1, "
+            "greedy and sampled (exact rejection sampling keeps the target's distribution, but "
+            "the guesses agree less often as the temperature rises). Points: the engine, "
+            "tokens/s with k guesses over without; lines: the cost model on the run's own "
+            "curves at each α. Chapter 07 tells what the sampled path costs on the host."
+        )
+        st.dataframe(sweep.points, hide_index=True, key="spec_sweep")
 
 # ---------------------------------------------------------------- upload
 else:

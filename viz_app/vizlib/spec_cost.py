@@ -488,3 +488,61 @@ def measured_text(seen: dict[str, Any], k: int, alpha: float, host_fitted: bool)
             "accept and rollback work on the host (too little at large batch)."
         )
     return text + "The lines count GPU time only: the engine's host time is not in them."
+
+
+# --- at a realistic α: the measured sweep over sampling temperatures -------------------------
+@dataclass
+class AlphaSweep:
+    """A run's batch-1 sweep (`alpha_sweep` rows): the measured points and the cost model's
+    speedup over α for each k it ran, on the run's own curves as the engine runs them (CUDA
+    graphs, the verify as one-token rows) plus the host's time of a plain decode step."""
+
+    result: SpecResult
+    points: pd.DataFrame  # k, temperature, α, speedup, predicted
+    lines: pd.DataFrame  # k, α, speedup (the model)
+
+
+def alpha_sweep(sets: list[SpecResult]) -> AlphaSweep | None:
+    """The newest run (of `sets`, newest first) with an α sweep; None without one."""
+    for result in sets:
+        try:
+            rows = load_results(result.path).get("results", [])
+        except (ValueError, OSError):
+            continue
+        sweep = [r for r in rows if isinstance(r, dict) and r.get("experiment") == "alpha_sweep"]
+        if not sweep:
+            continue
+        pair = sweep[0]["pair"]
+        curves = {role: CostCurve.from_rows([{**r, "ms": r[ENGINE_TIME]} for r in rows
+                                             if r.get("model") == f"{pair}-{role}"], role)
+                  for role in ("target", "draft")}  # fmt: skip
+        greedy = min(sweep, key=lambda r: r["temperature"])
+        host = host_overhead(curves["target"], {1: 1e3 / greedy["plain_tokens_per_s"]})
+        points = pd.DataFrame(
+            [{"k": r["k"], "temperature": r["temperature"], "α": r["alpha"],
+              "speedup": r["speedup"], "predicted": r["predicted_speedup"]} for r in sweep]
+        )  # fmt: skip
+        alphas = [0.5 + 0.01 * i for i in range(46)]
+        lines = pd.DataFrame(
+            [{"k": k, "α": a, "speedup": speedup(a, k, 1, curves["target"], curves["draft"],
+                                                 host_ms=host)}
+             for k in sorted(points["k"].unique()) for a in alphas]
+        )  # fmt: skip
+        return AlphaSweep(result, points, lines)
+    return None
+
+
+def alpha_sweep_chart(sweep: AlphaSweep) -> alt.LayerChart:
+    """Speedup at batch 1 against α: the model's line per k, the measured points on them."""
+    color = alt.Color("k:N", title="k")
+    line = alt.Chart(sweep.lines).mark_line().encode(
+        x=alt.X("α:Q", scale=alt.Scale(zero=False), title="α per guess"),
+        y=alt.Y("speedup:Q", title="speedup at batch 1"), color=color,
+    )  # fmt: skip
+    dots = alt.Chart(sweep.points).mark_point(size=80, filled=True).encode(
+        x="α:Q", y="speedup:Q", color=color,
+        shape=alt.Shape("temperature:N", title="temperature"),
+        tooltip=["k", "temperature", alt.Tooltip("α:Q", format=".3f"),
+                 alt.Tooltip("speedup:Q", format=".2f"), alt.Tooltip("predicted:Q", format=".2f")],
+    )  # fmt: skip
+    return line + dots
