@@ -78,14 +78,14 @@ def _decode_split_kernel(
     ctx = tl.load(context_lens_ptr + seq)
     partition = _partition(ctx, NUM_SPLITS, BLOCK_N)
     start = split * partition
+    g = tl.arange(0, BLOCK_G)  # the query heads sharing this KV head (padded to >= 16 rows)
+    d = tl.arange(0, BLOCK_D)
+    heads = kv_head * GROUP + g
+    q_mask = (g < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
+    rows = (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :]  # [BLOCK_G, BLOCK_D]
     if start < ctx:  # splits past this sequence's context have nothing to read
         end = tl.minimum(start + partition, ctx)
-        g = tl.arange(0, BLOCK_G)  # the query heads sharing this KV head (padded to >= 16 rows)
-        d = tl.arange(0, BLOCK_D)
-        heads = kv_head * GROUP + g
-        q_mask = (g < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
-        q = tl.load(q_ptr + (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :],
-                    mask=q_mask, other=0.0)  # fmt: skip
+        q = tl.load(q_ptr + rows, mask=q_mask, other=0.0)
         m = tl.full([BLOCK_G], float("-inf"), tl.float32)  # running max of the scores (log2 units)
         l = tl.zeros([BLOCK_G], tl.float32)  # running sum of exp2(score - m)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
@@ -108,7 +108,6 @@ def _decode_split_kernel(
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m = m_new
         if NUM_SPLITS == 1:  # nothing to merge: the output itself, and no second kernel
-            rows = (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :]
             tl.store(out_ptr + rows, (acc / l[:, None]).to(out_ptr.dtype.element_ty), mask=q_mask)
         else:
             part = (seq * NUM_HEADS + heads) * NUM_SPLITS + split  # [BLOCK_G]
@@ -116,11 +115,8 @@ def _decode_split_kernel(
                      mask=q_mask)  # fmt: skip
             tl.store(part_lse_ptr + part, m + tl.log2(l), mask=g < GROUP)
     elif NUM_SPLITS == 1:  # an empty context (a padding row): zeros, as the merge would give
-        d = tl.arange(0, BLOCK_D)
-        heads = kv_head * GROUP + tl.arange(0, BLOCK_G)
-        rows = (seq * NUM_HEADS + heads)[:, None] * HEAD_DIM + d[None, :]
-        mask = (tl.arange(0, BLOCK_G) < GROUP)[:, None] & (d < HEAD_DIM)[None, :]
-        tl.store(out_ptr + rows, tl.zeros([BLOCK_G, BLOCK_D], out_ptr.dtype.element_ty), mask=mask)
+        zeros = tl.zeros([BLOCK_G, BLOCK_D], out_ptr.dtype.element_ty)
+        tl.store(out_ptr + rows, zeros, mask=q_mask)
 
 
 @triton.jit(do_not_specialize_on_alignment=["context_lens_ptr"])

@@ -506,15 +506,16 @@ def alpha_sweep(sets: list[SpecResult]) -> AlphaSweep | None:
     """The newest run (of `sets`, newest first) with an α sweep; None without one."""
     for result in sets:
         try:
-            rows = load_results(result.path).get("results", [])
-        except (ValueError, OSError):
+            loaded = load_spec(result)
+        except SpecError:
             continue
+        rows = loaded.record.get("results", [])
         sweep = [r for r in rows if isinstance(r, dict) and r.get("experiment") == "alpha_sweep"]
         if not sweep:
             continue
         pair = sweep[0]["pair"]
-        curves = {role: CostCurve.from_rows([{**r, "ms": r[ENGINE_TIME]} for r in rows
-                                             if r.get("model") == f"{pair}-{role}"], role)
+        context = next(r["context_len"] for r in loaded.cost_rows if r["model"] == f"{pair}-target")
+        curves = {role: loaded.curve(f"{pair}-{role}", context, ENGINE_TIME)
                   for role in ("target", "draft")}  # fmt: skip
         greedy = min(sweep, key=lambda r: r["temperature"])
         host = host_overhead(curves["target"], {1: 1e3 / greedy["plain_tokens_per_s"]})
