@@ -11,7 +11,7 @@ One JSON (`<out>/<gpu>/quant-<date>.json`), two experiments:
   DRAM as a decode step does (a model's layers do not fit in L2); replaying one copy would serve
   an 8 MB int4 weight (and even a 32 MB bf16 one, partly) from the 50 MB L2 of an H100.
   `dynamic_scales` rows time the per-token amax + cast that dynamic FP8 adds before its GEMM.
-- `decode`: end-to-end greedy tokens/s of the Qwen3-0.6B shape at batch 1 and 64 with each
+- `decode`: end-to-end greedy tokens/s of the Qwen3-0.6B shape at batches 1 to 128 with each
   method (`LLM(quantization=...)`, CUDA graphs).
 Targets (issue 8): W4A16 at M = 1 on 4096 x 4096 >= 2.5x cuBLAS bf16; FP8 at M = 4096 >= 1.5x.
 """
@@ -61,6 +61,16 @@ def _gemm_configs(m: int) -> list[dict]:
         tiles = [(128, 128, 64), (128, 256, 64), (64, 128, 64), (128, 128, 128)]
     return [{"BLOCK_M": a, "BLOCK_N": b, "BLOCK_K": c, "num_warps": 8 if a * b >= 16384 else 4,
              "num_stages": 3} for a, b, c in tiles]  # fmt: skip
+
+
+def _w4a16_configs(m: int, n: int, k: int, group_size: int) -> list[dict]:
+    """The kernel's own tiles (`gemm_config`) and their neighbours in BLOCK_N, split or not."""
+    from minirt.kernels.w4a16_gemm import gemm_config
+
+    base = gemm_config(m, n, k, group_size)
+    others = [{**base, "BLOCK_N": bn, "SPLIT_K": s} for bn in (16, 32, 64, 128)
+              for s in (1, max(1, base["SPLIT_K"] * base["BLOCK_N"] // bn))]  # fmt: skip
+    return [c for i, c in enumerate([base, *others]) if c not in [base, *others][:i]]
 
 
 def _copies(*weights: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
@@ -176,7 +186,7 @@ def _w4a16(x, w, m, methods) -> dict[str, tuple]:
             continue
         q = F.quantize_int4(w, gs, interleaved=True)
         args = (x, q)
-        configs = GEMV_CONFIGS if m == 1 else _gemm_configs(m)
+        configs = GEMV_CONFIGS if m == 1 else _w4a16_configs(m, *q.shape, gs)
         sets = _copies(q.packed, q.scales)
 
         def run(c, packed, scales, q=q):
@@ -188,7 +198,8 @@ def _w4a16(x, w, m, methods) -> dict[str, tuple]:
     return found
 
 
-def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"), batches=(1, 64),
+def decode_rows(methods=(None, "w4a16-g128", "fp8-dynamic", "int8"),
+                batches=(1, 2, 4, 8, 16, 32, 64, 128),
                 max_tokens: int = 64, progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
     from minirt import LLM, SamplingParams
     from minirt.bench.roofline import qwen3_06b_checkpoint

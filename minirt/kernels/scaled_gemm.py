@@ -88,8 +88,11 @@ def _kernel(
     x_ptr, w_ptr, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
     PER_TOKEN: tl.constexpr, IS_INT: tl.constexpr, DYNAMIC: tl.constexpr, QMAX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):  # fmt: skip
     # Grouped order: GROUP_M row-tiles share each column-tile in turn, so W tiles stay in L2.
+    # Axis 1 takes the SPLIT_K-th slices of K: a decode batch has too few tiles of (M, N) to
+    # fill the GPU, and the slices' scaled partial sums add up in an fp32 output.
     pid, tiles_m, tiles_n = tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     group = pid // (GROUP_M * tiles_n)
     first_m = group * GROUP_M
@@ -111,8 +114,10 @@ def _kernel(
             amax = tl.maximum(amax, tl.max(tl.abs(a), axis=1))
         xs = tl.maximum(tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32)), 1e-12)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
+    per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
+    first = tl.program_id(1) * per_split
+    for t in range(first, tl.minimum(first + per_split, K // BLOCK_K)):
+        k = t * BLOCK_K + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + k[None, :])  # [BLOCK_M, BLOCK_K]
         if DYNAMIC:  # the tile's codes, as the reference makes them: x / scale, clamped, rounded
             v = tl.div_rn(x.to(tl.float32), tl.broadcast_to(xs[:, None], x.shape))
@@ -127,16 +132,64 @@ def _kernel(
     ws = tl.load(ws_ptr + n, mask=n < N, other=0.0)
     y = acc.to(tl.float32) * xs[:, None] * ws[None, :]
     mask = (m[:, None] < M) & (n[None, :] < N)
-    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
+    if SPLIT_K == 1:
+        tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=mask)  # fmt: skip
+    else:
+        tl.atomic_add(y_ptr + m[:, None] * stride_ym + n[None, :], y, mask=mask)
 
 
-def default_config(m: int) -> dict:
-    """Tile sizes by M: skinny tiles for decode-sized M, 128 x 128 for prefill-sized."""
+@triton.jit
+def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, IS_INT: tl.constexpr,
+                          QMAX: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
+    # One program per row: its largest magnitude, then its codes, as the reference makes them.
+    row = tl.program_id(0)
+    CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
+    amax = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + row * stride_xm + k, mask=k < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(a))
+    xs = tl.maximum(tl.div_rn(tl.max(amax, axis=0), QMAX), 1e-12)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + row * stride_xm + k, mask=k < K, other=0.0).to(tl.float32)
+        v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
+        tl.store(q_ptr + row * K + k, _round_to_code(v, IS_INT).to(CODE), mask=k < K)
+    tl.store(s_ptr + row, xs)
+
+
+def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
+    """Per-token codes and scales of x [M, K] in one launch: what `quantize_fp8_rows` /
+    `quantize_int8_rows` (minirt.quant.formats) return, which take ~9 small kernels."""
+    if fmt not in _FORMATS or x.dim() != 2:
+        raise ValueError(f"need x [M, K] and a format in {_FORMATS}; got {tuple(x.shape)}, {fmt}")
+    m, k = x.shape
+    q = torch.empty((m, k), dtype=fmt, device=x.device)
+    scales = torch.empty(m, dtype=torch.float32, device=x.device)
+    block = min(triton.next_power_of_2(k), 1024)
+    _quantize_rows_kernel[(m,)](x, q, scales, k, x.stride(0), IS_INT=fmt == torch.int8,
+                                QMAX=_QMAX[fmt], BLOCK_K=block)  # fmt: skip
+    return q, scales
+
+
+# Decode-sized M has few (M, N) tiles: slices of K bring the programs near this (one per SM).
+TARGET_PROGRAMS = 128
+
+
+def default_config(m: int, n: int = 0, k: int = 0) -> dict:
+    """Tile sizes by M: skinny tiles for decode-sized M, 128 x 128 for prefill-sized; with n
+    and k, the split of K that brings the programs near TARGET_PROGRAMS (M <= 256)."""
     if m <= 16:
-        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1}
-    if m <= 64:
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 4}
-    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}
+        c = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1}
+    elif m <= 64:
+        c = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 4}
+    else:
+        c = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}
+    blocks = triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]) if n else 1
+    tiles = k // c["BLOCK_K"]
+    c["SPLIT_K"] = max(1, min(TARGET_PROGRAMS // blocks, tiles // 2)) if m <= 256 else 1
+    return c
 
 
 def scaled_gemm(
@@ -148,7 +201,7 @@ def scaled_gemm(
     config: dict | None = None,
 ) -> torch.Tensor:
     """The Triton kernel, same signature as scaled_gemm_ref; `config` overrides the tiles
-    ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"}, see default_config)."""
+    ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K"}, see default_config)."""
     _check(xq, x_scale, wq, w_scale)
     xs = x_scale.float().reshape(-1).contiguous()
     per_token = xs.numel() == xq.shape[0] and xq.shape[0] > 1
@@ -176,14 +229,16 @@ def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: boo
     (m, k), n = x.shape, wq.shape[0]
     x, wq = x.contiguous(), wq.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
-    c = {**default_config(m), **(config or {})}
+    c = {**default_config(m, n, k), **(config or {})}
     while k % c["BLOCK_K"] and c["BLOCK_K"] > 16:  # the K loop has no tail: a BLOCK_K dividing K
         c["BLOCK_K"] //= 2
     if k % c["BLOCK_K"]:
         raise ValueError(f"K = {k} must be a multiple of 16 (pad the weight's columns)")
-    y = torch.empty((m, n), dtype=out_dtype, device=x.device)
-    grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
+    c.setdefault("SPLIT_K", 1)
+    y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if c["SPLIT_K"] > 1
+         else torch.empty((m, n), dtype=out_dtype, device=x.device))  # fmt: skip
+    grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), c["SPLIT_K"])
     _kernel[grid](x, wq, xs, ws, y, m, n, k, x.stride(0), wq.stride(0), y.stride(0),
                   PER_TOKEN=per_token, IS_INT=wq.dtype == torch.int8, DYNAMIC=dynamic,
                   QMAX=_QMAX[wq.dtype], **c)  # fmt: skip
-    return y
+    return y.to(out_dtype)

@@ -223,7 +223,7 @@ class QuantLinear(nn.Module):
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [tokens, in] in the model's dtype -> [tokens, out]: dequantise-in-kernel for int4,
         the 8-bit scaled GEMM for fp8 / int8 with the activations quantized first."""
-        from minirt.kernels.scaled_gemm import scaled_gemm, scaled_gemm_dynamic
+        from minirt.kernels.scaled_gemm import quantize_rows, scaled_gemm, scaled_gemm_dynamic
         from minirt.kernels.w4a16_gemm import w4a16_gemm
 
         m = self.method
@@ -237,9 +237,8 @@ class QuantLinear(nn.Module):
             xin = x.float() / self.smooth if m.smooth_alpha is not None else x
             if x.shape[0] <= FUSED_QUANT_MAX_TOKENS:  # found and applied inside the GEMM
                 y = scaled_gemm_dynamic(xin, self.qweight, self.scales, out_dtype=x.dtype)
-            else:  # quantized first, once: the fused kernel redoes it for every column tile
-                fp8 = m.activations == "fp8-dynamic"
-                xq, xs = (F.quantize_fp8_rows if fp8 else F.quantize_int8_rows)(xin)
+            else:  # quantized first, once (one launch): the fused kernel redoes it per tile
+                xq, xs = quantize_rows(xin.contiguous(), self.qweight.dtype)
                 y = scaled_gemm(xq, xs, self.qweight, self.scales, out_dtype=x.dtype)
         return y + self.bias.to(y.dtype) if self.bias is not None else y
 

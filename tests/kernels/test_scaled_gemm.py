@@ -96,3 +96,44 @@ def test_the_dynamic_kernels_codes_round_ties_to_even_across_powers_of_two(fmt):
     assert torch.equal(out, scaled_gemm_dynamic_ref(x, wq, ws, torch.float32))
     assert out[0, 1:3].tolist() == ([16.0, 20.0] if fmt == "fp8" else [17.0, 19.0])
     assert out[2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("split_k", [2, 3, 8])
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+def test_slices_of_k_add_up_to_the_same_product(fmt, split_k):
+    """K = 384 in tiles of 64: 6 tiles in 2, 3 (uneven in no slice) or 8 slices (two empty)."""
+    args, _ = _case(fmt, 33, 130, 384, False, seed=split_k)
+    config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": split_k}
+    out = scaled_gemm(*args, out_dtype=torch.float32, config=config)
+    bound = 2e-3 if fmt == "fp8" and DEVICE == "cuda" else 1e-6
+    assert rel_error(out, scaled_gemm_ref(*args, out_dtype=torch.float32)) < bound
+    assert scaled_gemm(*args, config=config).dtype == torch.bfloat16  # the fp32 sums, cast
+
+
+def test_decode_batches_split_k_to_fill_the_gpu():
+    from minirt.kernels.scaled_gemm import TARGET_PROGRAMS, default_config
+
+    c = default_config(64, 1024, 3072)  # 16 tiles of (M, N) alone
+    assert c["SPLIT_K"] > 1 and 1024 // c["BLOCK_N"] * c["SPLIT_K"] <= TARGET_PROGRAMS
+    assert default_config(4096, 4096, 4096)["SPLIT_K"] == 1
+
+
+@pytest.mark.parametrize("fmt", [torch.float8_e4m3fn, torch.int8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_launch_row_quantizer_returns_the_references_codes_and_scales(fmt, dtype):
+    """quantize_rows against minirt.quant.formats' torch ops, bit for bit: random rows of a width
+    that is not a power of two, a row of ties and subnormals, a row of zeros."""
+    from minirt.kernels.scaled_gemm import quantize_rows
+    from minirt.quant.formats import quantize_fp8_rows
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(6, 1100, generator=g) * 3
+    x[4, :6] = torch.tensor([448.0, 17, 19, 15.5, 1.5 * 2**-9, -2.5])
+    x[4, 6:] = 0
+    x[5] = 0
+    x = x.to(dtype)
+    ref_q, ref_s = (quantize_int8_rows if fmt == torch.int8 else quantize_fp8_rows)(x)
+    q, s = quantize_rows(x.to(DEVICE), fmt)
+    assert q.dtype == fmt and s.dtype == torch.float32
+    assert torch.equal(s.cpu(), ref_s)
+    assert torch.equal(q.cpu().view(torch.int8), ref_q.view(torch.int8))
