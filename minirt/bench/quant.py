@@ -63,16 +63,6 @@ def _gemm_configs(m: int) -> list[dict]:
              "num_stages": 3} for a, b, c in tiles]  # fmt: skip
 
 
-def _w4a16_configs(m: int, n: int, k: int, group_size: int) -> list[dict]:
-    """The kernel's own tiles (`gemm_config`) and their neighbours in BLOCK_N, split or not."""
-    from minirt.kernels.w4a16_gemm import gemm_config
-
-    base = gemm_config(m, n, k, group_size)
-    others = [{**base, "BLOCK_N": bn, "SPLIT_K": s} for bn in (16, 32, 64, 128)
-              for s in (1, max(1, base["SPLIT_K"] * base["BLOCK_N"] // bn))]  # fmt: skip
-    return [c for i, c in enumerate([base, *others]) if c not in [base, *others][:i]]
-
-
 def _copies(*weights: torch.Tensor) -> list[tuple[torch.Tensor, ...]]:
     """The weights, and enough clones that all of them together fill 3x the L2 cache."""
     nbytes = sum(t.numel() * t.element_size() for t in weights)
@@ -186,7 +176,7 @@ def _w4a16(x, w, m, methods) -> dict[str, tuple]:
             continue
         q = F.quantize_int4(w, gs, interleaved=True)
         args = (x, q)
-        configs = GEMV_CONFIGS if m == 1 else _w4a16_configs(m, *q.shape, gs)
+        configs = GEMV_CONFIGS if m == 1 else _gemm_configs(m)
         sets = _copies(q.packed, q.scales)
 
         def run(c, packed, scales, q=q):

@@ -9,7 +9,8 @@ it beside cuBLAS's own 8-bit paths, `torch._scaled_mm` (fp8) and `torch._int_mm`
 `scaled_gemm_dynamic` quantizes the activations inside the GEMM: each program finds its rows'
 largest magnitudes, then turns each tile of x into codes just before the dot. Done as separate
 torch ops the quantization was ~9 small kernels per layer, more than the GEMM itself at decode
-sizes. Notebook 08 (quantization).
+sizes. Above 16 tokens the engine quantizes once with `quantize_rows` (one launch, the same
+codes) and calls `scaled_gemm`. Notebook 08 (quantization).
 """
 
 from __future__ import annotations
@@ -88,11 +89,8 @@ def _kernel(
     x_ptr, w_ptr, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
     PER_TOKEN: tl.constexpr, IS_INT: tl.constexpr, DYNAMIC: tl.constexpr, QMAX: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    SPLIT_K: tl.constexpr,
 ):  # fmt: skip
     # Grouped order: GROUP_M row-tiles share each column-tile in turn, so W tiles stay in L2.
-    # Axis 1 takes the SPLIT_K-th slices of K: a decode batch has too few tiles of (M, N) to
-    # fill the GPU, and the slices' scaled partial sums add up in an fp32 output.
     pid, tiles_m, tiles_n = tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     group = pid // (GROUP_M * tiles_n)
     first_m = group * GROUP_M
@@ -114,10 +112,8 @@ def _kernel(
             amax = tl.maximum(amax, tl.max(tl.abs(a), axis=1))
         xs = tl.maximum(tl.div_rn(amax, tl.full(amax.shape, QMAX, tl.float32)), 1e-12)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    per_split = tl.cdiv(K // BLOCK_K, SPLIT_K)
-    first = tl.program_id(1) * per_split
-    for t in range(first, tl.minimum(first + per_split, K // BLOCK_K)):
-        k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + k[None, :])  # [BLOCK_M, BLOCK_K]
         if DYNAMIC:  # the tile's codes, as the reference makes them: x / scale, clamped, rounded
             v = tl.div_rn(x.to(tl.float32), tl.broadcast_to(xs[:, None], x.shape))
@@ -132,11 +128,7 @@ def _kernel(
     ws = tl.load(ws_ptr + n, mask=n < N, other=0.0)
     y = acc.to(tl.float32) * xs[:, None] * ws[None, :]
     mask = (m[:, None] < M) & (n[None, :] < N)
-    if SPLIT_K == 1:
-        tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], y.to(y_ptr.dtype.element_ty),
-                 mask=mask)  # fmt: skip
-    else:
-        tl.atomic_add(y_ptr + m[:, None] * stride_ym + n[None, :], y, mask=mask)
+    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -173,23 +165,18 @@ def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
     return q, scales
 
 
-# Decode-sized M has few (M, N) tiles: slices of K bring the programs near this (one per SM).
-TARGET_PROGRAMS = 128
-
-
-def default_config(m: int, n: int = 0, k: int = 0) -> dict:
-    """Tile sizes by M: skinny tiles for decode-sized M, 128 x 128 for prefill-sized; with n
-    and k, the split of K that brings the programs near TARGET_PROGRAMS (M <= 256)."""
+def default_config(m: int, n: int = 0) -> dict:
+    """Tile sizes by M (and N). Decode sizes: skinny tiles, and narrow ones so that the few rows
+    still make enough programs; the H100 sweep at M = 64 and 256 on Qwen3-0.6B's shapes
+    (`docs/measurements/decode-gemms-h100-20261206.json`) found BLOCK_N 32 best except for wide
+    weights (N >= 4096) at M = 256, and slicing K (fp32 atomics) slower everywhere.
+    Prefill sizes: 128 x 128."""
     if m <= 16:
-        c = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1}
-    elif m <= 64:
-        c = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 4}
-    else:
-        c = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}
-    blocks = triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]) if n else 1
-    tiles = k // c["BLOCK_K"]
-    c["SPLIT_K"] = max(1, min(TARGET_PROGRAMS // blocks, tiles // 2)) if m <= 256 else 1
-    return c
+        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1}
+    if m <= 256:
+        wide = m > 64 and n >= 4096
+        return {"BLOCK_M": 64, "BLOCK_N": 128 if wide else 32, "BLOCK_K": 128, "GROUP_M": 1}
+    return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}
 
 
 def scaled_gemm(
@@ -201,7 +188,7 @@ def scaled_gemm(
     config: dict | None = None,
 ) -> torch.Tensor:
     """The Triton kernel, same signature as scaled_gemm_ref; `config` overrides the tiles
-    ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "SPLIT_K"}, see default_config)."""
+    ({"BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M"}, see default_config)."""
     _check(xq, x_scale, wq, w_scale)
     xs = x_scale.float().reshape(-1).contiguous()
     per_token = xs.numel() == xq.shape[0] and xq.shape[0] > 1
@@ -229,16 +216,14 @@ def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: boo
     (m, k), n = x.shape, wq.shape[0]
     x, wq = x.contiguous(), wq.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
-    c = {**default_config(m, n, k), **(config or {})}
+    c = {**default_config(m, n), **(config or {})}
     while k % c["BLOCK_K"] and c["BLOCK_K"] > 16:  # the K loop has no tail: a BLOCK_K dividing K
         c["BLOCK_K"] //= 2
     if k % c["BLOCK_K"]:
         raise ValueError(f"K = {k} must be a multiple of 16 (pad the weight's columns)")
-    c.setdefault("SPLIT_K", 1)
-    y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if c["SPLIT_K"] > 1
-         else torch.empty((m, n), dtype=out_dtype, device=x.device))  # fmt: skip
-    grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), c["SPLIT_K"])
+    y = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
     _kernel[grid](x, wq, xs, ws, y, m, n, k, x.stride(0), wq.stride(0), y.stride(0),
                   PER_TOKEN=per_token, IS_INT=wq.dtype == torch.int8, DYNAMIC=dynamic,
                   QMAX=_QMAX[wq.dtype], **c)  # fmt: skip
-    return y.to(out_dtype)
+    return y

@@ -157,47 +157,44 @@ def _gemv_kernel(
 @triton.jit
 def _gemm_kernel(
     x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
-    G: tl.constexpr, HAS_ZEROS: tl.constexpr, SPLIT_K: tl.constexpr,
+    G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    # Program (i, j, s): rows i*BLOCK_M.. of x, rows j*BLOCK_N.. of W, the s-th of SPLIT_K slices
-    # of K. A tile of BLOCK_K columns lies inside one quantisation group (BLOCK_K divides G), so
-    # the tensor cores multiply x by the codes minus their zero, small integers exact in bf16 or
-    # fp16, and the group's scale multiplies the tile's fp32 sums: one multiply per output, not
-    # per weight, and the weights are never rounded. Each column k of the tile gathers its word
-    # and nibble from the interleaved order (the inverse of `_columns`), so x is loaded in its
-    # natural order; the 8 columns of a word load the same 4 bytes, served by L1.
-    C: tl.constexpr = G // 8  # words per group
+    # The same tiles as the GEMV, dequantised whole: codes [BLOCK_N, GROUPS, 4, WORDS, 2] (nibble
+    # k = i + 4h of word w at [.., i, w, h]) flatten to BLOCK_K columns in the order of x's
+    # columns: the natural one when the tile holds whole groups, so x is one contiguous load.
+    WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
+    C: tl.constexpr = G // 8
     m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
-    kk = tl.arange(0, BLOCK_K)
+    g_idx = tl.arange(0, GROUPS)
+    word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS]
+    i4, h2 = tl.arange(0, 4), tl.arange(0, 2)
+    shift = i4[:, None, None] * 4 + h2[None, None, :] * 16  # [4, 1, 2]: nibble i + 4h
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    tiles = K // BLOCK_K
-    per_split = tl.cdiv(tiles, SPLIT_K)
-    first = tl.program_id(2) * per_split
-    for t in range(first, tl.minimum(first + per_split, tiles)):
-        col = t * BLOCK_K + kk  # [BLOCK_K] columns of x and W
-        pair = col % G // 2  # column 2p + h of its group sits in word p % C, nibble p // C + 4h
-        word = col // G * C + pair % C
-        shift = 4 * (pair // C + 4 * (col % 2))
-        x = tl.load(x_ptr + m_in[:, None] * stride_xm + col[None, :])  # [BLOCK_M, BLOCK_K]
-        words = tl.load(packed_ptr + n_in[None, :] * (K // 8) + word[:, None])  # [BLOCK_K, BLOCK_N]
-        bits = ((words >> shift[:, None]) & 0xF) | MAGIC  # the float 2^23 + code, exactly
-        group = n_in * (K // G) + t * BLOCK_K // G  # [BLOCK_N]: one group per tile
+    for k0 in range(0, K, BLOCK_K):
+        word = k0 // 8 + word_off  # [GROUPS, WORDS]
+        if GROUPS * G == BLOCK_K:  # whole groups: the columns are k0 .. k0 + BLOCK_K in order
+            cols = k0 + tl.arange(0, BLOCK_K)
+        else:  # a slice of one group: 4 runs of 2 * WORDS columns
+            run = _columns(word, 0, G)[:, None, :, None] + (i4 * 2 * C)[None, :, None, None]
+            cols = tl.reshape(run + h2[None, None, None, :], (BLOCK_K,))
+        x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])
+        words = tl.load(packed_ptr + n_in[:, None, None] * (K // 8) + word[None])
+        codes = (words[:, :, None, :, None] >> shift[None, None]) & 0xF
+        group = n_in[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
+        scale = tl.load(scales_ptr + group)[:, :, None, None, None]
         if HAS_ZEROS:
-            offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
+            zero = tl.load(zeros_ptr + group).to(tl.float32)[:, :, None, None, None]
+            w = (codes.to(tl.float32) - zero) * scale
         else:
-            offset = tl.full((BLOCK_N,), 8388616.0, tl.float32)  # 2^23 + 8
-        w = bits.to(tl.float32, bitcast=True) - offset[None, :]  # code - zero, exact
-        part = tl.dot(x, w.to(x.dtype))  # [BLOCK_M, BLOCK_N] fp32 sums of x * (code - zero)
-        acc += part * tl.load(scales_ptr + group)[None, :]
+            w = (codes.to(tl.float32) - 8.0) * scale
+        w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+        # the B operand [BLOCK_K, BLOCK_N], in x's 16-bit type for the tensor cores
+        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
     mask = (m[:, None] < M) & (n[None, :] < N)
-    out = y_ptr + m[:, None] * stride_ym + n[None, :]
-    if SPLIT_K == 1:
-        tl.store(out, acc.to(y_ptr.dtype.element_ty), mask=mask)
-    else:  # the slices' partial sums meet in an fp32 buffer
-        tl.atomic_add(out, acc, mask=mask)
+    tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def _fit_block_k(c: dict, k: int, group_size: int) -> dict:
@@ -221,8 +218,7 @@ def bf16x2_available(x: torch.Tensor) -> bool:
 def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> torch.Tensor:
     """The Triton kernel, same arguments as w4a16_gemm_ref; `q` packed interleaved. `config`
     overrides the tile sizes: GEMV (M = 1) {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M",
-    "BLOCK_N", "BLOCK_K", "SPLIT_K"} (default `gemm_config`); either may add Triton's "num_warps"
-    / "num_stages"."""
+    "BLOCK_N", "BLOCK_K"}; either may add Triton's "num_warps" / "num_stages"."""
     _check(x, q)
     if not q.interleaved:
         raise ValueError(
@@ -247,39 +243,10 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
         grid = (triton.cdiv(n, c["BLOCK_N"]), split)
         _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags, **c)
         return y.to(x.dtype)
-    c = {**gemm_config(m, n, k, g), **(config or {})}
-    if g % c["BLOCK_K"] or c["BLOCK_K"] < 16:
-        raise ValueError(
-            f"the GEMM's BLOCK_K ({c['BLOCK_K']}) must divide the group size ({g}) and be at "
-            "least 16 (the tensor cores' depth); quantise with group_size a multiple of 16"
-        )
-    split = c["SPLIT_K"]
-    y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if split > 1
-         else torch.empty((m, n), dtype=x.dtype, device=x.device))  # fmt: skip
-    grid = (triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]), split)
+    c = {"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64, "BLOCK_K": 64, **(config or {})}
+    c = _fit_block_k(c, k, g)
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    grid = (triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]))
     _gemm_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, x.stride(0), y.stride(0),
                        **flags, **c)  # fmt: skip
-    return y.to(x.dtype)
-
-
-# GEMM tiles by the largest M they serve (bench quant's sweep on the H100, weights from DRAM).
-# A decode batch is a few rows: one BLOCK_M covers them, and the GPU fills with programs over N
-# and, where N / BLOCK_N is too few, slices of K (split-K; `TARGET_PROGRAMS` about one per SM).
-GEMM_TILES = {
-    16: {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "num_warps": 4, "num_stages": 4},
-    32: {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 128, "num_warps": 4, "num_stages": 4},
-    64: {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3},
-    2**31: {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3},
-}
-TARGET_PROGRAMS = 128
-
-
-def gemm_config(m: int, n: int, k: int, group_size: int) -> dict:
-    """The tiles for an [m, k] x [n, k]^T product: GEMM_TILES' row for m, BLOCK_K cut to divide
-    the group, and the split of K that brings the programs near TARGET_PROGRAMS."""
-    c = dict(next(t for top, t in sorted(GEMM_TILES.items()) if m <= top))
-    c["BLOCK_K"] = min(c["BLOCK_K"], group_size)
-    blocks = triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"])
-    tiles = max(1, k // c["BLOCK_K"])
-    c.setdefault("SPLIT_K", max(1, min(TARGET_PROGRAMS // blocks, tiles // 2)))
-    return c
+    return y
