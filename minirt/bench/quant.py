@@ -13,7 +13,7 @@ One JSON (`<out>/<gpu>/quant-<date>.json`), two experiments:
   `dynamic_scales` rows time the per-token amax + cast that dynamic FP8 adds before its GEMM.
 - `decode`: end-to-end greedy tokens/s of the Qwen3-0.6B shape at batches 1 to 128 with each
   method (`LLM(quantization=...)`, CUDA graphs).
-Targets (issue 8): W4A16 at M = 1 on 4096 x 4096 >= 2.5x cuBLAS bf16; FP8 at M = 4096 >= 1.5x.
+Targets: W4A16 at M = 1 on 4096 x 4096 >= 2.5x cuBLAS bf16; FP8 at M = 4096 >= 1.5x.
 """
 
 from __future__ import annotations

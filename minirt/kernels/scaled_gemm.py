@@ -85,6 +85,14 @@ def _round_to_code(v, IS_INT: tl.constexpr):
 
 
 @triton.jit
+def _encode(a, scale, IS_INT: tl.constexpr, QMAX: tl.constexpr):
+    """a / scale (fp32 tensors of one shape), clamped to the format's range, as codes."""
+    v = tl.minimum(tl.maximum(tl.div_rn(a, scale), -QMAX), QMAX)
+    CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
+    return _round_to_code(v, IS_INT).to(CODE)
+
+
+@triton.jit
 def _kernel(
     x_ptr, w_ptr, xs_ptr, ws_ptr, y_ptr, M, N, K, stride_xm, stride_wn, stride_ym,
     PER_TOKEN: tl.constexpr, IS_INT: tl.constexpr, DYNAMIC: tl.constexpr, QMAX: tl.constexpr,
@@ -103,7 +111,6 @@ def _kernel(
     # value to cast to fp8); their results are never stored. K is a multiple of BLOCK_K.
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)
     ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32
-    CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
     if DYNAMIC:  # x holds activations: first each row's scale, from its largest magnitude
         amax = tl.zeros((BLOCK_M,), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -116,9 +123,7 @@ def _kernel(
         k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + k[None, :])  # [BLOCK_M, BLOCK_K]
         if DYNAMIC:  # the tile's codes, as the reference makes them: x / scale, clamped, rounded
-            v = tl.div_rn(x.to(tl.float32), tl.broadcast_to(xs[:, None], x.shape))
-            v = tl.minimum(tl.maximum(v, -QMAX), QMAX)
-            x = _round_to_code(v, IS_INT).to(CODE)
+            x = _encode(x.to(tl.float32), tl.broadcast_to(xs[:, None], x.shape), IS_INT, QMAX)
         # W is [N, K] row-major: read as the [BLOCK_K, BLOCK_N] B tile, K-major (what the
         # Hopper 8-bit MMA wants for both operands)
         w = tl.load(w_ptr + n_in[None, :] * stride_wn + k[:, None])
@@ -136,7 +141,6 @@ def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, IS_INT: tl.constexp
                           QMAX: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     # One program per row: its largest magnitude, then its codes, as the reference makes them.
     row = tl.program_id(0)
-    CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
     amax = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -146,8 +150,7 @@ def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, IS_INT: tl.constexp
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_ptr + row * stride_xm + k, mask=k < K, other=0.0).to(tl.float32)
-        v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
-        tl.store(q_ptr + row * K + k, _round_to_code(v, IS_INT).to(CODE), mask=k < K)
+        tl.store(q_ptr + row * K + k, _encode(a, tl.zeros_like(a) + xs, IS_INT, QMAX), mask=k < K)
     tl.store(s_ptr + row, xs)
 
 
