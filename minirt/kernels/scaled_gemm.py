@@ -159,7 +159,7 @@ def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
     `quantize_int8_rows` (minirt.quant.formats) return, which take ~9 small kernels."""
     if fmt not in _FORMATS or x.dim() != 2:
         raise ValueError(f"need x [M, K] and a format in {_FORMATS}; got {tuple(x.shape)}, {fmt}")
-    m, k = x.shape
+    x, (m, k) = x.contiguous(), x.shape
     q = torch.empty((m, k), dtype=fmt, device=x.device)
     scales = torch.empty(m, dtype=torch.float32, device=x.device)
     block = min(triton.next_power_of_2(k), 1024)
