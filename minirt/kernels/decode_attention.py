@@ -20,6 +20,15 @@ TARGET_PROGRAMS = 2048  # (sequence, KV head, split) programs a launch aims for:
 MAX_SPLITS = 64  # caps the partials' memory (a long context gets longer partitions instead)
 
 
+def default_tiles(num_splits: int) -> tuple[int, int]:
+    """(block_n, num_stages) by the split count. Few splits (a batch of 64 or more) mean long
+    partitions: 128-token tiles, three loads in flight, read the KV 7 % faster at batch 256 (H100:
+    2.83 against 2.63 TB/s over contexts of 100-2,048 tokens) and 2-4 % at 64-128. Many splits
+    (small batches) mean short partitions, where 32-token tiles waste least at each end
+    (`docs/measurements/decode-tiles-h100-20261206.json`)."""
+    return (128, 3) if num_splits <= 4 else (32, 2)
+
+
 def decode_attention_ref(
     q: torch.Tensor,  # [num_seqs, num_heads, head_dim]: one query per sequence
     k_cache: torch.Tensor,  # [num_blocks, block_size, kv_heads, head_dim]
@@ -152,7 +161,7 @@ def decode_attention(
     num_splits: int | None = None,
     block_n: int | None = None,
     num_warps: int = 4,
-    num_stages: int = 2,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """Triton twin of `decode_attention_ref`; `block_n`, `num_warps`, `num_stages` tune it.
 
@@ -163,7 +172,8 @@ def decode_attention(
     block_size, kv_heads = k_cache.shape[1], k_cache.shape[2]
     group = num_heads // kv_heads
     splits = split_plan(num_seqs * kv_heads, num_splits)
-    block_n = block_n or 32  # measured best at batch 1, equal at batch 64
+    tiles = default_tiles(splits)
+    block_n, num_stages = block_n or tiles[0], num_stages or tiles[1]
     q = q.contiguous()
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     part_out = torch.empty(num_seqs, num_heads, splits, head_dim, dtype=torch.float32,

@@ -16,6 +16,15 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value (the "fn" variant has no infinities)
 INT8_MAX = 127  # symmetric: -127..127, so +x and -x round to mirror images
 _TINY = 1e-12  # a zero row or group gets this scale instead of dividing by zero
+
+
+def _scales(amax: torch.Tensor, qmax: float) -> torch.Tensor:
+    """amax / qmax, at least _TINY. The divisor is a tensor so that every device divides
+    exactly, as the Triton kernels do: a GPU divides a tensor by a Python number as a multiply
+    by its reciprocal, which can differ in the last bit and move a code."""
+    return (amax / torch.full_like(amax, qmax)).clamp(min=_TINY)
+
+
 NIBBLES_PER_INT32 = 8
 
 
@@ -170,14 +179,14 @@ def to_fp8(x: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
 def quantize_fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic per row (token): (E4M3 codes [rows, cols], scales [rows] fp32), each row's
     largest magnitude landing on 448 (the activations' twin of quantize_int8_rows)."""
-    scales = (x.detach().float().abs().amax(-1) / FP8_MAX).clamp(min=_TINY)
+    scales = _scales(x.detach().float().abs().amax(-1), FP8_MAX)
     return to_fp8(x.detach(), scales[..., None]), scales
 
 
 def quantize_fp8(w: torch.Tensor) -> Fp8Weight:
     """Per output channel: each row's largest magnitude lands on 448."""
     _check_matrix(w, "quantize_fp8")
-    scales = (w.detach().float().abs().amax(1) / FP8_MAX).clamp(min=_TINY)  # [out]
+    scales = _scales(w.detach().float().abs().amax(1), FP8_MAX)  # [out]
     return Fp8Weight(to_fp8(w.detach(), scales[:, None]), scales)
 
 
@@ -193,7 +202,7 @@ def fake_quant_fp8(x: torch.Tensor, static_scale: torch.Tensor | float | None = 
     """
     x = x.float()
     if static_scale is None:
-        scale = (x.abs().amax(-1, keepdim=True) / FP8_MAX).clamp(min=_TINY)  # [tokens, 1]
+        scale = _scales(x.abs().amax(-1, keepdim=True), FP8_MAX)  # [tokens, 1]
     else:
         scale = static_scale
     return to_fp8(x, scale).float() * scale
@@ -213,7 +222,7 @@ class Int8Weight:
 def quantize_int8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric int8 per row: (codes [rows, cols] int8, scales [rows] fp32)."""
     x = x.detach().float()
-    scales = (x.abs().amax(-1) / INT8_MAX).clamp(min=_TINY)
+    scales = _scales(x.abs().amax(-1), INT8_MAX)
     codes = torch.round(x / scales[..., None]).clamp(-INT8_MAX, INT8_MAX).to(torch.int8)
     return codes, scales
 

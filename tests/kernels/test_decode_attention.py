@@ -3,7 +3,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minirt.kernels.decode_attention import decode_attention, decode_attention_ref, split_plan
+from minirt.kernels.decode_attention import (
+    decode_attention,
+    decode_attention_ref,
+    default_tiles,
+    split_plan,
+)
 from tests.kernels.conftest import TOLERANCE, make_paged, rel_error
 
 
@@ -25,6 +30,10 @@ def test_decode_attention_matches_the_reference(ctx_lens, group, block_size, num
 def test_split_k_gives_the_same_answer_however_the_context_is_cut():
     p = make_paged([1, 1], [90, 33], heads=4, kv_heads=1)
     outs = [decode_attention(*p.decode_args(), num_splits=n) for n in (1, 2, 4, 6)]
+    # and however it is tiled: few splits read 128-token tiles by default, many 32
+    outs += [
+        decode_attention(*p.decode_args(), num_splits=n, block_n=b) for n, b in ((1, 32), (6, 128))
+    ]
     for out in outs[1:]:
         assert rel_error(out, outs[0]) < 1e-6
 
@@ -49,6 +58,7 @@ def test_split_plan_fills_the_gpu_from_the_batch_alone():
     assert split_plan(256 * 8) == 1  # one program per (sequence, KV head): no merge kernel
     assert split_plan(4096 * 8) == 1
     assert split_plan(8, num_splits=3) == 3
+    assert default_tiles(1)[0] == 128 and default_tiles(64)[0] == 32  # long partitions, big tiles
 
 
 @pytest.mark.parametrize("splits", [1, 4, 64])

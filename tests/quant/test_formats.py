@@ -125,3 +125,15 @@ def test_interleaved_packing_puts_nibbles_k_and_k_plus_4_side_by_side(group_size
     gptq = F.quantize_int4(w, group_size, symmetric=False)
     assert torch.equal(codes, F.unpack_int4(gptq.packed))  # same codes, other order
     assert torch.equal(F.interleave_int4(gptq).packed, q.packed)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_per_row_scales_are_exact_quotients_on_every_device(device):
+    """The Triton kernels divide amax by the largest code exactly; the references must too (a
+    GPU divides by a Python number as a multiply by its reciprocal: off by a bit in some rows)."""
+    x = torch.randn(512, 64, generator=torch.Generator().manual_seed(0)).to(device) * 3
+    amax = x.abs().amax(-1).double().cpu()
+    for quantize, qmax in ((F.quantize_fp8_rows, F.FP8_MAX), (F.quantize_int8_rows, F.INT8_MAX)):
+        exact = (amax / qmax).float()  # the correctly rounded fp32 quotient
+        assert torch.equal(quantize(x)[1].cpu(), exact)
+    assert torch.equal(F.quantize_fp8(x).scales.cpu(), (amax / F.FP8_MAX).float())
