@@ -27,6 +27,11 @@ def pytest_configure(config):
         "cpu_isa: numbers that depend on the CPU's vector kernels; ./workbench test re-runs these "
         "under ATEN_CPU_CAPABILITY=default (and avx2)",
     )
+    config.addinivalue_line(
+        "markers",
+        "on_gpu_too: runs on CUDA where it is visible, else on the CPU; on a GPU machine "
+        "./workbench test runs it in both passes",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -14,6 +14,7 @@ from minirt.kernels.grouped_gemm import (
 from .conftest import rel_error
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 SMALL = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16)  # the interpreter is slow: small tiles
 
 

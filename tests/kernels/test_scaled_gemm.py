@@ -9,6 +9,7 @@ from .conftest import rel_error
 # Codes are made on the host (the interpreter's in-kernel fp8 casts are not faithful); the kernel
 # only multiplies them. Small cases run under the interpreter on a CPU, compiled on a GPU.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 
 
 def _case(fmt, m, n, k, static, seed):

@@ -21,6 +21,7 @@ STEPS = {
 
 # the small cases run under the interpreter on a CPU and as compiled kernels on a GPU machine
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 
 
 def _inputs(m, n, k, dtype=torch.float32, device=DEVICE, seed=0):

@@ -8,6 +8,7 @@ from .conftest import rel_error
 
 # Small cases run under the interpreter on a CPU and compiled on a GPU machine.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 # The kernel dequantises exactly as the reference does (fp32) and sums in fp32: only the order of
 # the sums differs. On a GPU the GEMM's tensor cores take the weights rounded to x's 16-bit type.
 BOUND = {torch.float32: 1e-5, torch.bfloat16: 1e-2}

@@ -36,6 +36,7 @@ def test_block_matches_transformers_qwen3_moe():
 # Triton needs CUDA tensors, or CPU ones under TRITON_INTERPRET=1 (tests/conftest.py sets it
 # when there is no GPU)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 
 
 @pytest.mark.parametrize("gemm", ["ref", "loop", "triton"])
