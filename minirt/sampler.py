@@ -38,16 +38,18 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch
 
 
 def sample_on_device(
-    logits: torch.Tensor,  # [num_rows, vocab] fp32
+    logits: torch.Tensor,  # [num_rows, vocab] fp32, or bf16/fp16 as the LM head made them
     params: list[SamplingParams],
     generators: list[torch.Generator],
 ) -> torch.Tensor:
     """One token per row, [num_rows] int64 where the logits are (nothing is read back, so the
-    host can go on): the argmax, or a draw from the row's filtered distribution."""
+    host can go on): the argmax, or a draw from the row's filtered distribution. 16-bit logits
+    give the tokens their fp32 copy would (the argmax reads them as they are: the upcast is exact
+    and keeps their order and ties; a drawn row is upcast first)."""
     out = logits.argmax(-1)
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if not p.greedy:
-            probs = filter_logits(logits[i], p).softmax(-1)
+            probs = filter_logits(logits[i].float(), p).softmax(-1)
             out[i] = draw(probs, gen)
     return out
 

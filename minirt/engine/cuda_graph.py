@@ -43,7 +43,7 @@ class DecodeGraphs:
         self.block_tables = torch.full((self.sizes[-1], max_blocks_per_seq), -1, **i64)
         self.metas = {bs: self._meta(bs) for bs in self.sizes}  # alive as long as the graphs
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}  # [bs, vocab] logits, written by replay
+        self.outputs: dict[int, torch.Tensor] = {}  # [bs, vocab] logits (weights' dtype), by replay
 
     def _meta(self, bs: int) -> AttentionMetadata:
         x = self.inputs[bs]
@@ -58,7 +58,7 @@ class DecodeGraphs:
 
     def _forward(self, bs: int) -> torch.Tensor:
         x = self.inputs[bs]
-        return self.model.compute_logits(self.model(x[0], x[1], self.metas[bs]))
+        return self.model.compute_logits(self.model(x[0], x[1], self.metas[bs]), fp32=False)
 
     @torch.inference_mode()
     def capture(self) -> None:

@@ -90,16 +90,18 @@ class ModelRunner:
 
     @torch.inference_mode()
     def logits(
-        self, rows: list[Row], wanted: list[int] | None = None, resolve=None
+        self, rows: list[Row], wanted: list[int] | None = None, resolve=None, fp32: bool = True
     ) -> torch.Tensor:
         """The one forward path: logits [len(wanted), vocab] fp32 at tokens `wanted` (None: all),
         from a captured graph for a decode-shaped batch, from piecewise graphs (all but
         attention) for any other, or eagerly. `resolve` maps the input ids
-        on the device first (the overlapped loop's placeholders)."""
+        on the device first (the overlapped loop's placeholders). fp32=False: in the weights'
+        dtype where that saves a copy (the sampler upcasts only what it needs)."""
         decode = max(r.n for r in rows) == 1
         if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
             logits = self.graphs.run(self.host_inputs(rows), resolve, self.pin_inputs)
-            return self.take_rows(logits, wanted)
+            logits = self.take_rows(logits, wanted)
+            return logits.float() if fp32 else logits
         input_ids, positions, meta = self.prepare(rows)
         if resolve is not None:
             input_ids = resolve(input_ids)
@@ -107,7 +109,7 @@ class ModelRunner:
             hidden = self.piece_graphs.forward(input_ids, positions, meta)
         else:
             hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        return self.model.compute_logits(self.take_rows(hidden, wanted))
+        return self.model.compute_logits(self.take_rows(hidden, wanted), fp32)
 
     @contextmanager
     def without_graphs(self):
@@ -149,7 +151,8 @@ class ModelRunner:
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
         wanted = [ends[i] - 1 for i in rows]
-        logits = self.logits(batch.rows(), wanted, resolve if prev_tokens is not None else None)
+        resolve = resolve if prev_tokens is not None else None
+        logits = self.logits(batch.rows(), wanted, resolve, fp32=self.sampler is not sample)
         return self.sample_rows(logits, [batch.seqs[i] for i in rows]) if rows else None
 
     def sample_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
@@ -157,7 +160,7 @@ class ModelRunner:
         params = [s.sampling_params for s in seqs]
         gens = [self._generator(s) for s in seqs]
         if self.sampler is not sample:  # a host-side sampler: the step waits for its logits
-            return self.to_device(self.sampler(logits, params, gens))
+            return self.to_device(self.sampler(logits.float(), params, gens))
         return sample_on_device(logits, params, gens)
 
     def to_device(self, values: list[int]) -> torch.Tensor:

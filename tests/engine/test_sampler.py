@@ -70,3 +70,20 @@ def test_draw_on_the_gpu_is_multinomials_token_and_does_not_wait():
     spun.record()
     draw(probs)
     assert not spun.query()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_logits_give_the_tokens_of_their_fp32_copy(dtype):
+    """The engine hands the default sampler the LM head's own 16-bit logits: argmax on them
+    (ties included: 16-bit values tie often) and draws after the upcast match the fp32 copy."""
+    from minirt.sampler import sample_on_device
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 500, generator=g) * 4).to(dtype)
+    logits[0, 7] = logits[0, 300] = logits[0].max() + 1  # an exact tie: the first index wins
+    params = [SamplingParams(temperature=0)] * 3 + [SamplingParams(temperature=0.8, top_p=0.9)] * 3
+    tokens = []
+    for x in (logits, logits.float()):
+        gens = [torch.Generator().manual_seed(i) for i in range(6)]
+        tokens.append(sample_on_device(x, params, gens).tolist())
+    assert tokens[0] == tokens[1] and tokens[0][0] == 7
