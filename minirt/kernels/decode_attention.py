@@ -16,17 +16,18 @@ import triton.language as tl
 
 from minirt.kernels.paged_attention import paged_attention_ref, paged_kv_offsets
 
-TARGET_PROGRAMS = 2048  # (sequence, KV head, split) programs a launch aims for: ~16 an SM
+TARGET_PROGRAMS = 1024  # (sequence, KV head, split) programs a launch aims for: ~8 an SM
 MAX_SPLITS = 64  # caps the partials' memory (a long context gets longer partitions instead)
 
 
 def default_tiles(num_splits: int) -> tuple[int, int]:
-    """(block_n, num_stages) by the split count. Few splits (a batch of 64 or more) mean long
-    partitions: 128-token tiles, three loads in flight, read the KV 7 % faster at batch 256 (H100:
-    2.83 against 2.63 TB/s over contexts of 100-2,048 tokens) and 2-4 % at 64-128. Many splits
-    (small batches) mean short partitions, where 32-token tiles waste least at each end
+    """(block_n, num_stages) by the split count. One or two splits (a batch of 64 or more) mean
+    long partitions: 128-token tiles, three loads in flight, read the KV 7 % faster at batch 256
+    (H100: 2.83 against 2.63 TB/s over contexts of 100-2,048 tokens). More splits mean short
+    partitions, where 32-token tiles waste least at each end; with 128-token tiles at four
+    splits the batch-64 step over 128-384-token contexts was 3 % slower
     (`docs/measurements/decode-tiles-h100-20261206.json`)."""
-    return (128, 3) if num_splits <= 4 else (32, 2)
+    return (128, 3) if num_splits <= 2 else (32, 2)
 
 
 def decode_attention_ref(

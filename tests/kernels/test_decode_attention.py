@@ -54,8 +54,8 @@ def test_a_bound_above_the_context_changes_nothing_and_padding_rows_give_zeros()
 
 def test_split_plan_fills_the_gpu_from_the_batch_alone():
     assert split_plan(8) == 64  # batch 1, 8 KV heads: cut finest (capped)
-    assert split_plan(64 * 8) == 4
-    assert split_plan(256 * 8) == 1  # one program per (sequence, KV head): no merge kernel
+    assert split_plan(64 * 8) == 2
+    assert split_plan(128 * 8) == 1  # one program per (sequence, KV head): no merge kernel
     assert split_plan(4096 * 8) == 1
     assert split_plan(8, num_splits=3) == 3
     assert default_tiles(1)[0] == 128 and default_tiles(64)[0] == 32  # long partitions, big tiles
