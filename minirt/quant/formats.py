@@ -16,6 +16,7 @@ FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0  # largest finite E4M3 value (the "fn" variant has no infinities)
 INT8_MAX = 127  # symmetric: -127..127, so +x and -x round to mirror images
 _TINY = 1e-12  # a zero row or group gets this scale instead of dividing by zero
+NIBBLES_PER_INT32 = 8
 
 
 def _scales(amax: torch.Tensor, qmax: float) -> torch.Tensor:
@@ -23,9 +24,6 @@ def _scales(amax: torch.Tensor, qmax: float) -> torch.Tensor:
     exactly, as the Triton kernels do: a GPU divides a tensor by a Python number as a multiply
     by its reciprocal, which can differ in the last bit and move a code."""
     return (amax / torch.full_like(amax, qmax)).clamp(min=_TINY)
-
-
-NIBBLES_PER_INT32 = 8
 
 
 def _check_matrix(w: torch.Tensor, what: str) -> None:
