@@ -151,8 +151,8 @@ class ModelRunner:
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
         wanted = [ends[i] - 1 for i in rows]
-        resolve = resolve if prev_tokens is not None else None
-        logits = self.logits(batch.rows(), wanted, resolve, fp32=self.sampler is not sample)
+        mapping = resolve if prev_tokens is not None else None
+        logits = self.logits(batch.rows(), wanted, mapping, fp32=False)  # sample_rows upcasts
         return self.sample_rows(logits, [batch.seqs[i] for i in rows]) if rows else None
 
     def sample_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
