@@ -101,15 +101,16 @@ class ModelRunner:
         if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
             logits = self.graphs.run(self.host_inputs(rows), resolve, self.pin_inputs)
             logits = self.take_rows(logits, wanted)
-            return logits.float() if fp32 else logits
-        input_ids, positions, meta = self.prepare(rows)
-        if resolve is not None:
-            input_ids = resolve(input_ids)
-        if self.piece_graphs is not None and self.piece_graphs.fits(len(input_ids)):
-            hidden = self.piece_graphs.forward(input_ids, positions, meta)
         else:
-            hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-        return self.model.compute_logits(self.take_rows(hidden, wanted), fp32)
+            input_ids, positions, meta = self.prepare(rows)
+            if resolve is not None:
+                input_ids = resolve(input_ids)
+            if self.piece_graphs is not None and self.piece_graphs.fits(len(input_ids)):
+                hidden = self.piece_graphs.forward(input_ids, positions, meta)
+            else:
+                hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
+            logits = self.model.compute_logits(self.take_rows(hidden, wanted), fp32=False)
+        return logits.float() if fp32 else logits
 
     @contextmanager
     def without_graphs(self):
