@@ -10,6 +10,7 @@ list a notebook below. How the set was found: README, "Checking the suite on oth
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ CPU_ISA_NOTEBOOKS = {
     "04_flash_attention_and_hopper.ipynb": "a sum of exps of torch.randn, whose last bits vary",
     "08_quantization.ipynb": "quantized perplexities on the embedded model",
 }
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before a notebook's cell (its kernel starts with the first): no MPLBACKEND, so the kernel
+    draws inline as the stored outputs were drawn. Importing streamlit (the dashboard tests'
+    conftest) and the lab grader set MPLBACKEND=Agg process-wide; with several test processes
+    even the parent's collection may set it before the workers start, and kernels inherit it."""
+    if Path(str(item.fspath)).suffix == ".ipynb":
+        os.environ.pop("MPLBACKEND", None)
 
 
 def pytest_configure(config):

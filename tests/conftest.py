@@ -62,18 +62,6 @@ def embedded_llm():
     return LLM(device="cpu")
 
 
-_MPLBACKEND = os.environ.get("MPLBACKEND")
-
-
-def pytest_collection_finish(session):
-    """Importing streamlit (the dashboard tests) sets MPLBACKEND=Agg process-wide; the notebook
-    kernels nbval starts inherit our environment and would then draw no inline figures."""
-    if _MPLBACKEND is None:
-        os.environ.pop("MPLBACKEND", None)
-    else:
-        os.environ["MPLBACKEND"] = _MPLBACKEND
-
-
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests need CUDA: without it they are skipped, with the reason shown."""
     if torch.cuda.is_available():
