@@ -41,15 +41,32 @@ SHAPES = {
     ("llama-3-8b", "down_proj"): (4096, 14336),
 }
 MS = (1, 16, 64, 256, 1024, 4096)
-# one slice per row block (no zero-fill or cast kernels): the best of two H100 sweeps of 110-170
-# configs with the weights read from DRAM (session 8; prefetching the next tile won nothing), and
-# split-K for the record
-GEMV_CONFIGS = [{"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w}
+# The GEMV (one row): the best of two H100 sweeps of 110-170 configs with the weights read from
+# DRAM (prefetching the next tile won nothing), and split-K for the record
+GEMV_CONFIGS = [{"kernel": "gemv", "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "num_warps": w}
                 for bn, bk, w in ((4, 1024, 8), (8, 1024, 16), (4, 2048, 16), (8, 2048, 16),
                                   (4, 4096, 8), (8, 1024, 2), (16, 1024, 4), (4, 512, 4),
                                   (8, 512, 8), (8, 4096, 4), (16, 512, 16))] + [
-                {"BLOCK_N": bn, "BLOCK_K": 512, "SPLIT_K": s, "num_warps": 4}
+                {"kernel": "gemv", "BLOCK_N": bn, "BLOCK_K": 512, "SPLIT_K": s, "num_warps": 4}
                 for bn, s in ((8, 2), (16, 4))]  # fmt: skip
+
+
+def _w4a16_configs(m: int) -> list[dict]:
+    """The GEMV at one row; the tensor-core GEMM from two: decode sizes take narrow tiles
+    (16-64 outputs) so that a few rows still make enough programs to fill the GPU."""
+    if m == 1:
+        return GEMV_CONFIGS
+    if m <= 32:
+        tiles = [(16 if m <= 16 else 32, bn, bk, st) for bn, bk, st in
+                 ((16, 256, 3), (32, 256, 3), (16, 128, 4), (32, 128, 3), (16, 512, 4),
+                  (64, 128, 4))]  # fmt: skip
+    elif m <= 64:
+        tiles = [(64, 64, 128, 3), (64, 128, 64, 3), (32, 128, 128, 3), (64, 32, 128, 3)]
+    else:
+        tiles = [(128, 128, 64, 3), (128, 256, 64, 3), (64, 128, 64, 3), (128, 128, 128, 3)]
+    return [{"kernel": "gemm", "BLOCK_M": a, "BLOCK_N": b, "BLOCK_K": c,
+                    "num_warps": 8 if a * b >= 16384 else 4, "num_stages": st}
+                   for a, b, c, st in tiles]  # fmt: skip
 
 
 def _gemm_configs(m: int) -> list[dict]:
@@ -176,7 +193,7 @@ def _w4a16(x, w, m, methods) -> dict[str, tuple]:
             continue
         q = F.quantize_int4(w, gs, interleaved=True)
         args = (x, q)
-        configs = GEMV_CONFIGS if m == 1 else _gemm_configs(m)
+        configs = _w4a16_configs(m)
         sets = _copies(q.packed, q.scales)
 
         def run(c, packed, scales, q=q):

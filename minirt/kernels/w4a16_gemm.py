@@ -4,11 +4,14 @@ Weight-only quantisation pays when reading the weights is the bottleneck (decode
 kernel reads 4.25 bits per weight (codes + one fp32 scale per group of 128) instead of 16 and
 does the (code - zero) * scale in registers, never writing the bf16 weight back to memory.
 Layout: an `Int4Weight` packed in the *interleaved* order (`quantize_int4(..., interleaved=True)`
-or `interleave_int4(q)`): within each group of G columns, nibble i of the group's word w holds
-column i * G/8 + w, so the inputs that meet nibble i of a run of words are G/8 consecutive
-columns of x (GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
-Two kernels: a GEMV for M = 1 (split-K optional: N / BLOCK_N programs alone can leave a small
-GPU idle) and a tiled GEMM on tensor cores (tl.dot) for M > 1.
+or `interleave_int4(q)`): within each group of G columns, nibbles i and i + 4 (i < 4) of the
+group's word w hold the neighbouring columns 2 (i * G/8 + w) and 2 (i * G/8 + w) + 1, so the
+inputs that meet nibbles (i, i + 4) of a run of words are G/8 consecutive pairs of x's columns
+(GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
+Two kernels. A GEMV for one row of x (a batch-1 decode; split-K optional: N / BLOCK_N programs
+alone can leave a small GPU idle). A tiled GEMM on the tensor cores (tl.dot) for more rows: the
+codes minus their zero go to the tensor cores as exact small integers, and each group's scale
+multiplies the fp32 product once per output, not once per weight.
 Notebook 08 (quantization) measures both against cuBLAS bf16.
 """
 
@@ -160,39 +163,43 @@ def _gemm_kernel(
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    # The same tiles as the GEMV, dequantised whole: codes [BLOCK_N, GROUPS, 4, WORDS, 2] (nibble
-    # k = i + 4h of word w at [.., i, w, h]) flatten to BLOCK_K columns in the order of x's
-    # columns: the natural one when the tile holds whole groups, so x is one contiguous load.
-    WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
-    C: tl.constexpr = G // 8
-    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    # Program (j, i): outputs j*BLOCK_N.. of rows i*BLOCK_M.. (neighbouring programs share x and
+    # read different weights). A K tile is GROUPS pieces of SUB columns, each inside one group:
+    # a whole group, or a slice of one. Per piece: the codes minus their zero, exact small
+    # integers in x's 16-bit type, go to the tensor cores, and the group's scale multiplies the
+    # fp32 product once per output (not once per weight).
+    SUB: tl.constexpr = BLOCK_K // GROUPS  # columns per piece
+    WORDS: tl.constexpr = SUB // 8
+    C: tl.constexpr = G // 8  # words per group
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
-    g_idx = tl.arange(0, GROUPS)
-    word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS]
     i4, h2 = tl.arange(0, 4), tl.arange(0, 2)
     shift = i4[:, None, None] * 4 + h2[None, None, :] * 16  # [4, 1, 2]: nibble i + 4h
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        word = k0 // 8 + word_off  # [GROUPS, WORDS]
-        if GROUPS * G == BLOCK_K:  # whole groups: the columns are k0 .. k0 + BLOCK_K in order
-            cols = k0 + tl.arange(0, BLOCK_K)
-        else:  # a slice of one group: 4 runs of 2 * WORDS columns
-            run = _columns(word, 0, G)[:, None, :, None] + (i4 * 2 * C)[None, :, None, None]
-            cols = tl.reshape(run + h2[None, None, None, :], (BLOCK_K,))
-        x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])
-        words = tl.load(packed_ptr + n_in[:, None, None] * (K // 8) + word[None])
-        codes = (words[:, :, None, :, None] >> shift[None, None]) & 0xF
-        group = n_in[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
-        scale = tl.load(scales_ptr + group)[:, :, None, None, None]
-        if HAS_ZEROS:
-            zero = tl.load(zeros_ptr + group).to(tl.float32)[:, :, None, None, None]
-            w = (codes.to(tl.float32) - zero) * scale
-        else:
-            w = (codes.to(tl.float32) - 8.0) * scale
-        w = tl.reshape(w, (BLOCK_N, BLOCK_K))
-        # the B operand [BLOCK_K, BLOCK_N], in x's 16-bit type for the tensor cores
-        acc = tl.dot(x, tl.trans(w.to(x.dtype)), acc)
+        for j in tl.static_range(GROUPS):
+            kj = k0 + j * SUB
+            word = kj // 8 + tl.arange(0, WORDS)  # [WORDS] along the row
+            # codes [BLOCK_N, 4, WORDS, 2] (nibble i + 4h of word w at [.., i, w, h]) flatten to
+            # x's columns in order: one run for a whole group, 4 runs for a slice of one
+            if SUB == G:
+                cols = kj + tl.arange(0, SUB)
+            else:
+                run = _columns(word, 0, G)[None, :, None] + (i4 * 2 * C)[:, None, None]
+                cols = tl.reshape(run + h2[None, None, :], (SUB,))
+            x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])  # [BLOCK_M, SUB]
+            words = tl.load(packed_ptr + n_in[:, None] * (K // 8) + word[None, :])
+            group = n_in * (K // G) + kj // G  # [BLOCK_N]
+            if HAS_ZEROS:
+                offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
+            else:
+                offset = tl.full((BLOCK_N,), 8388616.0, tl.float32)  # 2^23 + 8
+            bits = ((words[:, None, :, None] >> shift[None]) & 0xF) | MAGIC
+            w = bits.to(tl.float32, bitcast=True) - offset[:, None, None, None]  # code - zero
+            w = tl.reshape(w, (BLOCK_N, SUB)).to(x.dtype)  # exact: -15..15
+            # the B operand [SUB, BLOCK_N] for the tensor cores
+            acc += tl.dot(x, tl.trans(w)) * tl.load(scales_ptr + group)[None, :]
     mask = (m[:, None] < M) & (n[None, :] < N)
     tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -215,10 +222,28 @@ def bf16x2_available(x: torch.Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device) >= (9, 0))  # fmt: skip
 
 
+def default_config(kernel: str, m: int, n: int) -> dict:
+    """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
+    GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096). The GEMM at
+    decode sizes (`docs/measurements/w4a16-decode-h100-20261207.json`, the engine's shapes):
+    narrow tiles (16-32 outputs), so that a few rows still make enough programs to fill the
+    GPU; 64 x 64 for prefill sizes."""
+    if kernel == "gemv":
+        return {"BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}
+    if m <= 16:  # wide weights (N >= 4096) have programs to spare: wider tiles
+        bn, bk, stages = (32, 256, 3) if n >= 4096 else (16, 128, 4)
+        return {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": 4, "num_stages": stages}
+    if m <= 32:
+        bk = 128 if n >= 4096 else 256
+        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": bk, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
+
+
 def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> torch.Tensor:
     """The Triton kernel, same arguments as w4a16_gemm_ref; `q` packed interleaved. `config`
-    overrides the tile sizes: GEMV (M = 1) {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M",
-    "BLOCK_N", "BLOCK_K"}; either may add Triton's "num_warps" / "num_stages"."""
+    picks the kernel ("kernel": "gemv", one row only and its default, or "gemm") and overrides
+    its tiles: GEMV {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N", "BLOCK_K"};
+    either may add Triton's "num_warps" / "num_stages" (`default_config` has the defaults)."""
     _check(x, q)
     if not q.interleaved:
         raise ValueError(
@@ -227,26 +252,27 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
             "(minirt.quant.formats)"
         )
     (m, k), n, g = x.shape, q.shape[0], q.group_size
+    config = dict(config or {})
+    kernel = config.pop("kernel", None) or ("gemv" if m == 1 else "gemm")
+    if kernel not in ("gemv", "gemm") or (kernel == "gemv" and m > 1):
+        why = f"got {kernel!r} for {m} rows"
+        raise ValueError(f"config['kernel'] must be 'gemv' (one row of x) or 'gemm'; {why}")
+    c = _fit_block_k({**default_config(kernel, m, n), **config}, k, g)
     x = x.contiguous()
     scales = q.scales.float().contiguous()
     zeros = q.zeros.contiguous() if q.zeros is not None else scales  # unread when HAS_ZEROS=0
     flags = dict(G=g, HAS_ZEROS=q.zeros is not None)
-    if m == 1:
-        flags["BF16X2"] = bf16x2_available(x)
-        # the H100's best on 4096 x 4096, weights read from DRAM (bench quant: GEMV_CONFIGS)
-        c = {"BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8, **(config or {})}
-        c = _fit_block_k(c, k, g)
+    if kernel == "gemv":
         split = c["SPLIT_K"]
         # one slice writes y itself; slices add into zeros (one more kernel, and a cast after)
-        y = (torch.zeros((1, n), dtype=torch.float32, device=x.device) if split > 1
-             else torch.empty((1, n), dtype=x.dtype, device=x.device))  # fmt: skip
+        y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if split > 1
+             else torch.empty((m, n), dtype=x.dtype, device=x.device))  # fmt: skip
         grid = (triton.cdiv(n, c["BLOCK_N"]), split)
-        _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags, **c)
+        _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags,
+                           BF16X2=bf16x2_available(x), **c)  # fmt: skip
         return y.to(x.dtype)
-    c = {"BLOCK_M": 16 if m <= 16 else 64, "BLOCK_N": 64, "BLOCK_K": 64, **(config or {})}
-    c = _fit_block_k(c, k, g)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    grid = (triton.cdiv(m, c["BLOCK_M"]), triton.cdiv(n, c["BLOCK_N"]))
+    grid = (triton.cdiv(n, c["BLOCK_N"]), triton.cdiv(m, c["BLOCK_M"]))
     _gemm_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, x.stride(0), y.stride(0),
                        **flags, **c)  # fmt: skip
     return y

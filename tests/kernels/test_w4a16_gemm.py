@@ -10,7 +10,8 @@ from .conftest import rel_error
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 pytestmark = pytest.mark.on_gpu_too  # the GPU pass of ./workbench test runs it on CUDA
 # The kernel dequantises exactly as the reference does (fp32) and sums in fp32: only the order of
-# the sums differs. On a GPU the GEMM's tensor cores take the weights rounded to x's 16-bit type.
+# the sums differs. On a GPU the GEMM's tensor cores take the codes minus their zero (exact) and x
+# as it is; the GEMV's PTX path rounds its products to bf16.
 BOUND = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
 
@@ -33,12 +34,31 @@ def test_kernel_matches_the_reference_for_gemv_and_gemm(m, group_size, symmetric
     assert rel_error(out, w4a16_gemm_ref(*args)) < BOUND[DTYPE]
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("m", [1, 2, 5, 16, 32])
+def test_the_gemm_takes_decode_batches_on_its_narrow_tiles(m, symmetric):
+    """The decode defaults (`default_config`): 16- or 32-row tiles padded past M, 16-32 outputs
+    a program, K tiles of whole groups; a one-row x through the GEMM too."""
+    for n in (40, 4096):  # narrow and wide weights take different tiles
+        args = _case(m, n, 256, 32, symmetric, seed=10 * m + symmetric)
+        out = w4a16_gemm(*args, config={"kernel": "gemm"})
+        assert out.shape == (m, n) and rel_error(out, w4a16_gemm_ref(*args)) < BOUND[DTYPE]
+
+
 @pytest.mark.parametrize("split_k", [1, 2, 3, 8])
 def test_split_k_slices_sum_to_the_same_gemv(split_k):
     """K = 512 in slices of BLOCK_K = 64: 3 slices do not divide it evenly, 8 leave none spare."""
     args = _case(1, 40, 512, 32, False, seed=split_k)
-    out = w4a16_gemm(*args, config={"SPLIT_K": split_k, "BLOCK_K": 64, "BLOCK_N": 16})
-    assert rel_error(out, w4a16_gemm_ref(*args)) < BOUND[DTYPE]
+    config = {"kernel": "gemv", "SPLIT_K": split_k, "BLOCK_K": 64, "BLOCK_N": 16}
+    assert rel_error(w4a16_gemm(*args, config=config), w4a16_gemm_ref(*args)) < BOUND[DTYPE]
+
+
+def test_an_unknown_kernel_or_a_gemv_of_several_rows_is_refused():
+    args = _case(2, 16, 64, 32, True, seed=4)
+    with pytest.raises(ValueError, match=r"'gemv' \(one row of x\) or 'gemm'"):
+        w4a16_gemm(*args, config={"kernel": "marlin"})
+    with pytest.raises(ValueError, match="'gemv' for 2 rows"):
+        w4a16_gemm(*args, config={"kernel": "gemv"})
 
 
 def test_reference_is_the_dequantised_weight_times_x():
@@ -64,7 +84,8 @@ def test_gemm_tiles_inside_a_group_and_across_groups_agree(block_k):
     """BLOCK_K 16 and 64 take slices of a 128-column group, 256 two whole groups: the columns
     x is loaded at must follow the interleaved order in each case."""
     x, q = _case(5, 24, 512, 128, False, seed=block_k)
-    out = w4a16_gemm(x, q, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k})
+    config = {"kernel": "gemm", "BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": block_k}
+    out = w4a16_gemm(x, q, config=config)
     assert rel_error(out, w4a16_gemm_ref(x, q)) < BOUND[DTYPE]
 
 
@@ -88,6 +109,7 @@ def test_on_hopper_the_bf16_pair_path_and_the_fp32_path_both_match_the_reference
     assert bf16x2_available(x) == (torch.cuda.get_device_capability() >= (9, 0))
     ref = w4a16_gemm_ref(x, q)
     for config in ({}, {"BLOCK_N": 4, "BLOCK_K": 4096, "num_warps": 2}, {"SPLIT_K": 4}):
+        config = {"kernel": "gemv", **config}
         assert rel_error(w4a16_gemm(x, q, config=config), ref) < BOUND[torch.bfloat16]
         half = w4a16_gemm(x.half(), q, config=config).to(ref.dtype)
         assert rel_error(half, ref) < BOUND[torch.bfloat16]
