@@ -52,21 +52,18 @@ GEMV_CONFIGS = [{"kernel": "gemv", "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": 1, "
 
 
 def _w4a16_configs(m: int) -> list[dict]:
-    """The GEMV at one row; the tensor-core GEMM from two: decode sizes take narrow tiles
-    (16-64 outputs) so that a few rows still make enough programs to fill the GPU."""
+    """The GEMV at one row; the tensor-core GEMM from two: up to 32 rows narrow tiles (16-64
+    outputs), so that a few rows still make enough programs to fill the GPU; then the 8-bit
+    GEMM's tiles."""
     if m == 1:
         return GEMV_CONFIGS
-    if m <= 32:
-        tiles = [(16 if m <= 16 else 32, bn, bk, st) for bn, bk, st in
-                 ((16, 256, 3), (32, 256, 3), (16, 128, 4), (32, 128, 3), (16, 512, 4),
-                  (64, 128, 4))]  # fmt: skip
-    elif m <= 64:
-        tiles = [(64, 64, 128, 3), (64, 128, 64, 3), (32, 128, 128, 3), (64, 32, 128, 3)]
-    else:
-        tiles = [(128, 128, 64, 3), (128, 256, 64, 3), (64, 128, 64, 3), (128, 128, 128, 3)]
-    return [{"kernel": "gemm", "BLOCK_M": a, "BLOCK_N": b, "BLOCK_K": c,
-                    "num_warps": 8 if a * b >= 16384 else 4, "num_stages": st}
-                   for a, b, c, st in tiles]  # fmt: skip
+    if m > 32:
+        return [{"kernel": "gemm", **c} for c in _gemm_configs(m)]
+    rows = 16 if m <= 16 else 32
+    return [{"kernel": "gemm", "BLOCK_M": rows, "BLOCK_N": n, "BLOCK_K": k, "num_warps": 4,
+             "num_stages": stages}
+            for n, k, stages in ((16, 256, 3), (32, 256, 3), (16, 128, 4), (32, 128, 3),
+                                 (16, 512, 4), (64, 128, 4))]  # fmt: skip
 
 
 def _gemm_configs(m: int) -> list[dict]:
