@@ -168,12 +168,18 @@ def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
     return q, scales
 
 
-def default_config(m: int, n: int = 0) -> dict:
+def default_config(m: int, n: int = 0, dynamic: bool = False) -> dict:
     """Tile sizes by M (and N). Decode sizes: skinny tiles, and narrow ones so that the few rows
     still make enough programs; the H100 sweep at M = 64 and 256 on Qwen3-0.6B's shapes
     (`docs/measurements/decode-gemms-h100-20261206.json`) found BLOCK_N 32 best except for wide
-    weights (N >= 4096) at M = 256, and slicing K (fp32 atomics) slower everywhere.
-    Prefill sizes: 128 x 128."""
+    weights (N >= 4096) at M = 256, and slicing K (fp32 atomics) slower everywhere. With the
+    activations quantized inside (`dynamic`, up to 16 rows) every program first reads its rows
+    whole for their scales: 8 warps, and for narrow weights 16 outputs and 512-column K tiles
+    (`docs/measurements/w4a16-decode-h100-20261207.json`, fp8_sweep: decode 1.34x the tiles
+    before at batch 1-16). Prefill sizes: 128 x 128."""
+    if m <= 16 and dynamic:
+        bn, bk = (64, 128) if n >= 4096 else (16, 512)
+        return {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 1, "num_warps": 8}
     if m <= 16:
         return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 1}
     if m <= 256:
@@ -219,7 +225,7 @@ def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: boo
     (m, k), n = x.shape, wq.shape[0]
     x, wq = x.contiguous(), wq.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
-    c = {**default_config(m, n), **(config or {})}
+    c = {**default_config(m, n, dynamic), **(config or {})}
     while k % c["BLOCK_K"] and c["BLOCK_K"] > 16:  # the K loop has no tail: a BLOCK_K dividing K
         c["BLOCK_K"] //= 2
     if k % c["BLOCK_K"]:

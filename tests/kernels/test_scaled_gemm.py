@@ -105,6 +105,10 @@ def test_decode_batches_take_narrow_tiles_so_that_the_programs_fill_the_gpu():
     assert default_config(64, 1024)["BLOCK_N"] == 32  # 32 column tiles, not 16
     assert default_config(256, 6144)["BLOCK_N"] == 128  # a wide weight at 256 rows
     assert default_config(4096, 4096)["BLOCK_M"] == 128  # prefill
+    # activations quantized inside: each program reads its rows whole first; narrow weights
+    # take 16 outputs a program (64 programs for 1,024 outputs), wide ones 64
+    assert default_config(1, 1024, dynamic=True)["BLOCK_N"] == 16
+    assert default_config(16, 6144, dynamic=True)["BLOCK_N"] == 64
 
 
 @pytest.mark.parametrize("fmt", [torch.float8_e4m3fn, torch.int8])
