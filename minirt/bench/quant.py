@@ -66,6 +66,18 @@ def _w4a16_configs(m: int) -> list[dict]:
                                  (16, 512, 4), (64, 128, 4))]  # fmt: skip
 
 
+# The W8A8 GEMV (one row, the row's codes made in each program): BLOCK_N outputs, BLOCK_K codes
+SCALED_GEMV_TILES = [(4, 512, 4), (8, 512, 4), (8, 1024, 8), (16, 512, 8), (4, 1024, 4)]
+
+
+def _fused_configs(m: int) -> list[dict]:
+    """W8A8 with the activations quantized inside: the GEMV's tiles at one row, then the
+    tensor-core GEMM's."""
+    gemv = [{"kernel": "gemv", "BLOCK_N": n, "BLOCK_K": k, "num_warps": w}
+            for n, k, w in SCALED_GEMV_TILES] if m == 1 else []  # fmt: skip
+    return gemv + [{"kernel": "gemm", **c} for c in _gemm_configs(m)]
+
+
 def _gemm_configs(m: int) -> list[dict]:
     if m <= 16:
         tiles = [(16, 64, 128), (16, 128, 128), (16, 64, 256)]
@@ -166,7 +178,7 @@ def _one_shape(m: int, n: int, k: int, g: torch.Generator, methods=None) -> dict
     t, c = _best(lambda c, d, s: scaled_gemm(xq, xs, d, s, config=c), _gemm_configs(m), fp8_sets)
     found["fp8"] = (t, c, _rel(scaled_gemm(xq, xs, q8.data, q8.scales, config=c), ref8))
     # ... and with the activations quantized inside the GEMM (what the engine runs)
-    t, c = _best(lambda c, d, s: scaled_gemm_dynamic(x, d, s, config=c), _gemm_configs(m),
+    t, c = _best(lambda c, d, s: scaled_gemm_dynamic(x, d, s, config=c), _fused_configs(m),
                  fp8_sets)  # fmt: skip
     found["fp8_fused"] = (t, c, _rel(scaled_gemm_dynamic(x, q8.data, q8.scales, config=c), ref8))
 

@@ -137,6 +137,35 @@ def _kernel(
 
 
 @triton.jit
+def _gemv_kernel(
+    x_ptr, w_ptr, ws_ptr, y_ptr, N, K, stride_xm, stride_wn, stride_ym,
+    IS_INT: tl.constexpr, QMAX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    # One row of x and BLOCK_N outputs a program, no tensor cores: at one row a tile of 16 rows
+    # would be 15 rows of padding. The row's scale first (x is a few KB, read from L2 by every
+    # program), then each weight tile upcast and multiplied by the row's codes, summed along K:
+    # int8 in int32 (exact), fp8 in fp32 (products of codes are exact in fp32).
+    row, n = tl.program_id(1), tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_in = tl.where(n < N, n, 0)  # columns past N read row 0 of W, never stored
+    amax = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        a = tl.load(x_ptr + row * stride_xm + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(a))
+    xs = tl.maximum(tl.div_rn(tl.max(amax, axis=0), QMAX), 1e-12)
+    ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32
+    acc = tl.zeros((BLOCK_N,), dtype=ACC)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + row * stride_xm + k).to(tl.float32)
+        v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
+        codes = _round_to_code(v, IS_INT).to(ACC)  # the code's value, exactly
+        w = tl.load(w_ptr + n_in[:, None] * stride_wn + k[None, :]).to(ACC)  # [BLOCK_N, BLOCK_K]
+        acc += tl.sum(w * codes[None, :], axis=1)
+    y = acc.to(tl.float32) * xs * tl.load(ws_ptr + n_in)
+    tl.store(y_ptr + row * stride_ym + n, y.to(y_ptr.dtype.element_ty), mask=n < N)
+
+
+@triton.jit
 def _quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, IS_INT: tl.constexpr,
                           QMAX: tl.constexpr, BLOCK_K: tl.constexpr):  # fmt: skip
     # One program per row: its largest magnitude, then its codes, as the reference makes them.
@@ -166,6 +195,14 @@ def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
     _quantize_rows_kernel[(m,)](x, q, scales, k, x.stride(0), IS_INT=fmt == torch.int8,
                                 QMAX=_QMAX[fmt], BLOCK_K=block)  # fmt: skip
     return q, scales
+
+
+# Up to this many rows of activations `scaled_gemm_dynamic` runs the GEMV (one row a program);
+# above, the tensor-core GEMM. 0 until the GEMV is timed on a GPU (docs/development.md): until
+# then config={"kernel": "gemv"} asks for it.
+GEMV_MAX_ROWS = 0
+# The GEMV's tiles: BLOCK_N outputs a program, BLOCK_K codes of each weight row per load.
+GEMV_CONFIG = {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 4}
 
 
 def default_config(m: int, n: int = 0, dynamic: bool = False) -> dict:
@@ -212,13 +249,43 @@ def scaled_gemm_dynamic(
     config: dict | None = None,
 ) -> torch.Tensor:
     """The Triton kernel with the activations x [M, K] (bf16/fp16/fp32) quantized inside, one
-    scale per token; `scaled_gemm_dynamic_ref` is its spec. Output in x's dtype by default."""
+    scale per token; `scaled_gemm_dynamic_ref` is its spec. Output in x's dtype by default.
+    Up to GEMV_MAX_ROWS rows the GEMV runs (`config={"kernel": "gemv" | "gemm", ...}` picks;
+    the GEMV's tiles are {"BLOCK_N", "BLOCK_K", "num_warps"}, GEMV_CONFIG)."""
     if wq.dtype not in _FORMATS or x.dim() != 2 or x.shape[1] != wq.shape[1]:
         raise ValueError(
             f"need activations x [M, K] and codes wq [N, K] (float8_e4m3fn or int8); got "
             f"{tuple(x.shape)} and {tuple(wq.shape)} {wq.dtype}"
         )
+    config = dict(config or {})
+    kernel = config.pop("kernel", None) or ("gemv" if x.shape[0] <= GEMV_MAX_ROWS else "gemm")
+    if kernel not in ("gemv", "gemm"):
+        raise ValueError(f'unknown kernel {kernel!r}: "gemv" (one row a program) or "gemm"')
+    if kernel == "gemv":
+        return _launch_gemv(x, wq, w_scale, out_dtype or x.dtype, config)
     return _launch(x, x, wq, w_scale, out_dtype or x.dtype, config, per_token=True, dynamic=True)
+
+
+def _k_tile(k: int, block_k: int) -> int:
+    """The largest power-of-two tile <= block_k dividing K: the K loops have no tail."""
+    while k % block_k and block_k > 16:
+        block_k //= 2
+    if k % block_k:
+        raise ValueError(f"K = {k} must be a multiple of 16 (pad the weight's columns)")
+    return block_k
+
+
+def _launch_gemv(x, wq, w_scale, out_dtype, config):
+    (m, k), n = x.shape, wq.shape[0]
+    x, wq = x.contiguous(), wq.contiguous()
+    ws = w_scale.float().reshape(-1).contiguous()
+    c = {**GEMV_CONFIG, **config}
+    c["BLOCK_K"] = _k_tile(k, c["BLOCK_K"])
+    y = torch.empty((m, n), dtype=out_dtype, device=x.device)
+    grid = (triton.cdiv(n, c["BLOCK_N"]), m)
+    _gemv_kernel[grid](x, wq, ws, y, n, k, x.stride(0), wq.stride(0), y.stride(0),
+                       IS_INT=wq.dtype == torch.int8, QMAX=_QMAX[wq.dtype], **c)  # fmt: skip
+    return y
 
 
 def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: bool):
@@ -226,10 +293,7 @@ def _launch(x, xs, wq, w_scale, out_dtype, config, per_token: bool, dynamic: boo
     x, wq = x.contiguous(), wq.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
     c = {**default_config(m, n, dynamic), **(config or {})}
-    while k % c["BLOCK_K"] and c["BLOCK_K"] > 16:  # the K loop has no tail: a BLOCK_K dividing K
-        c["BLOCK_K"] //= 2
-    if k % c["BLOCK_K"]:
-        raise ValueError(f"K = {k} must be a multiple of 16 (pad the weight's columns)")
+    c["BLOCK_K"] = _k_tile(k, c["BLOCK_K"])
     y = torch.empty((m, n), dtype=out_dtype, device=x.device)
     grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
     _kernel[grid](x, wq, xs, ws, y, m, n, k, x.stride(0), wq.stride(0), y.stride(0),

@@ -74,7 +74,8 @@ def test_the_dynamic_kernel_quantizes_inside_as_the_reference_does(fmt, mnk, dty
 
 
 @pytest.mark.parametrize("fmt", ["fp8", "int8"])
-def test_the_dynamic_kernels_codes_round_ties_to_even_across_powers_of_two(fmt):
+@pytest.mark.parametrize("kernel", ["gemv", "gemm"])
+def test_the_dynamic_kernels_codes_round_ties_to_even_across_powers_of_two(fmt, kernel):
     """Against an identity weight the product is each activation's code times its row's scale:
     halfway values (17 -> 16, 19 -> 20, 15.5 -> 16 across a power of two; 2.5 -> 2 for int8),
     subnormals, negatives, and a row of zeros."""
@@ -93,10 +94,47 @@ def test_the_dynamic_kernels_codes_round_ties_to_even_across_powers_of_two(fmt):
         else (eye.to(torch.float8_e4m3fn), torch.ones(32))
     )
     x, wq, ws = x.to(DEVICE), wq.to(DEVICE), ws.to(DEVICE)
-    out = scaled_gemm_dynamic(x, wq, ws, out_dtype=torch.float32)
+    out = scaled_gemm_dynamic(x, wq, ws, out_dtype=torch.float32, config={"kernel": kernel})
     assert torch.equal(out, scaled_gemm_dynamic_ref(x, wq, ws, torch.float32))
     assert out[0, 1:3].tolist() == ([16.0, 20.0] if fmt == "fp8" else [17.0, 19.0])
     assert out[2].abs().sum() == 0
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+@pytest.mark.parametrize("mnk", [(1, 4096, 1024), (1, 37, 96), (3, 70, 160)])
+@pytest.mark.parametrize("tiles", [{}, {"BLOCK_N": 4, "BLOCK_K": 1024, "num_warps": 8}])
+def test_the_gemv_quantizes_each_row_as_the_reference_does(fmt, mnk, tiles):
+    """The one-row kernel (no tensor cores): the engine's qkv shape, outputs that do not fill the
+    last program, K not a multiple of the tile, and several rows (one a program)."""
+    from minirt.kernels.scaled_gemm import scaled_gemm_dynamic, scaled_gemm_dynamic_ref
+
+    m, n, k = mnk
+    g = torch.Generator().manual_seed(n + k)
+    w, x = torch.randn(n, k, generator=g), (torch.randn(m, k, generator=g) * 3).bfloat16()
+    q = quantize_fp8(w)
+    wq, ws = quantize_int8_rows(w) if fmt == "int8" else (q.data, q.scales)
+    x, wq, ws = x.to(DEVICE), wq.to(DEVICE), ws.to(DEVICE)
+    out = scaled_gemm_dynamic(x, wq, ws, torch.float32, config={"kernel": "gemv", **tiles})
+    ref = scaled_gemm_dynamic_ref(x, wq, ws, torch.float32)
+    # int8: integer sums, exact; fp8: exact products summed in fp32, in another order
+    assert rel_error(out, ref) < 1e-6
+    assert out.shape == (m, n) and not out.isnan().any()
+
+
+def test_up_to_gemv_max_rows_the_gemv_runs_and_an_unknown_kernel_is_refused(monkeypatch):
+    from minirt.kernels import scaled_gemm as S
+
+    monkeypatch.setattr(S, "GEMV_MAX_ROWS", 1)
+    q = quantize_fp8(torch.randn(16, 1024))  # long enough that the two kernels' sums differ
+    wq, ws = q.data.to(DEVICE), q.scales.to(DEVICE)
+    for rows, kernel in ((1, "gemv"), (2, "gemm")):
+        x = torch.randn(rows, 1024).to(DEVICE)
+        chosen = S.scaled_gemm_dynamic(x, wq, ws, torch.float32)
+        assert torch.equal(
+            chosen, S.scaled_gemm_dynamic(x, wq, ws, torch.float32, {"kernel": kernel})
+        )
+    with pytest.raises(ValueError, match='"gemv" .* or "gemm"'):
+        S.scaled_gemm_dynamic(x, wq, ws, config={"kernel": "mma"})
 
 
 def test_decode_batches_take_narrow_tiles_so_that_the_programs_fill_the_gpu():
