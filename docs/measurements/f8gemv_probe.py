@@ -11,6 +11,8 @@ from minirt.bench.quant import _copies, _time_ms, decode_rows
 from minirt.quant import formats as F
 
 out = sys.argv[1]
+QUICK = len(sys.argv) > 2  # one row, 4 tiles, batch 1 only: a short device call
+ROWS = (1,) if QUICK else (1, 2, 4)
 SHAPES = {"qkv": (4096, 1024), "o": (1024, 2048), "gate_up": (6144, 1024), "down": (1024, 3072)}
 TILES = [
     dict(BLOCK_N=bn, BLOCK_K=bk, num_warps=w)
@@ -43,7 +45,7 @@ def dump():
     )
 
 
-for m in (1, 2, 4):
+for m in ROWS:
     for name, (n, k) in SHAPES.items():
         w = torch.randn(n, k, device="cuda", generator=g) * 0.02
         x = torch.randn(m, k, device="cuda", generator=g).bfloat16()
@@ -72,7 +74,7 @@ for m in (1, 2, 4):
                 "gemm_default_us": gemm,
                 "gemv": [],
             }
-            tiles = TILES if m == 1 else [best[(name, fmt, 1)]]
+            tiles = (TILES[:4] if QUICK else TILES) if m == 1 else [best[(name, fmt, 1)]]
             for c in tiles:
                 c = {kk: c[kk] for kk in ("BLOCK_N", "BLOCK_K", "num_warps")}
                 cc = {"kernel": "gemv", **c}
@@ -116,7 +118,7 @@ for meth, form, rows_max in (
 ):
     S._launch_gemv = tuned if form == "tuned" else orig
     S.GEMV_MAX_ROWS = rows_max
-    got = decode_rows(methods=(meth,), batches=(1, 2, 4), progress=False)
+    got = decode_rows(methods=(meth,), batches=ROWS, progress=False)
     for r in got:
         r["form"], r["gemv_max_rows"] = form, rows_max
         print(
