@@ -100,12 +100,12 @@ for m in ROWS:
 if len(sys.argv) > 3:  # per GEMM only
     sys.exit(0)
 orig = S._launch_gemv
-by_n_k = {}
+NAMES = {(n, k): s for s, (n, k) in SHAPES.items()}
 
 
 def tuned(x, wq, w_scale, out_dtype, config):
     fmt = "int8" if wq.dtype == torch.int8 else "fp8"
-    name = {(n, k): s for s, (n, k) in SHAPES.items()}.get(tuple(wq.shape))
+    name = NAMES.get(tuple(wq.shape))
     if name and not config:
         b = best[(name, fmt, 1)]
         config = {kk: b[kk] for kk in ("BLOCK_N", "BLOCK_K", "num_warps")}
