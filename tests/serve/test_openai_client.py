@@ -30,7 +30,7 @@ def test_a_greedy_completion_equals_the_offline_generate_output(client, referenc
     assert out.usage.prompt_tokens == len(PROMPT.encode())  # the byte tokenizer
 
 
-def test_a_streamed_completion_sends_one_chunk_per_token_then_usage(client, reference):
+def test_a_streamed_completion_sends_the_tokens_in_chunks_then_usage(client, reference):
     usage = {"include_usage": True}
     stream = client.completions.create(
         model="target",
@@ -43,8 +43,11 @@ def test_a_streamed_completion_sends_one_chunk_per_token_then_usage(client, refe
     chunks = list(stream)
     texts = [c.choices[0].text for c in chunks if c.choices]
     assert "".join(texts) == reference.text
-    assert len(texts) == len(reference.token_ids)
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == len(texts)
+    # One chunk a step while the client keeps up; a stream that falls behind the engine sends
+    # what waits as one chunk (as vLLM does), so on a busy machine there can be fewer.
+    assert 2 <= len(texts) <= len(reference.token_ids) and all(texts)
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens == len(reference.token_ids)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
 
 
