@@ -117,6 +117,7 @@ for meth, form, rows_max in (
     (None, "-", 1),
     ("fp8-dynamic", "tuned", 1),
     ("int8", "tuned", 1),
+    *(() if QUICK else (("fp8-dynamic", "tuned", 4), ("int8", "tuned", 4))),
 ):
     S._launch_gemv = tuned if form == "tuned" else orig
     S.GEMV_MAX_ROWS = rows_max

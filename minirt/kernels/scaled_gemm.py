@@ -199,12 +199,27 @@ def quantize_rows(x: torch.Tensor, fmt: torch.dtype = torch.float8_e4m3fn):
     return q, scales
 
 
-# Up to this many rows of activations `scaled_gemm_dynamic` runs the GEMV (one row a program);
-# above, the tensor-core GEMM. 0 until the GEMV is timed on a GPU (docs/development.md): until
-# then config={"kernel": "gemv"} asks for it.
-GEMV_MAX_ROWS = 0
-# The GEMV's tiles: BLOCK_N outputs a program, BLOCK_K codes of each weight row per load.
-GEMV_CONFIG = {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 4}
+# Up to this many rows of activations `scaled_gemm_dynamic` runs the GEMV (one row a program,
+# each rereading the weight from L2); above, the tensor-core GEMM. On the H100, Qwen3-0.6B's
+# projections (docs/measurements/f8gemv-h100-20261207.json): one row 5.1-6.7 us against the
+# GEMM's 9.0-20.8 and cuBLAS bf16's 5.7-8.0; two rows still ahead of the GEMM on every shape;
+# four rows only on the narrow weights (N < K: o, down), whose GEMM makes too few programs.
+GEMV_MAX_ROWS = 2
+GEMV_MAX_ROWS_NARROW = 4
+
+
+def use_gemv(m: int, n: int, k: int) -> bool:
+    """Whether `scaled_gemm_dynamic` runs the GEMV for M rows of a weight [N, K]."""
+    return m <= GEMV_MAX_ROWS or (n < k and m <= GEMV_MAX_ROWS_NARROW)
+
+
+def gemv_config(n: int, k: int) -> dict:
+    """The GEMV's tiles (BLOCK_N outputs a program, BLOCK_K codes of each weight row a load):
+    4 outputs and 1024-column loads with 4 warps, best on the H100 for qkv, o and down; the
+    widest weight (gate_up, N = 6K) 8 outputs and 512-column loads (1.1x over the former)."""
+    if n > 4 * k:
+        return {"BLOCK_N": 8, "BLOCK_K": 512, "num_warps": 4}
+    return {"BLOCK_N": 4, "BLOCK_K": 1024, "num_warps": 4}
 
 
 def default_config(m: int, n: int = 0, dynamic: bool = False) -> dict:
@@ -252,15 +267,16 @@ def scaled_gemm_dynamic(
 ) -> torch.Tensor:
     """The Triton kernel with the activations x [M, K] (bf16/fp16/fp32) quantized inside, one
     scale per token; `scaled_gemm_dynamic_ref` is its spec. Output in x's dtype by default.
-    Up to GEMV_MAX_ROWS rows the GEMV runs (`config={"kernel": "gemv" | "gemm", ...}` picks;
-    the GEMV's tiles are {"BLOCK_N", "BLOCK_K", "num_warps"}, GEMV_CONFIG)."""
+    For a few rows the GEMV runs (`use_gemv`; `config={"kernel": "gemv" | "gemm", ...}` picks;
+    the GEMV's tiles are {"BLOCK_N", "BLOCK_K", "num_warps"}, `gemv_config`)."""
     if wq.dtype not in _FORMATS or x.dim() != 2 or x.shape[1] != wq.shape[1]:
         raise ValueError(
             f"need activations x [M, K] and codes wq [N, K] (float8_e4m3fn or int8); got "
             f"{tuple(x.shape)} and {tuple(wq.shape)} {wq.dtype}"
         )
     config = dict(config or {})
-    kernel = config.pop("kernel", None) or ("gemv" if x.shape[0] <= GEMV_MAX_ROWS else "gemm")
+    default = "gemv" if use_gemv(x.shape[0], *wq.shape) else "gemm"
+    kernel = config.pop("kernel", None) or default
     if kernel not in ("gemv", "gemm"):
         raise ValueError(f'unknown kernel {kernel!r}: "gemv" (one row a program) or "gemm"')
     if kernel == "gemv":
@@ -281,7 +297,7 @@ def _launch_gemv(x, wq, w_scale, out_dtype, config):
     (m, k), n = x.shape, wq.shape[0]
     x, wq = x.contiguous(), wq.contiguous()
     ws = w_scale.float().reshape(-1).contiguous()
-    c = {**GEMV_CONFIG, **config}
+    c = {**gemv_config(n, k), **config}
     c["BLOCK_K"] = _k_tile(k, c["BLOCK_K"])
     y = torch.empty((m, n), dtype=out_dtype, device=x.device)
     grid = (triton.cdiv(n, c["BLOCK_N"]), m)

@@ -121,18 +121,24 @@ def test_the_gemv_quantizes_each_row_as_the_reference_does(fmt, mnk, tiles):
     assert out.shape == (m, n) and not out.isnan().any()
 
 
-def test_up_to_gemv_max_rows_the_gemv_runs_and_an_unknown_kernel_is_refused(monkeypatch):
+def test_a_few_rows_take_the_gemv_and_an_unknown_kernel_is_refused():
     from minirt.kernels import scaled_gemm as S
 
-    monkeypatch.setattr(S, "GEMV_MAX_ROWS", 1)
-    q = quantize_fp8(torch.randn(16, 1024))  # long enough that the two kernels' sums differ
-    wq, ws = q.data.to(DEVICE), q.scales.to(DEVICE)
-    for rows, kernel in ((1, "gemv"), (2, "gemm")):
-        x = torch.randn(rows, 1024).to(DEVICE)
-        chosen = S.scaled_gemm_dynamic(x, wq, ws, torch.float32)
-        assert torch.equal(
-            chosen, S.scaled_gemm_dynamic(x, wq, ws, torch.float32, {"kernel": kernel})
-        )
+    # K long enough that the two kernels' sums differ; a narrow weight (N < K) keeps the GEMV
+    # for more rows than a wide one
+    for n, gemv_rows in ((1024, S.GEMV_MAX_ROWS), (256, S.GEMV_MAX_ROWS_NARROW)):
+        q = quantize_fp8(torch.randn(n, 1024))
+        wq, ws = q.data.to(DEVICE), q.scales.to(DEVICE)
+        for rows, kernel in ((gemv_rows, "gemv"), (gemv_rows + 1, "gemm")):
+            x = torch.randn(rows, 1024).to(DEVICE)
+            chosen = S.scaled_gemm_dynamic(x, wq, ws, torch.float32)
+            other = "gemm" if kernel == "gemv" else "gemv"
+            assert torch.equal(
+                chosen, S.scaled_gemm_dynamic(x, wq, ws, torch.float32, {"kernel": kernel})
+            )
+            assert not torch.equal(
+                chosen, S.scaled_gemm_dynamic(x, wq, ws, torch.float32, {"kernel": other})
+            )
     with pytest.raises(ValueError, match='"gemv" .* or "gemm"'):
         S.scaled_gemm_dynamic(x, wq, ws, config={"kernel": "mma"})
 

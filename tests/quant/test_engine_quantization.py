@@ -10,8 +10,10 @@ GREEDY = SamplingParams(temperature=0.0, max_tokens=12)
 def test_llm_quantization_equals_quantizing_the_loaded_model():
     """LLM(quantization=m) quantizes at load, before the pool and the graphs: the same layers,
     so the same greedy tokens, as quantize_model on an unquantized LLM afterwards."""
-    at_load = LLM(quantization="w4a16-g128")
-    after = LLM()
+    # two engines in one process: a fixed KV budget each (on a GPU the first would otherwise
+    # take most of the free memory and leave the second none)
+    at_load = LLM(quantization="w4a16-g128", kv_cache_bytes=32 << 20)
+    after = LLM(kv_cache_bytes=32 << 20)
     quantize_model(after, "w4a16-g128")
     layers = [m for m in at_load.model.modules() if isinstance(m, QuantLinear)]
     assert layers and all(m.method.name == "w4a16-g128" for m in layers)
