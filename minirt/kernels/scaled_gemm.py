@@ -10,9 +10,9 @@ it beside cuBLAS's own 8-bit paths, `torch._scaled_mm` (fp8) and `torch._int_mm`
 largest magnitudes, then turns each tile of x into codes just before the dot. Done as separate
 torch ops the quantization was ~9 small kernels per layer, more than the GEMM itself at decode
 sizes. Above 16 tokens the engine quantizes once with `quantize_rows` (one launch, the same
-codes) and calls `scaled_gemm`. At one row a 16-row tensor-core tile is 15 rows of padding:
-`config={"kernel": "gemv"}` runs a GEMV instead (one row a program, the weights upcast on the
-ordinary cores). Notebook 08 (quantization).
+codes) and calls `scaled_gemm`. At one row a 16-row tensor-core tile is 15 rows of padding, so
+for a few rows (`use_gemv`) a GEMV runs instead: one row a program, the weights upcast on the
+ordinary cores (`config={"kernel": "gemv" | "gemm"}` picks either). Notebook 08 (quantization).
 """
 
 from __future__ import annotations
