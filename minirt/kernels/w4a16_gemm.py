@@ -8,10 +8,11 @@ or `interleave_int4(q)`): within each group of G columns, nibbles i and i + 4 (i
 group's word w hold the neighbouring columns 2 (i * G/8 + w) and 2 (i * G/8 + w) + 1, so the
 inputs that meet nibbles (i, i + 4) of a run of words are G/8 consecutive pairs of x's columns
 (GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
-Two kernels. A GEMV for one row of x (a batch-1 decode; split-K optional: N / BLOCK_N programs
-alone can leave a small GPU idle). A tiled GEMM on the tensor cores (tl.dot) for more rows: the
-codes minus their zero go to the tensor cores as exact small integers, and each group's scale
-multiplies the fp32 product once per output, not once per weight.
+Two kernels. A GEMV, a row of x a program (a batch-1 decode, and up to GEMV_MAX_ROWS rows;
+split-K optional: N / BLOCK_N programs alone can leave a small GPU idle). A tiled GEMM on the
+tensor cores (tl.dot) for more rows: the codes minus their zero go to the tensor cores as exact
+small integers, and each group's scale multiplies the fp32 product once per output, not once per
+weight.
 Notebook 08 (quantization) measures both against cuBLAS bf16.
 """
 
@@ -107,7 +108,8 @@ def _gemv_kernel(
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16X2: tl.constexpr,
 ):  # fmt: skip
-    # Program (i, s): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K. A tile is
+    # Program (i, s, r): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K, row r of x
+    # (a few rows of x: each its own programs, the weight read again from L2). A tile is
     # [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups (or one slice of a group)
     # of WORDS words each, so a group's scale is one value per (row, group), broadcast over its
     # words. The inputs of nibble k of the tile's words are WORDS consecutive pairs of x per group.
@@ -115,6 +117,8 @@ def _gemv_kernel(
     C: tl.constexpr = G // 8
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     n = tl.where(rows < N, rows, 0)  # rows past N read row 0; their sums are never stored
+    x_ptr += tl.program_id(2).to(tl.int64) * K  # x [M, K] and y [M, N] contiguous
+    y_ptr += tl.program_id(2).to(tl.int64) * N
     g_idx = tl.arange(0, GROUPS)
     word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS] in tile
     acc = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
@@ -222,6 +226,12 @@ def bf16x2_available(x: torch.Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device) >= (9, 0))  # fmt: skip
 
 
+# Up to this many rows of x the GEMV runs (a row a program); above, the GEMM. One row is timed
+# (2.5-3.6 us on Qwen3-0.6B's projections against cuBLAS bf16's 5.0-8.0, notebook 08); at 2-4
+# rows the GEMV is not timed yet, so the GEMM keeps them (`config={"kernel": "gemv"}` asks).
+GEMV_MAX_ROWS = 1
+
+
 def default_config(kernel: str, m: int, n: int) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
     GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096). The GEMM at
@@ -241,9 +251,9 @@ def default_config(kernel: str, m: int, n: int) -> dict:
 
 def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> torch.Tensor:
     """The Triton kernel, same arguments as w4a16_gemm_ref; `q` packed interleaved. `config`
-    picks the kernel ("kernel": "gemv", one row only and its default, or "gemm") and overrides
-    its tiles: GEMV {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N", "BLOCK_K"};
-    either may add Triton's "num_warps" / "num_stages" (`default_config` has the defaults)."""
+    picks the kernel ("kernel": "gemv", the default up to GEMV_MAX_ROWS rows, or "gemm") and
+    overrides its tiles: GEMV {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N",
+    "BLOCK_K"}; either may add Triton's "num_warps" / "num_stages" (`default_config`)."""
     _check(x, q)
     if not q.interleaved:
         raise ValueError(
@@ -253,10 +263,11 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
         )
     (m, k), n, g = x.shape, q.shape[0], q.group_size
     config = dict(config or {})
-    kernel = config.pop("kernel", None) or ("gemv" if m == 1 else "gemm")
-    if kernel not in ("gemv", "gemm") or (kernel == "gemv" and m > 1):
-        why = f"got {kernel!r} for {m} rows"
-        raise ValueError(f"config['kernel'] must be 'gemv' (one row of x) or 'gemm'; {why}")
+    kernel = config.pop("kernel", None) or ("gemv" if m <= GEMV_MAX_ROWS else "gemm")
+    if kernel not in ("gemv", "gemm"):
+        raise ValueError(
+            f"config['kernel'] must be 'gemv' (a row of x a program) or 'gemm'; got {kernel!r}"
+        )
     c = _fit_block_k({**default_config(kernel, m, n), **config}, k, g)
     x = x.contiguous()
     scales = q.scales.float().contiguous()
@@ -267,7 +278,7 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
         # one slice writes y itself; slices add into zeros (one more kernel, and a cast after)
         y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if split > 1
              else torch.empty((m, n), dtype=x.dtype, device=x.device))  # fmt: skip
-        grid = (triton.cdiv(n, c["BLOCK_N"]), split)
+        grid = (triton.cdiv(n, c["BLOCK_N"]), split, m)
         _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags,
                            BF16X2=bf16x2_available(x), **c)  # fmt: skip
         return y.to(x.dtype)

@@ -53,12 +53,36 @@ def test_split_k_slices_sum_to_the_same_gemv(split_k):
     assert rel_error(w4a16_gemm(*args, config=config), w4a16_gemm_ref(*args)) < BOUND[DTYPE]
 
 
-def test_an_unknown_kernel_or_a_gemv_of_several_rows_is_refused():
+def test_an_unknown_kernel_is_refused():
     args = _case(2, 16, 64, 32, True, seed=4)
-    with pytest.raises(ValueError, match=r"'gemv' \(one row of x\) or 'gemm'"):
+    with pytest.raises(
+        ValueError, match=r"'gemv' \(a row of x a program\) or 'gemm'; got 'marlin'"
+    ):
         w4a16_gemm(*args, config={"kernel": "marlin"})
-    with pytest.raises(ValueError, match="'gemv' for 2 rows"):
-        w4a16_gemm(*args, config={"kernel": "gemv"})
+
+
+@pytest.mark.parametrize("split_k", [1, 2])
+@pytest.mark.parametrize("m", [2, 3])
+def test_the_gemv_takes_several_rows_a_row_a_program(m, split_k):
+    """Each row of x its own programs (grid axis 2): every row's outputs land in its own row of
+    y, split over K or not, and GEMV_MAX_ROWS picks it without being asked."""
+    from minirt.kernels import w4a16_gemm as W
+
+    args = _case(m, 40, 256, 32, False, seed=20 + m)
+    ref = w4a16_gemm_ref(*args)
+    config = {"kernel": "gemv", "SPLIT_K": split_k, "BLOCK_K": 128, "BLOCK_N": 16}
+    out = w4a16_gemm(*args, config=config)
+    assert out.shape == (m, 40) and rel_error(out, ref) < BOUND[DTYPE]
+    for r in range(m):  # no row's sums in another's place
+        assert rel_error(out[r], ref[r]) < BOUND[DTYPE]
+    if split_k == 1:
+        default = dict(config, kernel="gemv")
+        default.pop("SPLIT_K")
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(W, "GEMV_MAX_ROWS", m)
+            assert torch.equal(w4a16_gemm(*args), w4a16_gemm(*args, config={"kernel": "gemv"}))
+            mp.setattr(W, "GEMV_MAX_ROWS", m - 1)
+            assert torch.equal(w4a16_gemm(*args), w4a16_gemm(*args, config={"kernel": "gemm"}))
 
 
 def test_reference_is_the_dequantised_weight_times_x():
