@@ -26,6 +26,10 @@ def _worker(rank, world_size, port, backend, threads, fn, args, folder) -> None:
         torch.cuda.set_device(rank)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world_size)  # fmt: skip
+    # Every rank's connections are up before any rank can close its own: without this a rank
+    # whose fn does no collective work can tear down while another still connects to it (gloo:
+    # "connectFullMesh ... Connection closed by peer").
+    dist.barrier()
     try:
         result = fn(rank, world_size, *args)
         # a file, not a queue: a queue's pipe fills up and blocks a rank that returns tensors
