@@ -95,6 +95,15 @@ def test_crossover_of_the_fixture_results(open_page, fixture_results):
     at.selectbox(key="quant_shape").set_value("llama-3-8b/down_proj").run()
     table = at.dataframe[-1].value.set_index("method")
     assert table.loc["w4a16", "beats bf16 at M"] == "1"
+    legend = at.caption[-1].value  # every method of the run, described where known
+    assert "**bf16**: cuBLAS bf16" in legend and "**fp8**: ours, FP8" in legend
+    assert "**w4a16**" in legend
+
+
+def test_the_legend_says_what_each_method_of_a_run_measures():
+    frame = pd.DataFrame({"method": ["bf16", "fp8_fused", "dynamic_scales", "fp8_fused"]})
+    lines = qp.method_legend(frame).split("  \n")
+    assert len(lines) == 3 and "quantized inside" in lines[1] and "not a GEMM" in lines[2]
 
 
 # ---------------------------------------------------------------- vizlib.quant_page

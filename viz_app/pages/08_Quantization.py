@@ -134,4 +134,5 @@ else:
         f"{record.get('date', '?')}: `{shape}` (N={nk['N']}, K={nk['K']}), M = tokens."
     )
     st.altair_chart(qp.speed_chart(gemm, shape), width="stretch")
+    st.caption(qp.method_legend(gemm))
     st.dataframe(qp.crossover(gemm, shape), hide_index=True, key="quant_crossover")

@@ -185,6 +185,27 @@ def gemm_frame(record: dict[str, Any]) -> pd.DataFrame:
     )
 
 
+# What each `method` of a quant run is (`python -m minirt.bench quant`).
+METHODS = {
+    "bf16": "cuBLAS bf16, the baseline",
+    "scaled_mm_fp8": "cuBLAS FP8 (torch._scaled_mm), activations already quantized",
+    "fp8": "ours, FP8, activations already quantized",
+    "int8": "ours, INT8, activations already quantized",
+    "fp8_fused": "ours, FP8 with the activations quantized inside: the engine's path up to 16 "
+    "tokens (a GEMV at one row)",
+    "int_mm": "cuBLAS INT8 without scales (torch._int_mm, from 17 tokens)",
+    "w4a16-g128": "ours, 4-bit weights, a scale per 128 inputs",
+    "w4a16-g32": "ours, 4-bit weights, a scale per 32 inputs",
+    "dynamic_scales": "the per-token scales alone, as separate PyTorch ops (not a GEMM)",
+}
+
+
+def method_legend(frame: pd.DataFrame) -> str:
+    """One line per method present: its name and, where known, what it measures."""
+    present = list(dict.fromkeys(frame["method"]))
+    return "  \n".join(f"**{m}**: {METHODS[m]}" if m in METHODS else f"**{m}**" for m in present)
+
+
 def crossover(frame: pd.DataFrame, shape: str) -> pd.DataFrame:
     """Per method of one shape: speedup at the smallest and largest M, and where it beats bf16."""
     rows = []
