@@ -104,24 +104,25 @@ def _columns(word, nibble, G: tl.constexpr):
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, N, K,
+    x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K,
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr, SPLIT_K: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16X2: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16X2: tl.constexpr,
 ):  # fmt: skip
-    # Program (i, s, r): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K, row r of x
-    # (a few rows of x: each its own programs, the weight read again from L2). A tile is
-    # [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups (or one slice of a group)
-    # of WORDS words each, so a group's scale is one value per (row, group), broadcast over its
-    # words. The inputs of nibble k of the tile's words are WORDS consecutive pairs of x per group.
+    # Program (i, s, j): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K, rows
+    # j*BLOCK_M.. of x: every word is read once for BLOCK_M rows of x (one row: a batch-1
+    # decode). A tile is [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups (or
+    # one slice of a group) of WORDS words each, so a group's scale is one value per (row,
+    # group), broadcast over its words. The inputs of nibble k of the tile's words are WORDS
+    # consecutive pairs of x per group.
     WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
     C: tl.constexpr = G // 8
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     n = tl.where(rows < N, rows, 0)  # rows past N read row 0; their sums are never stored
-    x_ptr += tl.program_id(2).to(tl.int64) * K  # x [M, K] and y [M, N] contiguous
-    y_ptr += tl.program_id(2).to(tl.int64) * N
+    ms = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] rows of x
+    m = tl.where(ms < M, ms, 0).to(tl.int64)[:, None, None]  # [BLOCK_M, 1, 1], clamped likewise
     g_idx = tl.arange(0, GROUPS)
     word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS] in tile
-    acc = tl.zeros((BLOCK_N, GROUPS), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
     tiles = K // BLOCK_K
     per_split = tl.cdiv(tiles, SPLIT_K)
     first = tl.program_id(1) * per_split
@@ -130,16 +131,21 @@ def _gemv_kernel(
         word = k0 // 8 + word_off  # [GROUPS, WORDS] along the row
         words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + word[None])
         group = n[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
-        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2)
+        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2), for each row of x
             if HAS_ZEROS:  # bf16 bits of 128 + zero, in both halves
                 off = (tl.load(zeros_ptr + group).to(tl.int32) + 0x4300) * 0x10001
             else:
                 off = tl.full((BLOCK_N, GROUPS), 0x43084308, tl.int32)  # 128 + 8
-            pairs = x_ptr.to(tl.pointer_type(tl.int32)) + (word // C) * (G // 2) + word % C
+            pairs = (
+                x_ptr.to(tl.pointer_type(tl.int32))
+                + m * (K // 2)
+                + ((word // C) * (G // 2) + word % C)[None]
+            )  # [BLOCK_M, GROUPS, WORDS]
             dot = tl.inline_asm_elementwise(
                 _DOT8_BF16X2, "=f,r,r,r,r,r,r",
-                [words, off[:, :, None], tl.load(pairs)[None], tl.load(pairs + C)[None],
-                 tl.load(pairs + 2 * C)[None], tl.load(pairs + 3 * C)[None]],
+                [words[None], off[None, :, :, None], tl.load(pairs)[:, None],
+                 tl.load(pairs + C)[:, None], tl.load(pairs + 2 * C)[:, None],
+                 tl.load(pairs + 3 * C)[:, None]],
                 dtype=tl.float32, is_pure=True, pack=1,
             )  # fmt: skip
         else:  # anywhere (the interpreter too): one nibble at a time in fp32
@@ -147,18 +153,20 @@ def _gemv_kernel(
                 offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
             else:
                 offset = tl.full((BLOCK_N, GROUPS), 8388616.0, tl.float32)  # 2^23 + 8
-            dot = tl.zeros((BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
+            dot = tl.zeros((BLOCK_M, BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
             for i in tl.static_range(8):
-                xi = tl.load(x_ptr + _columns(word, i, G)).to(tl.float32)  # [GROUPS, WORDS]
+                xi = tl.load(x_ptr + m * K + _columns(word, i, G)[None]).to(tl.float32)
                 bits = ((words >> (4 * i)) & 0xF) | MAGIC
                 w = bits.to(tl.float32, bitcast=True) - offset[:, :, None]  # code - zero, exact
-                dot += w * xi[None]
-        acc += tl.sum(dot, axis=2) * tl.load(scales_ptr + group)  # one scale per group
-    out = tl.sum(acc, axis=1)
+                dot += w[None] * xi[:, None]  # [BLOCK_M, BLOCK_N, GROUPS, WORDS]
+        acc += tl.sum(dot, axis=3) * tl.load(scales_ptr + group)[None]  # one scale per group
+    out = tl.sum(acc, axis=2)  # [BLOCK_M, BLOCK_N]
+    at = y_ptr + ms.to(tl.int64)[:, None] * N + rows[None, :]
+    mask = (ms[:, None] < M) & (rows[None, :] < N)
     if SPLIT_K == 1:
-        tl.store(y_ptr + rows, out.to(y_ptr.dtype.element_ty), mask=rows < N)
+        tl.store(at, out.to(y_ptr.dtype.element_ty), mask=mask)
     else:  # partial sums of the slices meet in an fp32 buffer
-        tl.atomic_add(y_ptr + rows, out, mask=rows < N)
+        tl.atomic_add(at, out, mask=mask)
 
 
 @triton.jit
@@ -226,20 +234,24 @@ def bf16x2_available(x: torch.Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device) >= (9, 0))  # fmt: skip
 
 
-# Up to this many rows of x the GEMV runs (a row a program); above, the GEMM. One row is timed
-# (2.5-3.6 us on Qwen3-0.6B's projections against cuBLAS bf16's 5.0-8.0, notebook 08); at 2-4
-# rows the GEMV is not timed yet, so the GEMM keeps them (`config={"kernel": "gemv"}` asks).
+# Up to this many rows of x the GEMV runs; above, the GEMM. One row is timed (2.5-3.6 us on
+# Qwen3-0.6B's projections against cuBLAS bf16's 5.0-8.0, notebook 08); several rows are not
+# timed yet, so the GEMM keeps them (`config={"kernel": "gemv"}` asks for the GEMV).
 GEMV_MAX_ROWS = 1
+# Rows of x a GEMV program takes at most (BLOCK_M): each word is read once for all of them.
+GEMV_BLOCK_M = 1
 
 
 def default_config(kernel: str, m: int, n: int) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
-    GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096). The GEMM at
+    GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096), up to
+    GEMV_BLOCK_M rows of x. The GEMM at
     decode sizes (`docs/measurements/w4a16-decode-h100-20261207.json`, the engine's shapes):
     narrow tiles (16-32 outputs), so that a few rows still make enough programs to fill the
     GPU; 64 x 64 for prefill sizes."""
     if kernel == "gemv":
-        return {"BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}
+        bm = min(GEMV_BLOCK_M, triton.next_power_of_2(m))
+        return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}
     if m <= 16:  # wide weights (N >= 4096) have programs to spare: wider tiles
         bn, bk, stages = (32, 256, 3) if n >= 4096 else (16, 128, 4)
         return {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": 4, "num_stages": stages}
@@ -252,8 +264,9 @@ def default_config(kernel: str, m: int, n: int) -> dict:
 def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> torch.Tensor:
     """The Triton kernel, same arguments as w4a16_gemm_ref; `q` packed interleaved. `config`
     picks the kernel ("kernel": "gemv", the default up to GEMV_MAX_ROWS rows, or "gemm") and
-    overrides its tiles: GEMV {"BLOCK_N", "BLOCK_K", "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N",
-    "BLOCK_K"}; either may add Triton's "num_warps" / "num_stages" (`default_config`)."""
+    overrides its tiles: GEMV {"BLOCK_M" (rows of x a program), "BLOCK_N", "BLOCK_K",
+    "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N", "BLOCK_K"}; either may add Triton's "num_warps" /
+    "num_stages" (`default_config`)."""
     _check(x, q)
     if not q.interleaved:
         raise ValueError(
@@ -278,8 +291,8 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
         # one slice writes y itself; slices add into zeros (one more kernel, and a cast after)
         y = (torch.zeros((m, n), dtype=torch.float32, device=x.device) if split > 1
              else torch.empty((m, n), dtype=x.dtype, device=x.device))  # fmt: skip
-        grid = (triton.cdiv(n, c["BLOCK_N"]), split, m)
-        _gemv_kernel[grid](x, q.packed, scales, zeros, y, n, k, **flags,
+        grid = (triton.cdiv(n, c["BLOCK_N"]), split, triton.cdiv(m, c["BLOCK_M"]))
+        _gemv_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, **flags,
                            BF16X2=bf16x2_available(x), **c)  # fmt: skip
         return y.to(x.dtype)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)

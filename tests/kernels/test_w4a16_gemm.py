@@ -62,22 +62,26 @@ def test_an_unknown_kernel_is_refused():
 
 
 @pytest.mark.parametrize("split_k", [1, 2])
-@pytest.mark.parametrize("m", [2, 3])
-def test_the_gemv_takes_several_rows_a_row_a_program(m, split_k):
-    """Each row of x its own programs (grid axis 2): every row's outputs land in its own row of
-    y, split over K or not, and GEMV_MAX_ROWS picks it without being asked."""
+@pytest.mark.parametrize(("m", "block_m"), [(2, 1), (3, 2), (4, 4), (5, 4)])
+def test_the_gemv_takes_several_rows_of_x_each_word_read_once_for_block_m_rows(m, block_m, split_k):
+    """BLOCK_M rows of x a program (the last block padded past M), split over K or not: every
+    row's outputs land in its own row of y; GEMV_MAX_ROWS picks the GEMV without being asked."""
     from minirt.kernels import w4a16_gemm as W
 
     args = _case(m, 40, 256, 32, False, seed=20 + m)
     ref = w4a16_gemm_ref(*args)
-    config = {"kernel": "gemv", "SPLIT_K": split_k, "BLOCK_K": 128, "BLOCK_N": 16}
+    config = {
+        "kernel": "gemv",
+        "BLOCK_M": block_m,
+        "SPLIT_K": split_k,
+        "BLOCK_K": 128,
+        "BLOCK_N": 16,
+    }
     out = w4a16_gemm(*args, config=config)
     assert out.shape == (m, 40) and rel_error(out, ref) < BOUND[DTYPE]
     for r in range(m):  # no row's sums in another's place
         assert rel_error(out[r], ref[r]) < BOUND[DTYPE]
-    if split_k == 1:
-        default = dict(config, kernel="gemv")
-        default.pop("SPLIT_K")
+    if split_k == 1 and block_m == 1:
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(W, "GEMV_MAX_ROWS", m)
             assert torch.equal(w4a16_gemm(*args), w4a16_gemm(*args, config={"kernel": "gemv"}))
