@@ -119,7 +119,7 @@ def _gemv_kernel(
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     n = tl.where(rows < N, rows, 0)  # rows past N read row 0; their sums are never stored
     ms = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] rows of x
-    m = tl.where(ms < M, ms, 0).to(tl.int64)[:, None, None]  # [BLOCK_M, 1, 1], clamped likewise
+    m = tl.where(ms < M, ms, 0)[:, None, None]  # [BLOCK_M, 1, 1], clamped likewise
     g_idx = tl.arange(0, GROUPS)
     word_off = g_idx[:, None] * WORDS + tl.arange(0, WORDS)[None, :]  # [GROUPS, WORDS] in tile
     acc = tl.zeros((BLOCK_M, BLOCK_N, GROUPS), dtype=tl.float32)
@@ -131,23 +131,28 @@ def _gemv_kernel(
         word = k0 // 8 + word_off  # [GROUPS, WORDS] along the row
         words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + word[None])
         group = n[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
-        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2), for each row of x
+        scale = tl.load(scales_ptr + group)  # [BLOCK_N, GROUPS]: one scale per group
+        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2), row by row of x
             if HAS_ZEROS:  # bf16 bits of 128 + zero, in both halves
                 off = (tl.load(zeros_ptr + group).to(tl.int32) + 0x4300) * 0x10001
             else:
                 off = tl.full((BLOCK_N, GROUPS), 0x43084308, tl.int32)  # 128 + 8
-            pairs = (
-                x_ptr.to(tl.pointer_type(tl.int32))
-                + m * (K // 2)
-                + ((word // C) * (G // 2) + word % C)[None]
-            )  # [BLOCK_M, GROUPS, WORDS]
-            dot = tl.inline_asm_elementwise(
-                _DOT8_BF16X2, "=f,r,r,r,r,r,r",
-                [words[None], off[None, :, :, None], tl.load(pairs)[:, None],
-                 tl.load(pairs + C)[:, None], tl.load(pairs + 2 * C)[:, None],
-                 tl.load(pairs + 3 * C)[:, None]],
-                dtype=tl.float32, is_pure=True, pack=1,
-            )  # fmt: skip
+            for r in tl.static_range(BLOCK_M):
+                row_r = tl.minimum(tl.program_id(2) * BLOCK_M + r, M - 1)  # past M: row M-1
+                pairs = (
+                    x_ptr.to(tl.pointer_type(tl.int32))
+                    + row_r * (K // 2)
+                    + (word // C) * (G // 2)
+                    + word % C
+                )  # [GROUPS, WORDS]
+                dot = tl.inline_asm_elementwise(
+                    _DOT8_BF16X2, "=f,r,r,r,r,r,r",
+                    [words, off[:, :, None], tl.load(pairs)[None], tl.load(pairs + C)[None],
+                     tl.load(pairs + 2 * C)[None], tl.load(pairs + 3 * C)[None]],
+                    dtype=tl.float32, is_pure=True, pack=1,
+                )  # fmt: skip
+                part = tl.sum(dot, axis=2) * scale  # [BLOCK_N, GROUPS]
+                acc += tl.where(tl.arange(0, BLOCK_M)[:, None, None] == r, part[None], 0.0)
         else:  # anywhere (the interpreter too): one nibble at a time in fp32
             if HAS_ZEROS:
                 offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
@@ -159,9 +164,9 @@ def _gemv_kernel(
                 bits = ((words >> (4 * i)) & 0xF) | MAGIC
                 w = bits.to(tl.float32, bitcast=True) - offset[:, :, None]  # code - zero, exact
                 dot += w[None] * xi[:, None]  # [BLOCK_M, BLOCK_N, GROUPS, WORDS]
-        acc += tl.sum(dot, axis=3) * tl.load(scales_ptr + group)[None]  # one scale per group
+            acc += tl.sum(dot, axis=3) * scale[None]
     out = tl.sum(acc, axis=2)  # [BLOCK_M, BLOCK_N]
-    at = y_ptr + ms.to(tl.int64)[:, None] * N + rows[None, :]
+    at = y_ptr + ms[:, None] * N + rows[None, :]
     mask = (ms[:, None] < M) & (rows[None, :] < N)
     if SPLIT_K == 1:
         tl.store(at, out.to(y_ptr.dtype.element_ty), mask=mask)
