@@ -8,8 +8,9 @@ or `interleave_int4(q)`): within each group of G columns, nibbles i and i + 4 (i
 group's word w hold the neighbouring columns 2 (i * G/8 + w) and 2 (i * G/8 + w) + 1, so the
 inputs that meet nibbles (i, i + 4) of a run of words are G/8 consecutive pairs of x's columns
 (GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
-Two kernels. A GEMV, a row of x a program (a batch-1 decode, and up to GEMV_MAX_ROWS rows;
-split-K optional: N / BLOCK_N programs alone can leave a small GPU idle). A tiled GEMM on the
+Two kernels. A GEMV for a few rows of x (a batch-1 decode, and up to GEMV_MAX_ROWS rows, each
+word read once for BLOCK_M rows; split-K optional: N / BLOCK_N programs alone can leave a small
+GPU idle). A tiled GEMM on the
 tensor cores (tl.dot) for more rows: the codes minus their zero go to the tensor cores as exact
 small integers, and each group's scale multiplies the fp32 product once per output, not once per
 weight.
@@ -250,10 +251,9 @@ GEMV_BLOCK_M = 1
 def default_config(kernel: str, m: int, n: int) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
     GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096), up to
-    GEMV_BLOCK_M rows of x. The GEMM at
-    decode sizes (`docs/measurements/w4a16-decode-h100-20261207.json`, the engine's shapes):
-    narrow tiles (16-32 outputs), so that a few rows still make enough programs to fill the
-    GPU; 64 x 64 for prefill sizes."""
+    GEMV_BLOCK_M rows of x. The GEMM at decode sizes (the engine's shapes,
+    `docs/measurements/w4a16-decode-h100-20261207.json`): narrow tiles (16-32 outputs), so that
+    a few rows still make enough programs to fill the GPU; 64 x 64 for prefill sizes."""
     if kernel == "gemv":
         bm = min(GEMV_BLOCK_M, triton.next_power_of_2(m))
         return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}

@@ -9,6 +9,7 @@ instructions it was written for. The compile runs in a fresh process without TRI
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,8 +38,6 @@ open(cubin, "wb").write(compiled.asm["cubin"])
 
 
 def _sass(signature: dict, constexprs: dict, tmp_path: Path) -> str:
-    import json
-
     cubin = tmp_path / "kernel.cubin"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_CACHE_DIR"] = str(tmp_path / "cache")
