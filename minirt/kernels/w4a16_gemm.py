@@ -8,7 +8,7 @@ or `interleave_int4(q)`): within each group of G columns, nibbles i and i + 4 (i
 group's word w hold the neighbouring columns 2 (i * G/8 + w) and 2 (i * G/8 + w) + 1, so the
 inputs that meet nibbles (i, i + 4) of a run of words are G/8 consecutive pairs of x's columns
 (GPTQ's order would make them every 8th). scales [N, K // G]; zeros codes or None.
-Two kernels. A GEMV for a few rows of x (a batch-1 decode, and up to GEMV_MAX_ROWS rows, each
+Two kernels. A GEMV for a few rows of x (a batch-1 decode, and up to 4-16 rows: `use_gemv`; each
 word read once for BLOCK_M rows; split-K optional: N / BLOCK_N programs alone can leave a small
 GPU idle). A tiled GEMM on the
 tensor cores (tl.dot) for more rows: the codes minus their zero go to the tensor cores as exact
@@ -240,22 +240,36 @@ def bf16x2_available(x: torch.Tensor) -> bool:
             and torch.cuda.get_device_capability(x.device) >= (9, 0))  # fmt: skip
 
 
-# Up to this many rows of x the GEMV runs; above, the GEMM. One row is timed (2.5-3.6 us on
-# Qwen3-0.6B's projections against cuBLAS bf16's 5.0-8.0, notebook 08); several rows are not
-# timed yet, so the GEMM keeps them (`config={"kernel": "gemv"}` asks for the GEMV).
-GEMV_MAX_ROWS = 1
-# Rows of x a GEMV program takes at most (BLOCK_M): each word is read once for all of them.
-GEMV_BLOCK_M = 1
+# When the GEMV runs and how many rows of x a program takes (BLOCK_M: each packed word is read
+# once and unpacked for each of them). Timed on the H100 against the GEMM and cuBLAS bf16 on
+# Qwen3-0.6B's projections (`docs/measurements/w4rows-h100-20261207.json`): a wide weight
+# (N > K: qkv, gate_up) is ahead on the GEMV up to 4 rows, all in one program (at 8 the GEMM
+# wins: 6.5 vs 7.3 us on qkv); a narrow one (o, down) up to 16 rows, a quarter of them a
+# program (down at 16 rows: 10.0 us against the GEMM's 11.9; o 7.6 against 8.6).
+GEMV_MAX_ROWS = 4
+GEMV_MAX_ROWS_NARROW = 16
 
 
-def default_config(kernel: str, m: int, n: int) -> dict:
+def use_gemv(m: int, n: int, k: int) -> bool:
+    """Whether `w4a16_gemm` runs the GEMV for M rows of a weight [N, K]."""
+    return m <= GEMV_MAX_ROWS or (n <= k and m <= GEMV_MAX_ROWS_NARROW)
+
+
+def gemv_block_m(m: int, n: int, k: int) -> int:
+    """Rows of x a GEMV program takes: all of them on a wide weight, a quarter on a narrow one
+    (there, fewer programs than rows x columns would leave SMs idle)."""
+    rows = triton.next_power_of_2(m)
+    return rows if n > k else max(1, rows // 4)
+
+
+def default_config(kernel: str, m: int, n: int, k: int = 0) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
     GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096), up to
-    GEMV_BLOCK_M rows of x. The GEMM at decode sizes (the engine's shapes,
+    `gemv_block_m` rows of x. The GEMM at decode sizes (the engine's shapes,
     `docs/measurements/w4a16-decode-h100-20261207.json`): narrow tiles (16-32 outputs), so that
     a few rows still make enough programs to fill the GPU; 64 x 64 for prefill sizes."""
     if kernel == "gemv":
-        bm = min(GEMV_BLOCK_M, triton.next_power_of_2(m))
+        bm = gemv_block_m(m, n, k)
         return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}
     if m <= 16:  # wide weights (N >= 4096) have programs to spare: wider tiles
         bn, bk, stages = (32, 256, 3) if n >= 4096 else (16, 128, 4)
@@ -281,12 +295,12 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
         )
     (m, k), n, g = x.shape, q.shape[0], q.group_size
     config = dict(config or {})
-    kernel = config.pop("kernel", None) or ("gemv" if m <= GEMV_MAX_ROWS else "gemm")
+    kernel = config.pop("kernel", None) or ("gemv" if use_gemv(m, n, k) else "gemm")
     if kernel not in ("gemv", "gemm"):
         raise ValueError(
             f"config['kernel'] must be 'gemv' (a row of x a program) or 'gemm'; got {kernel!r}"
         )
-    c = _fit_block_k({**default_config(kernel, m, n), **config}, k, g)
+    c = _fit_block_k({**default_config(kernel, m, n, k), **config}, k, g)
     x = x.contiguous()
     scales = q.scales.float().contiguous()
     zeros = q.zeros.contiguous() if q.zeros is not None else scales  # unread when HAS_ZEROS=0

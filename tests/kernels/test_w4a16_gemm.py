@@ -81,12 +81,24 @@ def test_the_gemv_takes_several_rows_of_x_each_word_read_once_for_block_m_rows(m
     assert out.shape == (m, 40) and rel_error(out, ref) < BOUND[DTYPE]
     for r in range(m):  # no row's sums in another's place
         assert rel_error(out[r], ref[r]) < BOUND[DTYPE]
-    if split_k == 1 and block_m == 1:
+    if split_k == 1 and block_m == 1:  # the default dispatch follows use_gemv
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(W, "GEMV_MAX_ROWS", m)
+            mp.setattr(W, "use_gemv", lambda m, n, k: True)
             assert torch.equal(w4a16_gemm(*args), w4a16_gemm(*args, config={"kernel": "gemv"}))
-            mp.setattr(W, "GEMV_MAX_ROWS", m - 1)
+            mp.setattr(W, "use_gemv", lambda m, n, k: False)
             assert torch.equal(w4a16_gemm(*args), w4a16_gemm(*args, config={"kernel": "gemm"}))
+
+
+def test_the_gemv_runs_where_the_h100_timed_it_ahead_of_the_gemm():
+    """Wide weights (qkv 4096 x 1024): the GEMV up to 4 rows, all in one program; narrow ones
+    (down 1024 x 3072): up to 16 rows, a quarter of them a program."""
+    from minirt.kernels import w4a16_gemm as W
+
+    assert W.use_gemv(4, 4096, 1024) and not W.use_gemv(5, 4096, 1024)
+    assert W.use_gemv(16, 1024, 3072) and not W.use_gemv(17, 1024, 3072)
+    assert [W.gemv_block_m(m, 4096, 1024) for m in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    assert [W.gemv_block_m(m, 1024, 3072) for m in (1, 4, 5, 8, 16)] == [1, 1, 2, 2, 4]
+    assert W.default_config("gemv", 8, 1024, 3072)["BLOCK_M"] == 2
 
 
 def test_reference_is_the_dequantised_weight_times_x():
