@@ -19,6 +19,7 @@ from minirt.kernels import (
     activation,
     cpu,
     decode_attention,
+    gemv,
     prefill_attention,
     qk_norm_rope,
     rms_norm,
@@ -41,9 +42,12 @@ class KernelBackend:
     silu_mul: Callable
     rope: Callable
     qk_norm_rope: Callable
+    linear: Callable = gemv.linear_ref  # y = x @ W.T (+ b): every projection but the LM head
     # A fused role runs in place of its parts (qk_norm_rope, then store_kv); None: the parts.
     # `get_backend` drops it when a part was replaced, so a learner's store_kv always runs.
     qk_norm_rope_store: Callable | None = None
+    silu_mul_linear: Callable | None = None  # the MLP's silu_mul, then its down projection
+    rms_norm_linear: Callable | None = None  # add + RMSNorm, then the projection after it
     # Fixed launch shapes, whatever the data: a decode step can be captured in a CUDA graph
     # (the references index with data-dependent masks; with them the engine stays eager).
     capturable: bool = False
@@ -70,6 +74,9 @@ TRITON = KernelBackend(
     rope=rotary.rope,
     qk_norm_rope=qk_norm_rope.qk_norm_rope,
     qk_norm_rope_store=qk_norm_rope.qk_norm_rope_store,
+    linear=gemv.linear,
+    silu_mul_linear=gemv.silu_mul_linear,
+    rms_norm_linear=gemv.rms_norm_linear,
     capturable=True,
 )
 
@@ -86,7 +93,11 @@ CPU = replace(
 )
 
 BACKENDS = {"torch": TORCH, "triton": TRITON, "cpu": CPU}
-FUSED = {"qk_norm_rope_store": ("qk_norm_rope", "store_kv")}  # fused role -> the roles it runs
+FUSED = {  # fused role -> the roles it runs
+    "qk_norm_rope_store": ("qk_norm_rope", "store_kv"),
+    "silu_mul_linear": ("silu_mul", "linear"),
+    "rms_norm_linear": ("rms_norm", "linear"),
+}
 
 
 def get_backend(

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from minirt.kernels.paged_attention import paged_attention_ref, paged_kv_offsets
+from minirt.kernels.pdl import launch_args, pdl_wait
 
 TARGET_PROGRAMS = 1024  # (sequence, KV head, split) programs a launch aims for: ~8 an SM
 MAX_SPLITS = 64  # caps the partials' memory (a long context gets longer partitions instead)
@@ -82,8 +83,9 @@ def _decode_split_kernel(
     NUM_HEADS: tl.constexpr, KV_HEADS: tl.constexpr, GROUP: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr = 0,
 ):  # fmt: skip
+    pdl_wait(PDL)  # minirt.kernels.pdl
     seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(context_lens_ptr + seq)
     partition = _partition(ctx, NUM_SPLITS, BLOCK_N)
@@ -133,8 +135,9 @@ def _decode_split_kernel(
 def _decode_combine_kernel(
     part_out_ptr, part_lse_ptr, context_lens_ptr, out_ptr,
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr = 0,
 ):  # fmt: skip
+    pdl_wait(PDL)  # minirt.kernels.pdl
     seq, head = tl.program_id(0), tl.program_id(1)
     ctx = tl.load(context_lens_ptr + seq)
     used = tl.cdiv(ctx, _partition(ctx, NUM_SPLITS, BLOCK_N))  # splits that wrote something
@@ -191,13 +194,13 @@ def decode_attention(
         NUM_HEADS=num_heads, KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim,
         BLOCK_SIZE=block_size, NUM_SPLITS=splits,
         BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_N=block_n, BLOCK_D=block_d,
-        PRECISION=precision, num_warps=num_warps, num_stages=num_stages,
+        PRECISION=precision, num_warps=num_warps, num_stages=num_stages, **launch_args(q),
     )  # fmt: skip
     if splits == 1:
         return out
     _decode_combine_kernel[(num_seqs, num_heads)](
         part_out, part_lse, context_lens, out,
         NUM_HEADS=num_heads, HEAD_DIM=head_dim, NUM_SPLITS=splits, BLOCK_N=block_n,
-        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d,
+        BLOCK_S=triton.next_power_of_2(splits), BLOCK_D=block_d, **launch_args(q),
     )  # fmt: skip
     return out

@@ -16,9 +16,12 @@ import torch
 import triton
 import triton.language as tl
 
+from minirt.kernels.pdl import launch_args, pdl_wait
 from minirt.kernels.rms_norm import rms_norm_ref
 from minirt.kernels.rotary import rope_ref
 from minirt.kernels.store_kv import store_kv, store_kv_ref
+
+QK_PARTS = 2  # programs a token: one for its q heads, one for its k (and v) heads
 
 
 def qk_norm_rope_ref(
@@ -69,30 +72,35 @@ def _qk_norm_rope_kernel(
     Q_HEADS: tl.constexpr, K_HEADS: tl.constexpr, HALF: tl.constexpr,
     BLOCK_QH: tl.constexpr, BLOCK_KH: tl.constexpr, BLOCK_D: tl.constexpr,
     STORE: tl.constexpr = False,  # k and v into the pool at their slots (k_out, v_out: the pool)
-    BLOCK_ROW: tl.constexpr = 1, SATURATE: tl.constexpr = False,
+    BLOCK_ROW: tl.constexpr = 1, SATURATE: tl.constexpr = False, PDL: tl.constexpr = 0,
+    PARTS: tl.constexpr = 1,
 ):  # fmt: skip
-    token = tl.program_id(0).to(tl.int64)  # one program per token: all its q and k heads
+    pdl_wait(PDL)  # minirt.kernels.pdl
+    token = tl.program_id(0).to(tl.int64)  # PARTS programs per token: q, then k (and v)
+    part = tl.program_id(1)
     pos = tl.load(pos_ptr + token).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)[None, :]
     c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
     s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
-    _norm_rotate(q_ptr, q_stride, q_out_ptr, token, qw_ptr, token, c, s, eps,
-                 Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
-    if not STORE:
-        _norm_rotate(k_ptr, k_stride, k_out_ptr, token, kw_ptr, token, c, s, eps,
-                     K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
-    else:
-        slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
-        if slot >= 0:  # -1: a padding row of a CUDA graph, stores nothing
-            _norm_rotate(k_ptr, k_stride, k_out_ptr, slot, kw_ptr, token, c, s, eps,
-                         K_HEADS, HALF, BLOCK_KH, BLOCK_D, SATURATE)  # fmt: skip
-            ROW: tl.constexpr = K_HEADS * 2 * HALF
-            i = tl.arange(0, BLOCK_ROW)
-            value = tl.load(v_ptr + token * v_stride + i, mask=i < ROW)
-            if SATURATE:
-                value = tl.minimum(tl.maximum(value.to(tl.float32), -448.0), 448.0)  # FP8_MAX
-            tl.store(v_out_ptr + slot * ROW + i, value.to(v_out_ptr.dtype.element_ty),
-                     mask=i < ROW)  # fmt: skip
+    if part == 0:
+        _norm_rotate(q_ptr, q_stride, q_out_ptr, token, qw_ptr, token, c, s, eps,
+                     Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
+    if part == PARTS - 1:  # one program: both; two: the second does k (and v)
+        if not STORE:
+            _norm_rotate(k_ptr, k_stride, k_out_ptr, token, kw_ptr, token, c, s, eps,
+                         K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
+        else:
+            slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
+            if slot >= 0:  # -1: a padding row of a CUDA graph, stores nothing
+                _norm_rotate(k_ptr, k_stride, k_out_ptr, slot, kw_ptr, token, c, s, eps,
+                             K_HEADS, HALF, BLOCK_KH, BLOCK_D, SATURATE)  # fmt: skip
+                ROW: tl.constexpr = K_HEADS * 2 * HALF
+                i = tl.arange(0, BLOCK_ROW)
+                value = tl.load(v_ptr + token * v_stride + i, mask=i < ROW)
+                if SATURATE:
+                    value = tl.minimum(tl.maximum(value.to(tl.float32), -448.0), 448.0)  # FP8_MAX
+                tl.store(v_out_ptr + slot * ROW + i, value.to(v_out_ptr.dtype.element_ty),
+                         mask=i < ROW)  # fmt: skip
 
 
 def qk_norm_rope(
@@ -114,12 +122,12 @@ def qk_norm_rope(
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     k_out = torch.empty(k.shape, dtype=k.dtype, device=k.device)
     if num_tokens:
-        _qk_norm_rope_kernel[(num_tokens,)](
+        _qk_norm_rope_kernel[(num_tokens, QK_PARTS)](
             positions, q, k, k, q_out, k_out, k_out, positions, q_weight, k_weight,
             cos.contiguous(), sin.contiguous(), q.stride(0), k.stride(0), k.stride(0), eps,
             Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half,
             BLOCK_QH=triton.next_power_of_2(q_heads), BLOCK_KH=triton.next_power_of_2(k_heads),
-            BLOCK_D=triton.next_power_of_2(half),
+            BLOCK_D=triton.next_power_of_2(half), PARTS=QK_PARTS,
         )  # fmt: skip
     return q_out, k_out
 
@@ -161,12 +169,13 @@ def qk_norm_rope_store(
     assert k_cache.is_contiguous() and v_cache.is_contiguous(), "bind the pool's layer slices"
     q_out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if num_tokens:
-        _qk_norm_rope_kernel[(num_tokens,)](
+        _qk_norm_rope_kernel[(num_tokens, QK_PARTS)](
             positions, q, k, v, q_out, k_cache, v_cache, slot_mapping, q_weight, k_weight,
             cos.contiguous(), sin.contiguous(), q.stride(0), k.stride(0), v.stride(0), eps,
             Q_HEADS=q_heads, K_HEADS=k_heads, HALF=half,
             BLOCK_QH=triton.next_power_of_2(q_heads), BLOCK_KH=triton.next_power_of_2(k_heads),
             BLOCK_D=triton.next_power_of_2(half), STORE=True,
             BLOCK_ROW=triton.next_power_of_2(k_heads * head_dim), SATURATE=saturate,
+            PARTS=QK_PARTS, **launch_args(q),
         )  # fmt: skip
     return q_out

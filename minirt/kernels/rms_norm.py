@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from minirt.kernels.pdl import launch_args, pdl_wait
+
 
 def rms_norm_ref(
     x: torch.Tensor,  # [..., dim]
@@ -31,18 +33,19 @@ def rms_norm_ref(
 @triton.jit
 def _rms_norm_kernel(
     x_ptr, res_ptr, out_ptr, new_res_ptr, w_ptr, eps,
-    DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
+    DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr = 0,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)  # one program per row: the whole row fits in registers
     cols = tl.arange(0, BLOCK)
     mask = cols < DIM
+    w = tl.load(w_ptr + cols, mask=mask)  # a weight: no kernel before writes it
+    pdl_wait(PDL)  # minirt.kernels.pdl
     x = tl.load(x_ptr + row * DIM + cols, mask=mask, other=0.0)
     if HAS_RESIDUAL:
         x = x + tl.load(res_ptr + row * DIM + cols, mask=mask, other=0.0)
         tl.store(new_res_ptr + row * DIM + cols, x, mask=mask)
     h = x.to(tl.float32)
     rstd = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / DIM + eps)
-    w = tl.load(w_ptr + cols, mask=mask)
     y = (h * rstd).to(x.dtype).to(w.dtype) * w  # round where the reference rounds
     tl.store(out_ptr + row * DIM + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -67,6 +70,7 @@ def rms_norm(
         _rms_norm_kernel[(x2.shape[0],)](
             x2, res, out, new_res, weight, eps,
             DIM=dim, BLOCK=triton.next_power_of_2(dim), HAS_RESIDUAL=residual is not None,
+            **launch_args(x2),
         )  # fmt: skip
     out = out.view(x.shape)
     return out if residual is None else (out, new_res.view(x.shape))

@@ -14,7 +14,7 @@ from torch import nn
 
 from minirt.config import ModelConfig
 from minirt.kernels.backend import TORCH, KernelBackend
-from minirt.model.layers import PackedLinear, RMSNorm, RotaryEmbedding
+from minirt.model.layers import Linear, PackedLinear, RMSNorm, RotaryEmbedding
 
 
 @dataclass
@@ -49,7 +49,7 @@ class Attention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
         parts = {"q_proj": self.q_size, "k_proj": self.kv_size, "v_proj": self.kv_size}
         self.qkv_proj = PackedLinear(c.hidden_size, parts, bias=c.attention_bias)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, c.hidden_size, bias=False)
+        self.o_proj = Linear(self.num_heads * self.head_dim, c.hidden_size, bias=False)
         if c.qk_norm:  # Qwen3 normalises each head's q and k before RoPE
             self.q_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
             self.k_norm = RMSNorm(self.head_dim, c.rms_norm_eps)
@@ -72,8 +72,14 @@ class Attention(nn.Module):
         """q, k, v from x; q and k normalised (Qwen3) and rotated; k and v stored in the pool at
         `meta.slot_mapping`: the queries [num_tokens, heads, head_dim]. Row by row, whatever
         the batch: a CUDA graph may hold it (minirt.engine.cuda_graph)."""
-        n = x.shape[0]  # x: [num_tokens, hidden]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        return self.queries(positions, self.qkv_proj(x), meta)  # x: [num_tokens, hidden]
+
+    def queries(
+        self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """`project` from the packed projection's output [num_tokens, q + k + v]."""
+        n = qkv.shape[0]
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(n, self.num_heads, self.head_dim)  # views into the packed output
         k = k.view(n, self.num_kv_heads, self.head_dim)
         v = v.view(n, self.num_kv_heads, self.head_dim)

@@ -13,7 +13,7 @@ from torch import nn
 from minirt.config import ModelConfig
 from minirt.kernels.backend import KernelBackend
 from minirt.model.attention import Attention, AttentionMetadata
-from minirt.model.layers import MLP, RMSNorm, RotaryEmbedding
+from minirt.model.layers import MLP, RMSNorm, RotaryEmbedding, norm_linear
 
 
 class DecoderLayer(nn.Module):
@@ -30,17 +30,18 @@ class DecoderLayer(nn.Module):
 
     def before_attention(self, positions, x, residual, meta: AttentionMetadata):
         """Norm, then q/k/v (K and V stored): the queries, and the residual stream."""
-        # The residual stream is carried beside x so each "add, then norm" is one fused kernel.
-        if residual is None:
-            x, residual = self.input_layernorm(x), x
-        else:
-            x, residual = self.input_layernorm(x, residual)
-        return self.self_attn.project(positions, x, meta), residual
+        # The residual stream is carried beside x so each "add, then norm" is one fused kernel,
+        # and on the GPU at small batch one kernel with the projection after it (norm_linear).
+        attn = self.self_attn
+        qkv, residual = norm_linear(self.input_layernorm, attn.qkv_proj, x, residual)
+        return attn.queries(positions, qkv, meta), residual
 
     def after_attention(self, o, residual):
         """Output projection, add and norm, the MLP: the layer's output and residual stream."""
-        x, residual = self.post_attention_layernorm(self.self_attn.o_proj(o), residual)
-        return self.mlp(x), residual
+        o = self.self_attn.o_proj(o)
+        gate_up, residual = norm_linear(self.post_attention_layernorm, self.mlp.gate_up_proj, o,
+                                        residual)  # fmt: skip
+        return self.mlp.down(gate_up), residual
 
 
 class DecoderModel(nn.Module):

@@ -46,7 +46,33 @@ class RotaryEmbedding(nn.Module):
         return self.kernels.rope(positions, q, k, self.cos, self.sin)
 
 
-class PackedLinear(nn.Linear):
+class Linear(nn.Linear):
+    """nn.Linear whose product runs on the backend's `linear` (a GEMV for a few rows on the GPU,
+    minirt.kernels.gemv; cuBLAS or the CPU's matmul otherwise)."""
+
+    kernels: KernelBackend = TORCH
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernels.linear(x, self.weight, self.bias)
+
+
+def norm_linear(norm: RMSNorm, linear: nn.Module, x: torch.Tensor, residual: torch.Tensor | None):
+    """linear(norm(x + residual)) and the new residual stream (x itself when residual is None):
+    one kernel where the backend fuses them (the GEMV reads the row, adds, normalises) and
+    `linear` is a plain Linear; a quantised one keeps its own kernel after the norm."""
+    fused = norm.kernels.rms_norm_linear
+    if fused is not None and type(linear) in (Linear, PackedLinear) and not _watched(linear):
+        return fused(x, residual, norm.weight, norm.eps, linear.weight, linear.bias)
+    h, residual = (norm(x), x) if residual is None else norm(x, residual)
+    return linear(h), residual
+
+
+def _watched(module: nn.Module) -> bool:
+    """A hook watches the module's input (calibration, minirt.quant): then it must be called."""
+    return bool(module._forward_pre_hooks or module._forward_hooks)
+
+
+class PackedLinear(Linear):
     """Projections of the same input stacked into one Linear: one GEMM instead of several.
 
     Checkpoints store q/k/v (and gate/up) as separate matrices; vLLM packs them because at small
@@ -75,8 +101,15 @@ class MLP(nn.Module):
         self.gate_up_proj = PackedLinear(
             hidden, {"gate_proj": intermediate, "up_proj": intermediate}
         )
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+        self.down_proj = Linear(intermediate, hidden, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
-        return self.down_proj(self.kernels.silu_mul(gate, up))
+        return self.down(self.gate_up_proj(x))
+
+    def down(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up, then the down projection: one kernel where the backend fuses them."""
+        fused, down = self.kernels.silu_mul_linear, self.down_proj
+        if fused is not None and type(down) is Linear and not _watched(down):  # not quantised
+            return fused(gate_up, down.weight, down.bias)
+        gate, up = gate_up.chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
+        return down(self.kernels.silu_mul(gate, up))

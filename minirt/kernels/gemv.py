@@ -1,0 +1,160 @@
+"""gemv: y = x @ W.T for a few rows of x (a small-batch decode), and what a decode step fuses in.
+
+At batch 1 a projection reads a 2-12 MB weight to make a few thousand numbers: a GEMV, bound by
+HBM and, at these sizes, by latency. cuBLAS reaches ~50 % of the copy bandwidth on Qwen3-0.6B's
+projections (5.7-7.9 us each on an H100) and adds a split-K reduce kernel on the narrow ones. This
+kernel gives each program BLOCK_N whole rows of W and loads them *first*, in one go: with
+programmatic dependent launch (`minirt.kernels.pdl`) those loads are issued while the kernel
+before is still running, and only then does the program wait for x. Two fusions save a kernel
+each: `silu_mul_linear` computes SwiGLU's silu(gate) * up from the gate_up output while it reads
+it (the down projection), `rms_norm_linear` the residual add and RMSNorm (every program
+normalises the row itself: it is a few KB from L2; the first program writes the new residual).
+Each has a reference of PyTorch calls with the same arguments; notebook 05 measures them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from minirt.kernels.activation import silu_mul, silu_mul_ref
+from minirt.kernels.pdl import launch_args, pdl_wait
+from minirt.kernels.rms_norm import rms_norm, rms_norm_ref
+
+# Up to this many rows of x the GEMV runs, above it cuBLAS: on an H100 (Qwen3-0.6B's shapes,
+# `docs/measurements/gemv-pdl-h100-20261207.json`) two rows still beat cuBLAS on qkv, o and
+# down and tie on gate_up (decode at batch 2: 2,026-2,041 tokens/s against 1,528); at four rows
+# gate_up falls to 0.70x cuBLAS and batch-4 decode gains nothing.
+GEMV_MAX_ROWS = 2
+TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
+MAX_K = 16384
+
+
+def linear_ref(x, weight, bias=None):
+    """The spec: F.linear (cuBLAS on the GPU)."""
+    return F.linear(x, weight, bias)
+
+
+def silu_mul_linear_ref(gate_up, weight, bias=None):
+    """down(silu(gate) * up), gate_up [M, 2 * I] the packed projection's output."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.linear(silu_mul_ref(gate, up), weight, bias)
+
+
+def rms_norm_linear_ref(x, residual, norm_weight, eps, weight, bias=None):
+    """(linear(norm(x + residual)), x + residual); with residual None: (linear(norm(x)), x)."""
+    if residual is None:
+        return F.linear(rms_norm_ref(x, norm_weight, eps), weight, bias), x
+    h, residual = rms_norm_ref(x, norm_weight, eps, residual)
+    return F.linear(h, weight, bias), residual
+
+
+@triton.jit
+def _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm, write_res,
+         K: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr,
+         ADD_RESIDUAL: tl.constexpr):  # fmt: skip
+    """Row `row` of the GEMV's input, fp32, rounded where the references round."""
+    kin = (k < K) & ok
+    x = tl.load(x_ptr + row * stride_xm + k, mask=kin, other=0.0)
+    if SILU_MUL:  # x is the packed [gate | up]: this row's up half starts K columns on
+        up = tl.load(x_ptr + row * stride_xm + K + k, mask=kin, other=0.0)
+        g = x.to(tl.float32)
+        x = (g / (1.0 + tl.exp(-g))).to(up.dtype) * up
+    if NORM:
+        if ADD_RESIDUAL:
+            x = x + tl.load(res_ptr + row * K + k, mask=kin, other=0.0)
+            tl.store(new_res_ptr + row * K + k, x, mask=kin & write_res)
+        h = x.to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / K + eps)
+        x = ((h * rstd).to(x.dtype).to(nw.dtype) * nw).to(x.dtype)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _gemv_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, M, N, eps, stride_xm,
+    K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr,
+    ADD_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
+    # BLOCK_N whole rows of W a program, loaded before anything else: nothing earlier writes them.
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    k = tl.arange(0, BLOCK_K)
+    n_in = tl.where(n < N, n, 0)  # rows past N read row 0 of W, never stored
+    w = tl.load(w_ptr + n_in[:, None] * K + k[None, :], mask=(k < K)[None, :], other=0.0)
+    nw = tl.load(norm_w_ptr + k, mask=k < K, other=0.0) if NORM else 0.0
+    bias = tl.load(b_ptr + n_in).to(tl.float32) if HAS_BIAS else 0.0
+    pdl_wait(PDL)  # x is the kernel before's output: from here on it may be read
+    for r in tl.static_range(BLOCK_M):  # each row of x against the same registers of W
+        row = tl.program_id(1) * BLOCK_M + r
+        ok = row < M
+        a = _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm,
+                 tl.program_id(0) == 0, K, SILU_MUL, NORM, ADD_RESIDUAL)  # fmt: skip
+        acc = tl.sum(w.to(tl.float32) * a[None, :], axis=1) + bias
+        tl.store(y_ptr + row * N + n, acc.to(y_ptr.dtype.element_ty), mask=(n < N) & ok)
+
+
+def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether the GEMV runs for x [M, K] and weight [N, K]: a GPU (or Triton's interpreter),
+    up to GEMV_MAX_ROWS rows, one dtype, contiguous weights."""
+    runs = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    return (runs and x.dim() == 2 and 0 < x.shape[0] <= GEMV_MAX_ROWS
+            and weight.dtype == x.dtype and weight.is_contiguous()
+            and weight.shape[1] <= MAX_K)  # fmt: skip
+
+
+def gemv_config(n: int, k: int) -> dict:
+    """BLOCK_N rows of W a program: TILE weights in registers (qkv and gate_up 16 rows, o 8,
+    down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
+    block_k = triton.next_power_of_2(k)
+    block_n = max(1, min(16, TILE // block_k, triton.next_power_of_2(n)))
+    return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 8}
+
+
+def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None):
+    m, n = x.shape[0], weight.shape[0]
+    c = gemv_config(n, k)
+    y = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else y
+    norm_w, eps = norm if norm is not None else (weight, 0.0)
+    block_m = triton.next_power_of_2(m)
+    grid = (triton.cdiv(n, c["BLOCK_N"]), triton.cdiv(m, block_m))
+    _gemv_kernel[grid](
+        x, weight, bias if bias is not None else weight, y,
+        residual if residual is not None else x, new_res, norm_w, m, n, eps, x.stride(0),
+        K=k, HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
+        ADD_RESIDUAL=residual is not None, BLOCK_M=block_m, **c, **launch_args(x),
+    )  # fmt: skip
+    return y, new_res
+
+
+def linear(x, weight, bias=None):
+    """Triton twin of `linear_ref`: the GEMV where `use_gemv`, else F.linear."""
+    if not use_gemv(x, weight) or x.stride(-1) != 1:
+        return F.linear(x, weight, bias)
+    return _gemv(x, weight, bias, weight.shape[1])[0]
+
+
+def silu_mul_linear(gate_up, weight, bias=None):
+    """Triton twin of `silu_mul_linear_ref`: one kernel where `use_gemv`, else two."""
+    if not use_gemv(gate_up, weight) or gate_up.stride(-1) != 1:
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.linear(silu_mul(gate, up), weight, bias)
+    return _gemv(gate_up, weight, bias, weight.shape[1], silu_mul=True)[0]
+
+
+def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None):
+    """Triton twin of `rms_norm_linear_ref`: one kernel where `use_gemv`, else two."""
+    if not use_gemv(x, weight) or (residual is not None and residual.dtype != x.dtype):
+        if residual is None:
+            return F.linear(rms_norm(x, norm_weight, eps), weight, bias), x
+        h, residual = rms_norm(x, norm_weight, eps, residual)
+        return F.linear(h, weight, bias), residual
+    x = x.contiguous()
+    res = residual.contiguous() if residual is not None else None
+    y, new_res = _gemv(x, weight, bias, weight.shape[1], norm=(norm_weight, eps), residual=res)
+    return y, (new_res if residual is not None else x)

@@ -1,0 +1,135 @@
+"""The decode GEMV and its two fusions against their PyTorch references; PDL in a CUDA graph."""
+
+import pytest
+import torch
+
+from minirt.kernels import gemv as G
+from minirt.kernels.pdl import launch_args
+
+from .conftest import rel_error
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = pytest.mark.on_gpu_too  # interpreted on a CPU, compiled on a GPU machine
+DTYPE = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+BOUND = {torch.float32: 1e-5, torch.bfloat16: 1e-2}  # fp32 sums in another order; bf16 output
+
+
+@pytest.fixture(autouse=True)
+def _rows(monkeypatch):
+    monkeypatch.setattr(G, "GEMV_MAX_ROWS", 4)
+
+
+def _rand(*shape, seed, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(DEVICE, DTYPE)
+
+
+# K a power of two or not (rows padded in registers), N not a multiple of BLOCK_N
+SHAPES = [(1, 48, 64), (2, 40, 96), (3, 8, 384), (4, 72, 256)]
+
+
+@pytest.mark.parametrize(("m", "n", "k"), SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_the_gemv_matches_f_linear(m, n, k, bias):
+    x, w = _rand(m, k, seed=k), _rand(n, k, seed=n, scale=k**-0.5)
+    b = _rand(n, seed=1) if bias else None
+    out = G.linear(x, w, b)
+    assert out.shape == (m, n) and out.dtype == DTYPE
+    assert rel_error(out, G.linear_ref(x, w, b)) < BOUND[DTYPE]
+    for r in range(m):  # each row's outputs in its own row
+        assert rel_error(out[r], G.linear_ref(x[r : r + 1], w, b)[0]) < BOUND[DTYPE]
+
+
+@pytest.mark.parametrize(("m", "n", "k"), SHAPES)
+def test_silu_mul_is_computed_while_the_gate_up_row_is_read(m, n, k):
+    gate_up, w = _rand(m, 2 * k, seed=k + 1), _rand(n, k, seed=n + 1, scale=k**-0.5)
+    out = G.silu_mul_linear(gate_up, w)
+    assert rel_error(out, G.silu_mul_linear_ref(gate_up, w)) < BOUND[DTYPE]
+
+
+@pytest.mark.parametrize(("m", "n", "k"), SHAPES)
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_add_and_rms_norm_are_done_by_every_program_and_the_residual_written_once(
+    m, n, k, with_residual
+):
+    x, w = _rand(m, k, seed=k + 2), _rand(n, k, seed=n + 2, scale=k**-0.5)
+    residual = _rand(m, k, seed=3) if with_residual else None
+    norm_w = (torch.rand(k, generator=torch.Generator().manual_seed(4)) + 0.5).to(DEVICE, DTYPE)
+    y, res = G.rms_norm_linear(x, residual, norm_w, 1e-6, w)
+    y_ref, res_ref = G.rms_norm_linear_ref(x, residual, norm_w, 1e-6, w)
+    assert rel_error(y, y_ref) < BOUND[DTYPE]
+    assert torch.equal(res, res_ref)  # the same add in the same dtype: exactly the reference's
+
+
+def test_more_rows_than_the_gemv_takes_go_to_f_linear_unchanged():
+    x, w = _rand(5, 64, seed=5), _rand(24, 64, seed=6)
+    assert not G.use_gemv(x, w) and G.use_gemv(x[:4], w)
+    assert torch.equal(G.linear(x, w), G.linear_ref(x, w))
+    assert not G.use_gemv(x[:1], w.t().contiguous().t())  # column-major W: cuBLAS
+    assert not G.use_gemv(x[:1].double(), w)  # dtypes differ
+
+
+def test_the_tiles_hold_a_fixed_number_of_weights_and_fill_an_h100_on_qwen3_shapes():
+    programs = {}
+    for name, (n, k) in {"qkv": (4096, 1024), "o": (1024, 2048), "gate_up": (6144, 1024),
+                         "down": (1024, 3072)}.items():  # fmt: skip
+        c = G.gemv_config(n, k)
+        assert c["BLOCK_N"] * c["BLOCK_K"] <= G.TILE and c["BLOCK_K"] >= k
+        programs[name] = -(-n // c["BLOCK_N"])
+    assert programs == {"qkv": 256, "o": 128, "gate_up": 384, "down": 256}
+
+
+def test_pdl_is_asked_for_only_on_a_hopper_gpu_outside_the_interpreter():
+    assert launch_args(torch.zeros(1)) == {"PDL": 0}
+    if DEVICE == "cuda":
+        hopper = torch.cuda.get_device_capability()[0] >= 9
+        assert launch_args(torch.zeros(1, device="cuda")).get("launch_pdl", False) == hopper
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_chain_of_pdl_kernels_replayed_from_a_cuda_graph_reads_each_kernel_s_output():
+    """norm + qkv-sized GEMV -> GEMV -> silu-mul GEMV, each launched to overlap the one before
+    (on Hopper): replayed on new inputs, every stage sees its predecessor's finished output."""
+    k, hidden = 256, 128  # x [1, hidden] -> [1, 2k] -> [1, 2k] (a gate_up row) -> [1, hidden]
+    w1, w2 = _rand(2 * k, hidden, seed=7, scale=0.09), _rand(2 * k, 2 * k, seed=8, scale=0.04)
+    w3, norm_w = _rand(hidden, k, seed=9, scale=0.06), _rand(hidden, seed=10).abs() + 0.5
+    x, res = _rand(1, hidden, seed=11), _rand(1, hidden, seed=12)
+
+    def chain(x, res):
+        h, new_res = G.rms_norm_linear(x, res, norm_w, 1e-6, w1)
+        return G.silu_mul_linear(G.linear(h, w2), w3), new_res
+
+    def chain_ref(x, res):
+        h, new_res = G.rms_norm_linear_ref(x, res, norm_w, 1e-6, w1)
+        return G.silu_mul_linear_ref(G.linear_ref(h, w2), w3), new_res
+
+    chain(x, res)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, new_res = chain(x, res)
+    for seed in range(3):
+        x.copy_(_rand(1, hidden, seed=20 + seed))
+        res.copy_(_rand(1, hidden, seed=30 + seed))
+        graph.replay()
+        ref, ref_res = chain_ref(x, res)
+        assert rel_error(out, ref) < 2 * BOUND[DTYPE] and torch.equal(new_res, ref_res)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_engine_gives_the_same_greedy_tokens_with_and_without_the_gemv(monkeypatch):
+    """fp32 embedded model on the GPU, batches of 1 and 2 (graphed decode): GEMVs with their
+    fused norm and SiLU against cuBLAS and the separate kernels, token for token."""
+    from minirt import LLM, SamplingParams
+
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+    outs = []
+    for rows in (2, 0):
+        monkeypatch.setattr(G, "GEMV_MAX_ROWS", rows)
+        llm = LLM(device="cuda", dtype="float32", kv_cache_bytes=32 << 20)
+        outs.append([[o.token_ids for o in llm.generate(p, params, use_tqdm=False)]
+                     for p in (prompts[:1], prompts)])  # fmt: skip
+        del llm
+    assert outs[0] == outs[1]
