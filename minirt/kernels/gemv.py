@@ -100,11 +100,11 @@ def _gemv_kernel(
 
 def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the GEMV runs for x [M, K] and weight [N, K]: a GPU (or Triton's interpreter),
-    up to GEMV_MAX_ROWS rows, one dtype, contiguous weights."""
+    up to GEMV_MAX_ROWS rows, one dtype, contiguous weights (int32 offsets: < 2**31 of them)."""
     runs = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
     return (runs and x.dim() == 2 and 0 < x.shape[0] <= GEMV_MAX_ROWS
             and weight.dtype == x.dtype and weight.is_contiguous()
-            and weight.shape[1] <= MAX_K)  # fmt: skip
+            and weight.shape[1] <= MAX_K and weight.numel() < 2**31)  # fmt: skip
 
 
 def gemv_config(n: int, k: int) -> dict:
