@@ -1,4 +1,4 @@
-"""The small layers of a Llama-style decoder: RMSNorm, rotary embeddings, the SwiGLU MLP.
+"""The small layers of a Llama-style decoder: RMSNorm, rotary embeddings, Linear, the SwiGLU MLP.
 
 Each matches Hugging Face `transformers` numerically in fp32 (tests/model/test_vs_transformers.py);
 parameter names match the checkpoint's so loading is a plain name-for-name copy. The arithmetic

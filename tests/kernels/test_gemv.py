@@ -133,3 +133,40 @@ def test_the_engine_gives_the_same_greedy_tokens_with_and_without_the_gemv(monke
                      for p in (prompts[:1], prompts)])  # fmt: skip
         del llm
     assert outs[0] == outs[1]
+
+
+def test_norm_linear_fuses_a_plain_linear_and_calls_a_watched_one():
+    """A hook on the projection (calibration: minirt.quant) must see its input: with one, the
+    norm and the projection run apart, with the same results."""
+    from dataclasses import replace
+
+    from minirt.kernels.backend import TRITON
+    from minirt.model.layers import Linear, RMSNorm, norm_linear
+
+    calls, seen = [], []
+
+    def fused(*args):
+        calls.append(1)
+        return G.rms_norm_linear_ref(*args)
+
+    norm, linear = RMSNorm(64, 1e-6), Linear(64, 32)
+    norm.kernels = linear.kernels = replace(TRITON, rms_norm_linear=fused)
+    norm, linear = norm.to(DEVICE, DTYPE), linear.to(DEVICE, DTYPE)
+    x, residual = _rand(1, 64, seed=13), _rand(1, 64, seed=14)
+    y, res = norm_linear(norm, linear, x, residual)
+    handle = linear.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    y_watched, res_watched = norm_linear(norm, linear, x, residual)
+    handle.remove()
+    assert calls == [1] and seen == [(1, 64)]
+    assert rel_error(y_watched, y) < BOUND[DTYPE] and torch.equal(res_watched, res)
+
+
+def test_replacing_linear_drops_the_fusions_that_would_skip_it():
+    from dataclasses import replace
+
+    from minirt.kernels.backend import TRITON, get_backend
+
+    mine = get_backend(replace(TRITON, name="mine", linear=G.linear_ref), "cpu")
+    assert mine.silu_mul_linear is None and mine.rms_norm_linear is None
+    kept = get_backend(replace(TRITON, name="mine", decode_attention=lambda *a: None), "cpu")
+    assert kept.silu_mul_linear is G.silu_mul_linear and kept.rms_norm_linear is G.rms_norm_linear
