@@ -2,7 +2,9 @@
 """W4A16 at 1-16 rows: the GEMV with BLOCK_M rows of x a program (each word read once for them)
 against the tensor-core GEMM's defaults and cuBLAS bf16, Qwen3-0.6B's projections, weights from
 DRAM; then decode at batch 1-16 with the GEMV up to 16 rows at BLOCK_M 1, 4 and 16.
-python3 docs/measurements/w4rows_probe.py OUT  (one to two minutes on an H100)."""
+python3 docs/measurements/w4rows_probe.py OUT  (one to two minutes on an H100).
+Written for the code it measured (GEMV_MAX_ROWS / GEMV_BLOCK_M, one rule for all shapes): the
+engine now picks per shape (`use_gemv`, `gemv_block_m`), so its decode part no longer applies."""
 
 import json, sys, time
 import torch, triton

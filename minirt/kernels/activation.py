@@ -18,14 +18,21 @@ def silu_mul_ref(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 @triton.jit
+def silu_times(gate, up):
+    """silu(gate) * up as the reference rounds it: the sigmoid in fp32, silu rounded to up's
+    dtype before the product (F.silu's output). Shared with the down projection's GEMV."""
+    g = gate.to(tl.float32)
+    return (g / (1.0 + tl.exp(-g))).to(up.dtype) * up
+
+
+@triton.jit
 def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, gate_stride, up_stride, n, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # one row per program along axis 0, BLOCK columns each
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n
-    g = tl.load(gate_ptr + row * gate_stride + cols, mask=mask).to(tl.float32)  # sigmoid in fp32
+    g = tl.load(gate_ptr + row * gate_stride + cols, mask=mask)
     u = tl.load(up_ptr + row * up_stride + cols, mask=mask)
-    silu = (g / (1.0 + tl.exp(-g))).to(u.dtype)  # rounded like F.silu's output before the product
-    tl.store(out_ptr + row * n + cols, silu * u, mask=mask)
+    tl.store(out_ptr + row * n + cols, silu_times(g, u), mask=mask)
 
 
 def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

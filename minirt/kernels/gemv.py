@@ -21,9 +21,9 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from minirt.kernels.activation import silu_mul, silu_mul_ref
+from minirt.kernels.activation import silu_mul, silu_mul_ref, silu_times
 from minirt.kernels.pdl import launch_args, pdl_wait
-from minirt.kernels.rms_norm import rms_norm, rms_norm_ref
+from minirt.kernels.rms_norm import normalize, rms_norm, rms_norm_ref
 
 # Up to this many rows of x the GEMV runs, above it cuBLAS: on an H100 (Qwen3-0.6B's shapes,
 # `docs/measurements/gemv-pdl-h100-20261207.json`) two rows still beat cuBLAS on qkv, o and
@@ -62,15 +62,12 @@ def _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm, write_res,
     x = tl.load(x_ptr + row * stride_xm + k, mask=kin, other=0.0)
     if SILU_MUL:  # x is the packed [gate | up]: this row's up half starts K columns on
         up = tl.load(x_ptr + row * stride_xm + K + k, mask=kin, other=0.0)
-        g = x.to(tl.float32)
-        x = (g / (1.0 + tl.exp(-g))).to(up.dtype) * up
+        x = silu_times(x, up)
     if NORM:
         if ADD_RESIDUAL:
             x = x + tl.load(res_ptr + row * K + k, mask=kin, other=0.0)
             tl.store(new_res_ptr + row * K + k, x, mask=kin & write_res)
-        h = x.to(tl.float32)
-        rstd = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / K + eps)
-        x = ((h * rstd).to(x.dtype).to(nw.dtype) * nw).to(x.dtype)
+        x = normalize(x, nw, eps, K).to(x.dtype)
     return x.to(tl.float32)
 
 

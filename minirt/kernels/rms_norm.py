@@ -31,6 +31,16 @@ def rms_norm_ref(
 
 
 @triton.jit
+def normalize(x, w, eps, DIM: tl.constexpr):
+    """x / rms(x) * w for one row held in registers (padding lanes zero): the statistics in
+    fp32, rounded to x's dtype before the weight, as the reference does. Shared with the GEMV
+    that normalises its own input (minirt.kernels.gemv)."""
+    h = x.to(tl.float32)
+    rstd = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / DIM + eps)
+    return (h * rstd).to(x.dtype).to(w.dtype) * w
+
+
+@triton.jit
 def _rms_norm_kernel(
     x_ptr, res_ptr, out_ptr, new_res_ptr, w_ptr, eps,
     DIM: tl.constexpr, BLOCK: tl.constexpr, HAS_RESIDUAL: tl.constexpr, PDL: tl.constexpr = 0,
@@ -44,9 +54,7 @@ def _rms_norm_kernel(
     if HAS_RESIDUAL:
         x = x + tl.load(res_ptr + row * DIM + cols, mask=mask, other=0.0)
         tl.store(new_res_ptr + row * DIM + cols, x, mask=mask)
-    h = x.to(tl.float32)
-    rstd = 1.0 / tl.sqrt(tl.sum(h * h, axis=0) / DIM + eps)
-    y = (h * rstd).to(x.dtype).to(w.dtype) * w  # round where the reference rounds
+    y = normalize(x, w, eps, DIM)
     tl.store(out_ptr + row * DIM + cols, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 

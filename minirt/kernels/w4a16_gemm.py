@@ -262,7 +262,7 @@ def gemv_block_m(m: int, n: int, k: int) -> int:
     return rows if n > k else max(1, rows // 4)
 
 
-def default_config(kernel: str, m: int, n: int, k: int = 0) -> dict:
+def default_config(kernel: str, m: int, n: int, k: int) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
     GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096), up to
     `gemv_block_m` rows of x. The GEMM at decode sizes (the engine's shapes,
