@@ -48,8 +48,6 @@ class KernelBackend:
     qk_norm_rope_store: Callable | None = None
     silu_mul_linear: Callable | None = None  # the MLP's silu_mul, then its down projection
     rms_norm_linear: Callable | None = None  # add + RMSNorm, then the projection after it
-    # a decode step's qk_norm_rope_store, then its decode_attention (Qwen3)
-    decode_attention_qkv: Callable | None = None
     # Fixed launch shapes, whatever the data: a decode step can be captured in a CUDA graph
     # (the references index with data-dependent masks; with them the engine stays eager).
     capturable: bool = False
@@ -79,7 +77,6 @@ TRITON = KernelBackend(
     linear=gemv.linear,
     silu_mul_linear=gemv.silu_mul_linear,
     rms_norm_linear=gemv.rms_norm_linear,
-    decode_attention_qkv=decode_attention.decode_attention_qkv,
     capturable=True,
 )
 
@@ -100,7 +97,6 @@ FUSED = {  # fused role -> the roles it runs
     "qk_norm_rope_store": ("qk_norm_rope", "store_kv"),
     "silu_mul_linear": ("silu_mul", "linear"),
     "rms_norm_linear": ("rms_norm", "linear"),
-    "decode_attention_qkv": ("qk_norm_rope", "store_kv", "decode_attention"),
 }
 
 

@@ -66,39 +66,6 @@ def _norm_rotate(x_ptr, x_stride, out_ptr, out_row, w_ptr, token, c, s, eps,
 
 
 @triton.jit
-def decode_new_token(seq, kv_head, last, pos_ptr, slot_ptr, q_ptr, k_ptr, v_ptr, q_out_ptr,
-                     k_cache_ptr, v_cache_ptr, qw_ptr, kw_ptr, cos_ptr, sin_ptr,
-                     q_stride, k_stride, v_stride, eps,
-                     GROUP: tl.constexpr, KV_HEADS: tl.constexpr, HALF: tl.constexpr,
-                     BLOCK_GH: tl.constexpr, BLOCK_HALF: tl.constexpr,
-                     SATURATE: tl.constexpr):  # fmt: skip
-    """A decode token's share of this kernel for one (sequence, KV head) program of the decode
-    attention kernel (`minirt.kernels.decode_attention.decode_attention_qkv`): the GROUP query
-    heads of this KV head normalised and rotated into q_out; and where `last` (the split whose
-    part of the context ends at the new token), the key normalised, rotated and stored, the
-    value beside it."""
-    HEAD_DIM: tl.constexpr = 2 * HALF
-    pos = tl.load(pos_ptr + seq).to(tl.int64)
-    cols = tl.arange(0, BLOCK_HALF)[None, :]
-    c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
-    s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
-    pair = seq * KV_HEADS + kv_head  # q_out's row of GROUP heads, as the pool's rows of one
-    _norm_rotate(q_ptr + kv_head * GROUP * HEAD_DIM, q_stride, q_out_ptr, pair, qw_ptr, seq,
-                 c, s, eps, GROUP, HALF, BLOCK_GH, BLOCK_HALF)  # fmt: skip
-    slot = tl.load(slot_ptr + seq).to(tl.int64)
-    if last and slot >= 0:
-        row = slot * KV_HEADS + kv_head
-        _norm_rotate(k_ptr + kv_head * HEAD_DIM, k_stride, k_cache_ptr, row, kw_ptr, seq, c, s,
-                     eps, 1, HALF, 1, BLOCK_HALF, SATURATE)  # fmt: skip
-        d = tl.arange(0, 2 * BLOCK_HALF)
-        value = tl.load(v_ptr + seq * v_stride + kv_head * HEAD_DIM + d, mask=d < HEAD_DIM)
-        if SATURATE:
-            value = tl.minimum(tl.maximum(value.to(tl.float32), -448.0), 448.0)  # FP8_MAX
-        tl.store(v_cache_ptr + row * HEAD_DIM + d, value.to(v_cache_ptr.dtype.element_ty),
-                 mask=d < HEAD_DIM)  # fmt: skip
-
-
-@triton.jit
 def _qk_norm_rope_kernel(
     pos_ptr, q_ptr, k_ptr, v_ptr, q_out_ptr, k_out_ptr, v_out_ptr, slot_ptr,
     qw_ptr, kw_ptr, cos_ptr, sin_ptr, q_stride, k_stride, v_stride, eps,

@@ -64,7 +64,7 @@ class Attention(nn.Module):
     def forward(
         self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
-        return self.o_proj(self.attend_new(positions, self.qkv_proj(x), meta))
+        return self.o_proj(self.attend(self.project(positions, x, meta), meta))
 
     def project(
         self, positions: torch.Tensor, x: torch.Tensor, meta: AttentionMetadata
@@ -74,19 +74,15 @@ class Attention(nn.Module):
         the batch: a CUDA graph may hold it (minirt.engine.cuda_graph)."""
         return self.queries(positions, self.qkv_proj(x), meta)  # x: [num_tokens, hidden]
 
-    def split_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The packed projection's output [num_tokens, q + k + v] as q, k, v by heads (views)."""
-        n = qkv.shape[0]
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        return (q.view(n, self.num_heads, self.head_dim),
-                k.view(n, self.num_kv_heads, self.head_dim),
-                v.view(n, self.num_kv_heads, self.head_dim))  # fmt: skip
-
     def queries(
         self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata
     ) -> torch.Tensor:
         """`project` from the packed projection's output [num_tokens, q + k + v]."""
-        q, k, v = self.split_heads(qkv)
+        n = qkv.shape[0]
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(n, self.num_heads, self.head_dim)  # views into the packed output
+        k = k.view(n, self.num_kv_heads, self.head_dim)
+        v = v.view(n, self.num_kv_heads, self.head_dim)
         ops, rotary = self.kernels, self.rotary[0]
         if self.qk_norm and ops.qk_norm_rope_store is not None:  # all of the below, one kernel
             return ops.qk_norm_rope_store(
@@ -101,23 +97,6 @@ class Attention(nn.Module):
         ops.store_kv(k, v, self.k_cache, self.v_cache, meta.slot_mapping)  # first: then the
         # new tokens' keys are read through the block table like every cached one
         return q
-
-    def attend_new(
-        self, positions: torch.Tensor, qkv: torch.Tensor, meta: AttentionMetadata
-    ) -> torch.Tensor:
-        """`queries`, then `attend`. At a decode step of Qwen3 on the GPU, one kernel does both
-        (the fused role `decode_attention_qkv`): at batch 1 a kernel less a layer."""
-        ops = self.kernels
-        if meta.is_decode and self.qk_norm and ops.decode_attention_qkv is not None:
-            q, k, v = self.split_heads(qkv)
-            o = ops.decode_attention_qkv(
-                positions, q, k, v, self.q_norm.weight, self.k_norm.weight, self.q_norm.eps,
-                self.rotary[0].cos, self.rotary[0].sin, self.k_cache, self.v_cache,
-                meta.slot_mapping, meta.block_tables, meta.context_lens, self.scale,
-                meta.max_context_len,
-            )  # fmt: skip
-            return o.reshape(q.shape[0], self.num_heads * self.head_dim)
-        return self.attend(self.queries(positions, qkv, meta), meta)
 
     def attend(self, q: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
         """Each query against its sequence's cached keys: [num_tokens, heads * head_dim]. The

@@ -25,20 +25,16 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, positions, x, residual, meta: AttentionMetadata):
-        qkv, residual = self.qkv(x, residual)
-        return self.after_attention(self.self_attn.attend_new(positions, qkv, meta), residual)
-
-    def qkv(self, x, residual):
-        """Norm, then the packed q/k/v projection; and the residual stream."""
-        # The residual stream is carried beside x so each "add, then norm" is one fused kernel,
-        # and on the GPU at small batch one kernel with the projection after it (norm_linear).
-        return norm_linear(self.input_layernorm, self.self_attn.qkv_proj, x, residual)
+        q, residual = self.before_attention(positions, x, residual, meta)
+        return self.after_attention(self.self_attn.attend(q, meta), residual)
 
     def before_attention(self, positions, x, residual, meta: AttentionMetadata):
-        """`qkv`, then the queries (K and V stored), and the residual stream: what a piecewise
-        graph's piece ends with (minirt.engine.cuda_graph)."""
-        qkv, residual = self.qkv(x, residual)
-        return self.self_attn.queries(positions, qkv, meta), residual
+        """Norm, then q/k/v (K and V stored): the queries, and the residual stream."""
+        # The residual stream is carried beside x so each "add, then norm" is one fused kernel,
+        # and on the GPU at small batch one kernel with the projection after it (norm_linear).
+        attn = self.self_attn
+        qkv, residual = norm_linear(self.input_layernorm, attn.qkv_proj, x, residual)
+        return attn.queries(positions, qkv, meta), residual
 
     def after_attention(self, o, residual):
         """Output projection, add and norm, the MLP: the layer's output and residual stream."""
