@@ -3,7 +3,8 @@
 commit 366c52c, passed as OLD), with the merge in the split kernel (`merge`), and with q/k-norm +
 RoPE + K/V store in it too (`fused`, the default); kernels a step for each; and the LM head
 (151,936 x 1,024) as cuBLAS's GEMV against minirt's, with the argmax after it.
-python3 docs/measurements/b1_attention_probe.py OUT OLD (two minutes, H100)."""
+python3 docs/measurements/b1_attention_probe.py OUT OLD (two minutes, H100). It ran on commit
+577771b, where `merge` and `fused` existed; both were slower and were taken out after it."""
 
 import dataclasses, importlib.util, json, sys, tempfile, time
 import torch, triton
@@ -38,18 +39,25 @@ for name, fn in (("cublas", torch.nn.functional.linear), ("gemv", gemv.linear)):
     us_argmax = triton.testing.do_bench_cudagraph(lambda: fn(x, w).argmax(-1), rep=200) * 1e3
     gbps = w.numel() * 2 / us / 1e3
     res["lm_head"].append({"kernel": name, "us": us, "us_with_argmax": us_argmax, "gb_per_s": gbps})
-    print(f"lm head {name}: {us:.1f} us ({gbps:.0f} GB/s), with argmax {us_argmax:.1f} us", flush=True)
+    print(
+        f"lm head {name}: {us:.1f} us ({gbps:.0f} GB/s), with argmax {us_argmax:.1f} us", flush=True
+    )
 with tempfile.TemporaryDirectory() as folder:
     qwen3_06b_checkpoint(folder)
-    llms = {k: LLM(folder, device="cuda", kv_cache_bytes=2 << 30, max_num_seqs=8, kernel_backend=b)
-            for k, b in variants.items()}
+    llms = {
+        k: LLM(folder, device="cuda", kv_cache_bytes=2 << 30, max_num_seqs=8, kernel_backend=b)
+        for k, b in variants.items()
+    }
     for rep in range(3):
         for k, llm in llms.items():
             for b in (1, 2, 8):
                 r = minirt_decode(llm, b, graphs=True)
                 r.update(variant=k, rep=rep)
                 res["decode"].append(r)
-                print(f"{k:7s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms [{time.time() - t0:.0f}s]", flush=True)
+                print(
+                    f"{k:7s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms [{time.time() - t0:.0f}s]",
+                    flush=True,
+                )
     for k, llm in llms.items():
         p = profile_step(llm, 1, graphs=True, top=20)
         p["variant"] = k
