@@ -85,11 +85,11 @@ def _decode_split_kernel(
     NUM_SPLITS: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr = 0,
 ):  # fmt: skip
-    pdl_wait(PDL)  # minirt.kernels.pdl
     seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    ctx = tl.load(context_lens_ptr + seq)
+    ctx = tl.load(context_lens_ptr + seq)  # a step input: read before the wait (pdl)
     partition = _partition(ctx, NUM_SPLITS, BLOCK_N)
     start = split * partition
+    pdl_wait(PDL)  # minirt.kernels.pdl: q and the new K/V are the kernel before's
     g = tl.arange(0, BLOCK_G)  # the query heads sharing this KV head (padded to >= 16 rows)
     d = tl.arange(0, BLOCK_D)
     heads = kv_head * GROUP + g
@@ -137,10 +137,10 @@ def _decode_combine_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, NUM_SPLITS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, PDL: tl.constexpr = 0,
 ):  # fmt: skip
-    pdl_wait(PDL)  # minirt.kernels.pdl
     seq, head = tl.program_id(0), tl.program_id(1)
-    ctx = tl.load(context_lens_ptr + seq)
+    ctx = tl.load(context_lens_ptr + seq)  # a step input: read before the wait (pdl)
     used = tl.cdiv(ctx, _partition(ctx, NUM_SPLITS, BLOCK_N))  # splits that wrote something
+    pdl_wait(PDL)  # minirt.kernels.pdl: the partials are the kernel before's
     s = tl.arange(0, BLOCK_S)
     d = tl.arange(0, BLOCK_D)
     part = (seq * NUM_HEADS + head) * NUM_SPLITS + s

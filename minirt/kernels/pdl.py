@@ -8,11 +8,17 @@ before touching anything that kernel writes (the wait returns once the kernel be
 finished and its writes are visible). What no earlier kernel writes, a layer's weights, may be
 loaded before the wait: the next GEMV's weights stream in while this kernel finishes.
 
-The rule every kernel here keeps: loads of constants, then `pdl_wait(PDL)` (wait, and only then
-let the next kernel launch; releasing it before the wait, also safe when every kernel waits
-before its first dependent read, measured slower on an H100: 1,213-1,230 against 1,242-1,243
-tokens/s at batch 1), then the rest. Off the GPU, or with MINIRT_PDL=0, the launches are plain
-ones and `pdl_wait` compiles to nothing.
+The rule every kernel here keeps: loads first, of what the kernel before does not write, then
+`pdl_wait(PDL)` (wait, and only then let the next kernel launch), then the rest, stores included.
+Because each kernel releases the next only after its own wait, a kernel starts only once the
+kernel two before it has finished: so before the wait it may read anything but the outputs of
+the kernel just before. That is a layer's weights, and the step's inputs (positions, slots,
+context lengths, block tables: copied in before the step's first kernel), not the activations.
+It must not store before the wait: the kernel before may still read memory that the allocator
+has handed on to this one. Releasing the next kernel before the wait, also safe when every
+kernel waits before its first dependent read, measured slower on an H100 (1,213-1,230 against
+1,242-1,243 tokens/s at batch 1). Off the GPU, or with MINIRT_PDL=0, the launches are plain ones
+and `pdl_wait` compiles to nothing.
 """
 
 from __future__ import annotations

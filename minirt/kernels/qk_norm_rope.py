@@ -75,13 +75,15 @@ def _qk_norm_rope_kernel(
     BLOCK_ROW: tl.constexpr = 1, SATURATE: tl.constexpr = False, PDL: tl.constexpr = 0,
     PARTS: tl.constexpr = 1,
 ):  # fmt: skip
-    pdl_wait(PDL)  # minirt.kernels.pdl
     token = tl.program_id(0).to(tl.int64)  # PARTS programs per token: q, then k (and v)
     part = tl.program_id(1)
+    # The step's inputs (positions, slots) and the tables: read before the wait (pdl)
     pos = tl.load(pos_ptr + token).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)[None, :]
     c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
     s = tl.load(sin_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
+    slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
+    pdl_wait(PDL)  # minirt.kernels.pdl: q, k, v are the kernel before's
     if part == 0:
         _norm_rotate(q_ptr, q_stride, q_out_ptr, token, qw_ptr, token, c, s, eps,
                      Q_HEADS, HALF, BLOCK_QH, BLOCK_D)  # fmt: skip
@@ -90,7 +92,6 @@ def _qk_norm_rope_kernel(
             _norm_rotate(k_ptr, k_stride, k_out_ptr, token, kw_ptr, token, c, s, eps,
                          K_HEADS, HALF, BLOCK_KH, BLOCK_D)  # fmt: skip
         else:
-            slot = tl.load(slot_ptr + token).to(tl.int64)  # int64: slot * row overflows int32
             if slot >= 0:  # -1: a padding row of a CUDA graph, stores nothing
                 _norm_rotate(k_ptr, k_stride, k_out_ptr, slot, kw_ptr, token, c, s, eps,
                              K_HEADS, HALF, BLOCK_KH, BLOCK_D, SATURATE)  # fmt: skip

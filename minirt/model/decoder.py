@@ -13,7 +13,7 @@ from torch import nn
 from minirt.config import ModelConfig
 from minirt.kernels.backend import KernelBackend
 from minirt.model.attention import Attention, AttentionMetadata
-from minirt.model.layers import MLP, RMSNorm, RotaryEmbedding, norm_linear
+from minirt.model.layers import MLP, Linear, RMSNorm, RotaryEmbedding, norm_linear
 
 
 class DecoderLayer(nn.Module):
@@ -70,7 +70,9 @@ class CausalLM(nn.Module):
         super().__init__()
         self.config = config
         self.model = DecoderModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # the backend's `linear` too: at batch 1 minirt's GEMV reads the 311 MB of Qwen3-0.6B's
+        # LM head 5 % faster than cuBLAS (H100: 99.6 against 104.8 us)
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 

@@ -170,3 +170,29 @@ def test_replacing_linear_drops_the_fusions_that_would_skip_it():
     assert mine.silu_mul_linear is None and mine.rms_norm_linear is None
     kept = get_backend(replace(TRITON, name="mine", decode_attention=lambda *a: None), "cpu")
     assert kept.silu_mul_linear is G.silu_mul_linear and kept.rms_norm_linear is G.rms_norm_linear
+
+
+def test_the_lm_head_runs_on_the_backends_linear_and_is_still_tied():
+    """The LM head is a `Linear` too (the GEMV at one or two rows on the GPU): a learner's
+    `linear` sees its weight, which is still the embedding's, and the tokens do not change."""
+    from dataclasses import replace
+
+    from minirt import LLM, SamplingParams
+    from minirt.kernels.backend import TORCH
+
+    shapes = []
+
+    def counting(x, weight, bias=None):
+        shapes.append(tuple(weight.shape))
+        return G.linear_ref(x, weight, bias)
+
+    params = SamplingParams(temperature=0, max_tokens=4, ignore_eos=True)
+    plain = LLM(device="cpu", kernel_backend="torch").generate([[5, 6, 7]], params, use_tqdm=False)
+    llm = LLM(device="cpu", kernel_backend=replace(TORCH, name="count", linear=counting))
+    ours = llm.generate([[5, 6, 7]], params, use_tqdm=False)
+    mc = llm.model_config
+    assert (
+        shapes.count((mc.vocab_size, mc.hidden_size)) == 4
+    )  # once a forward: 1 prefill, 3 decodes
+    assert llm.model.lm_head.weight is llm.model.model.embed_tokens.weight
+    assert ours[0].token_ids == plain[0].token_ids
