@@ -13,6 +13,7 @@ import bisect
 
 import torch
 
+from minirt.kernels import placeholders
 from minirt.model.attention import AttentionMetadata
 from minirt.model.decoder import CausalLM
 
@@ -64,6 +65,8 @@ class DecodeGraphs:
     def capture(self) -> None:
         """Record one graph per size, largest first, all sharing one memory pool."""
         pool = None
+        ids = self.inputs[self.sizes[0]][0]
+        placeholders.resolve(ids, ids, out=ids.clone())  # compiled now, not at the first request
         for bs in reversed(self.sizes):
             self._forward(bs)  # warm up: Triton compiles, cuBLAS picks its kernels
             torch.cuda.synchronize()
@@ -87,8 +90,8 @@ class DecodeGraphs:
         )  # fmt: skip
         packed = packed.pin_memory() if pin else packed
         self.inputs[bs].copy_(packed, non_blocking=True)
-        if resolve is not None:
-            self.inputs[bs][0].copy_(resolve(self.inputs[bs][0]))
+        if resolve is not None:  # the placeholders, in the graph's input itself
+            resolve(self.inputs[bs][0], out=self.inputs[bs][0])
         tables = host["block_tables"]
         width = max(len(t) for t in tables)
         rows = torch.tensor([t + [-1] * (width - len(t)) for t in tables], dtype=torch.int64)

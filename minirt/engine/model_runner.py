@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import torch
 
 from minirt.engine.cuda_graph import DecodeGraphs, PieceGraphs
+from minirt.kernels import placeholders
 from minirt.kv import BlockManager, as_bytes
 from minirt.kv.swap import SwapSpace
 from minirt.model.attention import AttentionMetadata
@@ -146,8 +147,8 @@ class ModelRunner:
         `prev_tokens`, the last step's tokens (the overlapped loop has not read them yet)."""
         self.move_kv(batch)
 
-        def resolve(ids: torch.Tensor) -> torch.Tensor:
-            return torch.where(ids < 0, prev_tokens[(-ids - 1).clamp(min=0)], ids)
+        def resolve(ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+            return placeholders.resolve(ids, prev_tokens, out)  # one launch, in place if asked
 
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
