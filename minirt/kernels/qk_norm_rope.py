@@ -77,7 +77,7 @@ def _qk_norm_rope_kernel(
 ):  # fmt: skip
     token = tl.program_id(0).to(tl.int64)  # PARTS programs per token: q, then k (and v)
     part = tl.program_id(1)
-    # The step's inputs (positions, slots) and the tables: read before the wait (pdl)
+    # The step's inputs (positions, slots) and the cos/sin tables: read before the wait (pdl)
     pos = tl.load(pos_ptr + token).to(tl.int64)
     cols = tl.arange(0, BLOCK_D)[None, :]
     c = tl.load(cos_ptr + pos * HALF + cols, mask=cols < HALF, other=0.0)
