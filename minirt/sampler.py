@@ -41,12 +41,15 @@ def sample_on_device(
     logits: torch.Tensor,  # [num_rows, vocab] fp32, or bf16/fp16 as the LM head made them
     params: list[SamplingParams],
     generators: list[torch.Generator],
+    argmax: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One token per row, [num_rows] int64 where the logits are (nothing is read back, so the
     host can go on): the argmax, or a draw from the row's filtered distribution. 16-bit logits
     give the tokens their fp32 copy would (the argmax reads them as they are: the upcast is exact
-    and keeps their order and ties; a drawn row is upcast first)."""
-    out = logits.argmax(-1)
+    and keeps their order and ties; a drawn row is upcast first). `argmax`: the rows' argmax if
+    the forward took it already (the LM head's kernel, `CausalLM.logits_and_argmax`); the
+    drawn rows are written into it."""
+    out = logits.argmax(-1) if argmax is None else argmax
     for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
         if not p.greedy:
             probs = filter_logits(logits[i].float(), p).softmax(-1)

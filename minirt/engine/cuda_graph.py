@@ -4,12 +4,14 @@ A small model's decode step is hundreds of tiny kernels; launched from Python th
 CPU (~5-20 µs a launch). A graph records the launches once and replays them in one call, at the
 price of fixed addresses and shapes: static input buffers, padding rows with slot -1 (store
 nothing) and context 0 (attend to nothing), attention captured with `max_model_len` as its bound.
-A step: one copy in, one replay, sampling. Notebook 05 (profiling) measures the gain.
+A step: one copy in, one launch to unpack it, one replay (with the greedy argmax at one or two
+rows), sampling. Notebook 05 (profiling) measures the gain.
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 
 import torch
 
@@ -36,15 +38,18 @@ class DecodeGraphs:
     ):
         self.model, self.max_model_len, self.device = model, max_model_len, device
         self.sizes = sorted(set(sizes))
-        # Per size, rows ids, positions, slots, context lengths (one copy in); tables shared.
-        i64 = {"dtype": torch.int64, "device": device}
-        self.inputs = {bs: torch.zeros(4, bs, **i64) for bs in self.sizes}
-        for x in self.inputs.values():
-            x[2].fill_(-1)  # the warm-up before a capture stores nothing
-        self.block_tables = torch.full((self.sizes[-1], max_blocks_per_seq), -1, **i64)
+        # One copy in a step: ids, positions, slots, context lengths (the first 4 * bs entries:
+        # every size's inputs start at the same address), then the step's short table rows,
+        # which `placeholders.unpack` spreads into the graphs' long rows.
+        top, i64 = self.sizes[-1], {"dtype": torch.int64, "device": device}
+        self.staged = torch.zeros(4 * top + top * max_blocks_per_seq, **i64)
+        self.inputs = {bs: self.staged[: 4 * bs].view(4, bs) for bs in self.sizes}
+        self.block_tables = torch.full((top, max_blocks_per_seq), -1, **i64)
         self.metas = {bs: self._meta(bs) for bs in self.sizes}  # alive as long as the graphs
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, torch.Tensor] = {}  # [bs, vocab] logits (weights' dtype), by replay
+        # by replay: [bs, vocab] logits (weights' dtype), and their argmax [bs] where the LM
+        # head's kernel takes it (`CausalLM.logits_and_argmax`), else None
+        self.outputs: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def _meta(self, bs: int) -> AttentionMetadata:
         x = self.inputs[bs]
@@ -57,17 +62,23 @@ class DecodeGraphs:
             max_context_len=self.max_model_len,
         )
 
-    def _forward(self, bs: int) -> torch.Tensor:
+    def _forward(self, bs: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.inputs[bs]
-        return self.model.compute_logits(self.model(x[0], x[1], self.metas[bs]), fp32=False)
+        hidden = self.model(x[0], x[1], self.metas[bs])
+        if self.model.argmax_in_head(bs):
+            return self.model.logits_and_argmax(hidden)
+        return self.model.compute_logits(hidden, fp32=False), None
 
     @torch.inference_mode()
     def capture(self) -> None:
         """Record one graph per size, largest first, all sharing one memory pool."""
         pool = None
-        ids = self.inputs[self.sizes[0]][0]
-        placeholders.resolve(ids, ids, out=ids.clone())  # compiled now, not at the first request
+        for prev in (None, self.staged[:1]):  # both variants compiled now, not at a request
+            placeholders.unpack(self.staged, prev, self.block_tables, 1, 1, 1)
         for bs in reversed(self.sizes):
+            x = self.inputs[bs]
+            x.zero_()
+            x[2].fill_(-1)  # the warm-up stores nothing
             self._forward(bs)  # warm up: Triton compiles, cuBLAS picks its kernels
             torch.cuda.synchronize()
             graph = torch.cuda.CUDAGraph()
@@ -77,31 +88,33 @@ class DecodeGraphs:
             self.graphs[bs] = graph
         torch.cuda.synchronize()
 
-    def run(self, host: dict[str, list], resolve=None, pin: bool = False) -> torch.Tensor:
-        """One decode step from `ModelRunner.host_inputs`: logits [n, vocab] fp32. `resolve` and
-        `pin` as in ModelRunner (overlap_schedule: placeholders, pinned inputs)."""
+    def run(self, host: dict[str, list], prev: torch.Tensor | None = None, pin: bool = False):
+        """One decode step from `ModelRunner.host_inputs`: (logits [n, vocab] in the weights'
+        dtype, their argmax [n] or None). `prev` and `pin` as in ModelRunner (overlap_schedule:
+        the last step's tokens for the placeholders, pinned inputs). The outputs are the graph's
+        own buffers: the next replay of this size writes over them."""
         n = len(host["input_ids"])
         bs = self.sizes[bisect.bisect_left(self.sizes, n)]  # the smallest captured size >= n
-        pad = bs - n  # padding rows store nothing (slot -1) and attend to nothing (context 0)
+        pad = [0] * (bs - n)  # padding rows store nothing (slot -1) and attend to nothing (ctx 0)
+        tables = host["block_tables"]
+        width = max(len(t) for t in tables)
         packed = torch.tensor(
-            [host["input_ids"] + [0] * pad, host["positions"] + [0] * pad,
-             host["slot_mapping"] + [-1] * pad, host["context_lens"] + [0] * pad],
+            [*host["input_ids"], *pad, *host["positions"], *pad,
+             *host["slot_mapping"], *[-1] * len(pad), *host["context_lens"], *pad,
+             *itertools.chain.from_iterable(t + [-1] * (width - len(t)) for t in tables)],
             dtype=torch.int64,
         )  # fmt: skip
         packed = packed.pin_memory() if pin else packed
-        self.inputs[bs].copy_(packed, non_blocking=True)
-        if resolve is not None:  # the placeholders, in the graph's input itself
-            resolve(self.inputs[bs][0], out=self.inputs[bs][0])
-        tables = host["block_tables"]
-        width = max(len(t) for t in tables)
-        rows = torch.tensor([t + [-1] * (width - len(t)) for t in tables], dtype=torch.int64)
-        rows = rows.pin_memory() if pin else rows
-        self.block_tables[:n, :width].copy_(rows, non_blocking=True)  # stale entries past a
-        # row's context are never read: its context length bounds every read
+        self.staged[: len(packed)].copy_(packed, non_blocking=True)
+        # ids resolved in place, table rows spread: one launch. Stale entries past a row's
+        # context are never read: its context length bounds every read.
+        placeholders.unpack(self.staged, prev, self.block_tables, n, width, bs)
         if bs in self.graphs:
             self.graphs[bs].replay()
-            return self.outputs[bs][:n]
-        return self._forward(bs)[:n]  # not captured (a CPU run of the same path, for tests)
+            logits, argmax = self.outputs[bs]
+        else:  # not captured (a CPU run of the same path, for tests)
+            logits, argmax = self._forward(bs)
+        return logits[:n], (argmax[:n] if argmax is not None else None)
 
 
 def default_piece_sizes(max_num_batched_tokens: int) -> list[int]:

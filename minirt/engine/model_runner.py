@@ -90,27 +90,35 @@ class ModelRunner:
         return ids, pos, meta
 
     @torch.inference_mode()
-    def logits(
-        self, rows: list[Row], wanted: list[int] | None = None, resolve=None, fp32: bool = True
-    ) -> torch.Tensor:
-        """The one forward path: logits [len(wanted), vocab] fp32 at tokens `wanted` (None: all),
-        from a captured graph for a decode-shaped batch, from piecewise graphs (all but
-        attention) for any other, or eagerly. `resolve` maps the input ids
-        on the device first (the overlapped loop's placeholders). fp32=False: in the weights'
-        dtype where that saves a copy (the sampler upcasts only what it needs)."""
+    def forward(
+        self, rows: list[Row], wanted: list[int] | None = None, prev: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The one forward path: logits [len(wanted), vocab] in the weights' dtype at tokens
+        `wanted` (None: all), and their argmax where the step took it already (a decode graph
+        whose LM head's kernel takes it), else None. From a captured graph for a decode-shaped
+        batch, from piecewise graphs (all but attention) for any other, or eagerly. `prev`: the
+        last step's tokens, for the placeholders among the input ids (the overlapped loop)."""
         decode = max(r.n for r in rows) == 1
         if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
-            logits = self.graphs.run(self.host_inputs(rows), resolve, self.pin_inputs)
-            logits = self.take_rows(logits, wanted)
+            logits, argmax = self.graphs.run(self.host_inputs(rows), prev, self.pin_inputs)
+            if wanted is not None and wanted != list(range(len(logits))):
+                at = self.to_device(wanted)
+                logits, argmax = logits[at], (argmax[at] if argmax is not None else None)
+            return logits, argmax
+        input_ids, positions, meta = self.prepare(rows)
+        if prev is not None:
+            input_ids = placeholders.resolve(input_ids, prev)
+        if self.piece_graphs is not None and self.piece_graphs.fits(len(input_ids)):
+            hidden = self.piece_graphs.forward(input_ids, positions, meta)
         else:
-            input_ids, positions, meta = self.prepare(rows)
-            if resolve is not None:
-                input_ids = resolve(input_ids)
-            if self.piece_graphs is not None and self.piece_graphs.fits(len(input_ids)):
-                hidden = self.piece_graphs.forward(input_ids, positions, meta)
-            else:
-                hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
-            logits = self.model.compute_logits(self.take_rows(hidden, wanted), fp32=False)
+            hidden = self.model(input_ids, positions, meta)  # [num_tokens, hidden]
+        return self.model.compute_logits(self.take_rows(hidden, wanted), fp32=False), None
+
+    def logits(
+        self, rows: list[Row], wanted: list[int] | None = None, fp32: bool = True
+    ) -> torch.Tensor:
+        """`forward`'s logits, fp32 (fp32=False: in the weights' dtype)."""
+        logits = self.forward(rows, wanted)[0]
         return logits.float() if fp32 else logits
 
     @contextmanager
@@ -143,27 +151,26 @@ class ModelRunner:
     @torch.inference_mode()
     def launch(self, batch: Batch, prev_tokens: torch.Tensor | None) -> torch.Tensor | None:
         """Enqueue the forward and the sampling: the tokens [sampling rows] on the device, not
-        waited for (None when no row samples). An input id -(i + 1) is a placeholder for row i of
+        waited for (None when no row samples; from a decode graph, its own buffer until the
+        next replay of that size). An input id -(i + 1) is a placeholder for row i of
         `prev_tokens`, the last step's tokens (the overlapped loop has not read them yet)."""
         self.move_kv(batch)
-
-        def resolve(ids: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-            return placeholders.resolve(ids, prev_tokens, out)  # one launch, in place if asked
-
         rows = [i for i, s in enumerate(batch.samples) if s]
         ends = list(itertools.accumulate(batch.num_new_tokens))
         wanted = [ends[i] - 1 for i in rows]
-        mapping = resolve if prev_tokens is not None else None
-        logits = self.logits(batch.rows(), wanted, mapping, fp32=False)  # sample_rows upcasts
-        return self.sample_rows(logits, [batch.seqs[i] for i in rows]) if rows else None
+        logits, argmax = self.forward(batch.rows(), wanted, prev_tokens)
+        return self.sample_rows(logits, [batch.seqs[i] for i in rows], argmax) if rows else None
 
-    def sample_rows(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
-        """A token for each sequence from its row of `logits`: [len(seqs)] int64 on the device."""
+    def sample_rows(
+        self, logits: torch.Tensor, seqs: list[Sequence], argmax: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """A token for each sequence from its row of `logits`: [len(seqs)] int64 on the device
+        (`argmax`: the rows' argmax where the forward took it already)."""
         params = [s.sampling_params for s in seqs]
         gens = [self._generator(s) for s in seqs]
         if self.sampler is not sample:  # a host-side sampler: the step waits for its logits
             return self.to_device(self.sampler(logits.float(), params, gens))
-        return sample_on_device(logits, params, gens)
+        return sample_on_device(logits, params, gens, argmax)
 
     def to_device(self, values: list[int]) -> torch.Tensor:
         """int64 [len(values)] on the device, through pinned memory when `pin_inputs`."""

@@ -48,6 +48,7 @@ class KernelBackend:
     qk_norm_rope_store: Callable | None = None
     silu_mul_linear: Callable | None = None  # the MLP's silu_mul, then its down projection
     rms_norm_linear: Callable | None = None  # add + RMSNorm, then the projection after it
+    linear_argmax: Callable | None = None  # the LM head, then each row's argmax (greedy)
     # Fixed launch shapes, whatever the data: a decode step can be captured in a CUDA graph
     # (the references index with data-dependent masks; with them the engine stays eager).
     capturable: bool = False
@@ -77,6 +78,7 @@ TRITON = KernelBackend(
     linear=gemv.linear,
     silu_mul_linear=gemv.silu_mul_linear,
     rms_norm_linear=gemv.rms_norm_linear,
+    linear_argmax=gemv.linear_argmax,
     capturable=True,
 )
 
@@ -97,6 +99,7 @@ FUSED = {  # fused role -> the roles it runs
     "qk_norm_rope_store": ("qk_norm_rope", "store_kv"),
     "silu_mul_linear": ("silu_mul", "linear"),
     "rms_norm_linear": ("rms_norm", "linear"),
+    "linear_argmax": ("linear",),
 }
 
 

@@ -9,6 +9,9 @@ before is still running, and only then does the program wait for x. Two fusions 
 each: `silu_mul_linear` computes SwiGLU's silu(gate) * up from the gate_up output while it reads
 it (the down projection), `rms_norm_linear` the residual add and RMSNorm (every program
 normalises the row itself: it is a few KB from L2; the first program writes the new residual).
+A third, `linear_argmax`, is the LM head with the greedy choice: each program also writes the
+largest of its logits (as stored) and where it is, and one small kernel picks among those maxima,
+in place of PyTorch's argmax over the whole row (one launch reading the 300 KB of logits again).
 Each has a reference of PyTorch calls with the same arguments; notebook 05 measures them.
 """
 
@@ -32,6 +35,7 @@ from minirt.kernels.rms_norm import normalize, rms_norm, rms_norm_ref
 GEMV_MAX_ROWS = 2
 TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
 MAX_K = 16384
+ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 
 
 def linear_ref(x, weight, bias=None):
@@ -43,6 +47,13 @@ def silu_mul_linear_ref(gate_up, weight, bias=None):
     """down(silu(gate) * up), gate_up [M, 2 * I] the packed projection's output."""
     gate, up = gate_up.chunk(2, dim=-1)
     return F.linear(silu_mul_ref(gate, up), weight, bias)
+
+
+def linear_argmax_ref(x, weight, bias=None):
+    """(logits, each row's argmax: the first index of its largest logit), the LM head and the
+    greedy token; int64 like torch.argmax."""
+    y = F.linear(x, weight, bias)
+    return y, y.argmax(-1)
 
 
 def rms_norm_linear_ref(x, residual, norm_weight, eps, weight, bias=None):
@@ -73,10 +84,10 @@ def _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm, write_res,
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, M, N, eps, stride_xm,
-    K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, max_ptr, at_ptr, M, N, eps,
+    stride_xm, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr,
+    NORM: tl.constexpr, ADD_RESIDUAL: tl.constexpr, ARGMAX: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # BLOCK_N whole rows of W a program, loaded before anything else: nothing earlier writes them.
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -92,7 +103,30 @@ def _gemv_kernel(
         a = _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm,
                  tl.program_id(0) == 0, K, SILU_MUL, NORM, ADD_RESIDUAL)  # fmt: skip
         acc = tl.sum(w.to(tl.float32) * a[None, :], axis=1) + bias
-        tl.store(y_ptr + row * N + n, acc.to(y_ptr.dtype.element_ty), mask=(n < N) & ok)
+        y = acc.to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + row * N + n, y, mask=(n < N) & ok)
+        if ARGMAX:  # this program's largest logit as stored (rounded), the first of ties
+            best, i = tl.max(tl.where(n < N, y.to(tl.float32), float("-inf")), axis=0,
+                             return_indices=True, return_indices_tie_break_left=True)  # fmt: skip
+            part = row * tl.num_programs(0) + tl.program_id(0)
+            tl.store(max_ptr + part, best, mask=ok)
+            tl.store(at_ptr + part, tl.program_id(0) * BLOCK_N + i, mask=ok)
+
+
+@triton.jit
+def _argmax_kernel(max_ptr, at_ptr, out_ptr, P, BLOCK: tl.constexpr, PDL: tl.constexpr):
+    """One program a row: the largest of the row's P per-program maxima, the first of ties (the
+    programs are in column order, so that is the row's first largest logit)."""
+    pdl_wait(PDL)  # the maxima are the kernel before's output
+    row = tl.program_id(0)
+    best, at = float("-inf"), 0
+    for start in range(0, P, BLOCK):
+        j = start + tl.arange(0, BLOCK)
+        v = tl.load(max_ptr + row * P + j, mask=j < P, other=float("-inf"))
+        m, i = tl.max(v, axis=0, return_indices=True, return_indices_tie_break_left=True)
+        at = tl.where(m > best, start + i, at)  # strictly larger: an earlier chunk keeps ties
+        best = tl.maximum(m, best)
+    tl.store(out_ptr + row, tl.load(at_ptr + row * P + at).to(tl.int64))
 
 
 def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -112,7 +146,7 @@ def gemv_config(n: int, k: int) -> dict:
     return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 8}
 
 
-def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None):
+def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=False):
     m, n = x.shape[0], weight.shape[0]
     c = gemv_config(n, k)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
@@ -120,13 +154,21 @@ def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None):
     norm_w, eps = norm if norm is not None else (weight, 0.0)
     block_m = triton.next_power_of_2(m)
     grid = (triton.cdiv(n, c["BLOCK_N"]), triton.cdiv(m, block_m))
+    parts = grid[0]  # with argmax: per row, each program's maximum and where it is
+    maxima = torch.empty((m, parts), dtype=torch.float32, device=x.device) if argmax else y
+    at = torch.empty((m, parts), dtype=torch.int32, device=x.device) if argmax else y
     _gemv_kernel[grid](
         x, weight, bias if bias is not None else weight, y,
-        residual if residual is not None else x, new_res, norm_w, m, n, eps, x.stride(0),
-        K=k, HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
-        ADD_RESIDUAL=residual is not None, BLOCK_M=block_m, **c, **launch_args(x),
+        residual if residual is not None else x, new_res, norm_w, maxima, at, m, n, eps,
+        x.stride(0), K=k, HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
+        ADD_RESIDUAL=residual is not None, ARGMAX=argmax, BLOCK_M=block_m, **c, **launch_args(x),
     )  # fmt: skip
-    return y, new_res
+    if not argmax:
+        return y, new_res
+    tokens = torch.empty(m, dtype=torch.int64, device=x.device)
+    block = min(triton.next_power_of_2(parts), ARGMAX_BLOCK)
+    _argmax_kernel[(m,)](maxima, at, tokens, parts, BLOCK=block, num_warps=16, **launch_args(x))
+    return y, tokens
 
 
 def linear(x, weight, bias=None):
@@ -142,6 +184,14 @@ def silu_mul_linear(gate_up, weight, bias=None):
         gate, up = gate_up.chunk(2, dim=-1)
         return F.linear(silu_mul(gate, up), weight, bias)
     return _gemv(gate_up, weight, bias, weight.shape[1], silu_mul=True)[0]
+
+
+def linear_argmax(x, weight, bias=None):
+    """Triton twin of `linear_argmax_ref`: the GEMV and a small kernel where `use_gemv`, else
+    F.linear and torch's argmax."""
+    if not use_gemv(x, weight) or x.stride(-1) != 1:
+        return linear_argmax_ref(x, weight, bias)
+    return _gemv(x, weight, bias, weight.shape[1], argmax=True)
 
 
 def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None):

@@ -1,4 +1,5 @@
-"""The overlapped loop's placeholders resolved on the device, in one launch.
+"""A decode step's inputs on the device: the overlapped loop's placeholders resolved, the block
+tables unpacked, in one launch.
 
 The overlapped loop (minirt.engine.overlap) launches step n + 1 before it has read step n's
 tokens: an input id -(i + 1) stands for row i of the last step's tokens, still on the device.
@@ -6,6 +7,13 @@ Written with PyTorch's operators (`resolve_ref`) that is six small kernels (comp
 subtract, clamp, gather, select) and a copy into the CUDA graph's input, all between two
 replays; one Triton program does it in place. On the H100 the batch-1 step went from 0.781 to
 0.758 ms with it (`docs/measurements/decode-now-h100-20261207.json`).
+
+A captured decode step (minirt.engine.cuda_graph) reads its block tables at fixed addresses, one
+row of `max_blocks_per_seq` entries a sequence, while a step has only `width` of them a row: a
+copy of the short rows into the long ones is a copy to a strided destination (PyTorch stages it
+and launches a copy kernel). So the host packs the step's ids, positions, slots, context lengths
+and short table rows into one buffer, one copy takes it to the device, and `unpack` resolves the
+ids and spreads the rows in one launch.
 """
 
 from __future__ import annotations
@@ -46,3 +54,39 @@ def resolve(ids: torch.Tensor, prev: torch.Tensor, out: torch.Tensor | None = No
     if n:
         _resolve_kernel[(triton.cdiv(n, BLOCK),)](ids, prev.contiguous(), out, n, BLOCK=BLOCK)
     return out
+
+
+def unpack_ref(staged, prev, tables, n: int, width: int, bs: int) -> None:
+    """staged [4 * bs + n * width] int64 on the device: ids, positions, slots, context lengths
+    (bs each, the graph's inputs in place), then n table rows of `width` entries. The first n
+    ids resolved against `prev` (None: no placeholders), the rows into tables[:n, :width]."""
+    if prev is not None:
+        resolve_ref(staged[:n], prev, out=staged[:n])
+    tables[:n, :width] = staged[4 * bs : 4 * bs + n * width].view(n, width)
+
+
+TABLE_BLOCK = 128  # table entries a program
+
+
+@triton.jit(do_not_specialize=["width", "bs", "stride_t"])
+def _unpack_kernel(staged_ptr, prev_ptr, tables_ptr, width, bs, stride_t, HAS_PREV: tl.constexpr,
+                   BLOCK: tl.constexpr):  # fmt: skip
+    r = tl.program_id(0)  # a row of the batch: its id (one program), BLOCK of its table entries
+    if HAS_PREV and tl.program_id(1) == 0:
+        tok = tl.load(staged_ptr + r)
+        held = tok < 0
+        prev = tl.load(prev_ptr + tl.where(held, -tok - 1, 0), mask=held, other=0)
+        tl.store(staged_ptr + r, tl.where(held, prev, tok))
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    row = tl.load(staged_ptr + 4 * bs + r * width + c, mask=c < width)
+    tl.store(tables_ptr + r * stride_t + c, row, mask=c < width)
+
+
+def unpack(staged, prev, tables, n: int, width: int, bs: int) -> None:
+    """Triton twin of `unpack_ref`, one launch (a GPU, or Triton's interpreter)."""
+    if not staged.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        return unpack_ref(staged, prev, tables, n, width, bs)
+    grid = (n, triton.cdiv(width, TABLE_BLOCK))
+    src = prev.contiguous() if prev is not None else staged  # never read without placeholders
+    _unpack_kernel[grid](staged, src, tables, width, bs, tables.stride(0),
+                         HAS_PREV=prev is not None, BLOCK=TABLE_BLOCK)  # fmt: skip

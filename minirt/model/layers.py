@@ -61,13 +61,13 @@ def norm_linear(norm: RMSNorm, linear: nn.Module, x: torch.Tensor, residual: tor
     one kernel where the backend fuses them (the GEMV reads the row, adds, normalises) and
     `linear` is a plain Linear; a quantised one keeps its own kernel after the norm."""
     fused = norm.kernels.rms_norm_linear
-    if fused is not None and type(linear) in (Linear, PackedLinear) and not _watched(linear):
+    if fused is not None and type(linear) in (Linear, PackedLinear) and not watched(linear):
         return fused(x, residual, norm.weight, norm.eps, linear.weight, linear.bias)
     h, residual = (norm(x), x) if residual is None else norm(x, residual)
     return linear(h), residual
 
 
-def _watched(module: nn.Module) -> bool:
+def watched(module: nn.Module) -> bool:
     """A hook watches the module's input (calibration, minirt.quant): then it must be called."""
     return bool(module._forward_pre_hooks or module._forward_hooks)
 
@@ -109,7 +109,7 @@ class MLP(nn.Module):
     def down(self, gate_up: torch.Tensor) -> torch.Tensor:
         """silu(gate) * up, then the down projection: one kernel where the backend fuses them."""
         fused, down = self.kernels.silu_mul_linear, self.down_proj
-        if fused is not None and type(down) is Linear and not _watched(down):  # not quantised
+        if fused is not None and type(down) is Linear and not watched(down):  # not quantised
             return fused(gate_up, down.weight, down.bias)
         gate, up = gate_up.chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
         return down(self.kernels.silu_mul(gate, up))

@@ -87,3 +87,21 @@ def test_16_bit_logits_give_the_tokens_of_their_fp32_copy(dtype):
         gens = [torch.Generator().manual_seed(i) for i in range(6)]
         tokens.append(sample_on_device(x, params, gens).tolist())
     assert tokens[0] == tokens[1] and tokens[0][0] == 7
+
+
+def test_an_argmax_taken_by_the_forward_is_used_and_the_drawn_rows_written_into_it():
+    """A decode graph hands the sampler the argmax its LM head's kernel took: greedy rows keep
+    it, sampled rows are drawn exactly as without it, into the same tensor."""
+    from minirt.sampler import sample_on_device
+
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(4, 300, generator=g) * 3
+    params = [SamplingParams(temperature=0), SamplingParams(temperature=0.9, top_k=50)] * 2
+    plain = sample_on_device(logits, params, [torch.Generator().manual_seed(i) for i in range(4)])
+    given = logits.argmax(-1)
+    given[0] = 299  # not the argmax: the sampler must not take it again
+    out = sample_on_device(
+        logits, params, [torch.Generator().manual_seed(i) for i in range(4)], given
+    )
+    assert out is given
+    assert out.tolist() == [299, plain[1].item(), plain[2].item(), plain[3].item()]

@@ -74,18 +74,25 @@ def test_score_gives_the_logits_of_every_prefix_and_frees_its_blocks(embedded_ll
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
-def test_the_padded_static_buffer_decode_path_gives_the_eager_tokens(qwen3_checkpoint, backend):
+@pytest.mark.parametrize("overlap", [False, True])
+def test_the_padded_static_buffer_decode_path_gives_the_eager_tokens(
+    qwen3_checkpoint, backend, overlap
+):
     """What a CUDA graph replays, run on the CPU without capture: batches padded up to a size
-    (padding rows: slot -1, context 0) must not change any token."""
+    (padding rows: slot -1, context 0), inputs unpacked from one buffer (the overlapped loop's
+    placeholders resolved there), the argmax taken in the LM head's kernel at two rows with
+    Triton's kernels: no token may change."""
     from minirt.engine.cuda_graph import DecodeGraphs
 
     folder, _ = qwen3_checkpoint
     prompts = [list(range(40, 40 + n)) for n in (5, 23, 17)]
     params = [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for m in (9, 6, 3)]
     eager = LLM(folder, device="cpu", kernel_backend=backend)
-    padded = LLM(folder, device="cpu", kernel_backend=backend)
+    padded = LLM(folder, device="cpu", kernel_backend=backend, overlap_schedule=overlap)
     graphs = DecodeGraphs(padded.model, [2, 4], 512 // 16, 512, torch.device("cpu"))
     padded.runner.graphs = graphs  # 3 sequences padded to 4, then 2, then 1 padded to 2
+    assert padded.model.argmax_in_head(2) == (backend == "triton")
+    assert not padded.model.argmax_in_head(4)
     a = [o.token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
     b = [o.token_ids for o in padded.generate(prompts, params, use_tqdm=False)]
     assert a == b

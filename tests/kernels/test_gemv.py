@@ -61,6 +61,24 @@ def test_add_and_rms_norm_are_done_by_every_program_and_the_residual_written_onc
     assert torch.equal(res, res_ref)  # the same add in the same dtype: exactly the reference's
 
 
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 700, 64), (2, 37, 96), (1, 16, 32)])
+@pytest.mark.parametrize("chunk", [G.ARGMAX_BLOCK, 4])  # 4: the argmax reads its maxima in chunks
+def test_the_lm_head_gemv_takes_the_argmax_of_the_logits_it_stores(monkeypatch, m, n, k, chunk):
+    """Each program's largest logit (as stored, rounded) and one small kernel over those: the
+    argmax of the logits themselves, ties to the first index, also across programs and
+    chunks."""
+    monkeypatch.setattr(G, "ARGMAX_BLOCK", chunk)
+    x, w = _rand(m, k, seed=k + 5), _rand(n, k, seed=n + 5, scale=k**-0.5)
+    y, tokens = G.linear_argmax(x, w)
+    y_ref, _ = G.linear_argmax_ref(x, w)
+    assert rel_error(y, y_ref) < BOUND[DTYPE]
+    assert tokens.dtype == torch.int64 and torch.equal(tokens, y.argmax(-1))
+    tie = w.clone()
+    tie[n // 2] = tie[n - 1] = x[0] * 8  # two rows of W give the same, largest logit
+    y, tokens = G.linear_argmax(x, tie)
+    assert tokens[0].item() == n // 2 and torch.equal(tokens, y.argmax(-1))
+
+
 def test_more_rows_than_the_gemv_takes_go_to_f_linear_unchanged():
     x, w = _rand(5, 64, seed=5), _rand(24, 64, seed=6)
     assert not G.use_gemv(x, w) and G.use_gemv(x[:4], w)

@@ -33,3 +33,33 @@ def test_each_placeholder_becomes_its_rows_token_and_the_rest_stay(n, rows, seed
         assert (expected >= 0).all() and torch.equal(
             expected[~held.to(DEVICE)], ids[~held.to(DEVICE)]
         )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    bs=st.integers(1, 40),
+    width=st.integers(1, 300),  # past one program's 128 entries
+    prev_rows=st.integers(0, 8),  # 0: no placeholders (no last step)
+    seed=st.integers(0, 2**16),
+)
+def test_one_launch_resolves_the_ids_and_spreads_the_short_table_rows(bs, width, prev_rows, seed):
+    """The graph's inputs after one copy of [ids | positions | slots | contexts | n short table
+    rows]: the kernel leaves what the reference leaves, in the staged buffer and the long rows,
+    and touches no entry of the tables past a row's width or below the n rows."""
+    from minirt.kernels.placeholders import unpack, unpack_ref
+
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(1, bs + 1, (1,), generator=g))
+    staged = torch.randint(0, 1000, (4 * bs + n * width + 5,), generator=g)
+    prev = torch.randint(0, 1000, (prev_rows,), generator=g) if prev_rows else None
+    if prev_rows:
+        held = torch.rand(n, generator=g) < 0.5
+        staged[:n][held] = -1 - torch.randint(0, prev_rows, (int(held.sum()),), generator=g)
+    tables = torch.full((bs + 2, width + 7), -5, dtype=torch.int64)
+    expected = staged.clone(), tables.clone()
+    unpack_ref(expected[0], prev, expected[1], n, width, bs)
+    dev = [t.to(DEVICE) if t is not None else None for t in (staged, prev, tables)]
+    unpack(dev[0], dev[1], dev[2], n, width, bs)
+    assert torch.equal(dev[0].cpu(), expected[0]) and torch.equal(dev[2].cpu(), expected[1])
+    assert (expected[0][:n] >= 0).all()
+    assert (expected[1][n:] == -5).all() and (expected[1][:, width:] == -5).all()
