@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from minirt.kernels.pdl import launch_args, pdl_wait
+
 _FORMATS = (torch.float8_e4m3fn, torch.int8)
 _QMAX = {torch.float8_e4m3fn: 448.0, torch.int8: 127.0}  # = minirt.quant.formats' FP8/INT8_MAX
 
@@ -139,31 +141,41 @@ def _kernel(
 
 
 @triton.jit
+def _row_codes(x_ptr, k, xs, IS_INT: tl.constexpr, QMAX: tl.constexpr, ACC: tl.constexpr):
+    """The codes of x[k] at scale xs, as values of the accumulator's type (exact)."""
+    a = tl.load(x_ptr + k).to(tl.float32)
+    v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
+    return _round_to_code(v, IS_INT).to(ACC)
+
+
+@triton.jit
 def _gemv_kernel(
     x_ptr, w_ptr, ws_ptr, y_ptr, N, K, stride_xm, stride_wn, stride_ym,
     IS_INT: tl.constexpr, QMAX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     # One row of x and BLOCK_N outputs a program, no tensor cores: at one row a tile of 16 rows
-    # would be 15 rows of padding. The row's scale first (x is a few KB, read from L2 by every
-    # program), then each weight tile upcast and multiplied by the row's codes, summed along K:
-    # int8 in int32 (exact), fp8 in fp32 (products of codes are exact in fp32).
+    # would be 15 rows of padding. The first tile of weights and their scales are loaded before
+    # the wait (minirt.kernels.pdl: no kernel writes them), then the row's scale (x is a few KB,
+    # read from L2 by every program), then each weight tile upcast and multiplied by the row's
+    # codes, summed along K: int8 in int32 (exact), fp8 in fp32 (products of codes are exact).
     row, n = tl.program_id(1), tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_in = tl.where(n < N, n, 0)  # columns past N read row 0 of W, never stored
+    k = tl.arange(0, BLOCK_K)
+    ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32
+    w = tl.load(w_ptr + n_in[:, None] * stride_wn + k[None, :])  # [BLOCK_N, BLOCK_K]
+    w_scale = tl.load(ws_ptr + n_in)
+    pdl_wait(PDL)  # x is the kernel before's output
+    x_row = x_ptr + row * stride_xm
     amax = tl.zeros((BLOCK_K,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        a = tl.load(x_ptr + row * stride_xm + k0 + tl.arange(0, BLOCK_K)).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(a))
+        amax = tl.maximum(amax, tl.abs(tl.load(x_row + k0 + k).to(tl.float32)))
     xs = tl.maximum(tl.div_rn(tl.max(amax, axis=0), QMAX), 1e-12)
-    ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32
-    acc = tl.zeros((BLOCK_N,), dtype=ACC)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        a = tl.load(x_ptr + row * stride_xm + k).to(tl.float32)
-        v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
-        codes = _round_to_code(v, IS_INT).to(ACC)  # the code's value, exactly
-        w = tl.load(w_ptr + n_in[:, None] * stride_wn + k[None, :]).to(ACC)  # [BLOCK_N, BLOCK_K]
-        acc += tl.sum(w * codes[None, :], axis=1)
-    y = acc.to(tl.float32) * xs * tl.load(ws_ptr + n_in)
+    acc = tl.sum(w.to(ACC) * _row_codes(x_row, k, xs, IS_INT, QMAX, ACC)[None, :], axis=1)
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        w = tl.load(w_ptr + n_in[:, None] * stride_wn + (k0 + k)[None, :])
+        acc += tl.sum(w.to(ACC) * _row_codes(x_row, k0 + k, xs, IS_INT, QMAX, ACC)[None, :], 1)
+    y = acc.to(tl.float32) * xs * w_scale
     tl.store(y_ptr + row * stride_ym + n, y.to(y_ptr.dtype.element_ty), mask=n < N)
 
 
@@ -302,7 +314,8 @@ def _launch_gemv(x, wq, w_scale, out_dtype, config):
     y = torch.empty((m, n), dtype=out_dtype, device=x.device)
     grid = (triton.cdiv(n, c["BLOCK_N"]), m)
     _gemv_kernel[grid](x, wq, ws, y, n, k, x.stride(0), wq.stride(0), y.stride(0),
-                       IS_INT=wq.dtype == torch.int8, QMAX=_QMAX[wq.dtype], **c)  # fmt: skip
+                       IS_INT=wq.dtype == torch.int8, QMAX=_QMAX[wq.dtype], **c,
+                       **launch_args(x))  # fmt: skip
     return y
 
 
