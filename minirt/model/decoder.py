@@ -88,24 +88,29 @@ class CausalLM(nn.Module):
         logits = self.lm_head(hidden)
         return logits.float() if fp32 else logits
 
+    def _head_argmax(self):
+        """The backend's LM head + argmax kernel (`linear_argmax`), where it has one and the
+        head is a plain Linear that no hook watches; else None."""
+        head = self.lm_head
+        fused = head.kernels.linear_argmax
+        return fused if fused is not None and type(head) is Linear and not watched(head) else None
+
     def argmax_in_head(self, rows: int) -> bool:
         """Whether `logits_and_argmax` at `rows` rows takes the argmax inside the LM head's
         kernel, for one small kernel more (a decode graph then returns it): up to the GEMV's
         rows, with a backend that fuses it. Past that it would be an argmax of its own, which
         the sampler runs only where a step samples."""
-        head = self.lm_head
-        fused = head.kernels.linear_argmax is not None and type(head) is Linear
-        return fused and not watched(head) and rows <= gemv.GEMV_MAX_ROWS
+        return self._head_argmax() is not None and rows <= gemv.GEMV_MAX_ROWS
 
     def logits_and_argmax(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits in the weights' dtype, each row's argmax: the greedy token), the argmax taken
         inside the LM head's kernel where the backend fuses it (`linear_argmax`: at one or two
         rows on the GPU its GEMV keeps each program's largest logit, and one small kernel picks
         among them), else torch's argmax over the logits."""
-        fused, head = self.lm_head.kernels.linear_argmax, self.lm_head
-        if fused is not None and type(head) is Linear and not watched(head):
-            return fused(hidden, head.weight, head.bias)
-        logits = head(hidden)
+        fused = self._head_argmax()
+        if fused is not None:
+            return fused(hidden, self.lm_head.weight, self.lm_head.bias)
+        logits = self.lm_head(hidden)
         return logits, logits.argmax(-1)
 
     def use_kernels(self, backend: KernelBackend) -> None:

@@ -214,3 +214,27 @@ def test_the_lm_head_runs_on_the_backends_linear_and_is_still_tied():
     )  # once a forward: 1 prefill, 3 decodes
     assert llm.model.lm_head.weight is llm.model.model.embed_tokens.weight
     assert ours[0].token_ids == plain[0].token_ids
+
+
+def test_the_lm_head_takes_the_argmax_in_its_kernel_unless_watched_or_replaced():
+    """Triton's backend fuses the argmax into the head's GEMV (at most GEMV_MAX_ROWS rows); a
+    hook on the head (it must see its call) or a learner's `linear` turns that off, with the
+    same logits and tokens."""
+    from dataclasses import replace
+
+    from minirt import LLM
+    from minirt.kernels.backend import TRITON
+
+    model = LLM(device=DEVICE, kernel_backend="triton", dtype="float32").model
+    hidden = _rand(2, model.config.hidden_size, seed=15).float()
+    assert model.argmax_in_head(G.GEMV_MAX_ROWS) and not model.argmax_in_head(G.GEMV_MAX_ROWS + 1)
+    logits, tokens = model.logits_and_argmax(hidden)
+    seen = []
+    handle = model.lm_head.register_forward_hook(lambda *a: seen.append(1))
+    assert not model.argmax_in_head(1)
+    watched_logits, watched_tokens = model.logits_and_argmax(hidden)
+    handle.remove()
+    assert seen == [1] and torch.equal(watched_tokens, tokens)
+    assert rel_error(watched_logits, logits) < BOUND[torch.float32]
+    model.use_kernels(replace(TRITON, name="mine", linear=G.linear_ref, linear_argmax=None))
+    assert not model.argmax_in_head(1)
