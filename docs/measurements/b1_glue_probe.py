@@ -4,9 +4,9 @@ the same run. `before`: the step's inputs in two copies (ids/positions/slots/con
 block tables through PyTorch's strided copy) and the placeholders resolved by their own kernel,
 the argmax by torch after the replay (the previous commit's DecodeGraphs.run, below); `now`: one
 copy and one launch that resolves the ids and spreads the table rows, the argmax inside the LM
-head's GEMV and one small kernel, in the graph. Then FP8 W8A8 (`fp8-dynamic`) at batch 1 with
-its GEMV launched plainly (`fp8-plain`) and with programmatic dependent launch, its first
-weight tile read before the wait (`fp8-pdl`).
+head's GEMV and one small kernel, in the graph. Then FP8 W8A8 (`fp8-dynamic`) and W4A16 (`w4a16-g128`) at batch 1 with their GEMVs launched
+plainly (`*-plain`) and with programmatic dependent launch, the first weight tile read before
+the wait (`*-pdl`).
 python3 docs/measurements/b1_glue_probe.py OUT (two minutes, H100)."""
 
 import bisect, json, sys, tempfile, time
@@ -15,7 +15,7 @@ from minirt import LLM
 from minirt.bench.gpu import ceilings, minirt_decode, roofline_rows
 from minirt.bench.roofline import qwen3_06b_checkpoint
 from minirt.engine.cuda_graph import DecodeGraphs
-from minirt.kernels import placeholders, scaled_gemm
+from minirt.kernels import placeholders, scaled_gemm, w4a16_gemm
 from minirt.kv import kv_cache_bytes_per_token
 
 
@@ -66,19 +66,21 @@ with tempfile.TemporaryDirectory() as folder:
     llms.clear()
     torch.cuda.empty_cache()
     DecodeGraphs.run = now_run
-    fp8_kw = dict(device="cuda", kv_cache_bytes=4 << 30, max_num_seqs=8, quantization="fp8-dynamic",
-                  piecewise_graph_sizes=[])
-    pdl_args = scaled_gemm.launch_args
-    scaled_gemm.launch_args = lambda t: {"PDL": 0}  # captured so: the graphs keep it
-    fp8 = {"fp8-plain": LLM(folder, **fp8_kw)}
-    scaled_gemm.launch_args = pdl_args
-    fp8["fp8-pdl"] = LLM(folder, **fp8_kw)
+    fp8 = {}
+    for method, module in (("fp8-dynamic", scaled_gemm), ("w4a16-g128", w4a16_gemm)):
+        q_kw = dict(device="cuda", kv_cache_bytes=4 << 30, max_num_seqs=8, quantization=method,
+                    piecewise_graph_sizes=[])
+        pdl_args = module.launch_args
+        module.launch_args = lambda t: {"PDL": 0}  # captured so: the graphs keep it
+        fp8[f"{method}-plain"] = LLM(folder, **q_kw)
+        module.launch_args = pdl_args
+        fp8[f"{method}-pdl"] = LLM(folder, **q_kw)
     runs = [(k, 1) for k in fp8]
     for rep in range(2):
         for k, b in runs if rep % 2 == 0 else reversed(runs):
             r = minirt_decode(fp8[k], b, graphs=True)
             r.update(variant=k, rep=rep)
             res["decode"].append(r)
-            print(f"{k:9s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
+            print(f"{k:18s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
                   f"[{time.time() - t0:.0f}s]", flush=True)
 json.dump(res, open(f"{out}/b1_glue.json", "w"), indent=1)

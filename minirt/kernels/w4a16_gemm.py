@@ -23,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from minirt.kernels.pdl import launch_args, pdl_wait
 from minirt.quant.formats import Int4Weight
 
 
@@ -104,19 +105,78 @@ def _columns(word, nibble, G: tl.constexpr):
 
 
 @triton.jit
+def _tile_loads(packed_ptr, scales_ptr, zeros_ptr, n, t, word_off, g_idx, K,
+                G: tl.constexpr, BLOCK_K: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                BF16X2: tl.constexpr):  # fmt: skip
+    """Tile t of the program's rows of W: (its words' positions along the row, the packed
+    words, each group's scale, and what (128 + zero) or (2^23 + zero) each code sheds)."""
+    k0 = t * BLOCK_K
+    word = k0 // 8 + word_off  # [GROUPS, WORDS] along the row
+    words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + word[None])
+    group = n[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
+    scale = tl.load(scales_ptr + group)  # [BLOCK_N, GROUPS]: one scale per group
+    if BF16X2:  # bf16 bits of 128 + zero, in both halves
+        if HAS_ZEROS:
+            off = (tl.load(zeros_ptr + group).to(tl.int32) + 0x4300) * 0x10001
+        else:
+            off = tl.full(scale.shape, 0x43084308, tl.int32)  # 128 + 8
+    else:
+        if HAS_ZEROS:
+            off = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
+        else:
+            off = tl.full(scale.shape, 8388616.0, tl.float32)  # 2^23 + 8
+    return word, words, scale, off
+
+
+@triton.jit
+def _tile_dot(acc, x_ptr, word, words, scale, off, m, M, K, G: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr,
+              WORDS: tl.constexpr, BF16X2: tl.constexpr):  # fmt: skip
+    """acc [BLOCK_M, BLOCK_N, GROUPS] plus one tile's products with the rows of x."""
+    C: tl.constexpr = G // 8
+    if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2), row by row of x
+        for r in tl.static_range(BLOCK_M):
+            row_r = tl.minimum(tl.program_id(2) * BLOCK_M + r, M - 1)  # past M: row M-1
+            pairs = (
+                x_ptr.to(tl.pointer_type(tl.int32))
+                + row_r * (K // 2)
+                + (word // C) * (G // 2)
+                + word % C
+            )  # [GROUPS, WORDS]
+            dot = tl.inline_asm_elementwise(
+                _DOT8_BF16X2, "=f,r,r,r,r,r,r",
+                [words, off[:, :, None], tl.load(pairs)[None], tl.load(pairs + C)[None],
+                 tl.load(pairs + 2 * C)[None], tl.load(pairs + 3 * C)[None]],
+                dtype=tl.float32, is_pure=True, pack=1,
+            )  # fmt: skip
+            part = tl.sum(dot, axis=2) * scale  # [BLOCK_N, GROUPS]
+            acc += tl.where(tl.arange(0, BLOCK_M)[:, None, None] == r, part[None], 0.0)
+    else:  # anywhere (the interpreter too): one nibble at a time in fp32
+        dot = tl.zeros((BLOCK_M, BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
+        for i in tl.static_range(8):
+            xi = tl.load(x_ptr + m * K + _columns(word, i, G)[None]).to(tl.float32)
+            bits = ((words >> (4 * i)) & 0xF) | MAGIC
+            w = bits.to(tl.float32, bitcast=True) - off[:, :, None]  # code - zero, exact
+            dot += w[None] * xi[:, None]  # [BLOCK_M, BLOCK_N, GROUPS, WORDS]
+        acc += tl.sum(dot, axis=3) * scale[None]
+    return acc
+
+
+@triton.jit
 def _gemv_kernel(
     x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K,
     G: tl.constexpr, GROUPS: tl.constexpr, HAS_ZEROS: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BF16X2: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     # Program (i, s, j): rows i*BLOCK_N.. of W, the s-th of SPLIT_K slices of K, rows
     # j*BLOCK_M.. of x: every word is read once for BLOCK_M rows of x (one row: a batch-1
     # decode). A tile is [BLOCK_N, GROUPS, WORDS] int32 words: GROUPS quantisation groups (or
     # one slice of a group) of WORDS words each, so a group's scale is one value per (row,
     # group), broadcast over its words. The inputs of nibble k of the tile's words are WORDS
-    # consecutive pairs of x per group.
+    # consecutive pairs of x per group. The first tile is loaded before the wait for x
+    # (minirt.kernels.pdl: no kernel writes the weights).
     WORDS: tl.constexpr = BLOCK_K // GROUPS // 8
-    C: tl.constexpr = G // 8
     rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     n = tl.where(rows < N, rows, 0)  # rows past N read row 0; their sums are never stored
     ms = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M] rows of x
@@ -127,45 +187,17 @@ def _gemv_kernel(
     tiles = K // BLOCK_K
     per_split = tl.cdiv(tiles, SPLIT_K)
     first = tl.program_id(1) * per_split
-    for t in range(first, tl.minimum(first + per_split, tiles)):
-        k0 = t * BLOCK_K
-        word = k0 // 8 + word_off  # [GROUPS, WORDS] along the row
-        words = tl.load(packed_ptr + n[:, None, None] * (K // 8) + word[None])
-        group = n[:, None] * (K // G) + k0 // G + g_idx[None, :]  # [BLOCK_N, GROUPS]
-        scale = tl.load(scales_ptr + group)  # [BLOCK_N, GROUPS]: one scale per group
-        if BF16X2:  # GPU: 4 bf16 pairs per word in PTX (_DOT8_BF16X2), row by row of x
-            if HAS_ZEROS:  # bf16 bits of 128 + zero, in both halves
-                off = (tl.load(zeros_ptr + group).to(tl.int32) + 0x4300) * 0x10001
-            else:
-                off = tl.full((BLOCK_N, GROUPS), 0x43084308, tl.int32)  # 128 + 8
-            for r in tl.static_range(BLOCK_M):
-                row_r = tl.minimum(tl.program_id(2) * BLOCK_M + r, M - 1)  # past M: row M-1
-                pairs = (
-                    x_ptr.to(tl.pointer_type(tl.int32))
-                    + row_r * (K // 2)
-                    + (word // C) * (G // 2)
-                    + word % C
-                )  # [GROUPS, WORDS]
-                dot = tl.inline_asm_elementwise(
-                    _DOT8_BF16X2, "=f,r,r,r,r,r,r",
-                    [words, off[:, :, None], tl.load(pairs)[None], tl.load(pairs + C)[None],
-                     tl.load(pairs + 2 * C)[None], tl.load(pairs + 3 * C)[None]],
-                    dtype=tl.float32, is_pure=True, pack=1,
-                )  # fmt: skip
-                part = tl.sum(dot, axis=2) * scale  # [BLOCK_N, GROUPS]
-                acc += tl.where(tl.arange(0, BLOCK_M)[:, None, None] == r, part[None], 0.0)
-        else:  # anywhere (the interpreter too): one nibble at a time in fp32
-            if HAS_ZEROS:
-                offset = tl.load(zeros_ptr + group).to(tl.float32) + 8388608.0  # 2^23 + zero
-            else:
-                offset = tl.full((BLOCK_N, GROUPS), 8388616.0, tl.float32)  # 2^23 + 8
-            dot = tl.zeros((BLOCK_M, BLOCK_N, GROUPS, WORDS), dtype=tl.float32)
-            for i in tl.static_range(8):
-                xi = tl.load(x_ptr + m * K + _columns(word, i, G)[None]).to(tl.float32)
-                bits = ((words >> (4 * i)) & 0xF) | MAGIC
-                w = bits.to(tl.float32, bitcast=True) - offset[:, :, None]  # code - zero, exact
-                dot += w[None] * xi[:, None]  # [BLOCK_M, BLOCK_N, GROUPS, WORDS]
-            acc += tl.sum(dot, axis=3) * scale[None]
+    last = tl.minimum(first + per_split, tiles)  # a slice past the end has no tile
+    loaded = _tile_loads(packed_ptr, scales_ptr, zeros_ptr, n, tl.minimum(first, tiles - 1),
+                         word_off, g_idx, K, G, BLOCK_K, HAS_ZEROS, BF16X2)  # fmt: skip
+    pdl_wait(PDL)  # x is the kernel before's output
+    if first < last:
+        acc = _tile_dot(acc, x_ptr, *loaded, m, M, K, G, BLOCK_M, BLOCK_N, GROUPS, WORDS, BF16X2)
+    for t in range(first + 1, last):
+        word, words, scale, off = _tile_loads(packed_ptr, scales_ptr, zeros_ptr, n, t, word_off,
+                                              g_idx, K, G, BLOCK_K, HAS_ZEROS, BF16X2)  # fmt: skip
+        acc = _tile_dot(acc, x_ptr, word, words, scale, off, m, M, K, G, BLOCK_M, BLOCK_N,
+                        GROUPS, WORDS, BF16X2)  # fmt: skip
     out = tl.sum(acc, axis=2)  # [BLOCK_M, BLOCK_N]
     at = y_ptr + ms[:, None] * N + rows[None, :]
     mask = (ms[:, None] < M) & (rows[None, :] < N)
@@ -312,7 +344,7 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
              else torch.empty((m, n), dtype=x.dtype, device=x.device))  # fmt: skip
         grid = (triton.cdiv(n, c["BLOCK_N"]), split, triton.cdiv(m, c["BLOCK_M"]))
         _gemv_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, **flags,
-                           BF16X2=bf16x2_available(x), **c)  # fmt: skip
+                           BF16X2=bf16x2_available(x), **c, **launch_args(x))  # fmt: skip
         return y.to(x.dtype)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(n, c["BLOCK_N"]), triton.cdiv(m, c["BLOCK_M"]))
