@@ -24,8 +24,14 @@ def before_run(self, host, prev=None, pin=False):
     bs = self.sizes[bisect.bisect_left(self.sizes, n)]
     pad = bs - n
     packed = torch.tensor(
-        [host["input_ids"] + [0] * pad, host["positions"] + [0] * pad,
-         host["slot_mapping"] + [-1] * pad, host["context_lens"] + [0] * pad], dtype=torch.int64)
+        [
+            host["input_ids"] + [0] * pad,
+            host["positions"] + [0] * pad,
+            host["slot_mapping"] + [-1] * pad,
+            host["context_lens"] + [0] * pad,
+        ],
+        dtype=torch.int64,
+    )
     packed = packed.pin_memory() if pin else packed
     self.inputs[bs].copy_(packed, non_blocking=True)
     if prev is not None:
@@ -41,9 +47,14 @@ def before_run(self, host, prev=None, pin=False):
 
 now_run = DecodeGraphs.run
 out, t0 = sys.argv[1], time.time()
-res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-       "triton": triton.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "hbm_copy": ceilings()[0], "decode": []}
+res = {
+    "device": torch.cuda.get_device_name(),
+    "torch": torch.__version__,
+    "triton": triton.__version__,
+    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "hbm_copy": ceilings()[0],
+    "decode": [],
+}
 with tempfile.TemporaryDirectory() as folder:
     qwen3_06b_checkpoint(folder)
     kw = dict(device="cuda", kv_cache_bytes=12 << 30, max_num_seqs=256, piecewise_graph_sizes=[])
@@ -58,18 +69,30 @@ with tempfile.TemporaryDirectory() as folder:
             DecodeGraphs.run = before_run if k == "before" else now_run
             r = minirt_decode(llms[k], b, graphs=True)
             roof = roofline_rows([r], weight_bytes, kv_tok, res["hbm_copy"]["gb_per_s"])[0]
-            r.update(variant=k, rep=rep, floor_ms=roof["floor_ms"],
-                     fraction_of_floor=roof["fraction_of_floor"])
+            r.update(
+                variant=k,
+                rep=rep,
+                floor_ms=roof["floor_ms"],
+                fraction_of_floor=roof["fraction_of_floor"],
+            )
             res["decode"].append(r)
-            print(f"{k:7s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
-                  f"{r['fraction_of_floor']:.3f} of the floor [{time.time() - t0:.0f}s]", flush=True)
+            print(
+                f"{k:7s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
+                f"{r['fraction_of_floor']:.3f} of the floor [{time.time() - t0:.0f}s]",
+                flush=True,
+            )
     llms.clear()
     torch.cuda.empty_cache()
     DecodeGraphs.run = now_run
     fp8 = {}
     for method, module in (("fp8-dynamic", scaled_gemm), ("w4a16-g128", w4a16_gemm)):
-        q_kw = dict(device="cuda", kv_cache_bytes=4 << 30, max_num_seqs=8, quantization=method,
-                    piecewise_graph_sizes=[])
+        q_kw = dict(
+            device="cuda",
+            kv_cache_bytes=4 << 30,
+            max_num_seqs=8,
+            quantization=method,
+            piecewise_graph_sizes=[],
+        )
         pdl_args = module.launch_args
         module.launch_args = lambda t: {"PDL": 0}  # captured so: the graphs keep it
         fp8[f"{method}-plain"] = LLM(folder, **q_kw)
@@ -81,6 +104,9 @@ with tempfile.TemporaryDirectory() as folder:
             r = minirt_decode(fp8[k], b, graphs=True)
             r.update(variant=k, rep=rep)
             res["decode"].append(r)
-            print(f"{k:18s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
-                  f"[{time.time() - t0:.0f}s]", flush=True)
+            print(
+                f"{k:18s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
+                f"[{time.time() - t0:.0f}s]",
+                flush=True,
+            )
 json.dump(res, open(f"{out}/b1_glue.json", "w"), indent=1)
