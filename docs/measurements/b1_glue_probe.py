@@ -7,7 +7,7 @@ copy and one launch that resolves the ids and spreads the table rows, the argmax
 head's GEMV and one small kernel, in the graph. Then FP8 W8A8 (`fp8-dynamic`) and W4A16 (`w4a16-g128`) at batch 1 with their GEMVs launched
 plainly (`*-plain`) and with programmatic dependent launch, the first weight tile read before
 the wait (`*-pdl`).
-python3 docs/measurements/b1_glue_probe.py OUT (two minutes, H100)."""
+python3 docs/measurements/b1_glue_probe.py OUT [BATCHES] (two minutes, H100)."""
 
 import bisect, json, sys, tempfile, time
 import torch, triton
@@ -47,6 +47,7 @@ def before_run(self, host, prev=None, pin=False):
 
 now_run = DecodeGraphs.run
 out, t0 = sys.argv[1], time.time()
+BATCHES = [int(b) for b in sys.argv[2:]] or [1, 64]
 res = {
     "device": torch.cuda.get_device_name(),
     "torch": torch.__version__,
@@ -63,7 +64,7 @@ with tempfile.TemporaryDirectory() as folder:
     llms["before"].capture_graphs()
     weight_bytes = sum(p.numel() * p.element_size() for p in llms["now"].model.parameters())
     kv_tok = kv_cache_bytes_per_token(llms["now"].model_config, torch.bfloat16)
-    runs = [(k, b) for k in ("before", "now") for b in (1, 64)]
+    runs = [(k, b) for k in ("before", "now") for b in BATCHES]
     for rep in range(2):
         for k, b in runs if rep % 2 == 0 else reversed(runs):
             DecodeGraphs.run = before_run if k == "before" else now_run
@@ -76,6 +77,7 @@ with tempfile.TemporaryDirectory() as folder:
                 fraction_of_floor=roof["fraction_of_floor"],
             )
             res["decode"].append(r)
+            json.dump(res, open(f"{out}/b1_glue.json", "w"), indent=1)  # kept if cut short
             print(
                 f"{k:7s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
                 f"{r['fraction_of_floor']:.3f} of the floor [{time.time() - t0:.0f}s]",
@@ -104,6 +106,7 @@ with tempfile.TemporaryDirectory() as folder:
             r = minirt_decode(fp8[k], b, graphs=True)
             r.update(variant=k, rep=rep)
             res["decode"].append(r)
+            json.dump(res, open(f"{out}/b1_glue.json", "w"), indent=1)  # kept if cut short
             print(
                 f"{k:18s} b{b} rep{rep} {r['tokens_per_s']:7.0f} tok/s {r['step_ms']:.3f} ms "
                 f"[{time.time() - t0:.0f}s]",
