@@ -11,7 +11,6 @@ rows), sampling. Notebook 05 (profiling) measures the gain.
 from __future__ import annotations
 
 import bisect
-import itertools
 
 import torch
 
@@ -96,12 +95,10 @@ class DecodeGraphs:
         n = len(host["input_ids"])
         bs = self.sizes[bisect.bisect_left(self.sizes, n)]  # the smallest captured size >= n
         pad = [0] * (bs - n)  # padding rows store nothing (slot -1) and attend to nothing (ctx 0)
-        tables = host["block_tables"]
-        width = max(len(t) for t in tables)
+        width, tables = placeholders.flat_rows(host["block_tables"])
         packed = torch.tensor(
             [*host["input_ids"], *pad, *host["positions"], *pad,
-             *host["slot_mapping"], *[-1] * len(pad), *host["context_lens"], *pad,
-             *itertools.chain.from_iterable(t + [-1] * (width - len(t)) for t in tables)],
+             *host["slot_mapping"], *[-1] * len(pad), *host["context_lens"], *pad, *tables],
             dtype=torch.int64,
         )  # fmt: skip
         packed = packed.pin_memory() if pin else packed

@@ -72,10 +72,9 @@ class ModelRunner:
         t0 = time.perf_counter()
         h = self.host_inputs(rows)
         n, s = len(h["input_ids"]), len(rows)
-        width = max(len(t) for t in h["block_tables"])
-        tables = [t + [-1] * (width - len(t)) for t in h["block_tables"]]
+        width, tables = placeholders.flat_rows(h["block_tables"])
         flat = [*h["input_ids"], *h["positions"], *h["slot_mapping"], *h["query_start_loc"],
-                *h["context_lens"], *itertools.chain.from_iterable(tables)]  # fmt: skip
+                *h["context_lens"], *tables]  # fmt: skip
         packed = self.to_device(flat)
         ids, pos, slots, starts, ctx, tab = packed.split([n, n, n, s + 1, s, s * width])
         meta = AttentionMetadata(
@@ -101,10 +100,8 @@ class ModelRunner:
         decode = max(r.n for r in rows) == 1
         if decode and self.graphs is not None and len(rows) <= self.graphs.sizes[-1]:
             logits, argmax = self.graphs.run(self.host_inputs(rows), prev, self.pin_inputs)
-            if wanted is not None and wanted != list(range(len(logits))):
-                at = self.to_device(wanted)
-                logits, argmax = logits[at], (argmax[at] if argmax is not None else None)
-            return logits, argmax
+            argmax = self.take_rows(argmax, wanted) if argmax is not None else None
+            return self.take_rows(logits, wanted), argmax
         input_ids, positions, meta = self.prepare(rows)
         if prev is not None:
             input_ids = placeholders.resolve(input_ids, prev)

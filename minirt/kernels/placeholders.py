@@ -56,6 +56,13 @@ def resolve(ids: torch.Tensor, prev: torch.Tensor, out: torch.Tensor | None = No
     return out
 
 
+def flat_rows(tables: list[list[int]]) -> tuple[int, list[int]]:
+    """(width, the rows one after another, each padded with -1 to the widest): block tables as
+    the host packs them for one copy."""
+    width = max(len(t) for t in tables)
+    return width, [b for t in tables for b in (*t, *[-1] * (width - len(t)))]
+
+
 def unpack_ref(staged, prev, tables, n: int, width: int, bs: int) -> None:
     """staged [4 * bs + n * width] int64 on the device: ids, positions, slots, context lengths
     (bs each, the graph's inputs in place), then n table rows of `width` entries. The first n

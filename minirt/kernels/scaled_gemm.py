@@ -89,11 +89,18 @@ def _round_to_code(v, IS_INT: tl.constexpr):
 
 
 @triton.jit
+def _code_value(a, scale, IS_INT: tl.constexpr, QMAX: tl.constexpr):
+    """a / scale (fp32 tensors of one shape), clamped to the format's range and rounded to a
+    code, as its fp32 value (exact)."""
+    v = tl.minimum(tl.maximum(tl.div_rn(a, scale), -QMAX), QMAX)
+    return _round_to_code(v, IS_INT)
+
+
+@triton.jit
 def _encode(a, scale, IS_INT: tl.constexpr, QMAX: tl.constexpr):
     """a / scale (fp32 tensors of one shape), clamped to the format's range, as codes."""
-    v = tl.minimum(tl.maximum(tl.div_rn(a, scale), -QMAX), QMAX)
     CODE: tl.constexpr = tl.int8 if IS_INT else tl.float8e4nv
-    return _round_to_code(v, IS_INT).to(CODE)
+    return _code_value(a, scale, IS_INT, QMAX).to(CODE)
 
 
 @triton.jit
@@ -144,8 +151,7 @@ def _kernel(
 def _row_codes(x_ptr, k, xs, IS_INT: tl.constexpr, QMAX: tl.constexpr, ACC: tl.constexpr):
     """The codes of x[k] at scale xs, as values of the accumulator's type (exact)."""
     a = tl.load(x_ptr + k).to(tl.float32)
-    v = tl.minimum(tl.maximum(tl.div_rn(a, tl.zeros_like(a) + xs), -QMAX), QMAX)
-    return _round_to_code(v, IS_INT).to(ACC)
+    return _code_value(a, tl.zeros_like(a) + xs, IS_INT, QMAX).to(ACC)
 
 
 @triton.jit
