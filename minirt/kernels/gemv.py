@@ -27,6 +27,7 @@ import triton.language as tl
 from minirt.kernels.activation import silu_mul, silu_mul_ref, silu_times
 from minirt.kernels.pdl import launch_args, pdl_wait
 from minirt.kernels.rms_norm import normalize, rms_norm, rms_norm_ref
+from minirt.kernels.scaled_gemm import _QMAX, _code_value, scaled_gemm_dynamic_ref
 
 # Up to this many rows of x the GEMV runs, above it cuBLAS: on an H100 (Qwen3-0.6B's shapes,
 # `docs/measurements/gemv-pdl-h100-20261207.json`) two rows still beat cuBLAS on qkv, o and
@@ -34,6 +35,7 @@ from minirt.kernels.rms_norm import normalize, rms_norm, rms_norm_ref
 # gate_up falls to 0.70x cuBLAS and batch-4 decode gains nothing.
 GEMV_MAX_ROWS = 2
 TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
+TILE_8BIT = 16384  # the same for 8-bit codes (scaled_linear)
 MAX_K = 16384
 ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 
@@ -64,6 +66,22 @@ def rms_norm_linear_ref(x, residual, norm_weight, eps, weight, bias=None):
     return F.linear(h, weight, bias), residual
 
 
+def scaled_linear_ref(x, codes, w_scale, bias=None, norm=None, residual=None, silu_mul=False):
+    """The spec of `scaled_linear`: x's prologue as the references compute it (silu_mul: x is
+    the packed [gate | up]; or norm=(weight, eps): RMSNorm of x + residual), then W8A8 with one
+    scale per row of x (`scaled_gemm_dynamic_ref`). Returns (y, the residual stream: x +
+    residual with a norm and a residual, else x)."""
+    h, stream = x, x
+    if silu_mul:
+        gate, up = x.chunk(2, dim=-1)
+        h = silu_mul_ref(gate, up)
+    elif norm is not None:
+        h, stream = (rms_norm_ref(x, *norm), x) if residual is None else rms_norm_ref(
+            x, *norm, residual)  # fmt: skip
+    y = scaled_gemm_dynamic_ref(h, codes, w_scale)
+    return (y + bias.to(y.dtype) if bias is not None else y), stream
+
+
 @triton.jit
 def _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm, write_res,
          K: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr,
@@ -84,25 +102,35 @@ def _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm, write_res,
 
 @triton.jit
 def _gemv_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, max_ptr, at_ptr, M, N, eps,
-    stride_xm, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr,
-    NORM: tl.constexpr, ADD_RESIDUAL: tl.constexpr, ARGMAX: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
+    x_ptr, w_ptr, b_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, max_ptr, at_ptr, ws_ptr, M, N,
+    eps, stride_xm, K: tl.constexpr, HAS_BIAS: tl.constexpr, SILU_MUL: tl.constexpr,
+    NORM: tl.constexpr, ADD_RESIDUAL: tl.constexpr, ARGMAX: tl.constexpr, W8A8: tl.constexpr,
+    IS_INT: tl.constexpr, QMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # BLOCK_N whole rows of W a program, loaded before anything else: nothing earlier writes them.
+    ACC: tl.constexpr = tl.int32 if IS_INT else tl.float32  # W8A8: exact code products
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     k = tl.arange(0, BLOCK_K)
     n_in = tl.where(n < N, n, 0)  # rows past N read row 0 of W, never stored
-    w = tl.load(w_ptr + n_in[:, None] * K + k[None, :], mask=(k < K)[None, :], other=0.0)
+    w = tl.load(w_ptr + n_in[:, None] * K + k[None, :], mask=(k < K)[None, :], other=0)
+    if W8A8 and not IS_INT:  # FP8 codes arrive as int8 (a masked load fills 0 bits: +0.0)
+        w = w.to(tl.float8e4nv, bitcast=True)
     nw = tl.load(norm_w_ptr + k, mask=k < K, other=0.0) if NORM else 0.0
     bias = tl.load(b_ptr + n_in).to(tl.float32) if HAS_BIAS else 0.0
+    w_scale = tl.load(ws_ptr + n_in) if W8A8 else 1.0
     pdl_wait(PDL)  # x is the kernel before's output: from here on it may be read
     for r in tl.static_range(BLOCK_M):  # each row of x against the same registers of W
         row = tl.program_id(1) * BLOCK_M + r
         ok = row < M
         a = _row(x_ptr, res_ptr, new_res_ptr, nw, eps, row, ok, k, stride_xm,
                  tl.program_id(0) == 0, K, SILU_MUL, NORM, ADD_RESIDUAL)  # fmt: skip
-        acc = tl.sum(w.to(tl.float32) * a[None, :], axis=1) + bias
+        if W8A8:  # W holds 8-bit codes: the row's own codes and scale, as quantize_rows makes them
+            xs = tl.maximum(tl.div_rn(tl.max(tl.abs(a), axis=0), QMAX), 1e-12)
+            a = _code_value(a, tl.zeros_like(a) + xs, IS_INT, QMAX).to(ACC)
+            acc = tl.sum(w.to(ACC) * a[None, :], axis=1).to(tl.float32) * xs * w_scale + bias
+        else:
+            acc = tl.sum(w.to(tl.float32) * a[None, :], axis=1) + bias
         y = acc.to(y_ptr.dtype.element_ty)
         tl.store(y_ptr + row * N + n, y, mask=(n < N) & ok)
         if ARGMAX:  # this program's largest logit as stored (rounded), the first of ties
@@ -132,23 +160,32 @@ def _argmax_kernel(max_ptr, at_ptr, out_ptr, P, BLOCK: tl.constexpr, PDL: tl.con
 def use_gemv(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether the GEMV runs for x [M, K] and weight [N, K]: a GPU (or Triton's interpreter),
     up to GEMV_MAX_ROWS rows, one dtype, contiguous weights (int32 offsets: < 2**31 of them)."""
+    return weight.dtype == x.dtype and _fits(x, weight)
+
+
+def use_scaled_gemv(x: torch.Tensor, codes: torch.Tensor) -> bool:
+    """Whether `scaled_linear` runs for x [M, K] and 8-bit codes [N, K]: as `use_gemv`."""
+    return codes.dtype in _QMAX and _fits(x, codes)
+
+
+def _fits(x, weight) -> bool:
     runs = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-    return (runs and x.dim() == 2 and 0 < x.shape[0] <= GEMV_MAX_ROWS
-            and weight.dtype == x.dtype and weight.is_contiguous()
+    return (runs and x.dim() == 2 and 0 < x.shape[0] <= GEMV_MAX_ROWS and weight.is_contiguous()
             and weight.shape[1] <= MAX_K and weight.numel() < 2**31)  # fmt: skip
 
 
-def gemv_config(n: int, k: int) -> dict:
-    """BLOCK_N rows of W a program: TILE weights in registers (qkv and gate_up 16 rows, o 8,
-    down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
+def gemv_config(n: int, k: int, tile: int = TILE) -> dict:
+    """BLOCK_N rows of W a program: `tile` weights in registers (bf16: qkv and gate_up 16 rows,
+    o 8, down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
     block_k = triton.next_power_of_2(k)
-    block_n = max(1, min(16, TILE // block_k, triton.next_power_of_2(n)))
+    block_n = max(1, min(16, tile // block_k, triton.next_power_of_2(n)))
     return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 8}
 
 
-def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=False):
+def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=False,
+          w_scale=None):  # fmt: skip
     m, n = x.shape[0], weight.shape[0]
-    c = gemv_config(n, k)
+    c = gemv_config(n, k, tile=TILE if w_scale is None else TILE_8BIT)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else y
     norm_w, eps = norm if norm is not None else (weight, 0.0)
@@ -157,11 +194,15 @@ def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=F
     parts = grid[0]  # with argmax: per row, each program's maximum and where it is
     maxima = torch.empty((m, parts), dtype=torch.float32, device=x.device) if argmax else y
     at = torch.empty((m, parts), dtype=torch.int32, device=x.device) if argmax else y
+    w = weight.view(torch.int8) if w_scale is not None else weight  # FP8 codes: as bits
     _gemv_kernel[grid](
-        x, weight, bias if bias is not None else weight, y,
-        residual if residual is not None else x, new_res, norm_w, maxima, at, m, n, eps,
-        x.stride(0), K=k, HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
-        ADD_RESIDUAL=residual is not None, ARGMAX=argmax, BLOCK_M=block_m, **c, **launch_args(x),
+        x, w, bias if bias is not None else weight, y,
+        residual if residual is not None else x, new_res, norm_w, maxima, at,
+        w_scale if w_scale is not None else weight, m, n, eps, x.stride(0), K=k,
+        HAS_BIAS=bias is not None, SILU_MUL=silu_mul, NORM=norm is not None,
+        ADD_RESIDUAL=residual is not None, ARGMAX=argmax, W8A8=w_scale is not None,
+        IS_INT=weight.dtype == torch.int8, QMAX=_QMAX.get(weight.dtype, 0.0), BLOCK_M=block_m,
+        **c, **launch_args(x),
     )  # fmt: skip
     if not argmax:
         return y, new_res
@@ -204,4 +245,27 @@ def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None):
     x = x.contiguous()
     res = residual.contiguous() if residual is not None else None
     y, new_res = _gemv(x, weight, bias, weight.shape[1], norm=(norm_weight, eps), residual=res)
+    return y, (new_res if residual is not None else x)
+
+
+def scaled_linear(x, codes, w_scale, bias=None, norm=None, residual=None, silu_mul=False):
+    """Triton twin of `scaled_linear_ref` for a few rows (`use_gemv`): W8A8 in one kernel, the
+    prologue as in the bf16 GEMV, then each row's largest magnitude, scale and codes from the
+    registers that hold it (no pass over x of their own), the products of codes exact (fp8 in
+    fp32, int8 in int32), the two scales once at the end. QuantLinear runs it for fp8-dynamic
+    and int8 at one or two rows; past that, minirt.kernels.scaled_gemm."""
+    if silu_mul and norm is not None:
+        raise ValueError("scaled_linear takes one prologue: silu_mul or norm, not both")
+    if not use_scaled_gemv(x, codes) or (residual is not None and residual.dtype != x.dtype):
+        raise ValueError(
+            f"scaled_linear takes 1-{GEMV_MAX_ROWS} rows of x on a GPU (or Triton's interpreter) "
+            f"and contiguous float8_e4m3fn or int8 codes (a residual in x's dtype); got x "
+            f"{tuple(x.shape)} on {x.device} and codes {codes.dtype}; for more rows, "
+            "minirt.kernels.scaled_gemm.scaled_gemm_dynamic"
+        )
+    x = x.contiguous()
+    res = residual.contiguous() if residual is not None else None
+    ws = w_scale.float().reshape(-1).contiguous()
+    y, new_res = _gemv(x, codes, bias, codes.shape[1], silu_mul=silu_mul, norm=norm,
+                       residual=res, w_scale=ws)  # fmt: skip
     return y, (new_res if residual is not None else x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from minirt.kernels import gemv
 from minirt.kernels.backend import TORCH, KernelBackend
 
 
@@ -59,12 +60,26 @@ class Linear(nn.Linear):
 def norm_linear(norm: RMSNorm, linear: nn.Module, x: torch.Tensor, residual: torch.Tensor | None):
     """linear(norm(x + residual)) and the new residual stream (x itself when residual is None):
     one kernel where the backend fuses them (the GEMV reads the row, adds, normalises) and
-    `linear` is a plain Linear; a quantised one keeps its own kernel after the norm."""
+    `linear` is a plain Linear, or an 8-bit QuantLinear whose codes the GEMV takes
+    (`w8a8_codes`); any other keeps its own kernel after the norm."""
     fused = norm.kernels.rms_norm_linear
     if fused is not None and type(linear) in (Linear, PackedLinear) and not watched(linear):
         return fused(x, residual, norm.weight, norm.eps, linear.weight, linear.bias)
+    codes = w8a8_codes(linear, x) if fused is not None else None
+    if codes is not None:
+        return gemv.scaled_linear(x, *codes, linear.bias, (norm.weight, norm.eps), residual)
     h, residual = (norm(x), x) if residual is None else norm(x, residual)
     return linear(h), residual
+
+
+def w8a8_codes(linear: nn.Module, x: torch.Tensor):
+    """(codes, scales) of a QuantLinear whose activations are quantized per token on the fly
+    (fp8-dynamic, int8) when minirt's GEMV takes them at x's rows: then the GEMV makes x's codes
+    itself, after the norm or SiLU·mul it computes too (`minirt.kernels.gemv.scaled_linear`).
+    None for anything else."""
+    codes = getattr(linear, "gemv_codes", None)
+    codes = codes() if codes is not None and not watched(linear) else None
+    return codes if codes is not None and gemv.use_scaled_gemv(x, codes[0]) else None
 
 
 def watched(module: nn.Module) -> bool:
@@ -111,5 +126,8 @@ class MLP(nn.Module):
         fused, down = self.kernels.silu_mul_linear, self.down_proj
         if fused is not None and type(down) is Linear and not watched(down):  # not quantised
             return fused(gate_up, down.weight, down.bias)
+        codes = w8a8_codes(down, gate_up) if fused is not None else None
+        if codes is not None:  # quantised to 8 bits: the same fusion, x's codes made inside
+            return gemv.scaled_linear(gate_up, *codes, down.bias, silu_mul=True)[0]
         gate, up = gate_up.chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
         return down(self.kernels.silu_mul(gate, up))

@@ -182,6 +182,15 @@ class QuantLinear(nn.Module):
         mine = self.method.functions is None
         return F.Int4Weight(self.qweight, self.scales, zeros, shape, g, interleaved=mine)
 
+    def gemv_codes(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(codes, scales) where the activations are quantized per token on the fly without
+        smoothing (fp8-dynamic, int8): then a GEMV that computes this layer's input itself (the
+        norm before it, SiLU·mul) can make the codes too (minirt.model.layers.w8a8_codes)."""
+        m = self.method
+        if m.activations in ("fp8-dynamic", "int8-dynamic") and m.smooth_alpha is None:
+            return self.qweight, self.scales
+        return None
+
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
         m = self.method

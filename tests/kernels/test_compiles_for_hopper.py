@@ -68,14 +68,25 @@ def test_the_w4a16_gemv_s_bf16_pair_path_builds_into_bf16x2_fmas(tmp_path, block
     assert "HMUL2.BF16" in sass and "HFMA2.BF16" in sass
 
 
+GEMV = {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr", "res_ptr", "new_res_ptr",
+                         "norm_w_ptr"], "*bf16"), "max_ptr": "*fp32", "at_ptr": "*i32",
+        "ws_ptr": "*fp32", "M": "i32", "N": "i32", "eps": "fp32", "stride_xm": "i32"}  # fmt: skip
 GEMVS = {  # a decode step's GEMVs: (kernel, signature, constexprs, warps)
     "bf16, with the argmax": (
-        "gemv._gemv_kernel",
-        {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr", "res_ptr", "new_res_ptr",
-                          "norm_w_ptr"], "*bf16"), "max_ptr": "*fp32", "at_ptr": "*i32",
-         "M": "i32", "N": "i32", "eps": "fp32", "stride_xm": "i32"},
+        "gemv._gemv_kernel", GEMV,
         {"K": 1024, "HAS_BIAS": False, "SILU_MUL": False, "NORM": True, "ADD_RESIDUAL": True,
-         "ARGMAX": True, "BLOCK_M": 1, "BLOCK_N": 16, "BLOCK_K": 1024, "PDL": 1}, 8),
+         "ARGMAX": True, "W8A8": False, "IS_INT": False, "QMAX": 0.0, "BLOCK_M": 1,
+         "BLOCK_N": 16, "BLOCK_K": 1024, "PDL": 1}, 8),
+    "fp8 w8a8 after the norm": (
+        "gemv._gemv_kernel", {**GEMV, "w_ptr": "*i8"},
+        {"K": 1024, "HAS_BIAS": False, "SILU_MUL": False, "NORM": True, "ADD_RESIDUAL": True,
+         "ARGMAX": False, "W8A8": True, "IS_INT": False, "QMAX": 448.0, "BLOCK_M": 1,
+         "BLOCK_N": 16, "BLOCK_K": 1024, "PDL": 1}, 8),
+    "int8 w8a8 after silu_mul": (
+        "gemv._gemv_kernel", {**GEMV, "w_ptr": "*i8"},
+        {"K": 3072, "HAS_BIAS": False, "SILU_MUL": True, "NORM": False, "ADD_RESIDUAL": False,
+         "ARGMAX": False, "W8A8": True, "IS_INT": True, "QMAX": 127.0, "BLOCK_M": 1,
+         "BLOCK_N": 4, "BLOCK_K": 4096, "PDL": 1}, 8),
     "fp8 w8a8": (
         "scaled_gemm._gemv_kernel",
         {"x_ptr": "*bf16", "w_ptr": "*fp8e4nv", "ws_ptr": "*fp32", "y_ptr": "*bf16", "N": "i32",

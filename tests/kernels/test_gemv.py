@@ -238,3 +238,83 @@ def test_the_lm_head_takes_the_argmax_in_its_kernel_unless_watched_or_replaced()
     assert rel_error(watched_logits, logits) < BOUND[torch.float32]
     model.use_kernels(replace(TRITON, name="mine", linear=G.linear_ref, linear_argmax=None))
     assert not model.argmax_in_head(1)
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "int8"])
+@pytest.mark.parametrize(("m", "n", "k"), [(1, 48, 64), (2, 40, 96), (3, 8, 384)])
+@pytest.mark.parametrize("prologue", ["none", "norm", "norm+residual", "silu_mul"])
+def test_the_8bit_gemv_makes_each_rows_codes_after_its_prologue(fmt, m, n, k, prologue):
+    """W8A8 in the GEMV: the row computed as the bf16 GEMV computes it (SiLU·mul, or add +
+    RMSNorm), then its own scale and codes (one outlier sets the scale), the products of codes,
+    the scales at the end: what the references compute one step at a time."""
+    from minirt.quant.formats import quantize_fp8, quantize_int8
+
+    w = _rand(n, k, seed=n + 5, scale=k**-0.5).float().cpu()
+    q = quantize_fp8(w) if fmt == "fp8" else quantize_int8(w)
+    codes, w_scale = q.data.to(DEVICE), q.scales.to(DEVICE)
+    x = _rand(m, 2 * k if prologue == "silu_mul" else k, seed=k + 6)
+    x[:, 3] *= 20  # an outlier: the row's scale is set by it
+    kw = {"silu_mul": True} if prologue == "silu_mul" else {}
+    if prologue.startswith("norm"):
+        norm_w = (torch.rand(k, generator=torch.Generator().manual_seed(7)) + 0.5).to(DEVICE, DTYPE)
+        kw["norm"] = (norm_w, 1e-6)
+    if prologue == "norm+residual":
+        kw["residual"] = _rand(m, k, seed=8)
+    bias = _rand(n, seed=9) if k == 96 else None
+    y, stream = G.scaled_linear(x, codes, w_scale, bias, **kw)
+    y_ref, stream_ref = G.scaled_linear_ref(x, codes, w_scale, bias, **kw)
+    assert y.shape == (m, n) and y.dtype == DTYPE
+    assert rel_error(y, y_ref) < BOUND[DTYPE]
+    assert torch.equal(stream, stream_ref)  # x + residual with a residual, else x itself
+    with pytest.raises(ValueError, match="scaled_gemm_dynamic"):
+        G.scaled_linear(_rand(G.GEMV_MAX_ROWS + 1, k, seed=1), codes, w_scale)
+
+
+def test_w8a8_codes_are_given_only_to_layers_quantizing_activations_on_the_fly():
+    """fp8-dynamic and int8 layers hand their codes to the fused GEMV; a weight-only, static or
+    smoothed one, a watched one (calibration) and too many rows keep the QuantLinear call."""
+    from minirt.model.layers import w8a8_codes
+    from minirt.quant.linear import QuantLinear
+
+    linear = torch.nn.Linear(64, 32, bias=False)
+    x, amax = _rand(1, 64, seed=10), torch.ones(64)
+    methods = ("fp8-dynamic", "int8", "w4a16-g32", "fp8-static", "int8-smooth")
+    layers = {m: QuantLinear.from_linear(linear, m, amax).to(DEVICE) for m in methods}
+    assert {m for m, q in layers.items() if w8a8_codes(q, x) is not None} == {"fp8-dynamic", "int8"}
+    codes, scales = w8a8_codes(layers["int8"], x)
+    assert codes is layers["int8"].qweight and scales is layers["int8"].scales
+    assert w8a8_codes(layers["int8"], _rand(G.GEMV_MAX_ROWS + 1, 64, seed=11)) is None
+    layers["int8"].register_forward_pre_hook(lambda *a: None)
+    assert w8a8_codes(layers["int8"], x) is None
+
+
+@pytest.mark.parametrize("method", ["fp8-dynamic", "int8"])
+def test_the_engine_fuses_norm_and_silu_into_the_8bit_gemv_with_the_same_tokens(
+    qwen3_checkpoint, monkeypatch, method
+):
+    """A quantized engine at one and two rows: the norms and SiLU·mul inside the 8-bit GEMV
+    give the tokens of the separate kernels and the QuantLinear call (GEMV_MAX_ROWS = 0)."""
+    from minirt import LLM, SamplingParams
+
+    folder, _ = qwen3_checkpoint
+    prologues, real = [], G.scaled_linear
+
+    def spy(*args, **kw):
+        prologues.append("silu_mul" if kw.get("silu_mul") else "norm")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(G, "scaled_linear", spy)
+    prompts = [list(range(40, 60)), [7, 8, 9, 10, 11]]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    kw = dict(device=DEVICE, dtype="float32", quantization=method, kv_cache_bytes=16 << 20)
+    outs = []
+    for rows in (2, 0):
+        monkeypatch.setattr(G, "GEMV_MAX_ROWS", rows)
+        llm = LLM(folder, kernel_backend="triton", **kw)
+        outs.append([[o.token_ids for o in llm.generate(p, params, use_tqdm=False)]
+                     for p in (prompts[:1], prompts)])  # fmt: skip
+        del llm
+        if rows:
+            assert {"norm", "silu_mul"} <= set(prologues)
+            prologues.clear()
+    assert prologues == [] and outs[0] == outs[1]
