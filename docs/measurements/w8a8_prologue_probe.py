@@ -2,9 +2,13 @@
 """The 8-bit GEMV with its input's prologue inside, at batches 1 and 2, against bf16 and against
 the separate kernels, in one process. `*-separate`: the RMSNorm (with the residual add) and
 SiLU·mul as kernels of their own, then the W8A8 GEMV that finds each row's scale in a pass over
-x (minirt.kernels.scaled_gemm); `*-fused`: one kernel, the bf16 GEMV's prologue then the row's
-scale and codes from its registers (minirt.kernels.gemv.scaled_linear), with TILE_8BIT codes a
-program (16384: the bf16 GEMV's program count; 32768: its bytes).
+x (minirt.kernels.scaled_gemm); `*-fused-16k`: one kernel for the norm or SiLU·mul and the
+product, the bf16 GEMV's prologue then the row's scale and codes from its registers
+(minirt.kernels.gemv.scaled_linear), 16384 codes a program (the bf16 GEMV's program count), the
+o projection still on scaled_gemm's GEMV; `*-fused-o-16k`: the o projection on scaled_linear
+too; `*-now`: that, 32768 codes a program (the bf16 GEMV's bytes): the engine's default.
+(The first run, w8a8-prologue-h100-20261207.json's `run1`, called these separate, fused,
+fused-o, and had fused-32k: the fusions with 32768 codes, o on scaled_gemm.)
 python3 docs/measurements/w8a8_prologue_probe.py OUT [BATCHES] (three minutes, H100)."""
 
 import json, sys, tempfile, time
@@ -14,6 +18,22 @@ from minirt.bench.gpu import ceilings, minirt_decode
 from minirt.bench.roofline import qwen3_06b_checkpoint
 from minirt.kernels import gemv
 from minirt.model import layers
+from minirt.quant.linear import QuantLinear
+
+gemv_codes = QuantLinear.gemv_codes
+
+
+def fusions_only(linear, x):  # the norm and SiLU·mul fusions; the o projection as before
+    codes = gemv_codes(linear) if isinstance(linear, QuantLinear) else None
+    return codes if codes is not None and gemv.use_scaled_gemv(x, codes[0]) else None
+
+
+VARIANTS = {  # name: (layers.w8a8_codes, QuantLinear.gemv_codes, TILE_8BIT)
+    "separate": (lambda *a: None, lambda self: None, 16384),
+    "fused-16k": (fusions_only, lambda self: None, 16384),
+    "fused-o-16k": (layers.w8a8_codes, gemv_codes, 16384),
+    "now": (layers.w8a8_codes, gemv_codes, 32768),
+}
 
 out, t0 = sys.argv[1], time.time()
 BATCHES = [int(b) for b in sys.argv[2:]] or [1, 2]
@@ -25,19 +45,17 @@ res = {
     "hbm_copy": ceilings()[0],
     "decode": [],
 }
-codes_of, tile = layers.w8a8_codes, gemv.TILE_8BIT
+default = (layers.w8a8_codes, gemv_codes, gemv.TILE_8BIT)
 with tempfile.TemporaryDirectory() as folder:
     qwen3_06b_checkpoint(folder)
     kw = dict(device="cuda", kv_cache_bytes=3 << 30, max_num_seqs=8, piecewise_graph_sizes=[])
     llms = {"bf16": LLM(folder, **kw)}
     for method in ("fp8-dynamic", "int8"):
-        variants = {"separate": (lambda *a: None, tile), "fused": (codes_of, 16384)}
-        if method == "fp8-dynamic":
-            variants["fused-32k"] = (codes_of, 32768)
-        for name, (codes, t) in variants.items():
-            layers.w8a8_codes, gemv.TILE_8BIT = codes, t  # captured so: the graphs keep it
+        for name in VARIANTS if method == "fp8-dynamic" else ("separate", "now"):
+            # captured so: the graphs keep it
+            layers.w8a8_codes, QuantLinear.gemv_codes, gemv.TILE_8BIT = VARIANTS[name]
             llms[f"{method}-{name}"] = LLM(folder, quantization=method, **kw)
-    layers.w8a8_codes, gemv.TILE_8BIT = codes_of, tile
+    layers.w8a8_codes, QuantLinear.gemv_codes, gemv.TILE_8BIT = default
     runs = [(k, b) for k in llms for b in BATCHES]
     for rep in range(2):
         for k, b in runs if rep % 2 == 0 else reversed(runs):

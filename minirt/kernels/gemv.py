@@ -35,7 +35,10 @@ from minirt.kernels.scaled_gemm import _QMAX, _code_value, scaled_gemm_dynamic_r
 # gate_up falls to 0.70x cuBLAS and batch-4 decode gains nothing.
 GEMV_MAX_ROWS = 2
 TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
-TILE_8BIT = 16384  # the same for 8-bit codes (scaled_linear)
+# The same for 8-bit codes (scaled_linear): as many bytes as TILE's bf16, half the programs
+# (H100, fp8-dynamic decode at batch 1: 1,146-1,161 tokens/s against 1,128-1,133 with 16384;
+# docs/measurements/w8a8-prologue-h100-20261207.json).
+TILE_8BIT = 32768
 MAX_K = 16384
 ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 

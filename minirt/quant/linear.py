@@ -232,11 +232,14 @@ class QuantLinear(nn.Module):
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [tokens, in] in the model's dtype -> [tokens, out]: dequantise-in-kernel for int4,
         the 8-bit scaled GEMM for fp8 / int8 with the activations quantized first."""
+        from minirt.kernels import gemv
         from minirt.kernels.scaled_gemm import quantize_rows, scaled_gemm, scaled_gemm_dynamic
         from minirt.kernels.w4a16_gemm import w4a16_gemm
 
-        m = self.method
-        if m.weights == "int4":
+        m, codes = self.method, self.gemv_codes()
+        if codes is not None and gemv.use_scaled_gemv(x, codes[0]):  # one or two rows
+            y = gemv.scaled_linear(x, *codes)[0]  # the decode GEMV: x's codes made inside
+        elif m.weights == "int4":
             y = w4a16_gemm(x, self.int4_weight())
         elif m.activations == "fp8-static":
             xs = self.input_scale.reshape(1)
