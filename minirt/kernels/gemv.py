@@ -39,6 +39,7 @@ TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of 
 # (H100, fp8-dynamic decode at batch 1: 1,146-1,161 tokens/s against 1,128-1,133 with 16384;
 # docs/measurements/w8a8-prologue-h100-20261207.json).
 TILE_8BIT = 32768
+WARPS_8BIT = 8
 MAX_K = 16384
 ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 
@@ -189,6 +190,7 @@ def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=F
           w_scale=None):  # fmt: skip
     m, n = x.shape[0], weight.shape[0]
     c = gemv_config(n, k, tile=TILE if w_scale is None else TILE_8BIT)
+    c["num_warps"] = c["num_warps"] if w_scale is None else WARPS_8BIT
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else y
     norm_w, eps = norm if norm is not None else (weight, 0.0)
