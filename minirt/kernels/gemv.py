@@ -12,6 +12,9 @@ normalises the row itself: it is a few KB from L2; the first program writes the 
 A third, `linear_argmax`, is the LM head with the greedy choice: each program also writes the
 largest of its logits (as stored) and where it is, and one small kernel picks among those maxima,
 in place of PyTorch's argmax over the whole row (one launch reading the 300 KB of logits again).
+The same kernel multiplies 8-bit weights (`scaled_linear`, W8A8 at one or two rows): after the
+prologue it finds each row's scale and codes from the registers that hold the row, so an FP8 or
+INT8 layer gets the norm and SiLU·mul fusions too, and no pass over x of their own.
 Each has a reference of PyTorch calls with the same arguments; notebook 05 measures them.
 """
 
@@ -35,11 +38,12 @@ from minirt.kernels.scaled_gemm import _QMAX, _code_value, scaled_gemm_dynamic_r
 # gate_up falls to 0.70x cuBLAS and batch-4 decode gains nothing.
 GEMV_MAX_ROWS = 2
 TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
-# The same for 8-bit codes (scaled_linear): as many bytes as TILE's bf16, half the programs
-# (H100, fp8-dynamic decode at batch 1: 1,146-1,161 tokens/s against 1,128-1,133 with 16384;
-# docs/measurements/w8a8-prologue-h100-20261207.json).
+# The same for 8-bit codes (scaled_linear): TILE's bytes where the 16-row cap allows (o and
+# down: half their programs); H100, fp8-dynamic decode at batch 1: 1,146-1,161 tokens/s against
+# 1,128-1,133 with 16384 (docs/measurements/w8a8-prologue-h100-20261207.json).
 TILE_8BIT = 32768
 WARPS_8BIT = 8
+MAX_BLOCK_N = 16  # rows of W a program at most
 MAX_K = 16384
 ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 
@@ -182,7 +186,7 @@ def gemv_config(n: int, k: int, tile: int = TILE) -> dict:
     """BLOCK_N rows of W a program: `tile` weights in registers (bf16: qkv and gate_up 16 rows,
     o 8, down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
     block_k = triton.next_power_of_2(k)
-    block_n = max(1, min(16, tile // block_k, triton.next_power_of_2(n)))
+    block_n = max(1, min(MAX_BLOCK_N, tile // block_k, triton.next_power_of_2(n)))
     return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 8}
 
 
