@@ -38,12 +38,14 @@ from minirt.kernels.scaled_gemm import _QMAX, _code_value, scaled_gemm_dynamic_r
 # gate_up falls to 0.70x cuBLAS and batch-4 decode gains nothing.
 GEMV_MAX_ROWS = 2
 TILE = 16384  # weights a program holds: BLOCK_N rows x K (padded to a power of two)
-# The same for 8-bit codes (scaled_linear): TILE's bytes where the 16-row cap allows (o and
-# down: half their programs); H100, fp8-dynamic decode at batch 1: 1,146-1,161 tokens/s against
-# 1,128-1,133 with 16384 (docs/measurements/w8a8-prologue-h100-20261207.json).
-TILE_8BIT = 32768
-WARPS_8BIT = 8
 MAX_BLOCK_N = 16  # rows of W a program at most
+# For 8-bit codes (scaled_linear): 32,768 codes a program (TILE's bytes), up to 32 rows (qkv and
+# gate_up 32 rows, o 16, down 8). H100, one process, fp8-dynamic decode at batch 1: 1,309-1,337
+# tokens/s against bf16's 1,306, where 16 rows made 1,209-1,212, 4 warps 1,256-1,259 and 16
+# warps 1,115-1,116 (docs/measurements/w8a8-tiles-h100-20261207.json).
+TILE_8BIT = 32768
+MAX_BLOCK_N_8BIT = 32
+WARPS_8BIT = 8
 MAX_K = 16384
 ARGMAX_BLOCK = 16384  # per-program maxima the argmax reads at once (Qwen3-0.6B's head: 9,496)
 
@@ -182,19 +184,21 @@ def _fits(x, weight) -> bool:
             and weight.shape[1] <= MAX_K and weight.numel() < 2**31)  # fmt: skip
 
 
-def gemv_config(n: int, k: int, tile: int = TILE) -> dict:
-    """BLOCK_N rows of W a program: `tile` weights in registers (bf16: qkv and gate_up 16 rows,
-    o 8, down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
+def gemv_config(n: int, k: int, tile: int = TILE, max_rows: int = MAX_BLOCK_N) -> dict:
+    """BLOCK_N rows of W a program: `tile` weights in registers, at most `max_rows` rows (bf16:
+    qkv and gate_up 16 rows, o 8, down 4 on Qwen3-0.6B: 128-384 programs), 8 warps."""
     block_k = triton.next_power_of_2(k)
-    block_n = max(1, min(MAX_BLOCK_N, tile // block_k, triton.next_power_of_2(n)))
+    block_n = max(1, min(max_rows, tile // block_k, triton.next_power_of_2(n)))
     return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 8}
 
 
 def _gemv(x, weight, bias, k, silu_mul=False, norm=None, residual=None, argmax=False,
           w_scale=None):  # fmt: skip
     m, n = x.shape[0], weight.shape[0]
-    c = gemv_config(n, k, tile=TILE if w_scale is None else TILE_8BIT)
-    c["num_warps"] = c["num_warps"] if w_scale is None else WARPS_8BIT
+    if w_scale is None:
+        c = gemv_config(n, k)
+    else:  # 8-bit codes
+        c = {**gemv_config(n, k, TILE_8BIT, MAX_BLOCK_N_8BIT), "num_warps": WARPS_8BIT}
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     new_res = torch.empty((m, k), dtype=x.dtype, device=x.device) if residual is not None else y
     norm_w, eps = norm if norm is not None else (weight, 0.0)
