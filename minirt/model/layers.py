@@ -77,9 +77,8 @@ def w8a8_codes(linear: nn.Module, x: torch.Tensor):
     (fp8-dynamic, int8) when minirt's GEMV takes them at x's rows: then the GEMV makes x's codes
     itself, after the norm or SiLU·mul it computes too (`minirt.kernels.gemv.scaled_linear`).
     None for anything else."""
-    codes = getattr(linear, "gemv_codes", None)
-    codes = codes() if codes is not None and not watched(linear) else None
-    return codes if codes is not None and gemv.use_scaled_gemv(x, codes[0]) else None
+    codes = getattr(linear, "gemv_codes", None)  # minirt.quant.linear.QuantLinear's
+    return codes(x) if codes is not None and not watched(linear) else None
 
 
 def watched(module: nn.Module) -> bool:

@@ -182,14 +182,17 @@ class QuantLinear(nn.Module):
         mine = self.method.functions is None
         return F.Int4Weight(self.qweight, self.scales, zeros, shape, g, interleaved=mine)
 
-    def gemv_codes(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(codes, scales) where the activations are quantized per token on the fly without
-        smoothing (fp8-dynamic, int8): then a GEMV that computes this layer's input itself (the
-        norm before it, SiLU·mul) can make the codes too (minirt.model.layers.w8a8_codes)."""
+    def gemv_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(codes, scales) when the decode GEMV takes this layer at x's rows
+        (`minirt.kernels.gemv.scaled_linear`, one or two rows): the activations quantized per
+        token on the fly without smoothing (fp8-dynamic, int8), so the GEMV can make x's codes
+        itself, after the norm or SiLU·mul it computes too (minirt.model.layers.w8a8_codes)."""
+        from minirt.kernels import gemv
+
         m = self.method
-        if m.activations in ("fp8-dynamic", "int8-dynamic") and m.smooth_alpha is None:
-            return self.qweight, self.scales
-        return None
+        if m.activations not in ("fp8-dynamic", "int8-dynamic") or m.smooth_alpha is not None:
+            return None
+        return (self.qweight, self.scales) if gemv.use_scaled_gemv(x, self.qweight) else None
 
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
@@ -236,9 +239,9 @@ class QuantLinear(nn.Module):
         from minirt.kernels.scaled_gemm import quantize_rows, scaled_gemm, scaled_gemm_dynamic
         from minirt.kernels.w4a16_gemm import w4a16_gemm
 
-        m, codes = self.method, self.gemv_codes()
-        if codes is not None and gemv.use_scaled_gemv(x, codes[0]):  # one or two rows
-            y = gemv.scaled_linear(x, *codes)[0]  # the decode GEMV: x's codes made inside
+        m, codes = self.method, self.gemv_codes(x)
+        if codes is not None:  # one or two rows: the decode GEMV, x's codes made inside
+            y = gemv.scaled_linear(x, *codes)[0]
         elif m.weights == "int4":
             y = w4a16_gemm(x, self.int4_weight())
         elif m.activations == "fp8-static":
