@@ -20,6 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from minirt.kernels import gemv
 from minirt.quant import formats as F
 
 
@@ -187,8 +188,6 @@ class QuantLinear(nn.Module):
         (`minirt.kernels.gemv.scaled_linear`, one or two rows): the activations quantized per
         token on the fly without smoothing (fp8-dynamic, int8), so the GEMV can make x's codes
         itself, after the norm or SiLU·mul it computes too (minirt.model.layers.w8a8_codes)."""
-        from minirt.kernels import gemv
-
         m = self.method
         if m.activations not in ("fp8-dynamic", "int8-dynamic") or m.smooth_alpha is not None:
             return None
@@ -233,9 +232,9 @@ class QuantLinear(nn.Module):
         return y.to(x.dtype).reshape(*lead, self.out_features)
 
     def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [tokens, in] in the model's dtype -> [tokens, out]: dequantise-in-kernel for int4,
-        the 8-bit scaled GEMM for fp8 / int8 with the activations quantized first."""
-        from minirt.kernels import gemv
+        """x [tokens, in] in the model's dtype -> [tokens, out]: the decode GEMV at one or two
+        rows where `gemv_codes` says so, else dequantise-in-kernel for int4, the 8-bit scaled GEMM
+        for fp8 / int8 with the activations quantized first."""
         from minirt.kernels.scaled_gemm import quantize_rows, scaled_gemm, scaled_gemm_dynamic
         from minirt.kernels.w4a16_gemm import w4a16_gemm
 
