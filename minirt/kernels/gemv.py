@@ -76,18 +76,23 @@ def rms_norm_linear_ref(x, residual, norm_weight, eps, weight, bias=None):
     return F.linear(h, weight, bias), residual
 
 
-def scaled_linear_ref(x, codes, w_scale, bias=None, norm=None, residual=None, silu_mul=False):
-    """The spec of `scaled_linear`: x's prologue as the references compute it (silu_mul: x is
-    the packed [gate | up]; or norm=(weight, eps): RMSNorm of x + residual), then W8A8 with one
-    scale per row of x (`scaled_gemm_dynamic_ref`). Returns (y, the residual stream: x +
-    residual with a norm and a residual, else x)."""
-    h, stream = x, x
+def prologue_ref(x, norm=None, residual=None, silu_mul=False):
+    """What a fused projection does to its input first, as the references compute it: (its
+    input, the residual stream). silu_mul: x is the packed [gate | up]; norm=(weight, eps):
+    RMSNorm of x + residual (the stream x + residual), or of x (the stream x)."""
     if silu_mul:
         gate, up = x.chunk(2, dim=-1)
-        h = silu_mul_ref(gate, up)
-    elif norm is not None:
-        h, stream = (rms_norm_ref(x, *norm), x) if residual is None else rms_norm_ref(
-            x, *norm, residual)  # fmt: skip
+        return silu_mul_ref(gate, up), x
+    if norm is None:
+        return x, x
+    return (rms_norm_ref(x, *norm), x) if residual is None else rms_norm_ref(x, *norm, residual)
+
+
+def scaled_linear_ref(x, codes, w_scale, bias=None, norm=None, residual=None, silu_mul=False):
+    """The spec of `scaled_linear`: x's prologue (`prologue_ref`), then W8A8 with one scale per
+    row of x (`scaled_gemm_dynamic_ref`). Returns (y, the residual stream: x + residual with a
+    norm and a residual, else x)."""
+    h, stream = prologue_ref(x, norm, residual, silu_mul)
     y = scaled_gemm_dynamic_ref(h, codes, w_scale)
     return (y + bias.to(y.dtype) if bias is not None else y), stream
 

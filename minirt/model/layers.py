@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minirt.kernels import gemv
 from minirt.kernels.backend import TORCH, KernelBackend
 
 
@@ -60,25 +59,26 @@ class Linear(nn.Linear):
 def norm_linear(norm: RMSNorm, linear: nn.Module, x: torch.Tensor, residual: torch.Tensor | None):
     """linear(norm(x + residual)) and the new residual stream (x itself when residual is None):
     one kernel where the backend fuses them (the GEMV reads the row, adds, normalises) and
-    `linear` is a plain Linear, or an 8-bit QuantLinear whose codes the GEMV takes
-    (`w8a8_codes`); any other keeps its own kernel after the norm."""
+    `linear` is a plain Linear, or a QuantLinear whose kernel takes the norm at x's rows
+    (`quant_prologue`); any other keeps its own kernel after the norm."""
     fused = norm.kernels.rms_norm_linear
     if fused is not None and type(linear) in (Linear, PackedLinear) and not watched(linear):
         return fused(x, residual, norm.weight, norm.eps, linear.weight, linear.bias)
-    codes = w8a8_codes(linear, x) if fused is not None else None
-    if codes is not None:
-        return gemv.scaled_linear(x, *codes, linear.bias, (norm.weight, norm.eps), residual)
+    if fused is not None:
+        out = quant_prologue(linear, x, norm=(norm.weight, norm.eps), residual=residual)
+        if out is not None:
+            return out
     h, residual = (norm(x), x) if residual is None else norm(x, residual)
     return linear(h), residual
 
 
-def w8a8_codes(linear: nn.Module, x: torch.Tensor):
-    """(codes, scales) of a QuantLinear whose activations are quantized per token on the fly
-    (fp8-dynamic, int8) when minirt's GEMV takes them at x's rows: then the GEMV makes x's codes
-    itself, after the norm or SiLU·mul it computes too (`minirt.kernels.gemv.scaled_linear`).
-    None for anything else."""
-    codes = getattr(linear, "gemv_codes", None)  # minirt.quant.linear.QuantLinear's
-    return codes(x) if codes is not None and not watched(linear) else None
+def quant_prologue(linear: nn.Module, x: torch.Tensor, **prologue):
+    """(y, residual stream) from a QuantLinear that computes the prologue (norm=, residual= or
+    silu_mul=) inside its own kernel at x's rows (`QuantLinear.with_prologue`: the 8-bit GEMV
+    at one or two rows, the int4 tensor-core GEMM past the GEMV's); None for anything else,
+    and for a watched layer (its hooks must see the input)."""
+    fn = getattr(linear, "with_prologue", None)  # minirt.quant.linear.QuantLinear's
+    return fn(x, **prologue) if fn is not None and not watched(linear) else None
 
 
 def watched(module: nn.Module) -> bool:
@@ -125,8 +125,8 @@ class MLP(nn.Module):
         fused, down = self.kernels.silu_mul_linear, self.down_proj
         if fused is not None and type(down) is Linear and not watched(down):  # not quantised
             return fused(gate_up, down.weight, down.bias)
-        codes = w8a8_codes(down, gate_up) if fused is not None else None
-        if codes is not None:  # quantised to 8 bits: the same fusion, x's codes made inside
-            return gemv.scaled_linear(gate_up, *codes, down.bias, silu_mul=True)[0]
+        out = quant_prologue(down, gate_up, silu_mul=True) if fused is not None else None
+        if out is not None:  # quantised: the same fusion in the quantised layer's kernel
+            return out[0]
         gate, up = gate_up.chunk(2, dim=-1)  # views: [num_tokens, intermediate] each
         return down(self.kernels.silu_mul(gate, up))

@@ -11,6 +11,7 @@ its QuantLinears then quantize, pack and multiply with those, in every layer of 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from minirt.kernels import gemv
+from minirt.kernels import w4a16_gemm as W4
 from minirt.quant import formats as F
 
 
@@ -187,11 +189,30 @@ class QuantLinear(nn.Module):
         """(codes, scales) when the decode GEMV takes this layer at x's rows
         (`minirt.kernels.gemv.scaled_linear`, one or two rows): the activations quantized per
         token on the fly without smoothing (fp8-dynamic, int8), so the GEMV can make x's codes
-        itself, after the norm or SiLU·mul it computes too (minirt.model.layers.w8a8_codes)."""
+        itself, after the norm or SiLU·mul it computes too."""
         m = self.method
         if m.activations not in ("fp8-dynamic", "int8-dynamic") or m.smooth_alpha is not None:
             return None
         return (self.qweight, self.scales) if gemv.use_scaled_gemv(x, self.qweight) else None
+
+    def with_prologue(self, x: torch.Tensor, norm=None, residual=None, silu_mul=False):
+        """(y, the residual stream) of this layer on x after the norm (with the residual add)
+        or SiLU·mul, in one kernel, where this layer's kernel takes that prologue at x's rows:
+        the 8-bit decode GEMV (`gemv_codes`), or the int4 tensor-core GEMM
+        (`w4a16_gemm.w4a16_linear`, past the GEMV's rows). None elsewhere: then the prologue
+        runs on its own and the layer is called (minirt.model.layers.norm_linear)."""
+        codes = self.gemv_codes(x)
+        if codes is not None:
+            return gemv.scaled_linear(x, *codes, self.bias, norm=norm, residual=residual,
+                                      silu_mul=silu_mul)  # fmt: skip
+        m, (rows, width) = self.method, x.shape
+        on_kernels = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+        if m.weights != "int4" or m.functions is not None or not on_kernels:
+            return None
+        k = width // 2 if silu_mul else width
+        if W4.use_gemv(rows, self.out_features, k):  # the GEMV has no prologue
+            return None
+        return W4.w4a16_linear(x, self.int4_weight(), self.bias, norm, residual, silu_mul)
 
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""
@@ -236,13 +257,12 @@ class QuantLinear(nn.Module):
         rows where `gemv_codes` says so, else dequantise-in-kernel for int4, the 8-bit scaled GEMM
         for fp8 / int8 with the activations quantized first."""
         from minirt.kernels.scaled_gemm import quantize_rows, scaled_gemm, scaled_gemm_dynamic
-        from minirt.kernels.w4a16_gemm import w4a16_gemm
 
         m, codes = self.method, self.gemv_codes(x)
         if codes is not None:  # one or two rows: the decode GEMV, x's codes made inside
             y = gemv.scaled_linear(x, *codes)[0]
         elif m.weights == "int4":
-            y = w4a16_gemm(x, self.int4_weight())
+            y = W4.w4a16_gemm(x, self.int4_weight())
         elif m.activations == "fp8-static":
             xs = self.input_scale.reshape(1)
             xq = F.to_fp8(x.float(), xs)

@@ -71,7 +71,7 @@ def test_the_w4a16_gemv_s_bf16_pair_path_builds_into_bf16x2_fmas(tmp_path, block
 GEMV = {**dict.fromkeys(["x_ptr", "w_ptr", "b_ptr", "y_ptr", "res_ptr", "new_res_ptr",
                          "norm_w_ptr"], "*bf16"), "max_ptr": "*fp32", "at_ptr": "*i32",
         "ws_ptr": "*fp32", "M": "i32", "N": "i32", "eps": "fp32", "stride_xm": "i32"}  # fmt: skip
-GEMVS = {  # a decode step's GEMVs: (kernel, signature, constexprs, warps)
+GEMVS = {  # a decode step's GEMVs, and the W4A16 GEMM: (kernel, signature, constexprs, warps)
     "bf16, with the argmax": (
         "gemv._gemv_kernel", GEMV,
         {"K": 1024, "HAS_BIAS": False, "SILU_MUL": False, "NORM": True, "ADD_RESIDUAL": True,
@@ -96,6 +96,18 @@ GEMVS = {  # a decode step's GEMVs: (kernel, signature, constexprs, warps)
         "w4a16_gemm._gemv_kernel", W4A16,
         {"G": 128, "GROUPS": 8, "HAS_ZEROS": True, "SPLIT_K": 1, "BLOCK_M": 1, "BLOCK_N": 4,
          "BLOCK_K": 1024, "BF16X2": True, "PDL": 1}, 8),
+    "w4a16 gemm after the norm (past the GEMV's rows)": (
+        "w4a16_gemm._gemm_kernel",
+        {**W4A16, "res_ptr": "*bf16", "new_res_ptr": "*bf16", "norm_w_ptr": "*bf16",
+         "eps": "fp32", "stride_xm": "i32", "stride_ym": "i32"},
+        {"G": 128, "HAS_ZEROS": True, "SILU_MUL": False, "NORM": True, "ADD_RESIDUAL": True,
+         "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": 1}, 4),
+    "w4a16 gemm after silu_mul": (
+        "w4a16_gemm._gemm_kernel",
+        {**W4A16, "res_ptr": "*bf16", "new_res_ptr": "*bf16", "norm_w_ptr": "*bf16",
+         "eps": "fp32", "stride_xm": "i32", "stride_ym": "i32"},
+        {"G": 128, "HAS_ZEROS": False, "SILU_MUL": True, "NORM": False, "ADD_RESIDUAL": False,
+         "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 128, "PDL": 1}, 4),
 }  # fmt: skip
 
 

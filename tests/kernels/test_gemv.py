@@ -270,22 +270,27 @@ def test_the_8bit_gemv_makes_each_rows_codes_after_its_prologue(fmt, m, n, k, pr
         G.scaled_linear(_rand(G.GEMV_MAX_ROWS + 1, k, seed=1), codes, w_scale)
 
 
-def test_w8a8_codes_are_given_only_to_layers_quantizing_activations_on_the_fly():
-    """fp8-dynamic and int8 layers hand their codes to the fused GEMV; a weight-only, static or
-    smoothed one, a watched one (calibration) and too many rows keep the QuantLinear call."""
-    from minirt.model.layers import w8a8_codes
+def test_the_8bit_gemv_takes_only_layers_quantizing_activations_on_the_fly():
+    """fp8-dynamic and int8 layers run their prologue in the fused GEMV (`quant_prologue`); a
+    static or smoothed one, a watched one (calibration) and too many rows keep the QuantLinear
+    call; a w4a16 layer's kernel at these rows is its GEMV, which has no prologue."""
+    from minirt.model.layers import quant_prologue
     from minirt.quant.linear import QuantLinear
 
     linear = torch.nn.Linear(64, 32, bias=False)
     x, amax = _rand(1, 64, seed=10), torch.ones(64)
+    norm = (torch.ones(64, device=DEVICE, dtype=DTYPE), 1e-6)
     methods = ("fp8-dynamic", "int8", "w4a16-g32", "fp8-static", "int8-smooth")
     layers = {m: QuantLinear.from_linear(linear, m, amax).to(DEVICE) for m in methods}
-    assert {m for m, q in layers.items() if w8a8_codes(q, x) is not None} == {"fp8-dynamic", "int8"}
-    codes, scales = w8a8_codes(layers["int8"], x)
+    fused = {m for m, q in layers.items() if quant_prologue(q, x, norm=norm) is not None}
+    assert fused == {"fp8-dynamic", "int8"}
+    codes, scales = layers["int8"].gemv_codes(x)
     assert codes is layers["int8"].qweight and scales is layers["int8"].scales
-    assert w8a8_codes(layers["int8"], _rand(G.GEMV_MAX_ROWS + 1, 64, seed=11)) is None
+    y, stream = quant_prologue(layers["int8"], x, norm=norm)
+    assert torch.equal(y, G.scaled_linear(x, codes, scales, norm=norm)[0]) and stream is x
+    assert quant_prologue(layers["int8"], _rand(G.GEMV_MAX_ROWS + 1, 64, seed=11)) is None
     layers["int8"].register_forward_pre_hook(lambda *a: None)
-    assert w8a8_codes(layers["int8"], x) is None
+    assert quant_prologue(layers["int8"], x) is None
 
 
 @pytest.mark.parametrize("method", ["fp8-dynamic", "int8"])
