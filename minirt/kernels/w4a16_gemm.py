@@ -23,11 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from minirt.kernels import activation
-from minirt.kernels.activation import silu_times
-from minirt.kernels.gemv import prologue_ref
 from minirt.kernels.pdl import launch_args, pdl_wait
-from minirt.kernels.rms_norm import rms_norm
 from minirt.quant.formats import Int4Weight
 
 
@@ -228,44 +224,6 @@ def _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, kj, K, G: tl.constexpr
 
 
 @triton.jit
-def _x_piece(x_ptr, res_ptr, norm_w_ptr, rstd, m_in, cols, stride_xm, K,
-             SILU_MUL: tl.constexpr, NORM: tl.constexpr, ADD_RESIDUAL: tl.constexpr):  # fmt: skip
-    """Columns `cols` of the GEMM's input rows m_in, after the prologue, rounded where the
-    references round: x itself; silu(gate) * up of the packed [gate | up] (up K columns on); or
-    RMSNorm of x (+ residual) with the rows' 1 / rms already found (`_rms`)."""
-    at = m_in[:, None] * stride_xm + cols[None, :]
-    x = tl.load(x_ptr + at)  # [BLOCK_M, SUB]
-    if SILU_MUL:
-        x = silu_times(x, tl.load(x_ptr + at + K))
-    if NORM:
-        if ADD_RESIDUAL:
-            x = x + tl.load(res_ptr + m_in[:, None] * K + cols[None, :])
-        w = tl.load(norm_w_ptr + cols)
-        x = (x.to(tl.float32) * rstd[:, None]).to(x.dtype).to(w.dtype) * w[None, :]
-    return x
-
-
-@triton.jit
-def _rms(x_ptr, res_ptr, new_res_ptr, eps, m, m_in, M, stride_xm, K, write_res,
-         ADD_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
-    """1 / rms of the input rows m_in (x + residual), [BLOCK_M] fp32: every program reads its
-    rows whole (a few KB from L2); where `write_res`, it also stores x + residual, the new
-    residual stream (the first column of programs does)."""
-    ssq = tl.zeros(m_in.shape, tl.float32)
-    for k0 in range(0, K, BLOCK):
-        cols = k0 + tl.arange(0, BLOCK)
-        inside = (cols < K)[None, :]
-        x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :], mask=inside, other=0.0)
-        if ADD_RESIDUAL:
-            x = x + tl.load(res_ptr + m_in[:, None] * K + cols[None, :], mask=inside, other=0.0)
-            tl.store(new_res_ptr + m[:, None] * K + cols[None, :], x,
-                     mask=inside & (m < M)[:, None] & write_res)  # fmt: skip
-        h = x.to(tl.float32)
-        ssq += tl.sum(h * h, axis=1)
-    return 1.0 / tl.sqrt(ssq / K + eps)
-
-
-@triton.jit
 def _piece_dot(acc, x, words, scale, offset, G: tl.constexpr, SUB: tl.constexpr,
                BLOCK_N: tl.constexpr):  # fmt: skip
     """acc [BLOCK_M, BLOCK_N] plus one piece, x [BLOCK_M, SUB] its inputs: the codes minus their
@@ -294,38 +252,32 @@ def _piece_cols(kj, G: tl.constexpr, SUB: tl.constexpr):
 
 @triton.jit
 def _gemm_kernel(
-    x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, res_ptr, new_res_ptr, norm_w_ptr, eps,
-    M, N, K, stride_xm, stride_ym,
-    G: tl.constexpr, HAS_ZEROS: tl.constexpr, SILU_MUL: tl.constexpr, NORM: tl.constexpr,
-    ADD_RESIDUAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    x_ptr, packed_ptr, scales_ptr, zeros_ptr, y_ptr, M, N, K, stride_xm, stride_ym,
+    G: tl.constexpr, HAS_ZEROS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     # Program (j, i): outputs j*BLOCK_N.. of rows i*BLOCK_M.. (neighbouring programs share x and
     # read different weights), walking K in pieces of BLOCK_K columns, each inside one group (a
-    # whole group, or a slice of one). The first piece's weights are loaded before the wait for
-    # x (minirt.kernels.pdl: no kernel writes the weights), so they stream in while the kernel
-    # before finishes. A prologue may make x on the way in, as the bf16 GEMV's does
-    # (minirt.kernels.gemv): SwiGLU's silu(gate) * up (the down projection), or the residual add
-    # and RMSNorm (the rows' statistics found first, from L2).
+    # whole group, or a slice of one). The codes go through integer arithmetic before the
+    # tensor cores, so Triton's pipelining does not fetch them ahead: the loop asks for the next
+    # piece's weights itself before it multiplies this one's (their latency hidden behind the
+    # products), and the first piece's before the wait for x (minirt.kernels.pdl: no kernel
+    # writes the weights), so they stream in while the kernel before finishes.
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
-    first = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, 0, K, G, BLOCK_K, HAS_ZEROS)
+    words, scale, offset = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, 0, K, G,
+                                        BLOCK_K, HAS_ZEROS)  # fmt: skip
     pdl_wait(PDL)  # x is the kernel before's output
-    rstd = 0.0
-    if NORM:
-        rstd = _rms(x_ptr, res_ptr, new_res_ptr, eps, m, m_in, M, stride_xm, K,
-                    tl.program_id(0) == 0, ADD_RESIDUAL, 256)  # fmt: skip
-    x = _x_piece(x_ptr, res_ptr, norm_w_ptr, rstd, m_in, _piece_cols(0, G, BLOCK_K), stride_xm,
-                 K, SILU_MUL, NORM, ADD_RESIDUAL)  # fmt: skip
-    acc = _piece_dot(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), x, *first, G, BLOCK_K,
-                     BLOCK_N)  # fmt: skip
-    for kj in range(BLOCK_K, K, BLOCK_K):
-        words, scale, offset = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, kj, K, G,
-                                            BLOCK_K, HAS_ZEROS)  # fmt: skip
-        x = _x_piece(x_ptr, res_ptr, norm_w_ptr, rstd, m_in, _piece_cols(kj, G, BLOCK_K),
-                     stride_xm, K, SILU_MUL, NORM, ADD_RESIDUAL)  # fmt: skip
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for kj in range(0, K, BLOCK_K):
+        later = tl.minimum(kj + BLOCK_K, K - BLOCK_K)  # the last piece asks for itself again
+        ahead = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, later, K, G, BLOCK_K,
+                             HAS_ZEROS)  # fmt: skip
+        cols = _piece_cols(kj, G, BLOCK_K)
+        x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])  # [BLOCK_M, BLOCK_K]
         acc = _piece_dot(acc, x, words, scale, offset, G, BLOCK_K, BLOCK_N)
+        words, scale, offset = ahead
     mask = (m[:, None] < M) & (n[None, :] < N)
     tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -355,12 +307,13 @@ def bf16x2_available(x: torch.Tensor) -> bool:
 
 # When the GEMV runs and how many rows of x a program takes (BLOCK_M: each packed word is read
 # once and unpacked for each of them). Timed on the H100 against the GEMM and cuBLAS bf16 on
-# Qwen3-0.6B's projections (`docs/measurements/w4rows-h100-20261207.json`): a wide weight
-# (N > K: qkv, gate_up) is ahead on the GEMV up to 4 rows, all in one program (at 8 the GEMM
-# wins: 6.5 vs 7.3 us on qkv); a narrow one (o, down) up to 16 rows, a quarter of them a
-# program (down at 16 rows: 10.0 us against the GEMM's 11.9; o 7.6 against 8.6).
+# Qwen3-0.6B's projections, weights from DRAM, in CUDA graphs: a wide weight (N > K: qkv,
+# gate_up) is ahead on the GEMV up to 4 rows, all in one program (at 8 the GEMM wins: 5.7 vs
+# 6.6 us on qkv); a narrow one (o, down) up to 8 rows, a quarter of them a program (at 8: o 5.6
+# against the GEMM's 7.8 us; at 16 the GEMM leads, o 7.8 against 8.8, down 11.2 against 12.6:
+# `docs/measurements/w4pdl-h100-20261207.json`, before the GEMM fetched its next piece ahead).
 GEMV_MAX_ROWS = 4
-GEMV_MAX_ROWS_NARROW = 16
+GEMV_MAX_ROWS_NARROW = 8
 
 
 def use_gemv(m: int, n: int, k: int) -> bool:
@@ -378,18 +331,17 @@ def gemv_block_m(m: int, n: int, k: int) -> int:
 def default_config(kernel: str, m: int, n: int, k: int) -> dict:
     """Tiles by kernel, rows and outputs: the H100's best with the weights read from DRAM. The
     GEMV: 4 outputs a program, whole 1,024-column tiles (bench quant, 4096 x 4096), up to
-    `gemv_block_m` rows of x. The GEMM at decode sizes (the engine's shapes,
-    `docs/measurements/w4a16-decode-h100-20261207.json`): narrow tiles (16-32 outputs), so that
-    a few rows still make enough programs to fill the GPU; 64 x 64 for prefill sizes."""
+    `gemv_block_m` rows of x. The GEMM at decode sizes (the engine's shapes, a sweep of 18 tiles
+    in `docs/measurements/w4pdl-h100-20261207.json`): narrow tiles (16-32 outputs), so that a
+    few rows still make enough programs to fill the GPU, 128-column pieces, 4 stages; 64 x 64
+    for prefill sizes."""
     if kernel == "gemv":
         bm = gemv_block_m(m, n, k)
         return {"BLOCK_M": bm, "BLOCK_N": 4, "BLOCK_K": 1024, "SPLIT_K": 1, "num_warps": 8}
-    if m <= 16:  # wide weights (N >= 4096) have programs to spare: wider tiles
-        bn, stages = (32, 5) if n >= 4096 else (16, 4)
-        return {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": 128, "num_warps": 4, "num_stages": stages}
-    if m <= 32:
-        stages = 3 if n >= 4096 else 5
-        return {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 128, "num_warps": 4, "num_stages": stages}
+    if m <= 32:  # wide weights (N >= 4096) have programs to spare: wider tiles up to 16 rows
+        bn = 32 if n >= 4096 and m <= 16 else 16
+        return {"BLOCK_M": 16 if m <= 16 else 32, "BLOCK_N": bn, "BLOCK_K": 128, "num_warps": 4,
+                "num_stages": 4}  # fmt: skip
     return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 128, "num_warps": 4, "num_stages": 3}
 
 
@@ -400,59 +352,13 @@ def w4a16_gemm(x: torch.Tensor, q: Int4Weight, config: dict | None = None) -> to
     "SPLIT_K"}; GEMM {"BLOCK_M", "BLOCK_N", "BLOCK_K"}; either may add Triton's "num_warps" /
     "num_stages" (`default_config`)."""
     _check(x, q)
-    return _launch(x, q, config)[0]
-
-
-def w4a16_linear_ref(x, q, bias=None, norm=None, residual=None, silu_mul=False):
-    """The spec of `w4a16_linear`: x's prologue as the references compute it (silu_mul: x is the
-    packed [gate | up]; or norm=(weight, eps): RMSNorm of x + residual), then `w4a16_gemm_ref`.
-    Returns (y, the residual stream: x + residual with a norm and a residual, else x)."""
-    h, stream = prologue_ref(x, norm, residual, silu_mul)
-    y = w4a16_gemm_ref(h, q)
-    return (y + bias.to(y.dtype) if bias is not None else y), stream
-
-
-def w4a16_linear(x, q, bias=None, norm=None, residual=None, silu_mul=False, config=None):
-    """Triton twin of `w4a16_linear_ref`. Where the tensor-core GEMM runs (past the GEMV's rows,
-    `use_gemv`), the prologue is inside it, as in the bf16 GEMV (minirt.kernels.gemv): one
-    kernel instead of two. At the GEMV's rows the prologue's own kernel runs first."""
-    if silu_mul and norm is not None:
-        raise ValueError("w4a16_linear takes one prologue: silu_mul or norm, not both")
-    if residual is not None and (norm is None or residual.shape != x.shape
-                                 or residual.dtype != x.dtype):  # fmt: skip
-        raise ValueError(
-            f"a residual goes with a norm and has x's shape and dtype; got {tuple(x.shape)} "
-            f"{x.dtype} and residual {tuple(residual.shape)} {residual.dtype} (norm given: "
-            f"{norm is not None})"
-        )
-    _check(x.chunk(2, dim=-1)[0] if silu_mul else x, q)
-    (m, k), n = (x.shape[0], q.shape[1]), q.shape[0]
-    kernel = (config or {}).get("kernel") or ("gemv" if use_gemv(m, n, k) else "gemm")
-    if kernel == "gemv" and (silu_mul or norm is not None):  # its own kernel first
-        if silu_mul:
-            gate, up = x.chunk(2, dim=-1)
-            h, stream = activation.silu_mul(gate, up), x
-        elif residual is None:
-            h, stream = rms_norm(x, *norm), x
-        else:
-            h, stream = rms_norm(x, *norm, residual)
-        y = _launch(h, q, config)[0]
-    else:
-        y, new_res = _launch(x, q, config, norm=norm, residual=residual, silu_mul=silu_mul)
-        stream = new_res if residual is not None else x
-    return (y + bias.to(y.dtype) if bias is not None else y), stream
-
-
-def _launch(x, q, config, norm=None, residual=None, silu_mul=False):
-    """(y, the new residual stream or None): the GEMV or the GEMM on x (its prologue, if any,
-    in the GEMM)."""
     if not q.interleaved:
         raise ValueError(
             "the kernel reads int4 weights packed in the interleaved order; quantise with "
             "quantize_int4(w, group_size, interleaved=True) or repack with interleave_int4(q) "
             "(minirt.quant.formats)"
         )
-    (m, k), n, g = (x.shape[0], q.shape[1]), q.shape[0], q.group_size
+    (m, k), n, g = x.shape, q.shape[0], q.group_size
     config = dict(config or {})
     kernel = config.pop("kernel", None) or ("gemv" if use_gemv(m, n, k) else "gemm")
     if kernel not in ("gemv", "gemm"):
@@ -472,14 +378,9 @@ def _launch(x, q, config, norm=None, residual=None, silu_mul=False):
         grid = (triton.cdiv(n, c["BLOCK_N"]), split, triton.cdiv(m, c["BLOCK_M"]))
         _gemv_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, **flags,
                            BF16X2=bf16x2_available(x), **c, **launch_args(x))  # fmt: skip
-        return y.to(x.dtype), None
+        return y.to(x.dtype)
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
-    res = residual.contiguous() if residual is not None else x  # unread without a residual
-    new_res = torch.empty_like(res) if residual is not None else x  # unwritten likewise
-    norm_w, eps = norm if norm is not None else (x, 0.0)  # unread without a norm
     grid = (triton.cdiv(n, c["BLOCK_N"]), triton.cdiv(m, c["BLOCK_M"]))
-    _gemm_kernel[grid](x, q.packed, scales, zeros, y, res, new_res, norm_w, eps, m, n, k,
-                       x.stride(0), y.stride(0), **flags, SILU_MUL=silu_mul,
-                       NORM=norm is not None, ADD_RESIDUAL=residual is not None, **c,
-                       **launch_args(x))  # fmt: skip
-    return y, (new_res if residual is not None else None)
+    _gemm_kernel[grid](x, q.packed, scales, zeros, y, m, n, k, x.stride(0), y.stride(0),
+                       **flags, **c, **launch_args(x))  # fmt: skip
+    return y

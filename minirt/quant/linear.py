@@ -11,7 +11,6 @@ its QuantLinears then quantize, pack and multiply with those, in every layer of 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -198,21 +197,16 @@ class QuantLinear(nn.Module):
     def with_prologue(self, x: torch.Tensor, norm=None, residual=None, silu_mul=False):
         """(y, the residual stream) of this layer on x after the norm (with the residual add)
         or SiLU·mul, in one kernel, where this layer's kernel takes that prologue at x's rows:
-        the 8-bit decode GEMV (`gemv_codes`), or the int4 tensor-core GEMM
-        (`w4a16_gemm.w4a16_linear`, past the GEMV's rows). None elsewhere: then the prologue
-        runs on its own and the layer is called (minirt.model.layers.norm_linear)."""
+        the 8-bit decode GEMV (`gemv_codes`). None elsewhere: then the prologue runs on its own
+        and the layer is called (minirt.model.layers.norm_linear). The int4 kernels take none:
+        inside the tensor-core GEMM every program re-reading and normalising its rows made
+        decode slower, 0.45-0.69x of the separate kernels at 8-32 rows on an H100
+        (`docs/measurements/w4pdl-h100-20261207.json`)."""
         codes = self.gemv_codes(x)
-        if codes is not None:
-            return gemv.scaled_linear(x, *codes, self.bias, norm=norm, residual=residual,
-                                      silu_mul=silu_mul)  # fmt: skip
-        m, (rows, width) = self.method, x.shape
-        on_kernels = x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
-        if m.weights != "int4" or m.functions is not None or not on_kernels:
+        if codes is None:
             return None
-        k = width // 2 if silu_mul else width
-        if W4.use_gemv(rows, self.out_features, k):  # the GEMV has no prologue
-            return None
-        return W4.w4a16_linear(x, self.int4_weight(), self.bias, norm, residual, silu_mul)
+        return gemv.scaled_linear(x, *codes, self.bias, norm=norm, residual=residual,
+                                  silu_mul=silu_mul)  # fmt: skip
 
     def dequantized_weight(self) -> torch.Tensor:
         """[out, in] fp32: what the quantized weight stands for (smoothing included)."""

@@ -96,18 +96,9 @@ GEMVS = {  # a decode step's GEMVs, and the W4A16 GEMM: (kernel, signature, cons
         "w4a16_gemm._gemv_kernel", W4A16,
         {"G": 128, "GROUPS": 8, "HAS_ZEROS": True, "SPLIT_K": 1, "BLOCK_M": 1, "BLOCK_N": 4,
          "BLOCK_K": 1024, "BF16X2": True, "PDL": 1}, 8),
-    "w4a16 gemm after the norm (past the GEMV's rows)": (
-        "w4a16_gemm._gemm_kernel",
-        {**W4A16, "res_ptr": "*bf16", "new_res_ptr": "*bf16", "norm_w_ptr": "*bf16",
-         "eps": "fp32", "stride_xm": "i32", "stride_ym": "i32"},
-        {"G": 128, "HAS_ZEROS": True, "SILU_MUL": False, "NORM": True, "ADD_RESIDUAL": True,
-         "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": 1}, 4),
-    "w4a16 gemm after silu_mul": (
-        "w4a16_gemm._gemm_kernel",
-        {**W4A16, "res_ptr": "*bf16", "new_res_ptr": "*bf16", "norm_w_ptr": "*bf16",
-         "eps": "fp32", "stride_xm": "i32", "stride_ym": "i32"},
-        {"G": 128, "HAS_ZEROS": False, "SILU_MUL": True, "NORM": False, "ADD_RESIDUAL": False,
-         "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 128, "PDL": 1}, 4),
+    "w4a16 gemm (past the GEMV's rows)": (
+        "w4a16_gemm._gemm_kernel", {**W4A16, "stride_xm": "i32", "stride_ym": "i32"},
+        {"G": 128, "HAS_ZEROS": True, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": 1}, 4),
 }  # fmt: skip
 
 

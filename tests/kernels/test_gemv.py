@@ -273,7 +273,7 @@ def test_the_8bit_gemv_makes_each_rows_codes_after_its_prologue(fmt, m, n, k, pr
 def test_the_8bit_gemv_takes_only_layers_quantizing_activations_on_the_fly():
     """fp8-dynamic and int8 layers run their prologue in the fused GEMV (`quant_prologue`); a
     static or smoothed one, a watched one (calibration) and too many rows keep the QuantLinear
-    call; a w4a16 layer's kernel at these rows is its GEMV, which has no prologue."""
+    call; a w4a16 layer's kernels take no prologue."""
     from minirt.model.layers import quant_prologue
     from minirt.quant.linear import QuantLinear
 
