@@ -18,9 +18,13 @@ import w4prev
 out = sys.argv[1]
 SHAPES = {"qkv": (4096, 1024), "o": (1024, 2048), "gate_up": (6144, 1024), "down": (1024, 3072)}
 g = torch.Generator(device="cuda").manual_seed(0)
-res = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-       "triton": triton.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-       "cases": []}
+res = {
+    "device": torch.cuda.get_device_name(),
+    "torch": torch.__version__,
+    "triton": triton.__version__,
+    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "cases": [],
+}
 for m in (8, 16, 32):
     for name, (n, k) in SHAPES.items():
         w = torch.randn(n, k, device="cuda", generator=g) * 0.02
@@ -28,18 +32,30 @@ for m in (8, 16, 32):
         x = torch.randn(m, k, device="cuda", generator=g).bfloat16()
         ref = W.w4a16_gemm_ref(x, q).float()
         sets = _copies(q.packed, q.scales)
-        row = {"shape": name, "M": m, "N": n, "K": k,
-               "bf16_us": _time_ms(lambda w_: torch.nn.functional.linear(x, w_), _copies(wb)) * 1e3}
-        for label, mod, c in (("gemm_prefetch", W, {"kernel": "gemm"}),
-                              ("gemm_before", w4prev, {"kernel": "gemm"}),
-                              ("gemv", W, {"kernel": "gemv"})):
+        row = {
+            "shape": name,
+            "M": m,
+            "N": n,
+            "K": k,
+            "bf16_us": _time_ms(lambda w_: torch.nn.functional.linear(x, w_), _copies(wb)) * 1e3,
+        }
+        for label, mod, c in (
+            ("gemm_prefetch", W, {"kernel": "gemm"}),
+            ("gemm_before", w4prev, {"kernel": "gemm"}),
+            ("gemv", W, {"kernel": "gemv"}),
+        ):
             fn = lambda p, s: mod.w4a16_gemm(x, F.Int4Weight(p, s, None, q.shape, 128, True), c)
             y = fn(q.packed, q.scales).float()
             row[label + "_us"] = _time_ms(fn, sets) * 1e3
             row[label + "_rel_err"] = ((y - ref).norm() / ref.norm()).item()
         row["engine_kernel"] = "gemv" if W.use_gemv(m, n, k) else "gemm"
-        print({k_: (round(v, 2) if isinstance(v, float) and k_.endswith("us") else v)
-               for k_, v in row.items()}, flush=True)
+        print(
+            {
+                k_: (round(v, 2) if isinstance(v, float) and k_.endswith("us") else v)
+                for k_, v in row.items()
+            },
+            flush=True,
+        )
         res["cases"].append(row)
         json.dump(res, open(f"{out}/w4prefetch.json", "w"), indent=1)
 rows = decode_rows(progress=False)
