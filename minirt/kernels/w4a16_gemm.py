@@ -290,11 +290,9 @@ def _fit_block_k(c: dict, k: int, group_size: int, kernel: str) -> dict:
         bk //= 2
     if k % bk:
         raise ValueError(f"K = {k} must be a multiple of 8 (pad the weight's columns)")
-    return (
-        {**c, "BLOCK_K": bk}
-        if kernel == "gemm"
-        else {**c, "BLOCK_K": bk, "GROUPS": max(1, bk // group_size)}
-    )
+    if kernel == "gemm":
+        return {**c, "BLOCK_K": bk}
+    return {**c, "BLOCK_K": bk, "GROUPS": max(1, bk // group_size)}
 
 
 def bf16x2_available(x: torch.Tensor) -> bool:

@@ -75,8 +75,8 @@ def norm_linear(norm: RMSNorm, linear: nn.Module, x: torch.Tensor, residual: tor
 def quant_prologue(linear: nn.Module, x: torch.Tensor, **prologue):
     """(y, residual stream) from a QuantLinear that computes the prologue (norm=, residual= or
     silu_mul=) inside its own kernel at x's rows (`QuantLinear.with_prologue`: the 8-bit GEMV
-    at one or two rows, the int4 tensor-core GEMM past the GEMV's); None for anything else,
-    and for a watched layer (its hooks must see the input)."""
+    at one or two rows); None for anything else, and for a watched layer (its hooks must see
+    the input)."""
     fn = getattr(linear, "with_prologue", None)  # minirt.quant.linear.QuantLinear's
     return fn(x, **prologue) if fn is not None and not watched(linear) else None
 
