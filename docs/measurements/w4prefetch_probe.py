@@ -58,7 +58,9 @@ for m in (8, 16, 32):
         )
         res["cases"].append(row)
         json.dump(res, open(f"{out}/w4prefetch.json", "w"), indent=1)
-rows = decode_rows(progress=False)
+methods = os.environ.get("METHODS")  # e.g. "bf16,w4a16-g128"; every method by default
+methods = tuple(None if m == "bf16" else m for m in methods.split(",")) if methods else None
+rows = decode_rows(methods=methods, progress=False) if methods else decode_rows(progress=False)
 res["decode_rows"] = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows}
 json.dump(res, open(f"{out}/w4prefetch.json", "w"), indent=1)
 for r in rows:
