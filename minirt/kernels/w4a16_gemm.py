@@ -258,26 +258,23 @@ def _gemm_kernel(
 ):  # fmt: skip
     # Program (j, i): outputs j*BLOCK_N.. of rows i*BLOCK_M.. (neighbouring programs share x and
     # read different weights), walking K in pieces of BLOCK_K columns, each inside one group (a
-    # whole group, or a slice of one). The codes go through integer arithmetic before the
-    # tensor cores, so Triton's pipelining does not fetch them ahead: the loop asks for the next
-    # piece's weights itself before it multiplies this one's (their latency hidden behind the
-    # products), and the first piece's before the wait for x (minirt.kernels.pdl: no kernel
-    # writes the weights), so they stream in while the kernel before finishes.
+    # whole group, or a slice of one). The first piece's weights are loaded before the wait for
+    # x (minirt.kernels.pdl: no kernel writes the weights), so they stream in while the kernel
+    # before finishes.
     n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
-    words, scale, offset = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, 0, K, G,
-                                        BLOCK_K, HAS_ZEROS)  # fmt: skip
+    first = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, 0, K, G, BLOCK_K, HAS_ZEROS)
     pdl_wait(PDL)  # x is the kernel before's output
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for kj in range(0, K, BLOCK_K):
-        later = tl.minimum(kj + BLOCK_K, K - BLOCK_K)  # the last piece asks for itself again
-        ahead = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, later, K, G, BLOCK_K,
-                             HAS_ZEROS)  # fmt: skip
+    x = tl.load(x_ptr + m_in[:, None] * stride_xm + _piece_cols(0, G, BLOCK_K)[None, :])
+    acc = _piece_dot(tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32), x, *first, G, BLOCK_K,
+                     BLOCK_N)  # fmt: skip
+    for kj in range(BLOCK_K, K, BLOCK_K):
+        words, scale, offset = _piece_loads(packed_ptr, scales_ptr, zeros_ptr, n_in, kj, K, G,
+                                            BLOCK_K, HAS_ZEROS)  # fmt: skip
         cols = _piece_cols(kj, G, BLOCK_K)
         x = tl.load(x_ptr + m_in[:, None] * stride_xm + cols[None, :])  # [BLOCK_M, BLOCK_K]
         acc = _piece_dot(acc, x, words, scale, offset, G, BLOCK_K, BLOCK_N)
-        words, scale, offset = ahead
     mask = (m[:, None] < M) & (n[None, :] < N)
     tl.store(y_ptr + m[:, None] * stride_ym + n[None, :], acc.to(y_ptr.dtype.element_ty), mask=mask)
 
@@ -309,7 +306,7 @@ def bf16x2_available(x: torch.Tensor) -> bool:
 # gate_up) is ahead on the GEMV up to 4 rows, all in one program (at 8 the GEMM wins: 5.7 vs
 # 6.6 us on qkv); a narrow one (o, down) up to 8 rows, a quarter of them a program (at 8: o 5.6
 # against the GEMM's 7.8 us; at 16 the GEMM leads, o 7.8 against 8.8, down 11.2 against 12.6:
-# `docs/measurements/w4pdl-h100-20261207.json`, before the GEMM fetched its next piece ahead).
+# `docs/measurements/w4pdl-h100-20261207.json`).
 GEMV_MAX_ROWS = 4
 GEMV_MAX_ROWS_NARROW = 8
 
