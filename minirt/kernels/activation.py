@@ -12,6 +12,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from minirt.kernels.pdl import launch_args, pdl_wait
+
 
 def silu_mul_ref(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up  # [num_tokens, intermediate]
@@ -26,10 +28,12 @@ def silu_times(gate, up):
 
 
 @triton.jit
-def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, gate_stride, up_stride, n, BLOCK: tl.constexpr):
+def _silu_mul_kernel(gate_ptr, up_ptr, out_ptr, gate_stride, up_stride, n, BLOCK: tl.constexpr,
+                     PDL: tl.constexpr = 0):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)  # one row per program along axis 0, BLOCK columns each
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n
+    pdl_wait(PDL)  # minirt.kernels.pdl: gate and up are the kernel before's
     g = tl.load(gate_ptr + row * gate_stride + cols, mask=mask)
     u = tl.load(up_ptr + row * up_stride + cols, mask=mask)
     tl.store(out_ptr + row * n + cols, silu_times(g, u), mask=mask)
@@ -45,6 +49,6 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     block = min(1024, triton.next_power_of_2(n))
     if rows and n:
         _silu_mul_kernel[(rows, triton.cdiv(n, block))](
-            gate, up, out, gate.stride(0), up.stride(0), n, BLOCK=block
+            gate, up, out, gate.stride(0), up.stride(0), n, BLOCK=block, **launch_args(up)
         )
     return out

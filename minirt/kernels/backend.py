@@ -20,6 +20,7 @@ from minirt.kernels import (
     cpu,
     decode_attention,
     gemv,
+    lm_head,
     prefill_attention,
     qk_norm_rope,
     rms_norm,
@@ -78,7 +79,7 @@ TRITON = KernelBackend(
     linear=gemv.linear,
     silu_mul_linear=gemv.silu_mul_linear,
     rms_norm_linear=gemv.rms_norm_linear,
-    linear_argmax=gemv.linear_argmax,
+    linear_argmax=lm_head.linear_argmax,
     capturable=True,
 )
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from minirt.config import ModelConfig
-from minirt.kernels import gemv
+from minirt.kernels import lm_head
 from minirt.kernels.backend import KernelBackend
 from minirt.model.attention import Attention, AttentionMetadata
 from minirt.model.layers import MLP, Linear, RMSNorm, RotaryEmbedding, norm_linear, watched
@@ -97,16 +97,16 @@ class CausalLM(nn.Module):
 
     def argmax_in_head(self, rows: int) -> bool:
         """Whether `logits_and_argmax` at `rows` rows takes the argmax inside the LM head's
-        kernel, for one small kernel more (a decode graph then returns it): up to the GEMV's
-        rows, with a backend that fuses it. Past that it would be an argmax of its own, which
-        the sampler runs only where a step samples."""
-        return self._head_argmax() is not None and rows <= gemv.GEMV_MAX_ROWS
+        kernel, for one small kernel more (a decode graph then returns it): with a backend that
+        fuses it, up to the rows its kernels take (`lm_head.fuses_argmax`). Past that it would be
+        an argmax of its own, which the sampler runs only where a step samples."""
+        return self._head_argmax() is not None and lm_head.fuses_argmax(rows)
 
     def logits_and_argmax(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits in the weights' dtype, each row's argmax: the greedy token), the argmax taken
-        inside the LM head's kernel where the backend fuses it (`linear_argmax`: at one or two
-        rows on the GPU its GEMV keeps each program's largest logit, and one small kernel picks
-        among them), else torch's argmax over the logits."""
+        inside the LM head's kernel where the backend fuses it (`linear_argmax`: on the GPU its
+        GEMV at one or two rows, its tensor-core head past that, keep each program's largest
+        logit, and one small kernel picks among them), else torch's argmax over the logits."""
         fused = self._head_argmax()
         if fused is not None:
             return fused(hidden, self.lm_head.weight, self.lm_head.bias)

@@ -73,26 +73,32 @@ def test_score_gives_the_logits_of_every_prefix_and_frees_its_blocks(embedded_ll
     assert llm.block_manager.num_free_blocks == llm.num_blocks
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", "triton", "triton+head"])
 @pytest.mark.parametrize("overlap", [False, True])
 def test_the_padded_static_buffer_decode_path_gives_the_eager_tokens(
-    qwen3_checkpoint, backend, overlap
+    qwen3_checkpoint, monkeypatch, backend, overlap
 ):
     """What a CUDA graph replays, run on the CPU without capture: batches padded up to a size
     (padding rows: slot -1, context 0), inputs unpacked from one buffer (the overlapped loop's
-    placeholders resolved there), the argmax taken in the LM head's kernel at two rows with
-    Triton's kernels: no token may change."""
+    placeholders resolved there), the argmax taken in the LM head's kernel with Triton's
+    kernels (the GEMV at two rows; "+head": the tensor-core head at four): no token may
+    change."""
     from minirt.engine.cuda_graph import DecodeGraphs
+    from minirt.kernels import lm_head
 
     folder, _ = qwen3_checkpoint
+    head = backend == "triton+head"
+    if head:
+        monkeypatch.setattr(lm_head, "MAX_ROWS", 256)
+        backend = "triton"
     prompts = [list(range(40, 40 + n)) for n in (5, 23, 17)]
     params = [SamplingParams(temperature=0, max_tokens=m, ignore_eos=True) for m in (9, 6, 3)]
     eager = LLM(folder, device="cpu", kernel_backend=backend)
     padded = LLM(folder, device="cpu", kernel_backend=backend, overlap_schedule=overlap)
     graphs = DecodeGraphs(padded.model, [2, 4], 512 // 16, 512, torch.device("cpu"))
     padded.runner.graphs = graphs  # 3 sequences padded to 4, then 2, then 1 padded to 2
-    assert padded.model.argmax_in_head(2) == (backend == "triton")
-    assert not padded.model.argmax_in_head(4)
+    assert padded.model.argmax_in_head(2) == (backend == "triton")  # the GEMV
+    assert padded.model.argmax_in_head(4) == head  # the tensor-core head
     a = [o.token_ids for o in eager.generate(prompts, params, use_tqdm=False)]
     b = [o.token_ids for o in padded.generate(prompts, params, use_tqdm=False)]
     assert a == b

@@ -99,6 +99,11 @@ GEMVS = {  # a decode step's GEMVs, and the W4A16 GEMM: (kernel, signature, cons
     "w4a16 gemm (past the GEMV's rows)": (
         "w4a16_gemm._gemm_kernel", {**W4A16, "stride_xm": "i32", "stride_ym": "i32"},
         {"G": 128, "HAS_ZEROS": True, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 128, "PDL": 1}, 4),
+    "lm head with the argmax (past the GEMV's rows)": (
+        "lm_head._head_kernel",
+        {**dict.fromkeys(["x_ptr", "w_ptr", "y_ptr"], "*bf16"), "max_ptr": "*fp32",
+         "at_ptr": "*i32", "M": "i32", "N": "i32", "stride_xm": "i32", "P": "i32"},
+        {"K": 1024, "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "PDL": 1}, 8),
 }  # fmt: skip
 
 

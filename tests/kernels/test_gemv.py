@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minirt.kernels import gemv as G
+from minirt.kernels import lm_head
 from minirt.kernels.pdl import launch_args
 
 from .conftest import rel_error
@@ -217,9 +218,9 @@ def test_the_lm_head_runs_on_the_backends_linear_and_is_still_tied():
 
 
 def test_the_lm_head_takes_the_argmax_in_its_kernel_unless_watched_or_replaced():
-    """Triton's backend fuses the argmax into the head's GEMV (at most GEMV_MAX_ROWS rows); a
-    hook on the head (it must see its call) or a learner's `linear` turns that off, with the
-    same logits and tokens."""
+    """Triton's backend fuses the argmax into the head's kernel (the GEMV, and the tensor-core
+    head up to lm_head.MAX_ROWS rows where that is on); a hook on the head (it must see its
+    call) or a learner's `linear` turns that off, with the same logits and tokens."""
     from dataclasses import replace
 
     from minirt import LLM
@@ -227,7 +228,8 @@ def test_the_lm_head_takes_the_argmax_in_its_kernel_unless_watched_or_replaced()
 
     model = LLM(device=DEVICE, kernel_backend="triton", dtype="float32").model
     hidden = _rand(2, model.config.hidden_size, seed=15).float()
-    assert model.argmax_in_head(G.GEMV_MAX_ROWS) and not model.argmax_in_head(G.GEMV_MAX_ROWS + 1)
+    top = max(G.GEMV_MAX_ROWS, lm_head.MAX_ROWS)
+    assert model.argmax_in_head(G.GEMV_MAX_ROWS) and not model.argmax_in_head(top + 1)
     logits, tokens = model.logits_and_argmax(hidden)
     seen = []
     handle = model.lm_head.register_forward_hook(lambda *a: seen.append(1))
