@@ -13,9 +13,15 @@ out = sys.argv[1]
 torch.manual_seed(0)
 w = (torch.randn(151936, 1024, device="cuda") * 1024**-0.5).to(torch.bfloat16)
 CFGS = [
-    (16, 128, 128, 4, 4), (16, 64, 128, 4, 4), (32, 128, 64, 4, 4),
-    (64, 128, 64, 4, 4), (64, 256, 64, 8, 3), (128, 128, 64, 8, 3),
-    (128, 128, 64, 4, 4), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3),
+    (16, 128, 128, 4, 4),
+    (16, 64, 128, 4, 4),
+    (32, 128, 64, 4, 4),
+    (64, 128, 64, 4, 4),
+    (64, 256, 64, 8, 3),
+    (128, 128, 64, 8, 3),
+    (128, 128, 64, 4, 4),
+    (128, 256, 64, 8, 3),
+    (256, 128, 64, 8, 3),
 ]
 
 
@@ -59,7 +65,9 @@ for m in [int(v) for v in os.environ.get("ROWS", "8,64,256").split(",")]:
             ok = bool(torch.equal(tok, y.argmax(-1)))
             err = ((y.float() - ref_y.float()).norm() / ref_y.float().norm()).item()
             us = graph_us(lambda: H._head(x, w, c))
-            r["triton"].append({"cfg": [bm, bn, bk, wp, st], "us": us, "tokens_ok": ok, "rel_err": err})
+            r["triton"].append(
+                {"cfg": [bm, bn, bk, wp, st], "us": us, "tokens_ok": ok, "rel_err": err}
+            )
         except Exception as e:
             r["triton"].append({"cfg": [bm, bn, bk, wp, st], "error": str(e)[:200]})
     dflt = H.head_config(m)
@@ -68,10 +76,29 @@ for m in [int(v) for v in os.environ.get("ROWS", "8,64,256").split(",")]:
     good = [t for t in r["triton"] if "us" in t]
     r["best"] = min(good, key=lambda t: t["us"]) if good else None
     rows.append(r)
-    print("M", m, "cublas", round(lin, 1), "+argmax", round(both, 1), "default", round(r["default_us"], 1),
-          "best", r["best"] and (r["best"]["cfg"], round(r["best"]["us"], 1), r["best"]["tokens_ok"]), flush=True)
+    print(
+        "M",
+        m,
+        "cublas",
+        round(lin, 1),
+        "+argmax",
+        round(both, 1),
+        "default",
+        round(r["default_us"], 1),
+        "best",
+        r["best"] and (r["best"]["cfg"], round(r["best"]["us"], 1), r["best"]["tokens_ok"]),
+        flush=True,
+    )
     for t in good:
-        print("    ", t["cfg"], round(t["us"], 1), t["tokens_ok"], f"{t['rel_err']:.1e}", flush=True)
-res = {"what": __doc__, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-       "triton": triton.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}
+        print(
+            "    ", t["cfg"], round(t["us"], 1), t["tokens_ok"], f"{t['rel_err']:.1e}", flush=True
+        )
+res = {
+    "what": __doc__,
+    "device": torch.cuda.get_device_name(),
+    "torch": torch.__version__,
+    "triton": triton.__version__,
+    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    "rows": rows,
+}
 json.dump(res, open(os.path.join(out, "lm-head.json"), "w"), indent=1)

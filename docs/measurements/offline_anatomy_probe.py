@@ -33,9 +33,14 @@ from minirt.kv import kv_cache_bytes_per_token
 from minirt.workload import uniform
 
 copy = ceilings()[0]["gb_per_s"] * 1e9
-res = {"tag": tag, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-       "pdl": os.environ.get("MINIRT_PDL", "1"), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-       "copy_gb_per_s": copy / 1e9}
+res = {
+    "tag": tag,
+    "device": torch.cuda.get_device_name(),
+    "torch": torch.__version__,
+    "pdl": os.environ.get("MINIRT_PDL", "1"),
+    "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    "copy_gb_per_s": copy / 1e9,
+}
 log = []
 orig = ModelRunner.launch
 
@@ -67,8 +72,15 @@ with tempfile.TemporaryDirectory() as folder:
         res["decode"] = [minirt_decode(llm, b, graphs=True) for b in (64, 256)]
         res["roofline"] = roofline_rows(res["decode"], wb, kvt, copy / 1e9)
         for f in res["roofline"]:
-            print(tag, "decode", f["batch"], round(f["step_ms"], 4), "floor",
-                  round(f["fraction_of_floor"], 4), flush=True)
+            print(
+                tag,
+                "decode",
+                f["batch"],
+                round(f["step_ms"], 4),
+                "floor",
+                round(f["fraction_of_floor"], 4),
+                flush=True,
+            )
         ModelRunner.launch = launch
         res["offline"] = []
         for i in range(int(os.environ.get("PASSES", 1))):
@@ -83,8 +95,17 @@ with tempfile.TemporaryDirectory() as folder:
                 nxt = log[j + 1][0] if j + 1 < len(log) else end
                 ms = ev.elapsed_time(nxt)
                 key = f"prompt" if pre else f"decode<={bucket(n)}"
-                g = groups.setdefault(key, {"steps": 0, "ms": 0.0, "floor_ms": 0.0, "host_ms": 0.0,
-                                            "prompt_tokens": 0, "rows": 0})
+                g = groups.setdefault(
+                    key,
+                    {
+                        "steps": 0,
+                        "ms": 0.0,
+                        "floor_ms": 0.0,
+                        "host_ms": 0.0,
+                        "prompt_tokens": 0,
+                        "rows": 0,
+                    },
+                )
                 g["steps"] += 1
                 g["ms"] += ms
                 g["floor_ms"] += (wb + ctx * kvt) / copy * 1e3
@@ -92,18 +113,35 @@ with tempfile.TemporaryDirectory() as folder:
                 g["prompt_tokens"] += pre
                 g["rows"] += n
             gpu = sum(g["ms"] for g in groups.values())
-            row = {"seconds": secs, "output_tokens_per_s": sum(work.output_lens) / secs,
-                   "steps": len(log), "gpu_s_between_events": gpu / 1e3,
-                   "cached": llm.last_stats.num_cached_tokens, "groups": groups}
+            row = {
+                "seconds": secs,
+                "output_tokens_per_s": sum(work.output_lens) / secs,
+                "steps": len(log),
+                "gpu_s_between_events": gpu / 1e3,
+                "cached": llm.last_stats.num_cached_tokens,
+                "groups": groups,
+            }
             res["offline"].append(row)
-            print(tag, "offline", round(row["output_tokens_per_s"]), "steps", len(log),
-                  "event-sum", round(gpu / 1e3, 3), "wall", round(secs, 3), flush=True)
+            print(
+                tag,
+                "offline",
+                round(row["output_tokens_per_s"]),
+                "steps",
+                len(log),
+                "event-sum",
+                round(gpu / 1e3, 3),
+                "wall",
+                round(secs, 3),
+                flush=True,
+            )
             if i == 0:
                 for k in sorted(groups):
                     g = groups[k]
-                    print(f"  {k:12s} steps {g['steps']:5d} ms {g['ms']:8.1f} floor {g['floor_ms']:8.1f}"
-                          f" ({g['floor_ms'] / g['ms']:.2f}) host {g['host_ms']:7.1f} prompt {g['prompt_tokens']}",
-                          flush=True)
+                    print(
+                        f"  {k:12s} steps {g['steps']:5d} ms {g['ms']:8.1f} floor {g['floor_ms']:8.1f}"
+                        f" ({g['floor_ms'] / g['ms']:.2f}) host {g['host_ms']:7.1f} prompt {g['prompt_tokens']}",
+                        flush=True,
+                    )
         ModelRunner.launch = orig
     else:
         from torch.profiler import ProfilerActivity, profile
@@ -135,11 +173,21 @@ with tempfile.TemporaryDirectory() as folder:
             ks = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
             ks.sort(key=lambda e: -e.device_time_total)
             total = sum(e.device_time_total for e in ks)
-            table = [{"name": e.key[:100], "per_step": e.count / steps,
-                      "us_per_step": e.device_time_total / steps} for e in ks[:30]]
-            res["profiles"].append({"batch": b, "steps": steps, "kernel_us_per_step": total / steps,
-                                    "kernels": table})
+            table = [
+                {
+                    "name": e.key[:100],
+                    "per_step": e.count / steps,
+                    "us_per_step": e.device_time_total / steps,
+                }
+                for e in ks[:30]
+            ]
+            res["profiles"].append(
+                {"batch": b, "steps": steps, "kernel_us_per_step": total / steps, "kernels": table}
+            )
             print(tag, "profile batch", b, "kernel us/step", round(total / steps, 1), flush=True)
             for t in table[:22]:
-                print(f"   {t['us_per_step']:8.1f} us  x{t['per_step']:5.1f}  {t['name'][:70]}", flush=True)
+                print(
+                    f"   {t['us_per_step']:8.1f} us  x{t['per_step']:5.1f}  {t['name'][:70]}",
+                    flush=True,
+                )
 json.dump(res, open(os.path.join(out, f"anatomy-{tag}-pdl{res['pdl']}.json"), "w"), indent=1)
