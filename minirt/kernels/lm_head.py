@@ -20,9 +20,9 @@ import triton.language as tl
 from minirt.kernels import gemv
 from minirt.kernels.pdl import launch_args, pdl_wait
 
-# Rows up to which the head runs here, past the GEMV's; above it cuBLAS and torch.argmax. 0: never.
-# Off until its tile sweep and its end-to-end effect have run on an H100
-# (docs/measurements/lm_head_probe.py, offline_anatomy_probe.py); 256 turns it on.
+# Rows up to which the head runs here, past the GEMV's; above it cuBLAS and torch.argmax. 0: never,
+# the default while the kernel has not been timed against cuBLAS + torch.argmax on a GPU
+# (docs/measurements/lm_head_probe.py and offline_anatomy_probe.py do that); 256 turns it on.
 MAX_ROWS = 0
 
 
@@ -60,7 +60,8 @@ def _head_kernel(
 
 
 def head_config(m: int) -> dict:
-    """Tiles by rows (H100, Qwen3-0.6B's head: `docs/measurements/lm-head-h100-20261207.json`)."""
+    """Tiles by rows: first choices, not yet timed (docs/measurements/lm_head_probe.py sweeps
+    them against cuBLAS on Qwen3-0.6B's head)."""
     if m <= 16:
         return {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "num_warps": 4, "num_stages": 4}
     if m <= 64:
@@ -81,7 +82,8 @@ def fits(x: torch.Tensor, weight: torch.Tensor, bias=None) -> bool:
 
 
 def fuses_argmax(rows: int) -> bool:
-    """Whether `linear_argmax` takes the argmax inside a kernel at this many rows."""
+    """Whether `linear_argmax` takes the argmax inside its kernels at this many rows (the GEMV's
+    rows, or the head's here): where a decode graph should return its tokens."""
     return rows <= max(gemv.GEMV_MAX_ROWS, MAX_ROWS)
 
 
