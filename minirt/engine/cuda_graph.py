@@ -94,13 +94,9 @@ class DecodeGraphs:
         own buffers: the next replay of this size writes over them."""
         n = len(host["input_ids"])
         bs = self.sizes[bisect.bisect_left(self.sizes, n)]  # the smallest captured size >= n
-        pad = [0] * (bs - n)  # padding rows store nothing (slot -1) and attend to nothing (ctx 0)
-        width, tables = placeholders.flat_rows(host["block_tables"])
-        packed = torch.tensor(
-            [*host["input_ids"], *pad, *host["positions"], *pad,
-             *host["slot_mapping"], *[-1] * len(pad), *host["context_lens"], *pad, *tables],
-            dtype=torch.int64,
-        )  # fmt: skip
+        # padding rows store nothing (slot -1) and attend to nothing (context 0)
+        columns = [host[k] for k in ("input_ids", "positions", "slot_mapping", "context_lens")]
+        width, packed = placeholders.pack(columns, host["block_tables"], bs, fills=[0, 0, -1, 0])
         packed = packed.pin_memory() if pin else packed
         self.staged[: len(packed)].copy_(packed, non_blocking=True)
         # ids resolved in place, table rows spread: one launch. Stale entries past a row's

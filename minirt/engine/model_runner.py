@@ -72,9 +72,9 @@ class ModelRunner:
         t0 = time.perf_counter()
         h = self.host_inputs(rows)
         n, s = len(h["input_ids"]), len(rows)
-        width, tables = placeholders.flat_rows(h["block_tables"])
-        flat = [*h["input_ids"], *h["positions"], *h["slot_mapping"], *h["query_start_loc"],
-                *h["context_lens"], *tables]  # fmt: skip
+        columns = [h[k] for k in ("input_ids", "positions", "slot_mapping", "query_start_loc",
+                                  "context_lens")]  # fmt: skip
+        width, flat = placeholders.pack(columns, h["block_tables"])
         packed = self.to_device(flat)
         ids, pos, slots, starts, ctx, tab = packed.split([n, n, n, s + 1, s, s * width])
         meta = AttentionMetadata(
@@ -169,9 +169,9 @@ class ModelRunner:
             return self.to_device(self.sampler(logits.float(), params, gens))
         return sample_on_device(logits, params, gens, argmax)
 
-    def to_device(self, values: list[int]) -> torch.Tensor:
+    def to_device(self, values: list[int] | torch.Tensor) -> torch.Tensor:
         """int64 [len(values)] on the device, through pinned memory when `pin_inputs`."""
-        host = torch.tensor(values, dtype=torch.int64)
+        host = torch.as_tensor(values, dtype=torch.int64)
         host = host.pin_memory() if self.pin_inputs else host
         return host.to(self.device, non_blocking=True)
 

@@ -63,3 +63,25 @@ def test_one_launch_resolves_the_ids_and_spreads_the_short_table_rows(bs, width,
     assert torch.equal(dev[0].cpu(), expected[0]) and torch.equal(dev[2].cpu(), expected[1])
     assert (expected[0][:n] >= 0).all()
     assert (expected[1][n:] == -5).all() and (expected[1][:, width:] == -5).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    lens=st.lists(st.integers(0, 40), min_size=1, max_size=12),
+    pad=st.integers(0, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_pack_lays_out_padded_columns_then_the_padded_table_rows(lens, pad, seed):
+    """The host buffer one copy takes to the device, as the Python lists would spell it."""
+    from minirt.kernels.placeholders import pack
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(lens)
+    tables = [torch.randint(0, 10**6, (k,), generator=g).tolist() for k in lens]
+    columns = [torch.randint(-(2**40), 2**40, (n,), generator=g).tolist() for _ in range(3)]
+    width, packed = pack(columns, tables, n + pad, fills=[0, -1, 7])
+    rows = [b for t in tables for b in (*t, *[-1] * (width - len(t)))]
+    expected = [*columns[0], *[0] * pad, *columns[1], *[-1] * pad, *columns[2], *[7] * pad, *rows]
+    assert width == max(lens) and packed.dtype == torch.int64 and packed.tolist() == expected
+    width, packed = pack([columns[0], columns[1][:1]], tables)  # unpadded: each its own length
+    assert packed.tolist() == [*columns[0], columns[1][0], *rows]
