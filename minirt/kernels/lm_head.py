@@ -106,10 +106,7 @@ def _head(x, weight, config=None):
 
 
 def linear_argmax(x, weight, bias=None):
-    """Triton twin of `linear_argmax_ref`: the GEMV at one or two rows, the tensor-core head up
-    to MAX_ROWS, else F.linear and torch's argmax."""
-    if gemv.use_gemv(x, weight) and x.stride(-1) == 1:
-        return gemv.linear_argmax(x, weight, bias)
-    if fits(x, weight, bias):
-        return _head(x, weight)
-    return linear_argmax_ref(x, weight, bias)
+    """Triton twin of `linear_argmax_ref`: the tensor-core head past the GEMV's rows up to
+    MAX_ROWS, else `gemv.linear_argmax` (the GEMV at one or two rows, F.linear and torch's
+    argmax past them)."""
+    return _head(x, weight) if fits(x, weight, bias) else gemv.linear_argmax(x, weight, bias)
