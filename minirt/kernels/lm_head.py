@@ -34,11 +34,13 @@ def _head_kernel(
     x_ptr, w_ptr, y_ptr, max_ptr, at_ptr, M, N, stride_xm, P, K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    # Program (j, i): logits j*BLOCK_N.. of rows i*BLOCK_M.., K walked in pieces of BLOCK_K.
-    # The first piece of weights is loaded before the wait (minirt.kernels.pdl).
-    j = tl.program_id(0)
+    # Program (i, j): logits j*BLOCK_N.. of rows i*BLOCK_M.., K walked in pieces of BLOCK_K.
+    # The row tiles of one piece of W are neighbours in launch order, so they run together and
+    # W is read from HBM once (the others find it in L2); the first piece of weights is loaded
+    # before the wait (minirt.kernels.pdl).
+    j = tl.program_id(1)
     n = j * BLOCK_N + tl.arange(0, BLOCK_N)
-    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     m_in, n_in = tl.where(m < M, m, 0), tl.where(n < N, n, 0)  # clamp: no masks on the loads
     k = tl.arange(0, BLOCK_K)
     w_at = w_ptr + n_in[None, :] * K + k[:, None]  # [BLOCK_K, BLOCK_N]: a piece of W.T
@@ -95,7 +97,7 @@ def _head(x, weight, config=None):
     y = torch.empty((m, n), dtype=x.dtype, device=x.device)
     maxima = torch.empty((m, parts), dtype=torch.float32, device=x.device)
     at = torch.empty((m, parts), dtype=torch.int32, device=x.device)
-    grid = (parts, triton.cdiv(m, c["BLOCK_M"]))
+    grid = (triton.cdiv(m, c["BLOCK_M"]), parts)
     _head_kernel[grid](x, weight, y, maxima, at, m, n, x.stride(0), parts, K=k, **c,
                        **launch_args(x))  # fmt: skip
     tokens = torch.empty(m, dtype=torch.int64, device=x.device)
