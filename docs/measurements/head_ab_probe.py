@@ -4,7 +4,7 @@ step before, in ONE process: two engines on one GPU, graphs captured once each, 
 (bench gpu's minirt_decode) at 16 / 64 / 256 rows measured A B A B A B, so drift and the
 machine's mood hit both alike.
 
-`head_ab_probe.py OUT`. A ("old"): lm_head.MAX_ROWS = 0 (cuBLAS + torch.argmax past two rows)
+`head_ab_probe.py OUT` (env BATCHES="16,64,256", REPS=3). A ("old"): lm_head.MAX_ROWS = 0 (cuBLAS + torch.argmax past two rows)
 and silu_mul without PDL. B ("new"): MAX_ROWS = 256 and silu_mul as committed.
 """
 
@@ -20,6 +20,8 @@ from minirt.kernels.pdl import launch_args
 from minirt.kv import kv_cache_bytes_per_token
 
 out = sys.argv[1]
+BATCHES = [int(b) for b in os.environ.get("BATCHES", "16,64,256").split(",")]
+REPS = int(os.environ.get("REPS", 3))
 copy = ceilings()[0]["gb_per_s"]
 variants = {"old": (0, lambda t: {"PDL": 0}), "new": (256, launch_args)}
 res = {
@@ -44,10 +46,10 @@ with tempfile.TemporaryDirectory() as folder:
     llm = llms["old"]
     wb = sum(p.numel() * p.element_size() for p in llm.model.parameters())
     kvt = kv_cache_bytes_per_token(llm.model_config, torch.bfloat16)
-    for rep in range(3):
+    for rep in range(REPS):
         for name in variants:
             use(name)
-            rows = [minirt_decode(llms[name], b, graphs=True) for b in (16, 64, 256)]
+            rows = [minirt_decode(llms[name], b, graphs=True) for b in BATCHES]
             for r in roofline_rows(rows, wb, kvt, copy):
                 r.update(variant=name, rep=rep)
                 res["rows"].append(r)
@@ -60,7 +62,7 @@ with tempfile.TemporaryDirectory() as folder:
                     flush=True,
                 )
 summary = {}
-for b in (16, 64, 256):
+for b in BATCHES:
     for name in variants:
         ms = sorted(r["step_ms"] for r in res["rows"] if r["batch"] == b and r["variant"] == name)
         summary[f"{name}@{b}"] = ms[len(ms) // 2]
